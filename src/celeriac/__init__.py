@@ -1,3 +1,36 @@
-"""celeriac: a distributed task queue with Celery's API and wire protocol."""
+"""celeriac: a distributed task queue with Celery's API and wire protocol.
+
+Migrating from Celery is one search-and-replace of ``celery`` with ``celeriac``::
+
+    from celeriac import Celery
+    app = Celery("tasks")           # embedded SQLite broker, no server needed
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from celeriac import states
+from celeriac.app import Celeriac, Celery, _CurrentAppProxy, shared_task
+from celeriac.middleware import Middleware
+from celeriac.result import AsyncResult
+from celeriac.task import Task
+
+#: The current app (the most recently created one), as ``celery.current_app``.
+current_app = _CurrentAppProxy()
+
+__all__ = [
+    "AsyncResult",
+    "Celeriac",
+    "Celery",
+    "Middleware",
+    "Task",
+    "__version__",
+    "current_app",
+    "shared_task",
+    "states",
+]

@@ -70,7 +70,7 @@ class BackendError(CeleriacError):
     """The result backend could not be reached or returned an error."""
 
 
-class TimeoutError(CeleriacError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(CeleriacError, builtins.TimeoutError):
     """The operation timed out."""
 
 
@@ -142,11 +142,11 @@ class Reject(TaskPredicate):
         super().__init__(reason, requeue)
 
 
-class SoftTimeLimitExceeded(Exception):  # noqa: N818 - Celery's public name
+class SoftTimeLimitExceeded(Exception):
     """Raised inside a task when its soft time limit is reached."""
 
 
-class TimeLimitExceeded(Exception):  # noqa: N818 - Celery's public name
+class TimeLimitExceeded(Exception):
     """The task was stopped at its hard time limit."""
 
 
@@ -154,7 +154,7 @@ class WorkerLostError(Exception):
     """The worker process running the task exited unexpectedly."""
 
 
-class Terminated(Exception):  # noqa: N818 - Celery's public name
+class Terminated(Exception):
     """The task was terminated by a revoke with ``terminate=True``."""
 
 

@@ -1,0 +1,497 @@
+"""The application: configuration, task registry, routing and the producer."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import importlib
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+
+from celeriac._config import Settings
+from celeriac._loop import run_sync
+from celeriac.backends import ResultBackend, backend_class, create_backend
+from celeriac.brokers import Broker, broker_class, create_broker
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol import Message, build_task_message, utcnow
+from celeriac.result import AsyncResult
+from celeriac.task import Task, make_task_class
+
+if TYPE_CHECKING:
+    from celeriac.middleware import Middleware
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_BROKER_URL = "sqlite:///celeriac.sqlite3"
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class _BoundTaskDecorator(Protocol):
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
+
+
+class _Clients:
+    """The broker and backend of one event loop, connected on first use."""
+
+    def __init__(self, broker: Broker, backend: ResultBackend) -> None:
+        self.broker = broker
+        self.backend = backend
+        self.broker_ready = False
+        self.backend_ready = False
+        self.lock = asyncio.Lock()
+
+
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+_apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
+_current: Celeriac | None = None
+
+
+class Celeriac:
+    """A celeriac application (also importable as ``Celery``)."""
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Sequence[str] | None = None,
+        config_source: Any = None,
+        set_as_current: bool = True,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.conf.update_from_env()
+        if config_source is not None:
+            self.conf.update_from_object(config_source)
+        if broker is not None:
+            self.conf["broker_url"] = broker
+        if backend is not None:
+            self.conf["result_backend"] = backend
+        if include:
+            self.conf["include"] = list(include)
+        for key, value in settings.items():
+            self.conf[key] = value
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.middleware: list[Middleware] = []
+        self.reply_to = str(uuid.uuid4())
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._clients_lock = threading.Lock()
+        for fn, opts in _shared_tasks:
+            self._register(fn, dict(opts))
+        _apps.add(self)
+        if set_as_current:
+            self.set_current()
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'} at {id(self):#x}>"
+
+    def set_current(self) -> None:
+        global _current
+        _current = self
+
+    # -- configuration ------------------------------------------------------
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
+        """Load settings from a module, object, mapping, or ``"module:attr"`` string."""
+        if isinstance(obj, str):
+            module_name, _, attr = obj.partition(":")
+            try:
+                module: Any = importlib.import_module(module_name)
+            except ImportError:
+                if silent:
+                    return
+                raise
+            obj = getattr(module, attr) if attr else module
+        self.conf.update_from_object(obj, namespace=namespace)
+
+    def config_from_envvar(self, name: str, silent: bool = False) -> None:
+        import os  # noqa: PLC0415
+
+        target = os.environ.get(name)
+        if not target:
+            if silent:
+                return
+            raise ImproperlyConfigured(f"environment variable {name} is not set")
+        self.config_from_object(target)
+
+    @property
+    def broker_url(self) -> str:
+        url = self.conf["broker_url"]
+        return str(url) if url else DEFAULT_BROKER_URL
+
+    @property
+    def backend_url(self) -> str:
+        url = self.conf["result_backend"]
+        if url:
+            return str(url)
+        broker_url = self.broker_url
+        if broker_class(broker_url).holds_results:
+            return broker_url
+        return "rpc://"
+
+    def check_configuration(self) -> None:
+        """Fail now, with a clear message, if the broker or backend URL is unusable."""
+        broker_class(self.broker_url)
+        backend_class(self.backend_url)
+
+    def import_modules(self) -> None:
+        for name in [*self.conf["imports"], *self.conf["include"]]:
+            importlib.import_module(name)
+
+    # -- tasks --------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, *, bind: Literal[True], **options: Any) -> _BoundTaskDecorator: ...
+    @overload
+    def task(self, *, bind: Literal[False] = ..., **options: Any) -> _TaskDecorator: ...
+
+    def task(  # type: ignore[misc]  # mypy cannot match **options against fn
+        self, fn: Callable[..., Any] | None = None, /, *, bind: bool = False, **options: Any
+    ) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(**options)``."""
+        options["bind"] = bind
+        if fn is not None:
+            return self._register(fn, options)
+
+        def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
+            return self._register(func, options)
+
+        return decorate
+
+    def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        if isinstance(fn, Task):
+            return fn
+        name = options.get("name") or self.gen_task_name(fn.__name__, fn.__module__)
+        base = options.get("base") or Task
+        cls = make_task_class(fn, name, self, base, **options)
+        task = cls()
+        self.tasks[name] = task
+        return task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def register_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
+        self.tasks[task.name] = task
+        return task
+
+    # -- clients ------------------------------------------------------------
+    def _clients_for_loop(self) -> _Clients:
+        loop = asyncio.get_running_loop()
+        clients = self._clients.get(loop)
+        if clients is None:
+            with self._clients_lock:
+                clients = self._clients.get(loop)
+                if clients is None:
+                    opts = self.conf["broker_transport_options"]
+                    bopts = self.conf["result_backend_transport_options"]
+                    clients = _Clients(
+                        create_broker(self.broker_url, opts),
+                        create_backend(self.backend_url, bopts),
+                    )
+                    self._clients[loop] = clients
+        return clients
+
+    async def get_broker(self) -> Broker:
+        """This event loop's broker, connected."""
+        clients = self._clients_for_loop()
+        if not clients.broker_ready:
+            async with clients.lock:
+                if not clients.broker_ready:
+                    await clients.broker.connect()
+                    clients.broker_ready = True
+        return clients.broker
+
+    async def get_backend(self) -> ResultBackend:
+        """This event loop's result backend, connected."""
+        clients = self._clients_for_loop()
+        if not clients.backend_ready:
+            async with clients.lock:
+                if not clients.backend_ready:
+                    await clients.backend.connect()
+                    clients.backend_ready = True
+        return clients.backend
+
+    async def close_clients(self) -> None:
+        """Close this loop's broker and backend connections."""
+        loop = asyncio.get_running_loop()
+        clients = self._clients.pop(loop, None)
+        if clients is not None:
+            if clients.broker_ready:
+                await clients.broker.close()
+            if clients.backend_ready:
+                await clients.backend.close()
+
+    async def backend_get(self, task_id: str) -> dict[str, Any] | None:
+        return await (await self.get_backend()).get(task_id)
+
+    async def backend_wait(
+        self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.5
+    ) -> dict[str, dict[str, Any]]:
+        backend = await self.get_backend()
+        return await backend.wait(task_ids, timeout, interval=min(interval, 0.05))
+
+    async def backend_forget(self, task_id: str) -> None:
+        await (await self.get_backend()).forget(task_id)
+
+    # -- producing ----------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name (it need not be registered here)."""
+        queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
+        run_sync(self._publish(queue, message, priority, not_before))
+        return AsyncResult(message.headers["id"], task_name=name, app=self)
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """``send_task`` for asyncio code."""
+        queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
+        await self._publish(queue, message, priority, not_before)
+        return AsyncResult(message.headers["id"], task_name=name, app=self)
+
+    async def _publish(
+        self, queue: str, message: Message, priority: int, not_before: float | None
+    ) -> None:
+        for mw in self.middleware:
+            mw.before_publish(self, message, queue)
+        broker = await self.get_broker()
+        await broker.publish(queue, message, priority=priority, not_before=not_before)
+        for mw in self.middleware:
+            mw.after_publish(self, message, queue)
+
+    def _prepare(
+        self,
+        name: str,
+        args: Sequence[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> tuple[str, Message, int, float | None]:
+        task: Task[Any, Any] | None = options.pop("_task", None) or self.tasks.get(name)
+        args = list(args or ())
+        kwargs = dict(kwargs or {})
+        now = utcnow()
+        eta = _as_utc(options.get("eta"))
+        countdown = options.get("countdown")
+        if countdown is not None:
+            eta = now + timedelta(seconds=float(countdown))
+        expires = options.get("expires", task.expires if task else None)
+        expires_at = _expires_at(expires, now)
+        queue = self.route(name, args, kwargs, options, task)
+        priority = options.get("priority")
+        if priority is None and task is not None:
+            priority = task.priority
+        if priority is None:
+            priority = self.conf["task_default_priority"]
+        ignore_result = options.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task.ignore_result if task and task.ignore_result is not None else None
+        if ignore_result is None:
+            ignore_result = self.conf["task_ignore_result"]
+        time_limit = options.get("time_limit", task.time_limit if task else None)
+        soft_limit = options.get("soft_time_limit", task.soft_time_limit if task else None)
+        serializer = (
+            options.get("serializer")
+            or (task.serializer if task else None)
+            or self.conf["task_serializer"]
+        )
+        message = build_task_message(
+            name,
+            args,
+            kwargs,
+            task_id=options.get("task_id"),
+            eta=eta,
+            expires=expires_at,
+            retries=int(options.get("retries", 0)),
+            timelimit=(time_limit, soft_limit),
+            root_id=options.get("root_id"),
+            parent_id=options.get("parent_id"),
+            group_id=options.get("group_id"),
+            group_index=options.get("group_index"),
+            shadow=options.get("shadow"),
+            ignore_result=bool(ignore_result),
+            callbacks=_sig_list(options.get("link")),
+            errbacks=_sig_list(options.get("link_error")),
+            chain=options.get("chain"),
+            chord=options.get("chord"),
+            extra_headers=options.get("headers"),
+            reply_to=options.get("reply_to") or self.reply_to,
+            priority=priority,
+            serializer=serializer,
+            queue=queue,
+            now=now,
+        )
+        not_before = eta.timestamp() if eta is not None and eta > now else None
+        return queue, message, int(priority or 0), not_before
+
+    def route(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        task: Task[Any, Any] | None = None,
+    ) -> str:
+        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default."""
+        queue = options.get("queue")
+        if queue:
+            return str(queue)
+        routed = self._from_routes(name, args, kwargs, options, task)
+        if routed:
+            return routed
+        if task is not None and task.queue:
+            return task.queue
+        return str(self.conf["task_default_queue"])
+
+    def _from_routes(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> str | None:
+        routes = self.conf["task_routes"]
+        if not routes:
+            return None
+        for router in routes if isinstance(routes, (list, tuple)) else [routes]:
+            if callable(router):
+                route = router(name, args, kwargs, options, task=task)
+            else:
+                route = _match_route(router, name)
+            if isinstance(route, str):
+                return route
+            if isinstance(route, dict) and route.get("queue"):
+                return str(route["queue"])
+        return None
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        self.middleware.append(middleware)
+
+
+def _match_route(table: Any, name: str) -> Any:
+    if not isinstance(table, dict):
+        return None
+    if name in table:
+        return table[name]
+    for pattern, route in table.items():
+        if isinstance(pattern, re.Pattern):
+            if pattern.match(name):
+                return route
+        elif isinstance(pattern, str) and fnmatch.fnmatchcase(name, pattern):
+            return route
+    return None
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"eta must be a datetime, got {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _expires_at(expires: Any, now: datetime) -> datetime | None:
+    if expires is None:
+        return None
+    if isinstance(expires, (int, float)):
+        return now + timedelta(seconds=float(expires))
+    if isinstance(expires, timedelta):
+        return now + expires
+    return _as_utc(expires)
+
+
+def _sig_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [dict(item) if isinstance(item, dict) else item for item in items]
+
+
+def current_app() -> Celeriac:
+    """The app most recently created (or set with ``set_current``); a default one if none."""
+    global _current
+    if _current is None:
+        _current = Celeriac("default")
+    return _current
+
+
+class _CurrentAppProxy:
+    """``celeriac.current_app``: forwards attribute access to :func:`current_app`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(current_app(), name)
+
+    def __repr__(self) -> str:
+        return repr(current_app())
+
+
+@overload
+def shared_task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+@overload
+def shared_task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def shared_task(*, bind: Literal[True], **options: Any) -> _BoundTaskDecorator: ...
+@overload
+def shared_task(*, bind: Literal[False] = ..., **options: Any) -> _TaskDecorator: ...
+
+
+def shared_task(
+    fn: Callable[..., Any] | None = None, /, *, bind: bool = False, **options: Any
+) -> Any:
+    """Register a task with every app, present and future (for reusable apps)."""
+    options["bind"] = bind
+
+    def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
+        _shared_tasks.append((func, options))
+        for app in list(_apps):
+            app._register(func, dict(options))
+        return current_app().tasks[
+            options.get("name") or current_app().gen_task_name(func.__name__, func.__module__)
+        ]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+Celery = Celeriac
+
+__all__ = ["Celeriac", "Celery", "current_app", "shared_task"]

@@ -1,0 +1,250 @@
+"""``Task``: a registered function with Celery's calling API, typed with ParamSpec."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import traceback as tb
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
+
+from celeriac import states
+from celeriac.result import AsyncResult, EagerResult
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class Context:
+    """``task.request``: what the worker knows about the running task (Celery's fields)."""
+
+    id: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    root_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    timelimit: tuple[float | None, float | None] = (None, None)
+    is_eager: bool = False
+    called_directly: bool = True
+    callbacks: Any = None
+    errbacks: Any = None
+    chain: Any = None
+    chord: Any = None
+    ignore_result: bool = False
+    delivery_count: int = 1
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+_DIRECT = Context()
+_current_request: contextvars.ContextVar[Context] = contextvars.ContextVar(
+    "celeriac_request", default=_DIRECT
+)
+
+#: Options ``@app.task(...)`` accepts; anything else is an error at decoration time.
+TASK_OPTIONS = frozenset(
+    {
+        "name", "bind", "base", "ignore_result", "acks_late", "queue", "priority",
+        "serializer", "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs",
+        "retry_backoff", "retry_backoff_max", "retry_jitter", "rate_limit", "time_limit",
+        "soft_time_limit", "track_started", "store_errors_even_if_ignored", "typing",
+        "reject_on_worker_lost", "acks_on_failure_or_timeout", "expires", "shared",
+        "throws", "trail", "routing_key", "exchange", "rate_limit_scope", "pydantic",
+    }
+)  # fmt: skip
+
+
+class Task(Generic[P, R]):
+    """A task. ``@app.task`` makes one subclass per function and one instance of it."""
+
+    name: str = ""
+    app: Celeriac
+    bind: bool = False
+    is_async: bool = False
+    ignore_result: bool | None = None
+    acks_late: bool | None = None
+    queue: str | None = None
+    priority: int | None = None
+    serializer: str | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180.0
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: ClassVar[dict[str, Any]] = {}
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    rate_limit: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    track_started: bool | None = None
+    store_errors_even_if_ignored: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    acks_on_failure_or_timeout: bool | None = None
+    expires: float | datetime | None = None
+    throws: tuple[type[BaseException], ...] = ()
+    typing: bool = True
+
+    # the wrapped function; set on each subclass
+    _fn: Callable[..., Any]
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        if self.bind:
+            return self._fn(self, *args, **kwargs)
+        return self._fn(*args, **kwargs)
+
+    # -- calling ------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function in this process, as a plain function call."""
+        result = self.run(*args, **kwargs)
+        if self.is_async and inspect.isawaitable(result):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(result)  # type: ignore[arg-type]
+        return result  # type: ignore[no-any-return]
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task with these arguments; returns a handle on its result."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` for asyncio code."""
+        return await self.aapply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send the task with options (``countdown``, ``eta``, ``expires``, ``queue``,
+        ``priority``, ``task_id``, ``headers``, ``ignore_result``, ``serializer``, ...)."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+
+    async def aapply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """``apply_async`` for asyncio code."""
+        return await self.app.asend_task(self.name, args, kwargs, _task=self, **options)
+
+    def apply(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task here and now (no broker); returns an :class:`EagerResult`."""
+        task_id = task_id or str(uuid.uuid4())
+        request = Context(
+            id=task_id,
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            retries=int(options.get("retries", 0)),
+            is_eager=True,
+            called_directly=False,
+            root_id=task_id,
+            headers=dict(options.get("headers") or {}),
+        )
+        token = _current_request.set(request)
+        try:
+            value = self(*request.args, **request.kwargs)
+        except Exception as exc:
+            if throw if throw is not None else self.app.conf.task_eager_propagates:
+                raise
+            return EagerResult(task_id, exc, states.FAILURE, tb.format_exc(), app=self.app)
+        finally:
+            _current_request.reset(token)
+        return EagerResult(task_id, value, states.SUCCESS, app=self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
+        return AsyncResult(task_id, task_name=self.name, app=self.app)
+
+    # -- context ------------------------------------------------------------
+    @property
+    def request(self) -> Context:
+        return _current_request.get()
+
+    # -- hooks a base class may override (Celery's names) -------------------
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called after the task returned."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """Called after the task raised."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """Called when the task is to be retried."""
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """Called after the task finished, whatever the outcome."""
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+
+def make_task_class(
+    fn: Callable[..., Any], name: str, app: Celeriac, base: type[Task[Any, Any]], **opts: Any
+) -> type[Task[Any, Any]]:
+    unknown = set(opts) - TASK_OPTIONS
+    if unknown:
+        import difflib  # noqa: PLC0415
+
+        bad = sorted(unknown)[0]
+        near = difflib.get_close_matches(bad, TASK_OPTIONS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise TypeError(f"@task got an unknown option {bad!r} for {name}{hint}")
+    attrs: dict[str, Any] = {
+        "name": name,
+        "app": app,
+        "_fn": staticmethod(fn),
+        "is_async": inspect.iscoroutinefunction(fn),
+        "__doc__": fn.__doc__,
+        "__module__": fn.__module__,
+        "__qualname__": getattr(fn, "__qualname__", name),
+        "__wrapped__": fn,
+    }
+    for key, value in opts.items():
+        if key in {"name", "base", "shared", "pydantic", "trail"}:
+            continue
+        attrs[key] = tuple(value) if key in {"autoretry_for", "throws"} else value
+    return type(fn.__name__, (base,), attrs)
+
+
+AsyncFn = Callable[P, Coroutine[Any, Any, R]]
+
+__all__ = ["Context", "Task"]

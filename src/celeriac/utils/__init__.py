@@ -1,0 +1,1 @@
+"""Utilities under the paths Celery users import from."""

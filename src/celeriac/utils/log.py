@@ -1,0 +1,67 @@
+"""Logging: ``get_task_logger`` and the worker's Celery-style log format."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<password>[^@/]+)(?=@)", re.I)
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:**@host``."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "**", url)
+
+
+class _TaskFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from celeriac.task import _current_request  # noqa: PLC0415
+
+        request = _current_request.get()
+        record.task_id = request.id or "???"
+        record.task_name = request.headers.get("task", "???") if request.headers else "???"
+        return True
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """A logger whose records carry ``task_id`` and ``task_name`` of the running task."""
+    logger = logging.getLogger(f"celeriac.task.{name}")
+    if not any(isinstance(f, _TaskFilter) for f in logger.filters):
+        logger.addFilter(_TaskFilter())
+    return logger
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def setup_logging(level: str | int, conf: Any = None) -> None:
+    """Configure the root logger the way a Celery worker does."""
+    if isinstance(level, str):
+        level = level.upper()
+        if level not in {"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"}:
+            from celeriac.exceptions import ImproperlyConfigured  # noqa: PLC0415
+
+            raise ImproperlyConfigured(
+                f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+    fmt = (conf["worker_log_format"] if conf is not None else None) or LOG_FORMAT
+    root = logging.getLogger()
+    if conf is not None and not conf["worker_hijack_root_logger"] and root.handlers:
+        return
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+__all__ = ["get_logger", "get_task_logger", "mask_url", "setup_logging"]

@@ -1,0 +1,144 @@
+"""The worker: ``celeriac -A app worker``.
+
+``-P prefork`` (default) forks a supervisor's N children, each a complete consumer with
+its own connections; ``threads``, ``asyncio`` and ``solo`` run one consumer in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import __version__
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.utils.log import mask_url, setup_logging
+from celeriac.worker.consumer import Consumer
+from celeriac.worker.pools import POOLS, make_pool
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+logger = logging.getLogger("celeriac.worker")
+
+POOL_NAMES = ("prefork", "threads", "asyncio", "solo")
+
+
+def expand_hostname(name: str | None) -> str:
+    host = socket.gethostname()
+    if not name:
+        return f"celeriac@{host}"
+    short, _, domain = host.partition(".")
+    name = name.replace("%h", host).replace("%n", short).replace("%d", domain)
+    return name if "@" in name else f"{name}@{host}"
+
+
+class Worker:
+    """Runs tasks of ``app`` until stopped; ``run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        app: Celeriac,
+        *,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        queues: Sequence[str] | None = None,
+        hostname: str | None = None,
+        loglevel: str | int | None = None,
+        prefetch_multiplier: int | None = None,
+        max_tasks_per_child: int | None = None,
+        banner: bool = True,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.pool = pool or conf["worker_pool"]
+        if self.pool not in POOL_NAMES:
+            raise ImproperlyConfigured(
+                f"unknown pool {self.pool!r}: use one of {', '.join(POOL_NAMES)}"
+            )
+        self.concurrency = concurrency or conf["worker_concurrency"] or (os.cpu_count() or 1)
+        if self.concurrency < 1:
+            raise ImproperlyConfigured(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.pool == "solo":
+            self.concurrency = 1
+        self.queues = list(queues or [conf["task_default_queue"]])
+        self.hostname = expand_hostname(hostname)
+        self.loglevel = loglevel if loglevel is not None else "WARNING"
+        self.prefetch_multiplier = prefetch_multiplier or conf["worker_prefetch_multiplier"]
+        self.max_tasks_per_child = max_tasks_per_child or conf["worker_max_tasks_per_child"]
+        self.banner = banner
+
+    # -- start --------------------------------------------------------------
+    def run(self) -> int:
+        setup_logging(self.loglevel, self.app.conf)
+        self.app.check_configuration()
+        self.app.import_modules()
+        if self.banner:
+            print(self.banner_text(), file=sys.stderr, flush=True)
+        if self.pool == "prefork":
+            from celeriac.worker.supervisor import Supervisor  # noqa: PLC0415
+
+            return Supervisor(self).run()
+        return asyncio.run(self._run_single())
+
+    def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
+        return Consumer(
+            self.app,
+            make_pool(pool_name, concurrency),
+            queues=self.queues,
+            hostname=self.hostname,
+            prefetch_multiplier=self.prefetch_multiplier,
+            max_tasks=None,
+            consumer_id=consumer_id,
+        )
+
+    async def _run_single(self) -> int:
+        consumer = self.make_consumer(self.pool, self.concurrency, f"{self.hostname}:{os.getpid()}")
+        install_stop_handlers(consumer.stop)
+
+        def ready() -> None:
+            logger.warning("%s ready.", self.hostname)
+            for mw in self.app.middleware:
+                mw.worker_ready(self.app, self.hostname)
+
+        await consumer.run(on_ready=ready)
+        return 0
+
+    def banner_text(self) -> str:
+        tasks = sorted(n for n in self.app.tasks if not n.startswith("celery."))
+        app_name = self.app.main or "__main__"
+        lines = [
+            f" -------------- {self.hostname} v{__version__}",
+            f" --- ***** ----- {platform.system()}-{platform.release()} "
+            f"(Python {platform.python_version()})",
+            " -- ******* ---- [config]",
+            f" - *** --- * --- .> app:         {app_name}:{id(self.app):#x}",
+            f" - ** ---------- .> transport:   {mask_url(self.app.broker_url)}",
+            f" - ** ---------- .> results:     {mask_url(self.app.backend_url)}",
+            f" - *** --- * --- .> concurrency: {self.concurrency} ({self.pool})",
+            " --- ***** ----- [queues]",
+        ]
+        lines += [f"                .> {q}" for q in self.queues]
+        lines += ["", "[tasks]"] + [f"  . {name}" for name in tasks] + [""]
+        return "\n".join(lines)
+
+
+def install_stop_handlers(stop: Callable[..., Any]) -> None:
+    """SIGTERM/SIGINT: warm stop (cold on the second); SIGQUIT: cold stop."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, _announce, stop, False)
+    loop.add_signal_handler(signal.SIGINT, _announce, stop, False)
+    loop.add_signal_handler(signal.SIGQUIT, _announce, stop, True)
+
+
+def _announce(stop: Callable[..., Any], cold: bool) -> None:
+    stop(cold)
+
+
+__all__ = ["POOLS", "POOL_NAMES", "Worker", "expand_hostname"]

@@ -1,0 +1,256 @@
+"""The consumer: one asyncio loop that fetches, dispatches to a pool, and settles.
+
+It holds at most ``concurrency * prefetch_multiplier`` deliveries. Outcomes are settled in
+batches, in the order the at-least-once guarantee needs: store results, publish follow-up
+messages, then ack (or requeue, or dead-letter). Leases of held deliveries are extended
+while they are held. A warm stop returns unstarted deliveries and waits for running ones;
+a cold stop returns everything held and leaves at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from celeriac.brokers.base import Broker, Delivery
+from celeriac.exceptions import BackendError, BrokerError
+from celeriac.worker.core import Action, Handler, Job, Outcome
+from celeriac.worker.pools import Pool
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultBackend
+
+logger = logging.getLogger("celeriac.worker")
+
+FETCH_TIMEOUT = 1.0
+RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: Celeriac,
+        pool: Pool,
+        *,
+        queues: Sequence[str],
+        hostname: str,
+        prefetch_multiplier: int = 4,
+        max_tasks: int | None = None,
+        consumer_id: str = "",
+    ) -> None:
+        self.app = app
+        self.pool = pool
+        self.queues = list(queues)
+        self.hostname = hostname
+        self.limit = max(1, pool.concurrency * prefetch_multiplier)
+        self.max_tasks = max_tasks
+        self.consumer_id = consumer_id
+        self.handler = Handler(app, hostname)
+        self.held: dict[Delivery, Job | None] = {}
+        self.processed = 0
+        self._done: list[Outcome] = []
+        self._stopping = False
+        self._cold = False
+        self._wake: asyncio.Event | None = None
+        self._space: asyncio.Event | None = None
+        self._settled: asyncio.Event | None = None
+        self.broker: Broker | None = None
+        self.backend: ResultBackend | None = None
+
+    # -- control ------------------------------------------------------------
+    def stop(self, cold: bool = False) -> None:
+        """Ask the consumer to stop: warm first, cold if asked (or asked twice)."""
+        if self._stopping:
+            cold = True
+        self._stopping = True
+        self._cold = self._cold or cold
+        for event in (self._wake, self._space, self._settled):
+            if event is not None:
+                event.set()
+
+    # -- main ---------------------------------------------------------------
+    async def run(self, on_ready: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake, self._space, self._settled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.broker = await self._connect_broker()
+        self.broker.consumer_id = self.consumer_id
+        self.backend = await self.app.get_backend()
+        for queue in self.queues:
+            await self.broker.declare(queue)
+        self.pool.start(loop, self.handler, self._on_outcomes)
+        for mw in self.app.middleware:
+            mw.worker_start(self.app, self.hostname)
+        if on_ready is not None:
+            on_ready()
+        settler = loop.create_task(self._settle_loop())
+        extender = loop.create_task(self._extend_loop())
+        try:
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            extender.cancel()
+            self._stopping = True
+            self._wake.set()
+            await asyncio.gather(settler, extender, return_exceptions=True)
+            self.pool.stop()
+            for mw in self.app.middleware:
+                mw.worker_shutdown(self.app, self.hostname)
+            await self.app.close_clients()
+
+    async def _connect_broker(self) -> Broker:
+        attempt = 0
+        while True:
+            try:
+                return await self.app.get_broker()
+            except (OSError, BrokerError) as exc:
+                if self._stopping or not self.app.conf["broker_connection_retry_on_startup"]:
+                    raise
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                logger.warning("Cannot connect to broker: %s; retrying in %.1fs", exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _fetch_loop(self) -> None:
+        assert self.broker is not None and self._space is not None
+        failures = 0
+        while not self._stopping:
+            room = self.limit - len(self.held)
+            if room <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            try:
+                deliveries = await self.broker.fetch(self.queues, room, FETCH_TIMEOUT)
+            except (OSError, BrokerError) as exc:
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                if failures == 0:
+                    logger.error("Broker connection lost: %s; reconnecting", exc)
+                failures += 1
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                logger.info("Broker connection restored")
+                failures = 0
+            for delivery in deliveries:
+                self._accept(delivery)
+
+    def _accept(self, delivery: Delivery) -> None:
+        decided = self.handler.accept_delivery(delivery)
+        if isinstance(decided, Job):
+            self.held[delivery] = decided
+            if not decided.acks_late:
+                self._early_ack(decided)
+            self.pool.submit(decided)
+        else:
+            self.held[delivery] = None
+            self._on_outcomes([decided])
+
+    def _early_ack(self, job: Job) -> None:
+        """At-most-once tasks (``acks_late=False``): ack before running."""
+        assert self.broker is not None
+        job.delivery.extra["acked"] = True
+        asyncio.get_running_loop().create_task(self.broker.ack([job.delivery]))
+
+    # -- settling -----------------------------------------------------------
+    def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        self._done.extend(outcomes)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _settle_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            if not self._done:
+                if self._stopping and not self.held:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._done = self._done, []
+            await self._settle(batch)
+
+    async def _settle(self, batch: list[Outcome]) -> None:
+        broker, backend = self.broker, self.backend
+        assert broker is not None and backend is not None
+        results = [(o.meta["task_id"], o.meta, self.handler.result_ttl) for o in batch if o.meta]
+        if results:
+            await self._retrying(lambda: backend.store_many(results))
+        acks = [o.delivery for o in batch if o.action is Action.ACK and not _acked(o.delivery)]
+        if acks:
+            await self._retrying(lambda: broker.ack(acks))
+        for outcome in batch:
+            if _acked(outcome.delivery):
+                continue
+            delivery, when, reason = outcome.delivery, outcome.not_before, outcome.reason or ""
+            if outcome.action is Action.REQUEUE:
+                await self._retrying(partial(broker.requeue, [delivery], not_before=when))
+            elif outcome.action is Action.DEAD_LETTER:
+                await self._retrying(partial(broker.dead_letter, delivery, reason))
+        for outcome in batch:
+            self.held.pop(outcome.delivery, None)
+            if outcome.job is not None:
+                self.processed += 1
+        if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
+            logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
+            self.stop()
+        assert self._space is not None and self._settled is not None
+        self._space.set()
+        self._settled.set()
+
+    async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run a broker/backend write, retrying while the connection is down."""
+        attempt = 0
+        while True:
+            try:
+                await action()
+                return
+            except (OSError, BrokerError, BackendError) as exc:
+                if self._cold:
+                    raise
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                if attempt == 0:
+                    logger.error("Cannot settle tasks: %s; retrying", exc)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _extend_loop(self) -> None:
+        assert self.broker is not None
+        lease = self.broker.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            held = [d for d in self.held if not _acked(d)]
+            if held:
+                try:
+                    await self.broker.extend(held, lease)
+                except (OSError, BrokerError) as exc:
+                    logger.warning("Could not extend leases: %s", exc)
+
+    # -- stopping -----------------------------------------------------------
+    async def _drain(self) -> None:
+        """Return unstarted deliveries, wait for running ones (unless cold)."""
+        assert self.broker is not None and self._settled is not None
+        unstarted = self.pool.reclaim()
+        returned = [j.delivery for j in unstarted if not _acked(j.delivery)]
+        for job in unstarted:
+            self.held.pop(job.delivery, None)
+        if returned:
+            await self.broker.requeue(returned)
+            logger.info("Returned %d unstarted message(s) to the broker", len(returned))
+        while self.held and not self._cold:
+            self._settled.clear()
+            await self._settled.wait()
+        if self._cold and self.held:
+            left = [d for d in self.held if not _acked(d)]
+            with contextlib.suppress(Exception):
+                await self.broker.requeue(left)
+            logger.warning("Cold shutdown: returned %d message(s) to the broker", len(left))
+            self.held.clear()
+
+
+def _acked(delivery: Delivery) -> bool:
+    return bool(delivery.extra.get("acked"))

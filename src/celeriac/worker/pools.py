@@ -1,0 +1,190 @@
+"""Execution pools: strategies that run jobs through the shared :class:`Handler`.
+
+``ThreadPool(n)`` runs jobs on n daemon threads (``solo`` is n=1, and each prefork child
+uses one); each thread keeps its own event loop for ``async def`` tasks. ``AsyncioPool``
+runs up to n ``async def`` tasks at once on the consumer's loop, and sync tasks on threads.
+Outcomes come back to the consumer's loop in batches through an :class:`Outbox`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+
+from celeriac.worker.core import Handler, Job, Outcome
+
+Deliver = Callable[[list[Outcome]], None]
+
+
+class Outbox:
+    """Hands outcomes from pool threads to the loop, one wake-up per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._items: list[Outcome] = []
+
+    def put(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._items.append(outcome)
+            first = len(self._items) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # loop closed during a cold shutdown
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        if items:
+            self._deliver(items)
+
+
+class Pool(abc.ABC):
+    """A pool runs at most ``concurrency`` jobs at once."""
+
+    name = "pool"
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.handler: Handler | None = None
+        self.outbox: Outbox | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
+        self.handler = handler
+        self.outbox = Outbox(loop, deliver)
+
+    @abc.abstractmethod
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; it starts when a slot is free."""
+
+    @abc.abstractmethod
+    def reclaim(self) -> list[Job]:
+        """Take back the jobs that have not started."""
+
+    def stop(self) -> None:  # noqa: B027 - optional
+        """Release threads; running jobs finish on their own."""
+
+
+class ThreadPool(Pool):
+    name = "threads"
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(concurrency)
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
+        super().start(loop, handler, deliver)
+        for index in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._work, name=f"celeriac-pool-{index + 1}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        handler, outbox = self.handler, self.outbox
+        assert handler is not None and outbox is not None
+        loop: asyncio.AbstractEventLoop | None = None
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            if job.task.is_async and loop is None:
+                loop = asyncio.new_event_loop()
+            outbox.put(handler.execute(job, loop))
+        if loop is not None:
+            loop.close()
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def reclaim(self) -> list[Job]:
+        jobs: list[Job] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+class SoloPool(ThreadPool):
+    """One task at a time (on one thread, so the consumer's loop stays responsive)."""
+
+    name = "solo"
+
+    def __init__(self, concurrency: int = 1) -> None:
+        super().__init__(1)
+
+
+class AsyncioPool(Pool):
+    """Up to ``concurrency`` tasks at once on the loop; sync tasks on as many threads."""
+
+    name = "asyncio"
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(concurrency)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            concurrency, thread_name_prefix="celeriac-sync"
+        )
+        self._semaphore: asyncio.Semaphore | None = None
+        self._waiting: dict[Job, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
+        super().start(loop, handler, deliver)
+        self._loop = loop
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    def submit(self, job: Job) -> None:
+        assert self._loop is not None
+        self._waiting[job] = self._loop.create_task(self._run(job))
+
+    async def _run(self, job: Job) -> None:
+        assert self._semaphore is not None and self.handler is not None and self.outbox
+        async with self._semaphore:
+            self._waiting.pop(job, None)
+            if job.task.is_async:
+                outcome = await self.handler.execute_async(job)
+            else:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(self._executor, self.handler.execute, job)
+            self.outbox.put(outcome)
+
+    def reclaim(self) -> list[Job]:
+        jobs = []
+        for job, task in list(self._waiting.items()):
+            if not job.started:
+                task.cancel()
+                jobs.append(job)
+        self._waiting.clear()
+        return jobs
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+POOLS: dict[str, Callable[[int], Pool]] = {
+    "threads": ThreadPool,
+    "solo": SoloPool,
+    "asyncio": AsyncioPool,
+}
+
+
+def make_pool(name: str, concurrency: int) -> Pool:
+    return POOLS[name](concurrency)
+
+
+__all__ = ["AsyncioPool", "Outbox", "Pool", "SoloPool", "ThreadPool", "make_pool"]

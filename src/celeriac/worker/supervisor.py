@@ -1,0 +1,189 @@
+"""The prefork supervisor: forks N children, restarts the ones that die.
+
+Each child is a complete consumer (its own event loop and broker connection, one task
+at a time). When a child dies without finishing its work, the supervisor returns the
+child's leased messages to the broker at once (``Broker.recover``), so the task is
+delivered again; the delivery count makes a message that keeps killing children end up
+dead-lettered. SIGTERM/SIGINT: warm shutdown of every child; a second one: cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import select
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from celeriac.brokers import create_broker
+from celeriac.worker import install_stop_handlers
+
+if TYPE_CHECKING:
+    from celeriac.worker import Worker
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class Child:
+    def __init__(self, index: int, pid: int) -> None:
+        self.index = index
+        self.pid = pid
+        self.ready = False
+
+
+class Supervisor:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.children: dict[int, Child] = {}
+        self.stopping = 0  # 0 running, 1 warm, 2 cold
+        self._ready_announced = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._ready_r, self._ready_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._ready_r, False)
+
+    # -- parent ---------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: self._poke())
+        for index in range(1, self.worker.concurrency + 1):
+            self._spawn(index)
+        while self.children:
+            with contextlib.suppress(InterruptedError):
+                readable, _, _ = select.select([self._wake_r, self._ready_r], [], [], 1.0)
+                if self._wake_r in readable:
+                    os.read(self._wake_r, 4096)
+                if self._ready_r in readable:
+                    self._read_ready()
+            self._reap()
+        logger.info("Worker %s stopped", self.worker.hostname)
+        return 0
+
+    def _poke(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        cold = signum == signal.SIGQUIT or self.stopping >= 1
+        self.stopping = 2 if cold else 1
+        if cold:
+            logger.warning("Cold shutdown (%s)", signal.Signals(signum).name)
+        else:
+            logger.warning("Warm shutdown (%s)", signal.Signals(signum).name)
+        child_signal = signal.SIGQUIT if cold else signal.SIGTERM
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, child_signal)
+        self._poke()
+
+    def _read_ready(self) -> None:
+        try:
+            data = os.read(self._ready_r, 4096)
+        except BlockingIOError:
+            return
+        for pid_text in data.decode().split():
+            child = self.children.get(int(pid_text))
+            if child is not None:
+                child.ready = True
+        if not self._ready_announced and all(c.ready for c in self.children.values()):
+            self._ready_announced = True
+            logger.warning("%s ready.", self.worker.hostname)
+            for mw in self.worker.app.middleware:
+                mw.worker_ready(self.worker.app, self.worker.hostname)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._child_exited(child, status)
+
+    def _child_exited(self, child: Child, status: int) -> None:
+        name = f"ForkPoolWorker-{child.index}"
+        if os.WIFSIGNALED(status):
+            how = f"signal {os.WTERMSIG(status)} ({signal.Signals(os.WTERMSIG(status)).name})"
+        else:
+            how = f"exitcode {os.WEXITSTATUS(status)}"
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if not clean:
+            if not self.stopping:
+                logger.error("Process %r pid:%d exited with %s", name, child.pid, how)
+            recovered = self._recover(self._consumer_id(child.pid))
+            if recovered:
+                logger.warning(
+                    "Returned %d message(s) held by %s (pid %d) to the broker",
+                    recovered, name, child.pid,
+                )  # fmt: skip
+        if not self.stopping:
+            self._spawn(child.index)
+
+    def _consumer_id(self, pid: int) -> str:
+        return f"{self.worker.hostname}:{pid}"
+
+    def _recover(self, consumer_id: str) -> int:
+        app = self.worker.app
+
+        async def recover() -> int:
+            broker = create_broker(app.broker_url, app.conf["broker_transport_options"])
+            await broker.connect()
+            try:
+                return await broker.recover(consumer_id)
+            finally:
+                await broker.close()
+
+        for attempt in range(5):
+            try:
+                return asyncio.run(recover())
+            except Exception as exc:
+                logger.error("Could not recover messages of %s: %s", consumer_id, exc)
+                time.sleep(0.2 * (attempt + 1))
+        return 0
+
+    def _spawn(self, index: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                code = self._child_main(index)
+            except BaseException:
+                logger.exception("ForkPoolWorker-%d crashed", index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = Child(index, pid)
+
+    # -- child ----------------------------------------------------------------
+    def _child_main(self, index: int) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._wake_r)
+        os.close(self._ready_r)
+        multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
+        worker = self.worker
+        consumer = worker.make_consumer("solo", 1, self._consumer_id(os.getpid()))
+        consumer.max_tasks = worker.max_tasks_per_child
+
+        def ready() -> None:
+            os.write(self._ready_w, f"{os.getpid()} ".encode())
+
+        async def main() -> None:
+            install_stop_handlers(consumer.stop)
+            await consumer.run(on_ready=ready)
+
+        asyncio.run(main())
+        return 0
