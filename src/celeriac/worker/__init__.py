@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celeriac import __version__
 from celeriac.exceptions import ImproperlyConfigured
@@ -129,16 +129,22 @@ class Worker:
         return "\n".join(lines)
 
 
-def install_stop_handlers(stop: Callable[..., Any]) -> None:
+def install_stop_handlers(stop: Callable[[bool], None], announce: bool = True) -> None:
     """SIGTERM/SIGINT: warm stop (cold on the second); SIGQUIT: cold stop."""
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, _announce, stop, False)
-    loop.add_signal_handler(signal.SIGINT, _announce, stop, False)
-    loop.add_signal_handler(signal.SIGQUIT, _announce, stop, True)
+    state = {"signalled": False}
 
+    def on_signal(signum: signal.Signals, cold: bool) -> None:
+        cold = cold or state["signalled"]
+        state["signalled"] = True
+        if announce:
+            kind = "Cold" if cold else "Warm"
+            logger.warning("%s shutdown (%s)", kind, signum.name)
+        stop(cold)
 
-def _announce(stop: Callable[..., Any], cold: bool) -> None:
-    stop(cold)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM, False)
+    loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT, False)
+    loop.add_signal_handler(signal.SIGQUIT, on_signal, signal.SIGQUIT, True)
 
 
 __all__ = ["POOLS", "POOL_NAMES", "Worker", "expand_hostname"]

@@ -227,8 +227,16 @@ class Consumer:
             if held:
                 try:
                     await self.broker.extend(held, lease)
+                    logger.debug("Extended the leases of %d message(s)", len(held))
                 except (OSError, BrokerError) as exc:
                     logger.warning("Could not extend leases: %s", exc)
+
+    async def wait_settled(self, timeout: float) -> None:
+        """Wait until the next batch is settled, or ``timeout`` seconds."""
+        assert self._settled is not None
+        self._settled.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
 
     # -- stopping -----------------------------------------------------------
     async def _drain(self) -> None:

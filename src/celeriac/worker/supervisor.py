@@ -182,7 +182,7 @@ class Supervisor:
             os.write(self._ready_w, f"{os.getpid()} ".encode())
 
         async def main() -> None:
-            install_stop_handlers(consumer.stop)
+            install_stop_handlers(consumer.stop, announce=False)
             await consumer.run(on_ready=ready)
 
         asyncio.run(main())
