@@ -188,7 +188,7 @@ class Celeriac:
             return fn
         name = options.get("name") or self.gen_task_name(fn.__name__, fn.__module__)
         base = options.get("base") or Task
-        cls = make_task_class(fn, name, self, base, **options)
+        cls = make_task_class(fn, name, self, base, options)
         task = cls()
         self.tasks[name] = task
         return task

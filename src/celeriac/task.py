@@ -218,8 +218,13 @@ class Task(Generic[P, R]):
 
 
 def make_task_class(
-    fn: Callable[..., Any], name: str, app: Celeriac, base: type[Task[Any, Any]], **opts: Any
+    fn: Callable[..., Any],
+    task_name: str,
+    app: Celeriac,
+    base: type[Task[Any, Any]],
+    opts: dict[str, Any],
 ) -> type[Task[Any, Any]]:
+    name = task_name
     unknown = set(opts) - TASK_OPTIONS
     if unknown:
         import difflib  # noqa: PLC0415

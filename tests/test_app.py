@@ -1,0 +1,229 @@
+"""The app: configuration, registration, routing, and results through a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import celeriac
+from celeriac import Celery, shared_task, states
+from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+from celeriac.testing.worker import TestWorker
+
+_counter = iter(range(10**6))
+
+
+@pytest.fixture
+def app() -> Celery:
+    return Celery("tapp", broker=f"memory://tapp-{next(_counter)}")
+
+
+def test_unknown_setting_names_the_nearest_valid_one() -> None:
+    with pytest.raises(ImproperlyConfigured, match="did you mean 'worker_concurrency'"):
+        Celery("x", broker="memory://", worker_concurency=2)
+
+
+def test_bad_value_names_the_setting() -> None:
+    with pytest.raises(ImproperlyConfigured, match="worker_prefetch_multiplier=0 is invalid"):
+        Celery("x", broker="memory://", worker_prefetch_multiplier=0)
+    with pytest.raises(ImproperlyConfigured, match="did you mean 'threads'"):
+        Celery("x", broker="memory://", worker_pool="thread")
+
+
+def test_unknown_broker_scheme_fails_with_the_known_ones() -> None:
+    app = Celery("x", broker="zmq://localhost")
+    with pytest.raises(ImproperlyConfigured, match="unknown scheme 'zmq'.*memory://"):
+        app.check_configuration()
+
+
+def test_environment_variables_configure_and_are_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERIAC_BROKER_URL", "memory://fromenv")
+    monkeypatch.setenv("CELERIAC_WORKER_CONCURRENCY", "3")
+    monkeypatch.setenv("CELERIAC_TASK_ACKS_LATE", "false")
+    app = Celery("x")
+    assert app.broker_url == "memory://fromenv"
+    assert app.conf.worker_concurrency == 3 and app.conf.task_acks_late is False
+    monkeypatch.setenv("CELERIAC_WORKER_CONCURENCY", "3")
+    with pytest.raises(ImproperlyConfigured, match="CELERIAC_WORKER_CONCURRENCY"):
+        Celery("y")
+
+
+def test_config_from_object_accepts_modules_mappings_and_namespaces() -> None:
+    module = types.ModuleType("cfg")
+    module.broker_url = "memory://cfg"  # type: ignore[attr-defined]
+    module.result_expires = timedelta(hours=1)  # type: ignore[attr-defined]
+    module.timedelta = timedelta  # type: ignore[attr-defined]  # an import, not a setting
+    app = Celery("x")
+    app.config_from_object(module)
+    assert app.conf.broker_url == "memory://cfg" and app.conf.result_expires == 3600.0
+    app.config_from_object({"CELERY_TASK_DEFAULT_QUEUE": "q", "OTHER": 1}, namespace="CELERY")
+    assert app.conf.task_default_queue == "q"
+    with pytest.raises(ImproperlyConfigured, match="unknown setting 'brokr_url'"):
+        app.config_from_object({"brokr_url": "x"})
+
+
+def test_default_broker_is_the_embedded_sqlite_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELERIAC_BROKER_URL", raising=False)
+    app = Celery("x")
+    assert app.broker_url == "sqlite:///celeriac.sqlite3"
+    assert app.backend_url == app.broker_url
+
+
+def test_task_names_options_and_unknown_options(app: Celery) -> None:
+    @app.task
+    def plain(x: int) -> int:
+        return x
+
+    @app.task(name="custom.name", queue="q2", ignore_result=True)
+    def named() -> None:
+        return None
+
+    assert plain.name == f"{__name__}.plain" and app.tasks[plain.name] is plain
+    assert named.name == "custom.name" and named.queue == "q2" and named.ignore_result
+    assert plain(3) == 3  # a direct call runs the function here
+    with pytest.raises(TypeError, match="unknown option 'retyr_backoff'.*'retry_backoff'"):
+        app.task(retyr_backoff=True)(lambda: None)
+
+
+def test_routing_by_option_task_routes_globs_and_task_queue(app: Celery) -> None:
+    app.conf.task_routes = {"tapp.special": {"queue": "fast"}, "tapp.img.*": {"queue": "img"}}
+    task = types.SimpleNamespace(queue="own")
+    assert app.route("tapp.special", [], {}, {}) == "fast"
+    assert app.route("tapp.img.resize", [], {}, {}) == "img"
+    assert app.route("tapp.other", [], {}, {}, task) == "own"  # type: ignore[arg-type]
+    assert app.route("tapp.other", [], {}, {}) == "celery"
+    assert app.route("tapp.special", [], {}, {"queue": "explicit"}) == "explicit"
+    app.conf.task_routes = [lambda name, *a, **k: {"queue": "fn"} if name == "z" else None]
+    assert app.route("z", [], {}, {}) == "fn"
+
+
+def test_apply_runs_locally_with_request_context(app: Celery) -> None:
+    @app.task(bind=True)
+    def who(self: Any, x: int) -> tuple[Any, ...]:
+        return (self.request.id, self.request.is_eager, x)
+
+    @app.task
+    def fails() -> None:
+        raise KeyError("k")
+
+    result = who.apply((5,), task_id="t1")
+    assert result.get() == ("t1", True, 5) and result.successful()
+    failed = fails.apply()
+    assert failed.state == states.FAILURE and isinstance(failed.result, KeyError)
+    with pytest.raises(KeyError):
+        failed.get()
+
+
+@pytest.fixture
+def worker_app(app: Celery) -> Iterator[tuple[Celery, Any]]:
+    class AppError(Exception):
+        pass
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    async def aadd(x: int, y: int) -> int:
+        await asyncio.sleep(0)
+        return x + y
+
+    @app.task
+    def raise_app_error(msg: str) -> None:
+        raise AppError(msg)
+
+    @app.task(bind=True)
+    def context(self: Any) -> dict[str, Any]:
+        r = self.request
+        return {"id": r.id, "hostname": r.hostname, "eager": r.is_eager, "queue":
+                r.delivery_info["routing_key"], "retries": r.retries}  # fmt: skip
+
+    ns = types.SimpleNamespace(add=add, aadd=aadd, err=raise_app_error, context=context)
+    with TestWorker(app, pool="asyncio", concurrency=4) as worker:
+        ns.worker = worker
+        yield app, ns
+
+
+def test_delay_get_and_result_states_through_the_memory_broker(
+    worker_app: tuple[Celery, Any],
+) -> None:
+    app, t = worker_app
+    result = t.add.delay(4, 4)
+    assert result.get(timeout=5) == 8
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.state == result.status == states.SUCCESS
+    assert result.date_done is not None and result.traceback is None
+    assert t.aadd.delay(1, 2).get(timeout=5) == 3
+    ctx = t.context.apply_async(task_id="fixed-id").get(timeout=5)
+    assert ctx == {"id": "fixed-id", "hostname": "testworker@localhost", "eager": False,
+                   "queue": "celery", "retries": 0}  # fmt: skip
+
+
+def test_exception_type_message_and_forget(worker_app: tuple[Celery, Any]) -> None:
+    app, t = worker_app
+    result = t.err.delay("nope")
+    with pytest.raises(Exception, match="nope") as info:
+        result.get(timeout=5)
+    assert type(info.value).__name__ == "AppError"
+    assert isinstance(result.get(timeout=5, propagate=False), Exception)
+    result.forget()
+    assert app.AsyncResult(result.id).state == states.PENDING
+
+
+def test_get_times_out_for_a_task_nobody_runs(app: Celery) -> None:
+    result = app.send_task("nobody.runs.this")
+    with pytest.raises(TimeoutError, match="did not finish within 0.1s"):
+        result.get(timeout=0.1)
+    assert result.state == states.PENDING
+
+
+def test_await_result_and_join(worker_app: tuple[Celery, Any]) -> None:
+    app, t = worker_app
+
+    async def main() -> list[int]:
+        results = [await t.add.adelay(i, i) for i in range(5)]
+        return [await r for r in results]
+
+    assert asyncio.run(main()) == [0, 2, 4, 6, 8]
+    sent = [t.add.delay(i, 1) for i in range(20)]
+    t.worker.join(timeout=10)
+    assert all(r.ready() for r in sent)
+
+
+def test_ignore_result_stores_nothing(worker_app: tuple[Celery, Any]) -> None:
+    app, t = worker_app
+    result = t.add.apply_async((1, 1), ignore_result=True)
+    t.worker.join(timeout=10)
+    assert result.state == states.PENDING
+
+
+def test_shared_task_registers_with_every_app() -> None:
+    @shared_task
+    def shared_thing() -> str:
+        return "s"
+
+    later = Celery("later", broker="memory://later")
+    assert shared_thing.name in later.tasks
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(celeriac.__all__) == [
+        "AsyncResult", "Celeriac", "Celery", "Middleware", "Task", "__version__",
+        "current_app", "shared_task", "states",
+    ]  # fmt: skip
+    import celeriac.exceptions as exc_module
+
+    for name in ["Retry", "Reject", "Ignore", "MaxRetriesExceededError", "SoftTimeLimitExceeded",
+                 "TimeLimitExceeded", "TimeoutError", "ChordError"]:  # fmt: skip
+        assert name in exc_module.__all__
+    from celeriac.result import AsyncResult
+    from celeriac.utils.log import get_task_logger
+
+    assert AsyncResult is celeriac.AsyncResult and callable(get_task_logger)
