@@ -1,0 +1,34 @@
+"""Lint, format and strict typing of the package stay clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_ruff_check() -> None:
+    proc = run("ruff", "check", "src", "tests", "bench", "examples")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format() -> None:
+    proc = run("ruff", "format", "--check", "src", "tests", "bench", "examples")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict_on_the_package() -> None:
+    proc = run("mypy", "--cache-dir=/dev/null")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_package_ships_py_typed() -> None:
+    assert (ROOT / "src" / "celeriac" / "py.typed").exists()
