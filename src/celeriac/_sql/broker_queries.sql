@@ -1,0 +1,86 @@
+-- Named queries of celeriac.brokers.sqlite. Times are epoch seconds (time.time()).
+
+-- name: publish
+INSERT INTO celeriac_messages (queue, priority, payload, eta, created)
+VALUES (:queue, :priority, :payload, :eta, :now);
+
+-- name: promote_delayed
+UPDATE celeriac_messages SET eta = NULL
+WHERE eta IS NOT NULL AND eta <= :now;
+
+-- name: expire_leases
+UPDATE celeriac_messages SET lease_expires = NULL, lease_owner = NULL
+WHERE lease_expires IS NOT NULL AND lease_expires <= :now;
+
+-- name: lease
+UPDATE celeriac_messages
+SET lease_expires = :expires,
+    lease_owner = :owner,
+    lease_token = lease_token + 1,
+    delivery_count = delivery_count + 1
+WHERE id IN (
+    SELECT id FROM celeriac_messages
+    WHERE queue = :queue AND eta IS NULL AND lease_expires IS NULL
+    ORDER BY priority DESC, id
+    LIMIT :limit
+)
+RETURNING id, priority, payload, lease_token, delivery_count;
+
+-- name: next_due
+SELECT
+    (SELECT min(eta) FROM celeriac_messages WHERE eta IS NOT NULL),
+    (SELECT min(lease_expires) FROM celeriac_messages WHERE lease_expires IS NOT NULL);
+
+-- name: peek
+SELECT
+    EXISTS (
+        SELECT 1 FROM celeriac_messages
+        WHERE queue IN (SELECT value FROM json_each(:queues))
+          AND eta IS NULL AND lease_expires IS NULL
+    ),
+    (SELECT min(eta) FROM celeriac_messages WHERE eta IS NOT NULL),
+    (SELECT min(lease_expires) FROM celeriac_messages WHERE lease_expires IS NOT NULL);
+
+-- name: ack
+DELETE FROM celeriac_messages WHERE id = :id AND lease_token = :token;
+
+-- name: requeue
+UPDATE celeriac_messages
+SET lease_expires = NULL,
+    lease_owner = NULL,
+    eta = :eta,
+    delivery_count = max(delivery_count - :uncount, 0)
+WHERE id = :id AND lease_token = :token;
+
+-- name: extend
+UPDATE celeriac_messages SET lease_expires = :expires
+WHERE id = :id AND lease_token = :token AND lease_expires IS NOT NULL;
+
+-- name: dead_letter
+INSERT INTO celeriac_dead_letters (queue, payload, reason, failed_at)
+SELECT queue, payload, :reason, :now FROM celeriac_messages
+WHERE id = :id AND lease_token = :token;
+
+-- name: recover
+UPDATE celeriac_messages SET lease_expires = NULL, lease_owner = NULL
+WHERE lease_owner = :owner;
+
+-- name: purge_ready
+DELETE FROM celeriac_messages
+WHERE queue = :queue AND eta IS NULL AND lease_expires IS NULL;
+
+-- name: purge_delayed
+DELETE FROM celeriac_messages WHERE eta IS NOT NULL AND queue = :queue;
+
+-- name: size
+SELECT
+    (SELECT count(*) FROM celeriac_messages
+     WHERE queue = :queue AND eta IS NULL AND lease_expires IS NULL)
+  + (SELECT count(*) FROM celeriac_messages
+     WHERE eta IS NOT NULL AND queue = :queue)
+  + (SELECT count(*) FROM celeriac_messages
+     WHERE lease_expires IS NOT NULL AND lease_expires <= :now AND queue = :queue);
+
+-- name: dead_letters
+SELECT queue, payload, reason, failed_at FROM celeriac_dead_letters
+ORDER BY id DESC LIMIT :limit;

@@ -1,0 +1,115 @@
+"""Result backend in a SQLite file (by default the broker's own file).
+
+URL forms as for the SQLite broker: ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+``sqlite://`` (``./celeriac.sqlite3``). Metas are stored as JSON text
+(``protocol.json_dumps``) in ``celeriac_results``; rows past their expiry are invisible
+and deleted lazily (at most every ``cleanup_interval`` seconds, default 60, by a writer).
+``wait`` polls ``PRAGMA data_version`` (no lock, no row reads) and reads the rows only
+when another connection committed. SQL lives in ``celeriac/_sql/backend_queries.sql``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from celeriac import _sql, states
+from celeriac.backends.base import ResultBackend
+from celeriac.exceptions import BackendError
+from celeriac.protocol import json_dumps, json_loads
+
+_READY_JSON = json.dumps(sorted(states.READY_STATES))
+
+
+class SQLiteBackend(ResultBackend):
+    """SQLite result backend; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+
+    def __init__(self, url: str = "sqlite://", *, options: dict[str, Any] | None = None):
+        path, url_options = _sql.parse_url(url)
+        super().__init__(url, options={**url_options, **(options or {})})
+        self.path = path
+        self._database = _sql.Database(
+            path, busy_timeout=float(self.options.get("busy_timeout", 5)), error=BackendError
+        )
+        self._db = self._database.get
+        self._watch = _sql.ChangeWatcher(0.001, float(self.options.get("polling_interval", 0.05)))
+        self._cleanup_interval = float(self.options.get("cleanup_interval", 60.0))
+        self._next_cleanup = 0.0
+        self._q = _sql.load_queries("backend_queries.sql")
+
+    async def connect(self) -> None:
+        self._db()
+
+    async def close(self) -> None:
+        self._database.close()
+
+    async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        await self.store_many([(task_id, meta, ttl)])
+
+    async def store_many(self, items: Sequence[tuple[str, dict[str, Any], float | None]]) -> None:
+        now = time.time()
+        rows = [
+            {
+                "task_id": task_id,
+                "meta": json_dumps(meta),
+                "status": str(meta.get("status")),
+                "expires": None if ttl is None else now + ttl,
+            }
+            for task_id, meta, ttl in items
+        ]
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.executemany(self._q["store"], rows)
+            if now >= self._next_cleanup:
+                self._next_cleanup = now + self._cleanup_interval
+                conn.execute(self._q["delete_expired"], {"now": now})
+        self._watch.bump()
+
+    def _read(self, query: str, params: dict[str, Any]) -> list[Any]:
+        try:
+            return self._db().execute(self._q[query], params).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite result backend: {exc}") from exc
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        rows = self._read("get", {"task_id": task_id, "now": time.time()})
+        return dict(json_loads(rows[0][0])) if rows else None
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        params = {"task_ids": json.dumps(list(task_ids)), "now": time.time()}
+        return {tid: dict(json_loads(meta)) for tid, meta in self._read("get_many", params)}
+
+    def _ready(self, ids_json: str) -> dict[str, dict[str, Any]]:
+        params = {"task_ids": ids_json, "states": _READY_JSON, "now": time.time()}
+        return {tid: dict(json_loads(meta)) for tid, meta in self._read("get_ready", params)}
+
+    async def forget(self, task_id: str) -> None:
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.execute(self._q["forget"], {"task_id": task_id})
+
+    async def wait(
+        self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until one of ``task_ids`` is ready; rows are re-read only after a commit
+        (``PRAGMA data_version``) or a store through this instance."""
+        conn = self._db()
+        ids_json = json.dumps(list(task_ids))
+        deadline = float("inf") if timeout is None else time.time() + timeout
+        snap = self._watch.snapshot(conn)
+        while True:
+            ready = self._ready(ids_json)
+            if ready:
+                return ready
+            changed = await self._watch.wait(conn, snap, deadline)
+            if changed is None:
+                return {}
+            snap = changed
+
+
+__all__ = ["SQLiteBackend"]
