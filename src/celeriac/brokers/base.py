@@ -84,18 +84,14 @@ class Broker(abc.ABC):
     ) -> None:
         """Store ``message`` in ``queue``; hold it until ``not_before`` (epoch s) if given."""
 
-    async def publish_many(
-        self, items: Sequence[tuple[str, Message, int, float | None]]
-    ) -> None:
+    async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
         """Publish several messages; brokers override this to use one round trip."""
         for queue, message, priority, not_before in items:
             await self.publish(queue, message, priority=priority, not_before=not_before)
 
     # -- consuming --------------------------------------------------------
     @abc.abstractmethod
-    async def fetch(
-        self, queues: Sequence[str], max_count: int, timeout: float
-    ) -> list[Delivery]:
+    async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
         """Lease up to ``max_count`` visible messages, waiting up to ``timeout`` seconds
         for the first one. Returns an empty list on timeout."""
 
@@ -105,7 +101,10 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def requeue(
-        self, deliveries: Sequence[Delivery], *, not_before: float | None = None,
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        not_before: float | None = None,
         count_delivery: bool = False,
     ) -> None:
         """Return the messages to their queue (at ``not_before`` if given). Unless
