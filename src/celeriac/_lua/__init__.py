@@ -1,0 +1,159 @@
+"""Redis plumbing shared by the Redis broker and result backend.
+
+URL parsing (``redis://``, ``rediss://``, ``unix://``/``redis+socket://``,
+``sentinel://h1:p1;sentinel://h2:p2``), client creation on redis-py's asyncio client
+(hiredis parses replies when it is installed), and the Lua scripts beside this module:
+each ``<name>.lua`` is run with ``common.lua`` prepended, by EVALSHA with a fallback to
+EVAL when the server answers NOSCRIPT (its script cache is empty after a restart).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from celeriac.exceptions import ImproperlyConfigured
+
+#: Options celeriac reads itself; taken out of a URL's query string, the rest of which
+#: goes to redis-py (``?ssl_cert_reqs=none``, ``?socket_timeout=5``, ...).
+OWN_OPTIONS = frozenset(
+    {
+        "global_keyprefix",
+        "visibility_timeout",
+        "polling_interval",
+        "priority_order",
+        "foreign_visibility_timeout",
+        "master_name",
+    }
+)
+#: Transport options handed to redis-py's connections.
+CLIENT_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "max_connections",
+    "health_check_interval",
+)
+_DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 30.0,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+}
+
+
+def _number(value: str) -> Any:
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        return value
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Take celeriac's own options out of ``url``'s query string."""
+    parts = urlsplit(url)
+    own: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in OWN_OPTIONS:
+            own[key] = _number(value)
+        else:
+            rest.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), own
+
+
+def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(_DEFAULTS)
+    kwargs.update({k: options[k] for k in CLIENT_OPTIONS if options.get(k) is not None})
+    kwargs["retry"] = Retry(NoBackoff(), 0)  # callers decide what is safe to retry
+    return kwargs
+
+
+def make_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
+    """An asyncio client for ``url`` (already stripped by :func:`split_url`)."""
+    scheme = url.split("://", 1)[0].lower()
+    kwargs = _client_kwargs(options)
+    if scheme == "sentinel":
+        return _sentinel_master(url, options, kwargs)
+    if scheme == "redis+socket":
+        url = "unix://" + url.split("://", 1)[1]
+    if scheme not in {"redis", "rediss", "unix", "redis+socket"}:
+        raise ImproperlyConfigured(f"{url!r} is not a Redis URL")
+    try:
+        return redis.asyncio.Redis.from_url(url, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"Redis URL {url!r}: {exc}") from None
+
+
+def _sentinel_master(
+    url: str, options: dict[str, Any], kwargs: dict[str, Any]
+) -> redis.asyncio.Redis:
+    master_name = options.get("master_name")
+    if not master_name:
+        raise ImproperlyConfigured(
+            f"{url!r}: a sentinel:// URL needs the master's name in the transport options "
+            f"(broker_transport_options={{'master_name': 'mymaster'}})"
+        )
+    hosts: list[tuple[str, int]] = []
+    first = None
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        if not parsed.hostname:
+            raise ImproperlyConfigured(f"sentinel URL part {part!r} has no host")
+        first = first or parsed
+        hosts.append((parsed.hostname, parsed.port or 26379))
+    assert first is not None
+    db = int(first.path.strip("/") or 0)
+    if first.password:
+        kwargs.setdefault("password", first.password)
+    if first.username:
+        kwargs.setdefault("username", first.username)
+    sentinel_kwargs = dict(options.get("sentinel_kwargs") or {})
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts, sentinel_kwargs=sentinel_kwargs, **_client_kwargs({})
+    )
+    master: redis.asyncio.Redis = sentinel.master_for(str(master_name), db=db, **kwargs)
+    return master
+
+
+def key_prefix(options: dict[str, Any]) -> str:
+    return str(options.get("global_keyprefix") or "")
+
+
+class Script:
+    """One ``.lua`` file (with ``common.lua`` prepended), run by EVALSHA."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.text = _source(name)
+        self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+    async def __call__(self, client: redis.asyncio.Redis, *args: Any) -> Any:
+        try:
+            return await client.evalsha(self.sha, 0, *args)
+        except redis.exceptions.NoScriptError:
+            return await client.eval(self.text, 0, *args)
+
+
+@functools.cache
+def _source(name: str) -> str:
+    folder = resources.files(__name__)
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+@functools.cache
+def script(name: str) -> Script:
+    """The loaded script ``name`` (``fetch``, ``ack``, ...), parsed once per process."""
+    return Script(name)
+
+
+__all__ = ["Script", "key_prefix", "make_client", "script", "split_url"]

@@ -1,0 +1,336 @@
+"""Redis result backend with Celery's keys (the default when the broker is Redis).
+
+Same URL forms as the Redis broker. A result is the JSON meta in
+``celery-task-meta-<id>``, written with ``SET ... PX ttl`` and ``PUBLISH`` on a channel
+of the same name in one MULTI; ``store_many`` puts a whole batch in one MULTI, and
+``get_many`` is one MGET. So a Celery client reads our results and we read a Celery
+worker's. ``global_keyprefix`` in ``result_backend_transport_options`` prefixes the keys
+and channels, as in Celery.
+
+``wait`` is push-based: each backend instance keeps one pub/sub connection, read by one
+dispatcher task, shared by every wait. A wait subscribes to its ids' channels (waiting
+for the server's confirmation), then GETs them to close the race with a result stored
+just before, then sleeps until the dispatcher hands it a ready meta. If the pub/sub
+connection drops, waits resubscribe on a new one and GET again, so no result is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import redis
+import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+
+from celeriac import states
+from celeriac._lua import key_prefix, make_client, split_url
+from celeriac.backends.base import ResultBackend
+from celeriac.exceptions import BackendError
+from celeriac.protocol import json_dumps, json_loads
+from celeriac.utils.log import mask_url
+
+logger = logging.getLogger("celeriac.backends.redis")
+
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_Ready = dict[str, dict[str, Any]]
+
+
+def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    meta = json_loads(raw)
+    if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
+        return meta
+    return None
+
+
+class _Listener:
+    """One pub/sub connection and the task that reads it: subscription confirmations
+    resolve futures, ready results wake the waits registered for their task id."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: bytes) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._conn: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._refs: Counter[bytes] = Counter()
+        # per channel: one future per SUBSCRIBE sent, resolved by its confirmation
+        # (True) or by the loss of the connection (False); `_latest` is the newest.
+        self._pending: dict[bytes, deque[asyncio.Future[bool]]] = {}
+        self._latest: dict[bytes, asyncio.Future[bool]] = {}
+        self._waiters: dict[str, set[asyncio.Future[_Ready | None]]] = {}
+
+    def add(
+        self, task_ids: Sequence[str], channels: Sequence[bytes]
+    ) -> asyncio.Future[_Ready | None]:
+        waiter: asyncio.Future[_Ready | None] = asyncio.get_running_loop().create_future()
+        for task_id in task_ids:
+            self._waiters.setdefault(task_id, set()).add(waiter)
+        self._refs.update(channels)
+        return waiter
+
+    def rearm(
+        self, task_ids: Sequence[str], old: asyncio.Future[_Ready | None]
+    ) -> asyncio.Future[_Ready | None]:
+        self.discard(task_ids, old)
+        waiter: asyncio.Future[_Ready | None] = asyncio.get_running_loop().create_future()
+        for task_id in task_ids:
+            self._waiters.setdefault(task_id, set()).add(waiter)
+        return waiter
+
+    def discard(self, task_ids: Sequence[str], waiter: asyncio.Future[_Ready | None]) -> None:
+        for task_id in task_ids:
+            group = self._waiters.get(task_id)
+            if group is not None:
+                group.discard(waiter)
+                if not group:
+                    del self._waiters[task_id]
+
+    async def release(self, channels: Sequence[bytes]) -> None:
+        gone = []
+        for channel in channels:
+            self._refs[channel] -= 1
+            if self._refs[channel] <= 0:
+                del self._refs[channel]
+                self._latest.pop(channel, None)
+                gone.append(channel)
+        if gone and self._conn is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._conn.send_command("UNSUBSCRIBE", *gone, check_health=False)
+
+    async def ensure(self, channels: Sequence[bytes]) -> bool:
+        """Subscribe to ``channels`` where needed; True once the server confirmed all,
+        False if the connection was lost meanwhile."""
+        async with self._lock:
+            conn = await self._connection()
+            loop = asyncio.get_running_loop()
+            missing = [c for c in channels if c not in self._latest]
+            for channel in missing:
+                future: asyncio.Future[bool] = loop.create_future()
+                self._pending.setdefault(channel, deque()).append(future)
+                self._latest[channel] = future
+            if missing:
+                await conn.send_command("SUBSCRIBE", *missing, check_health=False)
+            confirmations = [self._latest[c] for c in channels]
+        # asyncio.wait, not gather: a cancelled wait must not cancel shared futures
+        await asyncio.wait(confirmations)
+        return all(f.result() for f in confirmations)
+
+    async def _connection(self) -> AbstractConnection:
+        if self._conn is None:
+            conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            await conn.connect()
+            self._conn = conn
+            self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+        return self._conn
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        try:
+            while True:
+                reply = await conn.read_response(timeout=math.inf, push_request=True)
+                if isinstance(reply, list) and len(reply) == 3:
+                    self._dispatch(reply[0], reply[1], reply[2])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._conn is conn:
+                logger.warning("Result backend pub/sub connection lost: %s", exc)
+                self._lost()
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+
+    def _dispatch(self, kind: bytes, channel: bytes, data: Any) -> None:
+        if kind == b"message":
+            task_id = channel[len(self._prefix) :].decode("utf-8", "replace")
+            waiters = self._waiters.get(task_id)
+            if waiters:
+                meta = _ready_meta(data)
+                if meta is not None:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result({task_id: meta})
+        elif kind == b"subscribe":
+            pending = self._pending.get(channel)
+            if pending:
+                future = pending.popleft()
+                if not future.done():
+                    future.set_result(True)
+                if not pending:
+                    del self._pending[channel]
+
+    def _lost(self) -> None:
+        self._conn = None
+        for pending in self._pending.values():
+            for future in pending:
+                if not future.done():
+                    future.set_result(False)
+        self._pending.clear()
+        self._latest.clear()
+        for group in self._waiters.values():
+            for waiter in group:
+                if not waiter.done():
+                    waiter.set_result(None)  # resynchronise: subscribe again, GET again
+
+    async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        conn = self._conn
+        self._lost()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+
+
+class RedisBackend(ResultBackend):
+    """Redis result backend; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+socket", "sentinel")
+
+    def __init__(
+        self, url: str = "redis://localhost:6379/0", *, options: dict[str, Any] | None = None
+    ) -> None:
+        self._url, url_options = split_url(url)
+        super().__init__(url, options={**url_options, **(options or {})})
+        self.prefix = key_prefix(self.options) + "celery-task-meta-"
+        self._client: redis.asyncio.Redis | None = None
+        self._listener: _Listener | None = None
+
+    def key(self, task_id: str) -> str:
+        return self.prefix + task_id
+
+    def _redis(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            self._client = make_client(self._url, self.options)
+        return self._client
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            raise BackendError(
+                f"Redis result backend {mask_url(self._url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def connect(self) -> None:
+        with self._errors():
+            await self._redis().ping()
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.aclose()
+
+    async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        await self.store_many([(task_id, meta, ttl)])
+
+    async def store_many(self, items: Sequence[tuple[str, dict[str, Any], float | None]]) -> None:
+        if not items:
+            return
+        with self._errors():
+            async with self._redis().pipeline(transaction=True) as pipe:
+                for task_id, meta, ttl in items:
+                    key, text = self.key(task_id), json_dumps(meta)
+                    if ttl is None:
+                        pipe.set(key, text)
+                    elif float(ttl).is_integer():
+                        pipe.set(key, text, ex=max(1, int(ttl)))
+                    else:
+                        pipe.set(key, text, px=max(1, round(ttl * 1000)))
+                    pipe.publish(key, text)
+                await pipe.execute()
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            raw = await self._redis().get(self.key(task_id))
+        return None if raw is None else dict(json_loads(raw))
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not task_ids:
+            return {}
+        with self._errors():
+            values = await self._redis().mget([self.key(t) for t in task_ids])
+        return {
+            t: dict(json_loads(v)) for t, v in zip(task_ids, values, strict=True) if v is not None
+        }
+
+    async def _ready(self, task_ids: Sequence[str]) -> _Ready:
+        with self._errors():
+            values = await self._redis().mget([self.key(t) for t in task_ids])
+        ready = {t: _ready_meta(v) for t, v in zip(task_ids, values, strict=True)}
+        return {t: meta for t, meta in ready.items() if meta is not None}
+
+    async def forget(self, task_id: str) -> None:
+        with self._errors():
+            await self._redis().delete(self.key(task_id))
+
+    async def wait(
+        self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until one of ``task_ids`` is ready (pub/sub; see the module docstring)."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids or (timeout is not None and timeout <= 0):
+            return await self._ready(ids) if ids else {}
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        if self._listener is None:
+            self._listener = _Listener(self._redis(), self.prefix.encode())
+        listener = self._listener
+        channels = [self.key(t).encode() for t in ids]
+        waiter = listener.add(ids, channels)
+        failures = 0
+        try:
+            while True:
+                try:
+                    if await self._until(listener.ensure(channels), deadline):
+                        ready = await self._ready(ids)
+                        if ready:
+                            return ready
+                        result = await self._until(asyncio.shield(waiter), deadline)
+                        if result is not None:
+                            return dict(result)
+                        waiter = listener.rearm(ids, waiter)  # connection lost: resync
+                    failures = 0
+                except asyncio.TimeoutError:
+                    return {}
+                except (BackendError, redis.RedisError, OSError) as exc:
+                    failures += 1
+                    pause = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1]
+                    if time.monotonic() + pause >= deadline:
+                        raise _as_backend_error(exc, self._url) from exc
+                    if failures == 1:
+                        logger.warning("Waiting for results: %s; retrying", exc)
+                    await asyncio.sleep(pause)
+        finally:
+            listener.discard(ids, waiter)
+            await listener.release(channels)
+
+    @staticmethod
+    async def _until(awaitable: Any, deadline: float) -> Any:
+        """Await ``awaitable`` until ``deadline`` (monotonic); raises TimeoutError."""
+        if deadline == math.inf:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0))
+
+
+def _as_backend_error(exc: BaseException, url: str) -> BackendError:
+    if isinstance(exc, BackendError):
+        return exc
+    return BackendError(f"Redis result backend {mask_url(url)}: {type(exc).__name__}: {exc}")
+
+
+__all__ = ["RedisBackend"]

@@ -1,0 +1,328 @@
+"""Redis broker, wire-compatible with Celery's Redis transport (``redis://host:port/db``,
+``rediss://``, ``unix:///path?db=N`` or ``redis+socket://``, and
+``sentinel://h1:26379;sentinel://h2:26379`` with ``master_name`` in the transport options).
+
+**Layout.** Queues are Celery's lists: producers LPUSH the kombu JSON envelope to
+``<queue>`` (priority 0-2) or ``<queue>\\x06\\x163``/``6``/``9`` (Celery's buckets: a
+priority is rounded down to 0, 3, 6 or 9), consumers take from the tail, and a leased
+message sits in Celery's ``unacked`` hash (tag -> ``[envelope, "", queue]``) and
+``unacked_index`` zset, with ``_kombu.binding.<queue>`` recorded. So a Celery client can
+feed a celeriac worker, a celeriac client a Celery worker, and a Celery worker's restore
+still finds our unacked messages. Our own lease records sit beside them:
+``celeriac.leases`` (zset tag -> deadline), ``celeriac.lease_owner``,
+``celeriac.lease_queue`` and ``celeriac.deliveries`` (the delivery count, which also
+serves as the lease token). Delayed messages wait in ``celeriac.delayed.<queue>``
+(zset, score = due time), dead letters in the list ``celeriac.dead_letter``. The full
+key list is in ``celeriac/_lua/common.lua``; ``global_keyprefix`` prefixes every key.
+
+**Priorities.** The broker contract serves a higher number first; Celery's Redis worker
+serves the *lower* buckets first. We keep Celery's lists (a priority-9 message goes to
+the same list whichever client sends it) but read them in our contract's order, 9, 6, 3,
+0, so every celeriac broker behaves alike. Within a bucket order is FIFO (priorities 3,
+4 and 5 share one list, as in Celery). A fleet mixing Celery and celeriac workers, or a
+migration that relied on Celery's "0 is most urgent", can set
+``priority_order='lower_first'`` to read the buckets in Celery's order instead.
+
+**Fetching.** One Lua script per batch returns expired leases to their queues, moves
+due delayed messages to their lists, then pops up to N messages (bucket by bucket,
+queue by queue, the queue order rotated on every call for fairness) and records each
+lease, all atomically: a message is never popped without being recorded. A blocking
+pop cannot be used for that (BRPOP cannot run inside Lua, and BRPOP-then-record loses
+the message if the worker dies in between), so an idle consumer blocks on
+``celeriac.notify.<queue>``, a list holding at most one wake-up token: producers leave
+one with every publish, and the fetch script leaves one while the queue still holds
+messages (the next idle consumer wakes and takes its share) and deletes it once the
+queue is empty. So a publish wakes an idle worker after one round trip, and idle workers
+cost nothing. A fetch also wakes, at the latest, when its earliest delayed message or
+lease comes due, and every ``polling_interval`` seconds (default 1.0): Celery producers
+leave no token, so when a poll finds such messages the broker polls every 20 ms for a
+minute. Redis checks blocking timeouts only ~10 times a second, so waits shorter than
+0.2 s are sleeps followed by another fetch.
+
+**Delivery.** At-least-once. Ack, requeue, dead-letter and extend are one Lua call per
+batch and only act while the caller still holds the lease. An expired lease (the
+``visibility_timeout`` option, seconds, default 60) is returned by any worker's next
+fetch, exactly once; ``recover(consumer_id)`` returns a dead process's leases at once.
+Messages a *Celery* worker left in ``unacked`` are restored after
+``foreign_visibility_timeout`` (default 3600 s, Celery's visibility timeout).
+Scripts run by EVALSHA, falling back to EVAL after a server restart. Redis errors are
+raised as :class:`~celeriac.exceptions.BrokerError`; redis-py reconnects on the next
+call. Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import redis
+import redis.asyncio
+
+from celeriac._lua import key_prefix, make_client, script, split_url
+from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.exceptions import BrokerError, ImproperlyConfigured
+from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.utils.log import mask_url
+
+_BUCKETS = ("0", "3", "6", "9")
+_ORDERS = {"higher_first": "9630", "lower_first": "0369"}
+_MAX_BATCH = 1000  # messages per script call
+_BLOCK_MIN = 0.2  # shorter waits sleep: Redis times out blocked clients at ~10 Hz
+_BLOCK_SLACK = 0.1
+_FAST_POLL = 0.02  # after a poll found messages that came without a wake-up token
+_FAST_POLL_FOR = 60.0
+
+
+def bucket(priority: int) -> str:
+    """Celery's priority bucket: the priority rounded down to 0, 3, 6 or 9."""
+    return "9" if priority >= 9 else "6" if priority >= 6 else "3" if priority >= 3 else "0"
+
+
+def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
+    try:
+        return Delivery(queue, tag, raw, decode_envelope(raw), count)
+    except Exception as exc:  # bad bytes must reach the worker as a dead-letter case
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        return Delivery(queue, tag, raw, None, count, error=str(reason))
+
+
+def _leases(deliveries: Sequence[Delivery]) -> list[str | int]:
+    """(tag, lease token) pairs; the token is the delivery count the fetch returned."""
+    out: list[str | int] = []
+    for delivery in deliveries:
+        out += [delivery.tag, delivery.delivery_count]
+    return out
+
+
+class RedisBroker(Broker):
+    """Redis broker; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+socket", "sentinel")
+
+    def __init__(
+        self, url: str = "redis://localhost:6379/0", *, options: dict[str, Any] | None = None
+    ) -> None:
+        self._url, url_options = split_url(url)
+        super().__init__(url, options={**url_options, **(options or {})})
+        self.prefix = key_prefix(self.options)
+        order = self.options.get("priority_order", "higher_first")
+        if order not in _ORDERS:
+            raise ImproperlyConfigured(
+                f"priority_order {order!r}: use 'higher_first' or 'lower_first'"
+            )
+        self._order = _ORDERS[order]
+        self._poll = float(self.options.get("polling_interval", 1.0))
+        self._foreign = float(self.options.get("foreign_visibility_timeout", 3600.0))
+        timeout = self.options.get("socket_timeout", 30.0)
+        self._max_block = math.inf if not timeout else float(timeout) / 2
+        self._client: redis.asyncio.Redis | None = None
+        self._turn = 0
+        self._fast_poll_until = 0.0
+
+    # -- plumbing -----------------------------------------------------------
+    def _redis(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            self._client = make_client(self._url, self.options)
+        return self._client
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            raise BrokerError(
+                f"Redis broker {mask_url(self._url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        with self._errors():
+            return await script(name)(self._redis(), self.prefix, *args)
+
+    def _lists(self, queue: str) -> list[str]:
+        base = self.prefix + queue
+        return [base, *(f"{base}\x06\x16{digit}" for digit in _BUCKETS[1:])]
+
+    def _delayed(self, queue: str) -> str:
+        return f"{self.prefix}celeriac.delayed.{queue}"
+
+    def _notify(self, queue: str) -> str:
+        return f"{self.prefix}celeriac.notify.{queue}"
+
+    # -- lifecycle ------------------------------------------------------------
+    async def connect(self) -> None:
+        with self._errors():
+            await self._redis().ping()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.aclose()
+
+    async def declare(self, queue: str) -> None:
+        member = f"{queue}\x06\x16\x06\x16{queue}"
+        with self._errors():
+            async with self._redis().pipeline(transaction=False) as pipe:
+                pipe.sadd(f"{self.prefix}_kombu.binding.{queue}", member)
+                pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{queue}", member)
+                await pipe.execute()
+
+    # -- producing ------------------------------------------------------------
+    async def publish(
+        self, queue: str, message: Message, *, priority: int = 0, not_before: float | None = None
+    ) -> None:
+        await self.publish_raw(queue, encode_envelope(message, queue=queue), priority, not_before)
+
+    async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
+        for start in range(0, len(items), _MAX_BATCH):
+            args: list[Any] = []
+            for queue, message, priority, not_before in items[start : start + _MAX_BATCH]:
+                raw = encode_envelope(message, queue=queue)
+                args += [queue, bucket(priority), _when(not_before), raw]
+            await self._run("publish", *args)
+
+    async def publish_raw(
+        self, queue: str, raw: bytes, priority: int = 0, not_before: float | None = None
+    ) -> None:
+        """Store ``raw`` bytes as they are (tests use it to inject undecodable messages)."""
+        await self._run("publish", queue, bucket(priority), _when(not_before), bytes(raw))
+
+    # -- consuming ------------------------------------------------------------
+    async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        if max_count <= 0 or not queues:
+            return []
+        max_count = min(max_count, _MAX_BATCH)
+        deadline = time.monotonic() + timeout
+        polled = False
+        while True:
+            found, due = await self._lease(queues, max_count)
+            now = time.monotonic()
+            if found:
+                if polled:  # messages arrived without a wake-up token: a Celery producer
+                    self._fast_poll_until = now + _FAST_POLL_FOR
+                return found
+            if now >= deadline:
+                return []
+            limit = _FAST_POLL if now < self._fast_poll_until else self._poll
+            pause = min(deadline - now, limit, math.inf if due is None else due)
+            if pause < _BLOCK_MIN:
+                await asyncio.sleep(max(min(pause, _FAST_POLL), 0.001))
+                woke = False
+            else:
+                woke = await self._wait_token(queues, min(pause - _BLOCK_SLACK, self._max_block))
+            polled = not woke and pause == limit
+
+    async def _lease(
+        self, queues: Sequence[str], max_count: int
+    ) -> tuple[list[Delivery], float | None]:
+        self._turn += 1
+        k = self._turn % len(queues)
+        order = [*queues[k:], *queues[:k]]
+        reply = await self._run(
+            "fetch", max_count, self.lease_seconds, self.consumer_id, self._foreign,
+            self._order, *order,
+        )  # fmt: skip
+        due_ms = int(reply[0])
+        found = [
+            _delivery(order[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2], reply[i + 3])
+            for i in range(1, len(reply), 4)
+        ]
+        return found, None if due_ms < 0 else due_ms / 1000
+
+    async def _wait_token(self, queues: Sequence[str], seconds: float) -> bool:
+        """Block until a producer leaves a wake-up token (True) or ``seconds`` pass."""
+        keys = [self._notify(q) for q in queues]
+        with self._errors():
+            got = await self._redis().blpop(keys, timeout=round(seconds, 3))
+        return got is not None
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            await self._run("ack", *_leases(deliveries))
+
+    async def requeue(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        not_before: float | None = None,
+        count_delivery: bool = False,
+    ) -> None:
+        if deliveries:
+            count = "1" if count_delivery else "0"
+            await self._run("requeue", _when(not_before), count, *_leases(deliveries))
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        entry = {
+            "queue": delivery.queue,
+            # bytes that are not UTF-8 survive as \\udcXX escapes (see dead_letters)
+            "payload": delivery.raw.decode("utf-8", "surrogateescape"),
+            "reason": reason,
+            "failed_at": time.time(),
+        }
+        await self._run("dead_letter", *_leases([delivery]), json.dumps(entry))
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        if deliveries:
+            await self._run("extend", seconds, *_leases(deliveries))
+
+    async def recover(self, consumer_id: str) -> int:
+        if not consumer_id:
+            return 0
+        return int(await self._run("recover", consumer_id))
+
+    async def sweep(self) -> int:
+        """Return expired leases to their queues now (every fetch also does this)."""
+        return int(await self._run("sweep", self._foreign))
+
+    # -- administration -------------------------------------------------------
+    async def purge(self, queue: str) -> int:
+        keys = [*self._lists(queue), self._delayed(queue)]
+        with self._errors():
+            async with self._redis().pipeline(transaction=True) as pipe:
+                for key in keys[:-1]:
+                    pipe.llen(key)
+                pipe.zcard(keys[-1])
+                pipe.delete(*keys, self._notify(queue))
+                counts = await pipe.execute()
+        return sum(int(n) for n in counts[:-1])
+
+    async def size(self, queue: str) -> int:
+        keys = self._lists(queue)
+        with self._errors():
+            async with self._redis().pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.llen(key)
+                pipe.zcard(self._delayed(queue))
+                counts = await pipe.execute()
+        return sum(int(n) for n in counts)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            items = await self._redis().lrange(f"{self.prefix}celeriac.dead_letter", 0, limit - 1)
+        out = []
+        for item in items:
+            entry = json.loads(item)
+            payload = str(entry.get("payload", "")).encode("utf-8", "surrogateescape")
+            out.append(
+                DeadLetter(
+                    str(entry.get("queue", "")),
+                    payload,
+                    str(entry.get("reason", "")),
+                    float(entry.get("failed_at") or 0.0),
+                )
+            )
+        return out
+
+
+def _when(not_before: float | None) -> str:
+    return "" if not_before is None else repr(float(not_before))
+
+
+__all__ = ["RedisBroker", "bucket"]

@@ -1,0 +1,67 @@
+"""The shared conformance suite on the Redis broker and result backend.
+
+Every test gets its own key prefix (``global_keyprefix`` in the URL) on the test server
+and deletes its keys afterwards. Without a server the tests are skipped, or fail when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celeriac.backends.redis import RedisBackend
+from celeriac.brokers.redis import RedisBroker
+from celeriac.testing.conformance import (
+    BackendConformance,
+    BackendFactory,
+    BrokerConformance,
+    BrokerFactory,
+    url_factory,
+)
+
+REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis(url: str = REDIS_URL) -> redis.Redis:
+    """A client for the test server; skip (or fail under CI) when there is none."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        message = f"needs a Redis server at {url} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture
+def prefixed_url() -> Iterator[str]:
+    """The test server's URL with a fresh key prefix; the prefix's keys go afterwards."""
+    client = require_redis()
+    prefix = f"conformance-{uuid.uuid4().hex}:"
+    try:
+        yield f"{REDIS_URL}?global_keyprefix={prefix}"
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+class TestRedisBroker(BrokerConformance):
+    @pytest.fixture
+    def broker_factory(self, prefixed_url: str) -> BrokerFactory:
+        return url_factory(RedisBroker, prefixed_url)
+
+
+class TestRedisBackend(BackendConformance):
+    @pytest.fixture
+    def backend_factory(self, prefixed_url: str) -> BackendFactory:
+        return url_factory(RedisBackend, prefixed_url)
