@@ -1,0 +1,656 @@
+"""Benchmark celeriac against Celery, Dramatiq and RQ, side by side, in one run.
+
+    python bench/run.py [--broker sqlite|redis|all] [--systems celeriac,celery,dramatiq,rq]
+                        [--n 10000] [--quick]
+
+Workloads, per system:
+
+- enqueue: one synchronous loop of N ``delay()`` calls of a no-op task (tasks/s);
+- drain: those N tasks waiting, a worker of 2 processes started (celeriac ``-P prefork
+  -c 2``, Celery ``-P prefork -c 2``, Dramatiq ``-p 2 -t 1``, RQ 2 workers); timed from
+  the moment the worker reports ready (tasks finished before that moment are counted
+  and left out) until every result is stored (tasks/s);
+- round trip: ``delay().get()`` one after the other against that running worker,
+  after a warm-up; p50 and p99 (ms);
+- I/O: 2,000 tasks that sleep 20 ms each, under each system's best I/O pool, timed
+  like drain (tasks/s).
+
+Results are stored by every system (celeriac/Celery result backends, Dramatiq's Results
+middleware, RQ's own). On ``--broker sqlite`` only celeriac runs (the peers have no
+SQLite broker), with its database in a temporary directory. On ``--broker redis`` the
+peers run from their own virtual environment, ``bench/.venvs/peers``, created on first
+use; each system uses its own Redis databases (10-15, flushed before and after; see
+``_systems.py``). Every worker is started in its own session and stopped by process
+group at the end of its phase, on errors, and on Ctrl-C.
+
+Output: one line per measurement, a table per broker, and ``bench/results-<broker>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _procs  # noqa: E402
+import _systems  # noqa: E402
+
+PEERS = ("celery", "dramatiq", "rq")
+ALL_SYSTEMS = ("celeriac", *PEERS)
+PEER_REQUIREMENTS = ["celery[redis]==5.7.*", "dramatiq[redis]", "rq", "redis"]
+OPTIONAL_PEER_REQUIREMENTS = ["gevent"]
+READY_TIMEOUT = 90.0
+STALL_TIMEOUT = 30.0
+
+#: (key, label, unit, higher_is_better)
+WORKLOADS = (
+    ("enqueue", "enqueue: sync delay() loop", "tasks/s", True),
+    ("drain", "drain: pre-enqueued no-op, 2 processes", "tasks/s", True),
+    ("rtt_p50", "round trip delay().get() p50", "ms", False),
+    ("rtt_p99", "round trip delay().get() p99", "ms", False),
+    ("io", "I/O: tasks sleeping 20 ms, best I/O pool", "tasks/s", True),
+)
+SQLITE_TARGETS = {"drain": 5000.0, "rtt_p50": 5.0}
+
+#: every system that ran, so an interrupted run still empties their databases
+_TOUCHED: list[_systems.System] = []
+
+
+class PhaseError(Exception):
+    """A phase failed; the message says why (shown in the table's notes)."""
+
+
+# -- peers' virtual environment -------------------------------------------------------
+
+
+def ensure_peers_venv(venv: Path) -> dict[str, Any]:
+    """Create ``venv`` with Celery, Dramatiq and RQ on first use; return their versions."""
+    python = venv / "bin" / "python"
+    probe = (
+        "import json, importlib.metadata as m\n"
+        "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, redis\n"
+        "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'redis')}\n"
+        "try:\n    v['gevent'] = m.version('gevent')\nexcept m.PackageNotFoundError:\n"
+        "    v['gevent'] = None\n"
+        "print(json.dumps(v))\n"
+    )
+
+    def versions() -> dict[str, Any] | None:
+        if not python.exists():
+            return None
+        out = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+        )
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    found = versions()
+    if found is not None:
+        return found
+    print(f"creating the peers' virtual environment in {venv} (first run only) ...", flush=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *PEER_REQUIREMENTS], check=True, timeout=1200)
+    for extra in OPTIONAL_PEER_REQUIREMENTS:
+        if subprocess.run([*pip, extra], check=False, timeout=1200).returncode != 0:
+            print(f"  (optional {extra} did not install; falling back to threads)", flush=True)
+    found = versions()
+    if found is None:
+        raise RuntimeError(f"the peers' virtual environment {venv} is unusable")
+    return found
+
+
+# -- phases -----------------------------------------------------------------------------
+
+
+def verify(system: _systems.System, expected: int) -> dict[str, Any]:
+    try:
+        return system.verify(expected)
+    except RuntimeError as exc:
+        raise PhaseError(f"finished, but {exc}") from None
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.errors = 0
+
+    # -- subprocess helpers --------------------------------------------------------
+    def _env(self, system: _systems.System, extra: dict[str, str]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CELERIAC_", "CELERY_", "PYTHON", "VIRTUAL_ENV"))
+        }
+        env.update(extra)
+        env["PYTHONPATH"] = str(self.workdir)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def driver(
+        self, system: _systems.System, env: dict[str, str], args: list[str], timeout: float
+    ) -> dict[str, Any]:
+        argv = [system.python, str(HERE / "_driver.py"), system.name, system.module, *args]
+        try:
+            done = _procs.run_driver(argv, cwd=self.workdir, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise PhaseError(f"client timed out after {timeout:.0f}s") from None
+        for line in done.stdout.splitlines():
+            if line.startswith("BENCH-RESULT "):
+                result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+                return result
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-4:])
+        raise PhaseError(f"client failed (exit {done.returncode}): {tail}")
+
+    def start_worker(
+        self,
+        system: _systems.System,
+        env: dict[str, str],
+        argvs: list[list[str]],
+        ready: tuple[str, int],
+        phase: str,
+    ) -> _procs.WorkerGroup:
+        workers = []
+        for index, argv in enumerate(argvs):
+            name = f"{self.args.current_broker}-{system.name}-{phase}-{index}.log"
+            log = self.logs / name.replace(" ", "_")
+            workers.append(
+                _procs.Worker(
+                    f"{system.name} {phase} worker",
+                    argv,
+                    cwd=self.workdir,
+                    env=env,
+                    log_path=log,
+                    ready_pattern=ready[0],
+                    ready_count=ready[1],
+                )
+            )
+        return _procs.WorkerGroup(workers)
+
+    def measure_drain(
+        self,
+        system: _systems.System,
+        env: dict[str, str],
+        argvs: list[list[str]],
+        ready: tuple[str, int],
+        phase: str,
+        expected: int,
+        timeout: float,
+    ) -> tuple[dict[str, Any], _procs.WorkerGroup]:
+        """Start the worker on ``expected`` waiting tasks; time from ready to all done.
+
+        Returns the measurement and the still-running worker (the caller stops it)."""
+        counter = system.counter(expected)
+        spawned = time.time()
+        group = self.start_worker(system, env, argvs, ready, phase)
+        try:
+            try:
+                ready_at = group.wait_ready(READY_TIMEOUT)
+            except (TimeoutError, RuntimeError) as exc:
+                raise PhaseError(str(exc)) from None
+            t0, c0 = time.time(), counter()
+            last, last_change, checked = c0, t0, t0
+            while True:
+                count = counter()
+                now = time.time()
+                if count >= expected:
+                    t1 = now
+                    break
+                if count != last:
+                    last, last_change = count, now
+                if now - last_change > STALL_TIMEOUT:
+                    raise PhaseError(
+                        f"stalled at {count}/{expected} for {STALL_TIMEOUT:.0f}s ({group.tail()})"
+                    )
+                if now - t0 > timeout:
+                    raise PhaseError(f"timed out at {count}/{expected} after {timeout:.0f}s")
+                if now - checked > 0.5:
+                    checked = now
+                    try:
+                        group.check_alive()
+                    except RuntimeError as exc:
+                        raise PhaseError(str(exc)) from None
+                time.sleep(0.005)
+        except BaseException:
+            group.stop()
+            raise
+        measured = expected - c0
+        if measured < max(1, expected // 10):
+            group.stop()
+            raise PhaseError(
+                f"{c0} of {expected} tasks were done before the worker reported ready; "
+                "use a larger --n"
+            )
+        result = {
+            "value": measured / (t1 - t0),
+            "unit": "tasks/s",
+            "tasks": expected,
+            "done_at_ready": c0,
+            "measured_tasks": measured,
+            "seconds": t1 - t0,
+            "startup_s": ready_at - spawned,
+            "wall_incl_startup_s": t1 - spawned,
+            "rate_incl_startup": expected / (t1 - spawned),
+        }
+        return result, group
+
+    # -- one system ------------------------------------------------------------------
+    def run_system(self, system: _systems.System) -> dict[str, Any]:
+        _TOUCHED.append(system)
+        (self.workdir / f"{system.module}.py").write_text(system.source)
+        cells: dict[str, Any] = {}
+        load_before = os.getloadavg()
+        try:
+            self.cpu_phases(system, cells)
+            self.io_phases(system, cells)
+        finally:
+            with contextlib.suppress(Exception):
+                system.cleanup()
+        return {
+            "cells": cells,
+            "config": {
+                "drain_and_rtt_worker": system.cpu_desc,
+                "io_pools": {pool.label: pool.desc for pool in system.io_pools},
+            },
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        }
+
+    def fail(
+        self, system: _systems.System, cells: dict[str, Any], keys: list[str], exc: BaseException
+    ) -> None:
+        """Record ``exc`` in the cells ``keys`` and go on with the next phase."""
+        message = str(exc) if isinstance(exc, PhaseError) else repr(exc)
+        if not isinstance(exc, PhaseError):
+            message += " :: " + traceback.format_exc(limit=3).strip().splitlines()[-1]
+        for key in keys:
+            cells[key] = {"error": message}
+        self.errors += 1
+        self.say(system.name, keys[0], f"ERROR: {message}")
+
+    def cpu_phases(self, system: _systems.System, cells: dict[str, Any]) -> None:
+        """Enqueue N no-op tasks, drain them with 2 processes, then round trips."""
+        args = self.args
+        env = self._env(system, system.prepare())
+        try:
+            enq = self.driver(
+                system, env, ["enqueue", system.noop_task, str(args.n)], 60 + args.n * 0.02
+            )
+        except Exception as exc:
+            self.fail(system, cells, ["enqueue", "drain", "rtt_p50", "rtt_p99"], exc)
+            return
+        cells["enqueue"] = {"value": enq["rate"], "unit": "tasks/s", **enq}
+        self.say(
+            system.name,
+            "enqueue",
+            f"{fmt_rate(enq['rate'])} tasks/s ({args.n:,} delay() in {enq['seconds']:.2f}s)",
+        )
+        group = None
+        try:
+            drain, group = self.measure_drain(
+                system, env, system.cpu_argv, system.cpu_ready, "cpu", args.n, 60 + args.n * 0.03
+            )
+            drain["verify"] = verify(system, args.n)
+            cells["drain"] = drain
+            self.say(
+                system.name,
+                "drain",
+                f"{fmt_rate(drain['value'])} tasks/s ({drain['measured_tasks']:,} tasks in "
+                f"{drain['seconds']:.2f}s after ready; {drain['done_at_ready']:,} done "
+                f"during start-up of {drain['startup_s']:.2f}s; "
+                f"{fmt_rate(drain['rate_incl_startup'])}/s incl. start-up)",
+            )
+            rtt = self.driver(
+                system,
+                env,
+                ["roundtrip", system.noop_task, str(args.rtt), str(args.warmup), "30"],
+                60 + args.rtt * 0.5,
+            )
+            cells["rtt_p50"] = {"value": rtt["p50_ms"], "unit": "ms", **rtt}
+            cells["rtt_p99"] = {"value": rtt["p99_ms"], "unit": "ms", **rtt}
+            self.say(
+                system.name,
+                "round trip",
+                f"p50 {rtt['p50_ms']:.2f} ms, p90 {rtt['p90_ms']:.2f} ms, "
+                f"p99 {rtt['p99_ms']:.2f} ms, max {rtt['max_ms']:.1f} ms "
+                f"({args.rtt:,} sequential after {args.warmup} warm-up)",
+            )
+        except Exception as exc:
+            self.fail(
+                system, cells, [k for k in ("drain", "rtt_p50", "rtt_p99") if k not in cells], exc
+            )
+        finally:
+            if group is not None:
+                group.stop()
+
+    def io_phases(self, system: _systems.System, cells: dict[str, Any]) -> None:
+        """The I/O workload under each of the system's I/O pools; the best is reported."""
+        variants: dict[str, Any] = {}
+        for pool in system.io_pools:
+            try:
+                variants[pool.label] = self.run_io(system, pool)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, PhaseError) else repr(exc)
+                variants[pool.label] = {"error": message, "pool": pool.desc}
+                self.say(system.name, "I/O", f"ERROR ({pool.label}): {message}")
+        good = {k: v for k, v in variants.items() if "error" not in v}
+        if good:
+            best = max(good, key=lambda k: float(good[k]["value"]))
+            cells["io"] = {**good[best], "best_pool": best, "variants": variants}
+        else:
+            errors = "; ".join(f"{k}: {v['error']}" for k, v in variants.items())
+            self.fail(system, cells, ["io"], PhaseError(errors))
+
+    def run_io(self, system: _systems.System, pool: _systems.IoPool) -> dict[str, Any]:
+        """Enqueue the I/O tasks, start ``pool``'s worker, time it until all are done."""
+        args = self.args
+        env = self._env(system, system.prepare())
+        self.driver(system, env, ["enqueue", system.io_task, str(args.io_n)], 60 + args.io_n * 0.02)
+        io, group = self.measure_drain(
+            system, env, pool.argv, pool.ready, f"io-{pool.label}", args.io_n, 60 + args.io_n * 0.05
+        )
+        try:
+            io["verify"] = verify(system, args.io_n)
+        finally:
+            group.stop()
+        io["pool"] = pool.desc
+        self.say(
+            system.name,
+            "I/O",
+            f"{fmt_rate(io['value'])} tasks/s with {pool.label} ({io['measured_tasks']:,} x "
+            f"sleep 20 ms in {io['seconds']:.2f}s after ready; {io['done_at_ready']:,} done "
+            f"during start-up of {io['startup_s']:.2f}s)",
+        )
+        return io
+
+    def say(self, system: str, what: str, text: str) -> None:
+        print(f"[{self.args.current_broker}] {system:<9} {what:<10} {text}", flush=True)
+
+
+# -- systems per broker -------------------------------------------------------------------
+
+
+def build_systems(
+    broker: str, names: list[str], args: argparse.Namespace, workdir: Path
+) -> tuple[list[_systems.System], dict[str, str], dict[str, Any]]:
+    """The systems to run on ``broker``; plus errors for the ones that cannot run."""
+    systems: list[_systems.System] = []
+    unavailable: dict[str, str] = {}
+    versions: dict[str, Any] = {"python": platform.python_version()}
+    try:
+        import celeriac
+
+        versions["celeriac"] = celeriac.__version__
+    except ImportError:
+        unavailable["celeriac"] = f"celeriac is not importable by {sys.executable}"
+    if broker == "sqlite":
+        for name in names:
+            if name != "celeriac":
+                unavailable[name] = "no SQLite broker (celeriac only)"
+        if "celeriac" in names and "celeriac" not in unavailable:
+            sqlite_dir = workdir / "sqlite"
+            sqlite_dir.mkdir(exist_ok=True)
+            systems.append(
+                _systems.celeriac(sys.executable, redis_base=None, sqlite_dir=sqlite_dir)
+            )
+        return systems, unavailable, versions
+
+    return _redis_systems(names, args, unavailable, versions)
+
+
+def _redis_systems(
+    names: list[str],
+    args: argparse.Namespace,
+    unavailable: dict[str, str],
+    versions: dict[str, Any],
+) -> tuple[list[_systems.System], dict[str, str], dict[str, Any]]:
+    systems: list[_systems.System] = []
+    base = args.redis_url
+    if "celeriac" in names and "celeriac" not in unavailable:
+        from celeriac.backends import BACKENDS
+        from celeriac.brokers import BROKERS
+
+        if "redis" not in BROKERS:
+            unavailable["celeriac"] = "celeriac has no Redis broker yet (celeriac.brokers)"
+        elif "redis" not in BACKENDS:
+            unavailable["celeriac"] = "celeriac has no Redis result backend yet"
+        else:
+            systems.append(_systems.celeriac(sys.executable, redis_base=base, sqlite_dir=None))
+    peers = [n for n in names if n in PEERS]
+    if not peers:
+        return systems, unavailable, versions
+    venv = Path(args.peers_venv)
+    try:
+        versions.update(ensure_peers_venv(venv))
+    except Exception as exc:
+        for name in peers:
+            unavailable[name] = f"peers' venv {venv}: {exc}"
+        return systems, unavailable, versions
+    python, bin_dir = str(venv / "bin" / "python"), venv / "bin"
+    gevent = bool(versions.get("gevent")) and not args.no_gevent
+    makers = {
+        "celery": lambda: _systems.celery(python, base, gevent=gevent),
+        "dramatiq": lambda: _systems.dramatiq(python, bin_dir, base, gevent=gevent),
+        "rq": lambda: _systems.rq(python, bin_dir, base, io_workers=args.rq_io_workers),
+    }
+    systems += [makers[name]() for name in peers]
+    return systems, unavailable, versions
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def cell_text(cell: dict[str, Any] | None, unit: str) -> str:
+    if cell is None:
+        return "-"
+    if "error" in cell:
+        return "error"
+    value = float(cell["value"])
+    return f"{value:,.0f}" if unit == "tasks/s" else f"{value:.2f}"
+
+
+def make_table(broker: str, results: dict[str, Any], names: list[str]) -> tuple[str, list[Any]]:
+    """Markdown table: workload | each system | celeriac / each peer (plain ratio)."""
+    peers = [n for n in names if n != "celeriac"]
+    rows: list[dict[str, Any]] = []
+    if broker == "sqlite":
+        header = ["workload", "celeriac", "target", "met"]
+    else:
+        header = ["workload", *names, *[f"celeriac/{p}" for p in peers]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label, unit, higher in WORKLOADS:
+        better = "higher" if higher else "lower"
+        row: dict[str, Any] = {"workload": key, "label": label, "unit": unit, "better": better}
+        texts = [f"{label} ({unit}, {better} is better)"]
+        values: dict[str, float | None] = {}
+        for name in names:
+            cell = results.get(name, {}).get("cells", {}).get(key)
+            value = float(cell["value"]) if cell and "error" not in cell else None
+            values[name] = value
+            texts.append(cell_text(cell, unit))
+        row["values"] = values
+        if broker == "sqlite":
+            target = SQLITE_TARGETS.get(key)
+            mine = values.get("celeriac")
+            if target is None:
+                texts += ["", ""]
+            else:
+                met = mine is not None and (mine >= target if higher else mine <= target)
+                texts += [f"{'>=' if higher else '<='} {target:g}", "yes" if met else "NO"]
+                row["target"], row["met"] = target, met
+        else:
+            ratios: dict[str, float | None] = {}
+            for peer in peers:
+                mine, theirs = values.get("celeriac"), values.get(peer)
+                ratio = mine / theirs if mine is not None and theirs else None
+                ratios[peer] = ratio
+                texts.append("-" if ratio is None else f"{ratio:.2f}x")
+            row["celeriac_ratio"] = ratios
+        rows.append(row)
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines), rows
+
+
+def errors_text(results: dict[str, Any]) -> list[str]:
+    notes = []
+    for name, result in results.items():
+        if "unavailable" in result:
+            notes.append(f"- {name}: not run: {result['unavailable']}")
+            continue
+        for key, cell in result.get("cells", {}).items():
+            if "error" in cell:
+                notes.append(f"- {name} {key}: {cell['error']}")
+    return notes
+
+
+def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
+    args.current_broker = broker
+    names = [n for n in args.systems if broker == "redis" or n == "celeriac"]
+    skipped = [n for n in args.systems if n not in names]
+    if skipped:
+        print(f"[{broker}] skipping {', '.join(skipped)}: no SQLite broker", flush=True)
+    if not names:
+        return 0
+    systems, unavailable, versions = build_systems(broker, names, args, workdir)
+    bench = Bench(args, workdir)
+    results: dict[str, Any] = {n: {"unavailable": why} for n, why in unavailable.items()}
+    for name, why in unavailable.items():
+        print(f"[{broker}] {name:<9} not run: {why}", flush=True)
+    for system in systems:
+        results[system.name] = bench.run_system(system)
+    table, rows = make_table(broker, results, names)
+    params = {"n": args.n, "rtt": args.rtt, "warmup": args.warmup, "io_n": args.io_n}
+    title = (
+        f"{broker} broker: N={args.n:,} (enqueue, drain), {args.rtt:,} round trips "
+        f"after {args.warmup} warm-up, {args.io_n:,} I/O tasks"
+    )
+    print(f"\n## {title}\n\n{table}")
+    pools = {
+        name: result["cells"]["io"]["best_pool"]
+        for name, result in results.items()
+        if "io" in result.get("cells", {}) and "best_pool" in result["cells"]["io"]
+    }
+    if pools:
+        print(
+            "\nI/O pool used (best of those tried): "
+            + ", ".join(f"{k} {v}" for k, v in pools.items())
+        )
+    notes = errors_text(results)
+    if notes:
+        print("\nnot measured:\n" + "\n".join(notes))
+    print()
+    report = {
+        "broker": broker,
+        "title": title,
+        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "versions": versions,
+        "params": params,
+        "redis_url": args.redis_url if broker == "redis" else None,
+        "table_markdown": table,
+        "io_best_pool": pools,
+        "rows": rows,
+        "systems": results,
+    }
+    out = Path(args.out_dir) / f"results-{broker}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {out}", flush=True)
+    return bench.errors + len(unavailable)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--broker", choices=["sqlite", "redis", "all"], default="all")
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    parser.add_argument("--n", type=int, default=None, help="tasks to enqueue/drain (10000)")
+    parser.add_argument("--rtt", type=int, default=None, help="round trips (1000)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up round trips (50)")
+    parser.add_argument("--io-n", type=int, default=None, help="I/O tasks (2000)")
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
+    parser.add_argument("--rq-io-workers", type=int, default=16)
+    parser.add_argument("--no-gevent", action="store_true", help="peers' I/O on threads")
+    parser.add_argument("--out-dir", default=str(HERE))
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.n = args.n or (1000 if quick else 10_000)
+    args.rtt = args.rtt or (200 if quick else 1000)
+    args.warmup = args.warmup if args.warmup is not None else (20 if quick else 50)
+    args.io_n = args.io_n or (500 if quick else 2000)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in args.systems if s not in ALL_SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    host = args.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host not in {"127.0.0.1", "localhost", "[::1]"} and not host.startswith("127."):
+        parser.error("--redis-url must be a loopback address")
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
+    brokers = ["sqlite", "redis"] if args.broker == "all" else [args.broker]
+    failures = 0
+    interrupted = False
+    try:
+        for broker in brokers:
+            failures += run_broker(broker, args, workdir)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: stopping the workers this run started", file=sys.stderr)
+    finally:
+        _procs.stop_all()
+        for system in _TOUCHED:
+            with contextlib.suppress(Exception):
+                system.cleanup()
+        if args.keep or failures or interrupted:
+            print(f"logs and task modules kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if interrupted:
+        return 130
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
