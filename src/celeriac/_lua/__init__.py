@@ -9,11 +9,12 @@ EVAL when the server answers NOSCRIPT (its script cache is empty after a restart
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -59,15 +60,15 @@ def _number(value: str) -> Any:
 
 def split_url(url: str) -> tuple[str, dict[str, Any]]:
     """Take celeriac's own options out of ``url``'s query string."""
-    parts = urlsplit(url)
+    base, _, query = url.partition("?")
     own: dict[str, Any] = {}
     rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key in OWN_OPTIONS:
             own[key] = _number(value)
         else:
             rest.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), own
+    return (f"{base}?{urlencode(rest)}" if rest else base), own
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +86,8 @@ def make_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
         return _sentinel_master(url, options, kwargs)
     if scheme == "redis+socket":
         url = "unix://" + url.split("://", 1)[1]
+    if scheme in {"unix", "redis+socket"}:
+        kwargs.pop("socket_keepalive", None)  # TCP only
     if scheme not in {"redis", "rediss", "unix", "redis+socket"}:
         raise ImproperlyConfigured(f"{url!r} is not a Redis URL")
     try:
@@ -124,6 +127,16 @@ def _sentinel_master(
     return master
 
 
+async def close_client(client: redis.asyncio.Redis) -> None:
+    """Close ``client``'s connections (and, for sentinel URLs, the sentinels')."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        with contextlib.suppress(redis.RedisError, OSError):
+            await sentinel.aclose()
+
+
 def key_prefix(options: dict[str, Any]) -> str:
     return str(options.get("global_keyprefix") or "")
 
@@ -156,4 +169,4 @@ def script(name: str) -> Script:
     return Script(name)
 
 
-__all__ = ["Script", "key_prefix", "make_client", "script", "split_url"]
+__all__ = ["Script", "close_client", "key_prefix", "make_client", "script", "split_url"]

@@ -1,7 +1,9 @@
--- Lease up to N messages from the given queues in one atomic step (never pop-then-record).
+-- Lease up to N messages from the given queues in one atomic step (never pop-then-record),
+-- after acking the caller's finished messages.
 -- ARGV: prefix, max_count, lease_seconds, owner, foreign_timeout, bucket order ('9630'
--- serves higher priority first, '0369' is Celery's Redis order), queue names in the
--- order to serve them (the caller rotates it for fairness).
+-- serves higher priority first, '0369' is Celery's Redis order), number of acks A, then
+-- A pairs of tag, lease token, then the queue names in the order to serve them (the
+-- caller rotates it for fairness).
 -- Returns {next_due_ms, queue_index, tag, envelope, delivery_count, ...}; next_due_ms
 -- (-1: nothing) is how long until a delayed message or a lease comes due, given only
 -- when nothing was leased.
@@ -9,8 +11,15 @@ local max_count = tonumber(ARGV[2])
 local lease_seconds = tonumber(ARGV[3])
 local owner = ARGV[4]
 local order = ARGV[6]
+local first_queue = 8 + 2 * tonumber(ARGV[7])
+for i = 8, first_queue - 1, 2 do
+  if holds(ARGV[i], ARGV[i + 1]) then
+    drop_lease(ARGV[i])
+    redis.call('HDEL', K_DELIVERIES, ARGV[i])
+  end
+end
 local queues = {}
-for i = 7, #ARGV do
+for i = first_queue, #ARGV do
   queues[#queues + 1] = ARGV[i]
 end
 

@@ -30,7 +30,7 @@ import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 
 from celeriac import states
-from celeriac._lua import key_prefix, make_client, split_url
+from celeriac._lua import close_client, key_prefix, make_client, split_url
 from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import BackendError
 from celeriac.protocol import json_dumps, json_loads
@@ -233,8 +233,7 @@ class RedisBackend(ResultBackend):
             await listener.close()
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+            await close_client(client)
 
     async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
         await self.store_many([(task_id, meta, ttl)])

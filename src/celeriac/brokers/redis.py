@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 import redis
 import redis.asyncio
 
-from celeriac._lua import key_prefix, make_client, script, split_url
+from celeriac._lua import close_client, key_prefix, make_client, script, split_url
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.protocol import Message, decode_envelope, encode_envelope
@@ -161,8 +161,7 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+            await close_client(client)
 
     async def declare(self, queue: str) -> None:
         member = f"{queue}\x06\x16\x06\x16{queue}"
@@ -194,13 +193,21 @@ class RedisBroker(Broker):
 
     # -- consuming ------------------------------------------------------------
     async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        return await self.ack_and_fetch((), queues, max_count, timeout)
+
+    async def ack_and_fetch(
+        self, acks: Sequence[Delivery], queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        """Ack ``acks`` in the same script call as the first fetch attempt."""
         if max_count <= 0 or not queues:
+            await self.ack(acks)
             return []
         max_count = min(max_count, _MAX_BATCH)
         deadline = time.monotonic() + timeout
         polled = False
         while True:
-            found, due = await self._lease(queues, max_count)
+            found, due = await self._lease(queues, max_count, acks)
+            acks = ()
             now = time.monotonic()
             if found:
                 if polled:  # messages arrived without a wake-up token: a Celery producer
@@ -218,14 +225,14 @@ class RedisBroker(Broker):
             polled = not woke and pause == limit
 
     async def _lease(
-        self, queues: Sequence[str], max_count: int
+        self, queues: Sequence[str], max_count: int, acks: Sequence[Delivery]
     ) -> tuple[list[Delivery], float | None]:
         self._turn += 1
         k = self._turn % len(queues)
         order = [*queues[k:], *queues[:k]]
         reply = await self._run(
             "fetch", max_count, self.lease_seconds, self.consumer_id, self._foreign,
-            self._order, *order,
+            self._order, len(acks), *_leases(acks), *order,
         )  # fmt: skip
         due_ms = int(reply[0])
         found = [
