@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,24 @@ def test_delayed_messages_wait_in_the_broker_and_any_worker_promotes(
             assert [number(d) for d in got] == [1]
             assert r.zcard(f"{prefix}celeriac.delayed.q") == 1  # days away: still waiting
             await worker.ack(got)
+
+    run(main())
+
+
+def test_task_with_eta_header_stays_visible_to_celery_workers(prefix: str, r: redis.Redis) -> None:
+    due = datetime.now(timezone.utc) + timedelta(hours=1)
+    msg = build_task_message("tasks.add", (1, 2), eta=due)
+
+    async def main() -> None:
+        async with opened(broker(prefix)) as b:
+            await b.publish("q", msg, not_before=due.timestamp())
+            assert r.llen(f"{prefix}q") == 1  # where a Celery worker looks
+            (got,) = await b.fetch(["q"], 1, 1.0)
+            await b.requeue([got], not_before=due.timestamp())  # what our worker does
+            assert r.zcard(f"{prefix}celeriac.delayed.q") == 1
+        async with opened(broker(prefix, eta_in_queue="false")) as b:
+            await b.publish("q", msg, not_before=due.timestamp())
+            assert r.zcard(f"{prefix}celeriac.delayed.q") == 2 and r.llen(f"{prefix}q") == 0
 
     run(main())
 

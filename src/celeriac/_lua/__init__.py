@@ -33,6 +33,7 @@ OWN_OPTIONS = frozenset(
         "polling_interval",
         "priority_order",
         "foreign_visibility_timeout",
+        "eta_in_queue",
         "master_name",
     }
 )

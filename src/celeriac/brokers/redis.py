@@ -11,8 +11,7 @@ feed a celeriac worker, a celeriac client a Celery worker, and a Celery worker's
 still finds our unacked messages. Our own lease records sit beside them:
 ``celeriac.leases`` (zset tag -> deadline), ``celeriac.lease_owner``,
 ``celeriac.lease_queue`` and ``celeriac.deliveries`` (the delivery count, which also
-serves as the lease token). Delayed messages wait in ``celeriac.delayed.<queue>``
-(zset, score = due time), dead letters in the list ``celeriac.dead_letter``. The full
+serves as the lease token). Dead letters go to the list ``celeriac.dead_letter``. The full
 key list is in ``celeriac/_lua/common.lua``; ``global_keyprefix`` prefixes every key.
 
 **Priorities.** The broker contract serves a higher number first; Celery's Redis worker
@@ -38,6 +37,15 @@ lease comes due, and every ``polling_interval`` seconds (default 1.0): Celery pr
 leave no token, so when a poll finds such messages the broker polls every 20 ms for a
 minute. Redis checks blocking timeouts only ~10 times a second, so waits shorter than
 0.2 s are sleeps followed by another fetch.
+
+**Delays.** ``publish(..., not_before=t)`` puts a message in ``celeriac.delayed.<queue>``
+(zset, member = bucket digit + envelope, score = t), and the fetch script of any worker
+consuming the queue moves it to its list when due: an ETA of days costs no worker
+memory. One exception keeps Celery workers working: a *task message with an* ``eta``
+*header* (countdown, eta, retry) goes to the queue list as Celery sends it, so a Celery
+worker sees it too; a celeriac worker that receives it moves it to the delayed zset at
+once (the worker core requeues it with ``not_before``). Set ``eta_in_queue=False`` when
+no Celery worker shares the broker, to save that round trip.
 
 **Delivery.** At-least-once. Ack, requeue, dead-letter and extend are one Lua call per
 batch and only act while the caller still holds the lease. An expired lease (the
@@ -118,6 +126,8 @@ class RedisBroker(Broker):
         self._order = _ORDERS[order]
         self._poll = float(self.options.get("polling_interval", 1.0))
         self._foreign = float(self.options.get("foreign_visibility_timeout", 3600.0))
+        flag = str(self.options.get("eta_in_queue", True)).lower()
+        self._eta_in_queue = flag not in {"0", "false", "no", "off"}
         timeout = self.options.get("socket_timeout", 30.0)
         self._max_block = math.inf if not timeout else float(timeout) / 2
         self._client: redis.asyncio.Redis | None = None
@@ -175,14 +185,16 @@ class RedisBroker(Broker):
     async def publish(
         self, queue: str, message: Message, *, priority: int = 0, not_before: float | None = None
     ) -> None:
-        await self.publish_raw(queue, encode_envelope(message, queue=queue), priority, not_before)
+        await self.publish_many([(queue, message, priority, not_before)])
 
     async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
         for start in range(0, len(items), _MAX_BATCH):
             args: list[Any] = []
             for queue, message, priority, not_before in items[start : start + _MAX_BATCH]:
                 raw = encode_envelope(message, queue=queue)
-                args += [queue, bucket(priority), _when(not_before), raw]
+                # a Celery worker must see an ETA task message; a celeriac one delays it
+                visible = self._eta_in_queue and message.headers.get("eta")
+                args += [queue, bucket(priority), "" if visible else _when(not_before), raw]
             await self._run("publish", *args)
 
     async def publish_raw(
