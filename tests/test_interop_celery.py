@@ -1,0 +1,171 @@
+"""Interoperability with the real ``celery`` package on one Redis server.
+
+(a) A Celery client sends to a celeriac worker (subprocess) and reads its results.
+(b) A celeriac client sends to a real Celery worker (subprocess) and reads its results;
+    the Celery worker also restores a message a celeriac worker left leased.
+Each direction has its own Redis database, flushed before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import celery
+import celery.exceptions
+import pytest
+import redis
+
+import celeriac
+import celeriac.exceptions
+from celeriac._loop import run_sync
+from celeriac.brokers.redis import RedisBroker
+from celeriac.protocol import build_task_message
+from celeriac.testing.conformance import opened
+from support import WorkerProcess, wait_until, write_module
+from test_conformance_redis import REDIS_URL, require_redis
+
+pytestmark = pytest.mark.slow
+
+BASE_URL = REDIS_URL.rsplit("/", 1)[0]
+
+CELERIAC_TASKS = """
+from celeriac import Celery
+
+app = Celery("itasks", broker="{url}")
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def fail(message):
+    raise ValueError(message)
+"""
+
+CELERY_TASKS = """
+from celery import Celery
+
+app = Celery("ctasks", broker="{url}", backend="{url}")
+app.conf.broker_transport_options = {{"visibility_timeout": 5}}
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def fail(message):
+    raise KeyError(message)
+"""
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis database of its own (12 for direction a, 13 for b), flushed around."""
+    db = 12 if "celery_client" in request.node.name else 13
+    url = f"{BASE_URL}/{db}"
+    client = require_redis(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def celery_worker(cwd: Path, app_spec: str) -> WorkerProcess:
+    worker = WorkerProcess(cwd, app_spec)
+    worker.argv = [
+        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-P", "solo", "-l", "info",
+        "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    return worker
+
+
+def test_celery_client_to_celeriac_worker(db_url: str, tmp_path: Path) -> None:
+    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=db_url))
+    client = celery.Celery("itasks", broker=db_url, backend=db_url)
+    add = client.task(name="itasks.add")(_add)
+    fail = client.task(name="itasks.fail")(_fail)
+    r = redis.Redis.from_url(db_url)
+    try:
+        with WorkerProcess(tmp_path, "itasks", "-P", "threads", "-c", "2", "-l", "info"):
+            assert add.delay(2, 3).get(timeout=10) == 5
+            with pytest.raises(ValueError, match=r"^boom$"):
+                fail.delay("boom").get(timeout=10)
+
+            later = add.apply_async((4, 5), countdown=1.5)
+            # the celeriac worker moved Celery's ETA message to the delayed store
+            wait_until(lambda: r.zcard("celeriac.delayed.celery") == 1, 5, "the delayed zset")
+            assert r.llen("celery") == 0 and r.hlen("unacked") == 0
+            assert later.get(timeout=10) == 9
+
+            expired = add.apply_async((1, 1), countdown=1, expires=0.5)
+            with pytest.raises(celery.exceptions.TaskRevokedError):
+                expired.get(timeout=10)
+            assert expired.state == "REVOKED"
+    finally:
+        r.close()
+        client.close()
+
+
+def test_celeriac_client_to_celery_worker(db_url: str, tmp_path: Path) -> None:
+    write_module(tmp_path, "ctasks", CELERY_TASKS.format(url=db_url))
+    app = celeriac.Celery("client", broker=db_url)
+    # a celeriac worker died holding this message: the Celery worker restores it
+    asyncio.run(_lease_and_abandon(db_url))
+    try:
+        with celery_worker(tmp_path, "ctasks"):
+            assert app.send_task("ctasks.add", (2, 3)).get(timeout=10) == 5
+            with pytest.raises(KeyError, match="'boom'"):
+                app.send_task("ctasks.fail", ("boom",)).get(timeout=10)
+
+            start = time.monotonic()
+            assert app.send_task("ctasks.add", (4, 5), countdown=1).get(timeout=10) == 9
+            assert time.monotonic() - start >= 0.9
+
+            expired = app.send_task("ctasks.add", (1, 1), countdown=1, expires=0.5)
+            with pytest.raises(celeriac.exceptions.TaskRevokedError):
+                expired.get(timeout=10)
+            assert expired.state == "REVOKED"
+
+            assert app.AsyncResult("abandoned").get(timeout=10) == 100
+    finally:
+        run_sync(app.close_clients())
+
+
+async def _lease_and_abandon(url: str) -> None:
+    message = build_task_message("ctasks.add", (40, 60), task_id="abandoned")
+    async with opened(RedisBroker(url)) as broker:
+        await broker.publish("celery", message)
+        (got,) = await broker.fetch(["celery"], 1, 1.0)
+    r = redis.Redis.from_url(url)
+    entry = json.loads(r.hget("unacked", got.tag) or b"null")
+    assert entry[1:] == ["", "celery"]
+    r.zadd("unacked_index", {got.tag: time.time() - 60})  # older than Celery's timeout
+    r.close()
+
+
+def test_iso_eta_from_celeriac_client_reaches_celery_worker_as_eta(db_url: str) -> None:
+    """The message a Celery worker receives for a countdown carries Celery's eta header."""
+    app = celeriac.Celery("client", broker=db_url)
+    app.send_task("ctasks.add", (1, 2), countdown=30)
+    run_sync(app.close_clients())
+    r = redis.Redis.from_url(db_url)
+    (raw,) = r.lrange("celery", 0, -1)
+    r.close()
+    eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
+    assert timedelta(seconds=25) < eta - datetime.now(timezone.utc) <= timedelta(seconds=30)
