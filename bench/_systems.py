@@ -130,16 +130,24 @@ import sys
 import time
 
 from redis import Redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 
 connection = Redis.from_url(os.environ["BENCH_BROKER_URL"])
 queue = Queue("default", connection=connection)
 
 
-class BenchWorker(Worker):
+class _Announce:
     def bootstrap(self, *args, **kwargs):
         super().bootstrap(*args, **kwargs)
         print("BENCH-READY", os.getpid(), file=sys.stderr, flush=True)
+
+
+class BenchWorker(_Announce, Worker):  # RQ's default: each job in a forked work horse
+    pass
+
+
+class BenchSimpleWorker(_Announce, SimpleWorker):  # jobs run in the worker process
+    pass
 
 
 def noop():
@@ -167,6 +175,10 @@ def _redis(url: str) -> Any:
 
 
 Counter = Callable[[], int]
+
+
+def ping_redis(base: str) -> None:
+    _redis(redis_db_url(base, 10)).ping()
 
 
 @dataclass
@@ -385,10 +397,12 @@ def celery(python: str, redis_base: str, *, gevent: bool) -> System:
     )
 
 
-def dramatiq(python: str, bin_dir: Path, redis_base: str, *, gevent: bool) -> System:
+def dramatiq(
+    python: str, bin_dir: Path, redis_base: str, *, gevent: bool, threads: int = 1
+) -> System:
     mod = "bench_dramatiq_tasks"
     opts = [mod, "--worker-shutdown-timeout", "3000"]
-    cpu = [python, "-m", "dramatiq", *opts, "-p", "2", "-t", "1"]
+    cpu = [python, "-m", "dramatiq", *opts, "-p", "2", "-t", str(threads)]
     pools = [
         IoPool(
             "threads",
@@ -417,17 +431,27 @@ def dramatiq(python: str, bin_dir: Path, redis_base: str, *, gevent: bool) -> Sy
         cpu_argv=[cpu],
         io_pools=pools,
         cpu_ready=(READY_LINE, 2),
-        cpu_desc="-p 2 -t 1 (2 processes x 1 thread), Results middleware on Redis",
+        cpu_desc=f"-p 2 -t {threads} (2 processes x {threads} thread(s)), Results middleware",
         redis_base=redis_base,
         redis_dbs=(14,),
         env={"BENCH_BROKER_URL": url, "BENCH_RESULT_URL": url},
     )
 
 
-def rq(python: str, bin_dir: Path, redis_base: str, *, io_workers: int) -> System:
+def rq(python: str, bin_dir: Path, redis_base: str, *, io_workers: int, simple: bool) -> System:
     mod = "bench_rq_tasks"
     url = redis_db_url(redis_base, 15)
-    one = [str(bin_dir / "rq"), "worker", "-w", f"{mod}.BenchWorker", "-u", url, "-q", "default"]
+
+    def workers(count: int, cls: str) -> list[list[str]]:
+        one = [str(bin_dir / "rq"), "worker", "-w", f"{mod}.{cls}", "-u", url, "-q", "default"]
+        return [list(one) for _ in range(count)]
+
+    cpu_class = "BenchSimpleWorker" if simple else "BenchWorker"
+    cpu_desc = (
+        "2 x `rq worker -w SimpleWorker` (jobs run in the worker process)"
+        if simple
+        else "2 x `rq worker` (default Worker: one forked work horse per job)"
+    )
     return System(
         name="rq",
         python=python,
@@ -435,18 +459,24 @@ def rq(python: str, bin_dir: Path, redis_base: str, *, io_workers: int) -> Syste
         source=RQ_TASKS,
         noop_task="noop",
         io_task="sleepy",
-        cpu_argv=[list(one) for _ in range(2)],
+        cpu_argv=workers(2, cpu_class),
         io_pools=[
             IoPool(
                 f"{io_workers} workers",
-                [list(one) for _ in range(io_workers)],
+                workers(io_workers, "BenchWorker"),
                 (READY_LINE, 1),
-                f"{io_workers} x `rq worker` (RQ has no in-process concurrency), "
-                "task: time.sleep(0.02)",
-            )
+                f"{io_workers} x `rq worker` (default Worker, fork per job; RQ has no "
+                "in-process concurrency), task: time.sleep(0.02)",
+            ),
+            IoPool(
+                f"{io_workers} SimpleWorkers",
+                workers(io_workers, "BenchSimpleWorker"),
+                (READY_LINE, 1),
+                f"{io_workers} x `rq worker -w SimpleWorker` (no fork), task: time.sleep(0.02)",
+            ),
         ],
         cpu_ready=(READY_LINE, 1),
-        cpu_desc="2 x `rq worker` (default Worker: one forked work horse per job)",
+        cpu_desc=cpu_desc,
         redis_base=redis_base,
         redis_dbs=(15,),
         env={"BENCH_BROKER_URL": url},

@@ -294,8 +294,8 @@ class Bench:
     def cpu_phases(self, system: _systems.System, cells: dict[str, Any]) -> None:
         """Enqueue N no-op tasks, drain them with 2 processes, then round trips."""
         args = self.args
-        env = self._env(system, system.prepare())
         try:
+            env = self._env(system, system.prepare())
             enq = self.driver(
                 system, env, ["enqueue", system.noop_task, str(args.n)], 60 + args.n * 0.02
             )
@@ -429,6 +429,12 @@ def _redis_systems(
 ) -> tuple[list[_systems.System], dict[str, str], dict[str, Any]]:
     systems: list[_systems.System] = []
     base = args.redis_url
+    try:
+        _systems.ping_redis(base)
+    except Exception as exc:
+        for name in names:
+            unavailable.setdefault(name, f"Redis at {base} is not reachable: {exc}")
+        return systems, unavailable, versions
     if "celeriac" in names and "celeriac" not in unavailable:
         from celeriac.backends import BACKENDS
         from celeriac.brokers import BROKERS
@@ -453,8 +459,12 @@ def _redis_systems(
     gevent = bool(versions.get("gevent")) and not args.no_gevent
     makers = {
         "celery": lambda: _systems.celery(python, base, gevent=gevent),
-        "dramatiq": lambda: _systems.dramatiq(python, bin_dir, base, gevent=gevent),
-        "rq": lambda: _systems.rq(python, bin_dir, base, io_workers=args.rq_io_workers),
+        "dramatiq": lambda: _systems.dramatiq(
+            python, bin_dir, base, gevent=gevent, threads=args.dramatiq_threads
+        ),
+        "rq": lambda: _systems.rq(
+            python, bin_dir, base, io_workers=args.rq_io_workers, simple=args.rq_simple
+        ),
     }
     systems += [makers[name]() for name in peers]
     return systems, unavailable, versions
@@ -526,6 +536,22 @@ def errors_text(results: dict[str, Any]) -> list[str]:
     return notes
 
 
+def git_state() -> dict[str, Any]:
+    """The commit benchmarked, and whether src/ had uncommitted changes."""
+    root = HERE.parent
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", *argv], cwd=root, capture_output=True, text=True, timeout=30, check=False
+        )
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "src_uncommitted_changes": bool(git("status", "--porcelain", "--", "src")),
+    }
+
+
 def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     args.current_broker = broker
     names = [n for n in args.systems if broker == "redis" or n == "celeriac"]
@@ -573,6 +599,7 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
             "loadavg_at_end": os.getloadavg(),
         },
         "versions": versions,
+        "celeriac_git": git_state(),
         "params": params,
         "redis_url": args.redis_url if broker == "redis" else None,
         "table_markdown": table,
@@ -580,7 +607,8 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
         "rows": rows,
         "systems": results,
     }
-    out = Path(args.out_dir) / f"results-{broker}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    out = Path(args.out_dir) / f"results-{broker}{tag}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}", flush=True)
     return bench.errors + len(unavailable)
@@ -601,8 +629,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
     parser.add_argument("--rq-io-workers", type=int, default=16)
+    parser.add_argument(
+        "--rq-simple", action="store_true", help="RQ drain/round trip with SimpleWorker (no fork)"
+    )
+    parser.add_argument(
+        "--dramatiq-threads", type=int, default=1, help="threads per Dramatiq process (drain)"
+    )
     parser.add_argument("--no-gevent", action="store_true", help="peers' I/O on threads")
     parser.add_argument("--out-dir", default=str(HERE))
+    parser.add_argument("--tag", default="", help="results-<broker>-<tag>.json")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
     quick = args.quick

@@ -1,0 +1,163 @@
+"""Profile celeriac's drain (or enqueue) with py-spy and print the hot spots.
+
+    python bench/profile.py [--phase drain|enqueue] [--broker sqlite|redis] [--n 10000]
+                            [--pool prefork] [--concurrency 2]
+
+Needs py-spy (``pip install py-spy``). N no-op tasks are enqueued to a fresh SQLite file
+in a temp dir (or Redis databases 10/11, flushed before and after); then the worker
+(``-P prefork -c 2`` by default), or the enqueue loop itself, runs under
+``py-spy record --subprocesses`` until every result is stored. The raw samples are kept
+as ``bench/profile-<phase>-<broker>.txt`` (collapsed stacks, for flame graph tools) and
+summarised: the functions with the most samples on top of the stack (self) and anywhere
+on it (total), as a share of all non-idle samples of the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _procs  # noqa: E402
+import _systems  # noqa: E402
+
+
+def summarise(raw: Path, top: int) -> str:
+    """Self and total sample shares per function from py-spy's collapsed stacks."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    total_counts: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        samples += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+    if not samples:
+        return "no samples"
+    out = [f"{samples} samples (non-idle)", "", f"top {top} by self time:"]
+    out += [f"  {c / samples:6.1%}  {f}" for f, c in self_counts.most_common(top)]
+    entry = ("celeriac/cli.py", "celeriac/__main__.py", "celeriac/worker/supervisor.py")
+    mine = [
+        (f, c)
+        for f, c in total_counts.most_common()
+        if "(celeriac/" in f and not any(e in f for e in entry) and "Worker.run" not in f
+    ]
+    out += ["", f"top {top} celeriac functions by total time (inclusive):"]
+    out += [f"  {c / samples:6.1%}  {f}" for f, c in mine[:top]]
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """``fn (/long/path/site-packages/pkg/mod.py:12)`` -> ``fn (pkg/mod.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("/site-packages/", "/src/", "/lib/python3.11/", "/lib/python3.12/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phase", choices=["drain", "enqueue"], default="drain")
+    parser.add_argument("--broker", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--n", type=int, default=30_000)
+    parser.add_argument("--pool", default="prefork")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--native", action="store_true", help="include C frames (py-spy)")
+    parser.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    args = parser.parse_args()
+    args.py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(args.py_spy).exists():
+        parser.error("py-spy not found: pip install py-spy")
+    return args
+
+
+def profile_drain(
+    args: argparse.Namespace,
+    system: _systems.System,
+    spy: list[str],
+    workdir: Path,
+    env: dict[str, str],
+) -> None:
+    """Run the worker under py-spy until all ``args.n`` results are stored, then stop it."""
+    worker_argv = [sys.executable, "-m", "celeriac", "-A", system.module, "worker"]
+    worker_argv += ["-P", args.pool, "-c", str(args.concurrency)]
+    worker = _procs.Worker(
+        "profiled worker",
+        [*spy, "--subprocesses", "--", *worker_argv],
+        cwd=workdir,
+        env=env,
+        log_path=workdir / "worker.log",
+        ready_pattern=r"ready\.\s*$",
+    )
+    worker.wait_ready(120)
+    count = system.counter(args.n)
+    start = time.time()
+    while count() < args.n:
+        worker.check_alive()
+        if time.time() - start > 600:
+            raise TimeoutError("drain took over 600 s")
+        time.sleep(0.01)
+    print(f"drained {args.n} tasks in {time.time() - start:.2f}s (under py-spy)")
+    # stop the worker, not py-spy: py-spy writes its file when its target exits
+    for pid in _procs.descendants(worker.pid)[:1]:
+        os.kill(pid, signal.SIGTERM)
+    worker.proc.wait(timeout=60)
+    worker.stop()
+
+
+def main() -> int:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="celeriac-profile-"))
+    sqlite_dir = workdir if args.broker == "sqlite" else None
+    redis_base = args.redis_url if args.broker == "redis" else None
+    system = _systems.celeriac(sys.executable, redis_base=redis_base, sqlite_dir=sqlite_dir)
+    (workdir / f"{system.module}.py").write_text(system.source)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERIAC_", "PYTHON"))}
+    env.update(system.prepare(), PYTHONPATH=str(workdir), PYTHONUNBUFFERED="1")
+    raw = HERE / f"profile-{args.phase}-{args.broker}.txt"
+    spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate), "-o", str(raw)]
+    spy += ["--native"] * args.native + ["--gil"] * args.gil
+    driver = [sys.executable, str(HERE / "_driver.py"), "celeriac", system.module]
+    enqueue = [*driver, "enqueue", system.noop_task, str(args.n)]
+    try:
+        if args.phase == "enqueue":
+            done = _procs.run_driver([*spy, "--", *enqueue], cwd=workdir, env=env, timeout=600)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("BENCH-RESULT")]
+            print(lines[0] if lines else done.stderr.strip())
+        else:
+            _procs.run_driver(enqueue, cwd=workdir, env=env, timeout=600)
+            profile_drain(args, system, spy, workdir, env)
+    finally:
+        _procs.stop_all()
+        system.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"raw samples: {raw}\n")
+    print(summarise(raw, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
