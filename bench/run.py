@@ -536,6 +536,32 @@ def errors_text(results: dict[str, Any]) -> list[str]:
     return notes
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result per system from repeated runs: each cell is the run with the median
+    value (the lower median for an even count), with every run's value beside it."""
+    if len(runs) == 1:
+        return runs[0]
+    keys = dict.fromkeys(key for run in runs for key in run["cells"])
+    cells: dict[str, Any] = {}
+    for key in keys:
+        found = [run["cells"][key] for run in runs if key in run["cells"]]
+        good = sorted((c for c in found if "error" not in c), key=lambda c: float(c["value"]))
+        errors = [c["error"] for c in found if "error" in c]
+        if good:
+            cell = dict(good[(len(good) - 1) // 2])
+            cell["runs"] = [float(c["value"]) for c in good]
+            if errors:
+                cell["failed_runs"] = errors
+            cells[key] = cell
+        else:
+            cells[key] = {"error": errors[0] if errors else "no run"}
+    return {
+        "cells": cells,
+        "config": runs[0]["config"],
+        "loadavg_per_run": [(r["loadavg_before"], r["loadavg_after"]) for r in runs],
+    }
+
+
 def git_state() -> dict[str, Any]:
     """The commit benchmarked, and whether src/ had uncommitted changes."""
     root = HERE.parent
@@ -565,14 +591,28 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     results: dict[str, Any] = {n: {"unavailable": why} for n, why in unavailable.items()}
     for name, why in unavailable.items():
         print(f"[{broker}] {name:<9} not run: {why}", flush=True)
-    for system in systems:
-        results[system.name] = bench.run_system(system)
+    runs: dict[str, list[dict[str, Any]]] = {system.name: [] for system in systems}
+    for round_no in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"[{broker}] round {round_no} of {args.repeat}", flush=True)
+        for system in systems:  # systems take turns, so load from others spreads evenly
+            runs[system.name].append(bench.run_system(system))
+    for name, system_runs in runs.items():
+        results[name] = merge_runs(system_runs)
     table, rows = make_table(broker, results, names)
-    params = {"n": args.n, "rtt": args.rtt, "warmup": args.warmup, "io_n": args.io_n}
+    params = {
+        "n": args.n,
+        "rtt": args.rtt,
+        "warmup": args.warmup,
+        "io_n": args.io_n,
+        "repeat": args.repeat,
+    }
     title = (
         f"{broker} broker: N={args.n:,} (enqueue, drain), {args.rtt:,} round trips "
         f"after {args.warmup} warm-up, {args.io_n:,} I/O tasks"
     )
+    if args.repeat > 1:
+        title += f"; median of {args.repeat} runs"
     print(f"\n## {title}\n\n{table}")
     pools = {
         name: result["cells"]["io"]["best_pool"]
@@ -638,6 +678,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-gevent", action="store_true", help="peers' I/O on threads")
     parser.add_argument("--out-dir", default=str(HERE))
     parser.add_argument("--tag", default="", help="results-<broker>-<tag>.json")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run every system K times; report medians"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
     quick = args.quick
