@@ -5,8 +5,9 @@
 
 Needs py-spy (``pip install py-spy``). N no-op tasks are enqueued to a fresh SQLite file
 in a temp dir (or Redis databases 10/11, flushed before and after); then the worker
-(``-P prefork -c 2`` by default), or the enqueue loop itself, runs under
-``py-spy record --subprocesses`` until every result is stored. The raw samples are kept
+(``-P prefork -c 2`` by default) starts, and once it is ready py-spy attaches to each of
+its processes until every result is stored (``--whole``: the worker runs under py-spy
+from its start). ``--phase enqueue`` profiles the ``delay()`` loop instead. The raw samples are kept
 as ``bench/profile-<phase>-<broker>.txt`` (collapsed stacks, for flame graph tools) and
 summarised: the functions with the most samples on top of the stack (self) and anywhere
 on it (total), as a share of all non-idle samples of the worker processes.
@@ -19,6 +20,7 @@ import collections
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +32,24 @@ sys.path.insert(0, str(HERE))
 import _procs  # noqa: E402
 import _systems  # noqa: E402
 
+#: leaf frames where a thread blocks in C (queue get, epoll, select, sleep): py-spy counts
+#: them as active when attached, so they are reported apart as waiting
+WAIT_LEAVES = (
+    "ThreadPool._work (",
+    "EpollSelector.select (",
+    "Supervisor.run (",
+    "Transaction._wait_for_writer (",
+    "Event.wait (threading.py)",
+    "Condition.wait (threading.py)",
+)
+
 
 def summarise(raw: Path, top: int) -> str:
-    """Self and total sample shares per function from py-spy's collapsed stacks."""
+    """Self and total sample shares per function from py-spy's collapsed stacks, with
+    blocking waits counted apart."""
     self_counts: collections.Counter[str] = collections.Counter()
     total_counts: collections.Counter[str] = collections.Counter()
+    waits: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -46,21 +61,27 @@ def summarise(raw: Path, top: int) -> str:
         if not frames:
             continue
         samples += count
+        if frames[-1].startswith(WAIT_LEAVES):
+            waits[frames[-1]] += count
+            continue
         self_counts[frames[-1]] += count
         for frame in set(frames):
             total_counts[frame] += count
-    if not samples:
+    busy = samples - sum(waits.values())
+    if not busy:
         return "no samples"
-    out = [f"{samples} samples (non-idle)", "", f"top {top} by self time:"]
-    out += [f"  {c / samples:6.1%}  {f}" for f, c in self_counts.most_common(top)]
+    out = [f"{samples} samples; blocked waits (left out below):"]
+    out += [f"  {c / samples:6.1%}  {f}" for f, c in waits.most_common()]
+    out += ["", f"{busy} busy samples; top {top} by self time:"]
+    out += [f"  {c / busy:6.1%}  {f}" for f, c in self_counts.most_common(top)]
     entry = ("celeriac/cli.py", "celeriac/__main__.py", "celeriac/worker/supervisor.py")
     mine = [
         (f, c)
         for f, c in total_counts.most_common()
         if "(celeriac/" in f and not any(e in f for e in entry) and "Worker.run" not in f
     ]
-    out += ["", f"top {top} celeriac functions by total time (inclusive):"]
-    out += [f"  {c / samples:6.1%}  {f}" for f, c in mine[:top]]
+    out += ["", f"top {top} celeriac functions by total time (inclusive, busy samples):"]
+    out += [f"  {c / busy:6.1%}  {f}" for f, c in mine[:top]]
     return "\n".join(out)
 
 
@@ -87,11 +108,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--native", action="store_true", help="include C frames (py-spy)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    parser.add_argument(
+        "--whole", action="store_true", help="profile the worker from start-up (not attached)"
+    )
     args = parser.parse_args()
     args.py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(args.py_spy).exists():
         parser.error("py-spy not found: pip install py-spy")
     return args
+
+
+def wait_drained(system: _systems.System, n: int, worker: _procs.Worker) -> float:
+    count = system.counter(n)
+    start = time.time()
+    while count() < n:
+        worker.check_alive()
+        if time.time() - start > 600:
+            raise TimeoutError("drain took over 600 s")
+        time.sleep(0.01)
+    return time.time() - start
 
 
 def profile_drain(
@@ -100,32 +135,59 @@ def profile_drain(
     spy: list[str],
     workdir: Path,
     env: dict[str, str],
+    raw: Path,
 ) -> None:
-    """Run the worker under py-spy until all ``args.n`` results are stored, then stop it."""
+    """Profile the worker while it drains ``args.n`` tasks.
+
+    By default py-spy attaches to each worker process once the worker is ready, so
+    start-up is left out; ``--whole`` runs the whole worker under py-spy instead."""
     worker_argv = [sys.executable, "-m", "celeriac", "-A", system.module, "worker"]
     worker_argv += ["-P", args.pool, "-c", str(args.concurrency)]
-    worker = _procs.Worker(
-        "profiled worker",
-        [*spy, "--subprocesses", "--", *worker_argv],
-        cwd=workdir,
-        env=env,
-        log_path=workdir / "worker.log",
-        ready_pattern=r"ready\.\s*$",
-    )
-    worker.wait_ready(120)
-    count = system.counter(args.n)
-    start = time.time()
-    while count() < args.n:
-        worker.check_alive()
-        if time.time() - start > 600:
-            raise TimeoutError("drain took over 600 s")
-        time.sleep(0.01)
-    print(f"drained {args.n} tasks in {time.time() - start:.2f}s (under py-spy)")
-    # stop the worker, not py-spy: py-spy writes its file when its target exits
-    for pid in _procs.descendants(worker.pid)[:1]:
-        os.kill(pid, signal.SIGTERM)
-    worker.proc.wait(timeout=60)
-    worker.stop()
+    ready = r"ready\.\s*$"
+    log = workdir / "worker.log"
+    if args.whole:
+        argv = [*spy, "-o", str(raw), "--subprocesses", "--", *worker_argv]
+        worker = _procs.Worker("profiled worker", argv, cwd=workdir, env=env, log_path=log,
+                               ready_pattern=ready)  # fmt: skip
+        worker.wait_ready(120)
+        seconds = wait_drained(system, args.n, worker)
+        # stop the worker, not py-spy: py-spy writes its file when its target exits
+        for pid in _procs.descendants(worker.pid)[:1]:
+            os.kill(pid, signal.SIGTERM)
+        worker.proc.wait(timeout=60)
+        worker.stop()
+    else:
+        worker = _procs.Worker("worker", worker_argv, cwd=workdir, env=env, log_path=log,
+                               ready_pattern=ready)  # fmt: skip
+        worker.wait_ready(120)
+        pids = [worker.pid, *_procs.descendants(worker.pid)]
+        spies = [
+            subprocess.Popen(
+                [*spy, "-o", f"{raw}.{pid}", "--pid", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for pid in pids
+        ]
+        try:
+            seconds = wait_drained(system, args.n, worker)
+        finally:
+            for proc in spies:
+                proc.send_signal(signal.SIGINT)
+            for proc in spies:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            worker.stop()
+        with raw.open("w") as out:
+            for pid in pids:
+                part = Path(f"{raw}.{pid}")
+                if part.exists():
+                    out.write(part.read_text())
+                    part.unlink()
+    print(f"drained {args.n} tasks in {seconds:.2f}s (under py-spy)")
 
 
 def main() -> int:
@@ -138,18 +200,19 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERIAC_", "PYTHON"))}
     env.update(system.prepare(), PYTHONPATH=str(workdir), PYTHONUNBUFFERED="1")
     raw = HERE / f"profile-{args.phase}-{args.broker}.txt"
-    spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate), "-o", str(raw)]
+    spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate)]
     spy += ["--native"] * args.native + ["--gil"] * args.gil
     driver = [sys.executable, str(HERE / "_driver.py"), "celeriac", system.module]
     enqueue = [*driver, "enqueue", system.noop_task, str(args.n)]
     try:
         if args.phase == "enqueue":
-            done = _procs.run_driver([*spy, "--", *enqueue], cwd=workdir, env=env, timeout=600)
+            argv = [*spy, "-o", str(raw), "--", *enqueue]
+            done = _procs.run_driver(argv, cwd=workdir, env=env, timeout=600)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("BENCH-RESULT")]
             print(lines[0] if lines else done.stderr.strip())
         else:
             _procs.run_driver(enqueue, cwd=workdir, env=env, timeout=600)
-            profile_drain(args, system, spy, workdir, env)
+            profile_drain(args, system, spy, workdir, env, raw)
     finally:
         _procs.stop_all()
         system.cleanup()
