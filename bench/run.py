@@ -578,6 +578,35 @@ def git_state() -> dict[str, Any]:
     }
 
 
+def print_notes(results: dict[str, Any]) -> dict[str, str]:
+    """Print which I/O pool won, the machine load, and what was not measured."""
+    pools = {
+        name: result["cells"]["io"]["best_pool"]
+        for name, result in results.items()
+        if "io" in result.get("cells", {}) and "best_pool" in result["cells"]["io"]
+    }
+    if pools:
+        print(
+            "\nI/O pool used (best of those tried): "
+            + ", ".join(f"{k} {v}" for k, v in pools.items())
+        )
+    loads = []
+    for name, result in results.items():
+        pairs = result.get("loadavg_per_run") or (
+            [(result["loadavg_before"], result["loadavg_after"])]
+            if "loadavg_before" in result
+            else []
+        )
+        if pairs:
+            loads.append(name + " " + ", ".join(f"{b[0]:.1f}->{a[0]:.1f}" for b, a in pairs))
+    if loads:
+        print("1-min load average before->after each system's run: " + "; ".join(loads))
+    notes = errors_text(results)
+    if notes:
+        print("\nnot measured:\n" + "\n".join(notes))
+    return pools
+
+
 def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     args.current_broker = broker
     names = [n for n in args.systems if broker == "redis" or n == "celeriac"]
@@ -614,19 +643,7 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     if args.repeat > 1:
         title += f"; median of {args.repeat} runs"
     print(f"\n## {title}\n\n{table}")
-    pools = {
-        name: result["cells"]["io"]["best_pool"]
-        for name, result in results.items()
-        if "io" in result.get("cells", {}) and "best_pool" in result["cells"]["io"]
-    }
-    if pools:
-        print(
-            "\nI/O pool used (best of those tried): "
-            + ", ".join(f"{k} {v}" for k, v in pools.items())
-        )
-    notes = errors_text(results)
-    if notes:
-        print("\nnot measured:\n" + "\n".join(notes))
+    pools = print_notes(results)
     print()
     report = {
         "broker": broker,
