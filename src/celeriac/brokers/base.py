@@ -99,6 +99,15 @@ class Broker(abc.ABC):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove the messages for good."""
 
+    async def ack_and_fetch(
+        self, acks: Sequence[Delivery], queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        """``ack(acks)`` then ``fetch(...)``; brokers override it to do both in one round
+        trip (the worker's steady state under load)."""
+        if acks:
+            await self.ack(acks)
+        return await self.fetch(queues, max_count, timeout)
+
     @abc.abstractmethod
     async def requeue(
         self,

@@ -37,6 +37,10 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
         return Delivery(queue, tag, raw, None, count, error=str(reason))
 
 
+def _ack_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    return [{"id": i, "token": t} for i, t in (_parse_tag(d.tag) for d in deliveries)]
+
+
 def _parse_tag(tag: str) -> tuple[int, int]:
     row_id, _, token = tag.partition(":")
     return int(row_id), int(token)
@@ -102,12 +106,18 @@ class SQLiteBroker(Broker):
 
     # -- consuming --------------------------------------------------------
     async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        return await self.ack_and_fetch((), queues, max_count, timeout)
+
+    async def ack_and_fetch(
+        self, acks: Sequence[Delivery], queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
         if max_count <= 0 or not queues:
+            await self.ack(acks)
             return []
         conn = self._db()
         deadline = time.time() + timeout
         snap = self._watch.snapshot(conn)
-        found, due = self._lease(conn, queues, max_count)
+        found, due = self._lease(conn, queues, max_count, acks)
         while not found:
             until = deadline if due is None else min(deadline, due)
             changed = await self._watch.wait(conn, snap, until)
@@ -122,10 +132,14 @@ class SQLiteBroker(Broker):
         return [_delivery(queue, f"{r[0]}:{r[3]}", r[2], r[4]) for queue, r in found]
 
     def _lease(
-        self, conn: sqlite3.Connection, queues: Sequence[str], max_count: int
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        max_count: int,
+        acks: Sequence[Delivery] = (),
     ) -> tuple[list[tuple[str, Any]], float | None]:
-        """One write transaction: promote due rows, lease up to ``max_count``; when none,
-        also return the earliest time something comes due."""
+        """One write transaction: ack ``acks``, promote due rows, lease up to
+        ``max_count``; when none, also return the earliest time something comes due."""
         now = time.time()
         q = self._q
         found: list[tuple[str, Any]] = []
@@ -133,6 +147,8 @@ class SQLiteBroker(Broker):
         self._turn += 1
         k = self._turn % len(queues)
         with _sql.Transaction(conn, BrokerError):
+            if acks:
+                conn.executemany(q["ack"], _ack_rows(acks))
             conn.execute(q["promote_delayed"], {"now": now})
             conn.execute(q["expire_leases"], {"now": now})
             for queue in [*queues[k:], *queues[:k]]:
@@ -169,8 +185,7 @@ class SQLiteBroker(Broker):
                 conn.executemany(self._q[query], rows)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        rows = [{"id": i, "token": t} for i, t in (_parse_tag(d.tag) for d in deliveries)]
-        self._write_many("ack", rows)
+        self._write_many("ack", _ack_rows(deliveries))
 
     async def requeue(
         self,

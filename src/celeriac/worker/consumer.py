@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 1.0
+#: How long settling waits for more outcomes while the pool is busy (batching).
+SETTLE_LINGER = 0.001
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -54,6 +56,8 @@ class Consumer:
         self.held: dict[Delivery, Job | None] = {}
         self.processed = 0
         self._done: list[Outcome] = []
+        self._pending_acks: list[Delivery] = []
+        self._awaiting_space = False
         self._stopping = False
         self._cold = False
         self._wake: asyncio.Event | None = None
@@ -116,17 +120,26 @@ class Consumer:
                 await asyncio.sleep(delay)
 
     async def _fetch_loop(self) -> None:
-        assert self.broker is not None and self._space is not None
+        broker, space = self.broker, self._space
+        assert broker is not None and space is not None
         failures = 0
+        low_water = max(1, self.limit // 2)
         while not self._stopping:
             room = self.limit - len(self.held)
-            if room <= 0:
-                self._space.clear()
-                await self._space.wait()
+            # refill in batches: wait until half the prefetch window is free (or all of it
+            # is idle), so one round trip acks the last batch and brings the next
+            if room <= 0 or (self.held and room < low_water):
+                await self._flush_acks()
+                self._awaiting_space = True
+                space.clear()
+                await space.wait()
+                self._awaiting_space = False
                 continue
+            acks, self._pending_acks = self._pending_acks, []
             try:
-                deliveries = await self.broker.fetch(self.queues, room, FETCH_TIMEOUT)
+                deliveries = await broker.ack_and_fetch(acks, self.queues, room, FETCH_TIMEOUT)
             except (OSError, BrokerError) as exc:
+                self._pending_acks = acks + self._pending_acks  # acks are idempotent
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 if failures == 0:
                     logger.error("Broker connection lost: %s; reconnecting", exc)
@@ -138,6 +151,13 @@ class Consumer:
                 failures = 0
             for delivery in deliveries:
                 self._accept(delivery)
+
+    async def _flush_acks(self) -> None:
+        acks, self._pending_acks = self._pending_acks, []
+        if acks:
+            broker = self.broker
+            assert broker is not None
+            await self._retrying(lambda: broker.ack(acks))
 
     def _accept(self, delivery: Delivery) -> None:
         decided = self.handler.accept_delivery(delivery)
@@ -171,8 +191,26 @@ class Consumer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            await self._linger()
             batch, self._done = self._done, []
             await self._settle(batch)
+
+    async def _linger(self) -> None:
+        """While the pool is still running jobs, wait a moment for their outcomes, so one
+        round trip settles several; stop waiting as soon as the pool is idle."""
+        assert self._wake is not None
+        deadline = asyncio.get_running_loop().time() + SETTLE_LINGER
+        while self._running() and len(self._done) < self.limit // 2 and not self._stopping:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    def _running(self) -> int:
+        """Jobs handed to the pool whose outcome has not arrived yet."""
+        return len(self.held) - len(self._done)
 
     async def _settle(self, batch: list[Outcome]) -> None:
         broker, backend = self.broker, self.backend
@@ -182,7 +220,12 @@ class Consumer:
             await self._retrying(lambda: backend.store_many(results))
         acks = [o.delivery for o in batch if o.action is Action.ACK and not _acked(o.delivery)]
         if acks:
-            await self._retrying(lambda: broker.ack(acks))
+            if self._awaiting_space and not self._stopping:
+                # the fetch loop wakes up now (space is set below): it acks these in the
+                # same round trip as its next fetch
+                self._pending_acks.extend(acks)
+            else:
+                await self._retrying(lambda: broker.ack(acks))
         for outcome in batch:
             if _acked(outcome.delivery):
                 continue
@@ -242,6 +285,7 @@ class Consumer:
     async def _drain(self) -> None:
         """Return unstarted deliveries, wait for running ones (unless cold)."""
         assert self.broker is not None and self._settled is not None
+        await self._flush_acks()
         unstarted = self.pool.reclaim()
         returned = [j.delivery for j in unstarted if not _acked(j.delivery)]
         for job in unstarted:
