@@ -13,7 +13,7 @@ import pytest
 import celeriac
 from celeriac import Celery, shared_task, states
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
-from celeriac.testing.worker import TestWorker
+from celeriac.testing import TestWorker
 
 _counter = iter(range(10**6))
 
