@@ -24,6 +24,11 @@ from celeriac.task import Task, make_task_class
 
 if TYPE_CHECKING:
     from celeriac.middleware import Middleware
+    from celeriac.worker.core import Outcome
+
+    SettleHook = Callable[
+        ["Celeriac", list[Outcome], Broker, ResultBackend], Coroutine[Any, Any, None]
+    ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +97,10 @@ class Celeriac:
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.middleware: list[Middleware] = []
+        #: Async hooks the worker awaits for each settled batch, after results are stored
+        #: and before follow-up messages are published and the batch is acked (canvas
+        #: uses one to count chord members): ``hook(app, outcomes, broker, backend)``.
+        self.settle_hooks: list[SettleHook] = []
         self.reply_to = str(uuid.uuid4())
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
             weakref.WeakKeyDictionary()

@@ -21,6 +21,9 @@ class ResultBackend(abc.ABC):
     """Async result backend interface. One instance per process and event loop."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: True for backends that deliver results to the caller's reply queue (``rpc://``)
+    #: instead of storing them by id: the worker then calls ``store_replies``.
+    needs_reply_to: ClassVar[bool] = False
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -42,6 +45,11 @@ class ResultBackend(abc.ABC):
         """Store several results; backends override this to use one round trip."""
         for task_id, meta, ttl in items:
             await self.store(task_id, meta, ttl)
+
+    async def store_replies(self, items: Sequence[tuple[str | None, str, dict[str, Any]]]) -> None:
+        """Deliver ``(reply_to, task_id, meta)`` results to their callers (``rpc://``).
+        Only backends with ``needs_reply_to`` are asked to."""
+        raise NotImplementedError(f"{type(self).__name__} stores results by id")
 
     @abc.abstractmethod
     async def get(self, task_id: str) -> dict[str, Any] | None:

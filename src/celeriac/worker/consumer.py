@@ -208,6 +208,17 @@ class Consumer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
 
+    async def _store_results(self, batch: list[Outcome], backend: ResultBackend) -> None:
+        ttl = self.handler.result_ttl
+        if backend.needs_reply_to:  # rpc: results go to each caller's reply queue
+            replies = [(_reply_to(o), o.meta["task_id"], o.meta) for o in batch if o.meta]
+            if replies:
+                await self._retrying(partial(backend.store_replies, replies))
+            return
+        results = [(o.meta["task_id"], o.meta, ttl) for o in batch if o.meta]
+        if results:
+            await self._retrying(partial(backend.store_many, results))
+
     def _running(self) -> int:
         """Jobs handed to the pool whose outcome has not arrived yet."""
         return len(self.held) - len(self._done)
@@ -215,9 +226,12 @@ class Consumer:
     async def _settle(self, batch: list[Outcome]) -> None:
         broker, backend = self.broker, self.backend
         assert broker is not None and backend is not None
-        results = [(o.meta["task_id"], o.meta, self.handler.result_ttl) for o in batch if o.meta]
-        if results:
-            await self._retrying(lambda: backend.store_many(results))
+        await self._store_results(batch, backend)
+        for hook in self.app.settle_hooks:
+            await self._retrying(partial(hook, self.app, batch, broker, backend))
+        follow_ups = [item for o in batch for item in o.follow_ups]
+        if follow_ups:
+            await self._retrying(partial(broker.publish_many, follow_ups))
         acks = [o.delivery for o in batch if o.action is Action.ACK and not _acked(o.delivery)]
         if acks:
             if self._awaiting_space and not self._stopping:
@@ -302,6 +316,12 @@ class Consumer:
                 await self.broker.requeue(left)
             logger.warning("Cold shutdown: returned %d message(s) to the broker", len(left))
             self.held.clear()
+
+
+def _reply_to(outcome: Outcome) -> str | None:
+    message = outcome.delivery.message
+    value = message.properties.get("reply_to") if message is not None else None
+    return value if isinstance(value, str) and value else None
 
 
 def _acked(delivery: Delivery) -> bool:

@@ -29,6 +29,7 @@ from celeriac.exceptions import (
     WorkerLostError,
 )
 from celeriac.protocol import (
+    Message,
     TaskCall,
     decode_task,
     encode_exception,
@@ -79,7 +80,9 @@ class Outcome:
     meta: dict[str, Any] | None = None
     not_before: float | None = None
     reason: str | None = None
-    follow_ups: list[Any] = field(default_factory=list)
+    #: messages to publish before the delivery is acked: ``(queue, message, priority,
+    #: not_before)``, as ``Broker.publish_many`` takes them (retries, callbacks, ...)
+    follow_ups: list[tuple[str, Message, int, float | None]] = field(default_factory=list)
 
 
 def _utcnow() -> datetime:
