@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _procs  # noqa: E402
+import _source  # noqa: E402
 import _systems  # noqa: E402
 
 #: leaf frames where a thread blocks in C (queue get, epoll, select, sleep): py-spy counts
@@ -108,6 +109,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--native", action="store_true", help="include C frames (py-spy)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    parser.add_argument("--celeriac-ref", default=None, help="profile this git commit")
     parser.add_argument(
         "--whole", action="store_true", help="profile the worker from start-up (not attached)"
     )
@@ -198,7 +200,12 @@ def main() -> int:
     system = _systems.celeriac(sys.executable, redis_base=redis_base, sqlite_dir=sqlite_dir)
     (workdir / f"{system.module}.py").write_text(system.source)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERIAC_", "PYTHON"))}
-    env.update(system.prepare(), PYTHONPATH=str(workdir), PYTHONUNBUFFERED="1")
+    paths = [str(workdir)]
+    if args.celeriac_ref:
+        src, sha = _source.export_ref(args.celeriac_ref, workdir / "celeriac-ref")
+        paths.insert(0, str(src))
+        print(f"profiling celeriac at {sha[:12]} ({args.celeriac_ref})")
+    env.update(system.prepare(), PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
     raw = HERE / f"profile-{args.phase}-{args.broker}.txt"
     spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate)]
     spy += ["--native"] * args.native + ["--gil"] * args.gil

@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _procs  # noqa: E402
+import _source  # noqa: E402
 import _systems  # noqa: E402
 
 PEERS = ("celery", "dramatiq", "rq")
@@ -145,7 +146,10 @@ class Bench:
             if not k.startswith(("CELERIAC_", "CELERY_", "PYTHON", "VIRTUAL_ENV"))
         }
         env.update(extra)
-        env["PYTHONPATH"] = str(self.workdir)
+        paths = [str(self.workdir)]
+        if system.name == "celeriac" and self.args.celeriac_src is not None:
+            paths.insert(0, str(self.args.celeriac_src))
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
@@ -400,12 +404,14 @@ def build_systems(
     systems: list[_systems.System] = []
     unavailable: dict[str, str] = {}
     versions: dict[str, Any] = {"python": platform.python_version()}
-    try:
-        import celeriac
-
-        versions["celeriac"] = celeriac.__version__
-    except ImportError:
-        unavailable["celeriac"] = f"celeriac is not importable by {sys.executable}"
+    probe: dict[str, Any] = {}
+    if "celeriac" in names:
+        try:
+            probe = _source.probe_celeriac(sys.executable, args.celeriac_src)
+            versions["celeriac"] = probe["version"]
+            versions["celeriac_from"] = str(Path(probe["file"]).parent)
+        except RuntimeError as exc:
+            unavailable["celeriac"] = str(exc)
     if broker == "sqlite":
         for name in names:
             if name != "celeriac":
@@ -418,6 +424,8 @@ def build_systems(
             )
         return systems, unavailable, versions
 
+    if probe and not (probe["redis_broker"] and probe["redis_backend"]):
+        unavailable["celeriac"] = "this celeriac has no Redis broker/result backend yet"
     return _redis_systems(names, args, unavailable, versions)
 
 
@@ -436,15 +444,7 @@ def _redis_systems(
             unavailable.setdefault(name, f"Redis at {base} is not reachable: {exc}")
         return systems, unavailable, versions
     if "celeriac" in names and "celeriac" not in unavailable:
-        from celeriac.backends import BACKENDS
-        from celeriac.brokers import BROKERS
-
-        if "redis" not in BROKERS:
-            unavailable["celeriac"] = "celeriac has no Redis broker yet (celeriac.brokers)"
-        elif "redis" not in BACKENDS:
-            unavailable["celeriac"] = "celeriac has no Redis result backend yet"
-        else:
-            systems.append(_systems.celeriac(sys.executable, redis_base=base, sqlite_dir=None))
+        systems.append(_systems.celeriac(sys.executable, redis_base=base, sqlite_dir=None))
     peers = [n for n in names if n in PEERS]
     if not peers:
         return systems, unavailable, versions
@@ -562,22 +562,6 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def git_state() -> dict[str, Any]:
-    """The commit benchmarked, and whether src/ had uncommitted changes."""
-    root = HERE.parent
-
-    def git(*argv: str) -> str:
-        done = subprocess.run(
-            ["git", *argv], cwd=root, capture_output=True, text=True, timeout=30, check=False
-        )
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_uncommitted_changes": bool(git("status", "--porcelain", "--", "src")),
-    }
-
-
 def print_notes(results: dict[str, Any]) -> dict[str, str]:
     """Print which I/O pool won, the machine load, and what was not measured."""
     pools = {
@@ -656,7 +640,7 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
             "loadavg_at_end": os.getloadavg(),
         },
         "versions": versions,
-        "celeriac_git": git_state(),
+        "celeriac_git": _source.git_state(args.celeriac_sha),
         "params": params,
         "redis_url": args.redis_url if broker == "redis" else None,
         "table_markdown": table,
@@ -695,6 +679,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-gevent", action="store_true", help="peers' I/O on threads")
     parser.add_argument("--out-dir", default=str(HERE))
     parser.add_argument("--tag", default="", help="results-<broker>-<tag>.json")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--celeriac-ref",
+        default=None,
+        help="benchmark src/ of this git commit (exported with git archive), e.g. HEAD",
+    )
+    source.add_argument(
+        "--celeriac-src", type=Path, default=None, help="benchmark celeriac from this src/ dir"
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="run every system K times; report medians"
     )
@@ -724,6 +717,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
+    args.celeriac_sha = None
+    if args.celeriac_ref:
+        args.celeriac_src, args.celeriac_sha = _source.export_ref(
+            args.celeriac_ref, workdir / "celeriac-ref"
+        )
+        print(f"benchmarking celeriac at {args.celeriac_sha[:12]} ({args.celeriac_ref})")
     brokers = ["sqlite", "redis"] if args.broker == "all" else [args.broker]
     failures = 0
     interrupted = False
