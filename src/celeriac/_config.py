@@ -190,6 +190,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_max_memory_per_child": Setting(None, _int(1)),
     "worker_shutdown_timeout": Setting(None, _seconds),
     "worker_send_task_events": Setting(False, _bool),
+    "worker_revoke_expires": Setting(10800.0, _seconds),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
     "worker_task_log_format": Setting(None, _str),

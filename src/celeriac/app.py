@@ -18,12 +18,13 @@ from celeriac._loop import run_sync
 from celeriac.backends import ResultBackend, backend_class, create_backend
 from celeriac.brokers import Broker, broker_class, create_broker
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task_class
 
 if TYPE_CHECKING:
-    from celeriac.middleware import Middleware
+    from celeriac.control import Control
     from celeriac.worker.core import Outcome
 
     SettleHook = Callable[
@@ -96,7 +97,7 @@ class Celeriac:
         for key, value in settings.items():
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.middleware: list[Middleware] = []
+        self.middleware: list[Middleware] = [SignalsMiddleware()]
         #: Async hooks the worker awaits for each settled batch, after results are stored
         #: and before follow-up messages are published and the batch is acked (canvas
         #: uses one to count chord members): ``hook(app, outcomes, broker, backend)``.
@@ -412,6 +413,13 @@ class Celeriac:
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
         return AsyncResult(task_id, app=self, **kwargs)
+
+    @property
+    def control(self) -> Control:
+        """Remote control of workers: ``revoke``, ``purge``."""
+        from celeriac.control import Control  # noqa: PLC0415 - imports the worker core
+
+        return Control(self)
 
     def add_middleware(self, middleware: Middleware) -> None:
         self.middleware.append(middleware)

@@ -7,11 +7,14 @@ process that executes the task (the prefork child, the thread or the event loop)
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.protocol import Message
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.protocol import Message
     from celeriac.task import Context, Task
     from celeriac.worker.core import Outcome
 
@@ -45,5 +48,102 @@ class Middleware:
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
         """Called after the task ran, with its outcome (state, value, exception)."""
 
+    def on_revoked(
+        self,
+        task: Task[Any, Any] | None,
+        request: Context | None,
+        *,
+        terminated: bool = False,
+        signum: int | None = None,
+        expired: bool = False,
+    ) -> None:
+        """Called when a task is not run (or is stopped) because it was revoked or expired."""
 
-__all__ = ["Middleware"]
+    def on_unknown(self, name: str, task_id: str, message: Message) -> None:
+        """Called when a message names a task that is not registered."""
+
+
+class SignalsMiddleware(Middleware):
+    """Fires Celery's signals (``celeriac.signals``) with Celery's argument names."""
+
+    def before_publish(self, app: Celeriac, message: Message, queue: str) -> None:
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=message.task_name, body=_body(message), exchange="",
+                routing_key=queue, headers=message.headers, properties=message.properties,
+                declare=[], retry_policy=None,
+            )  # fmt: skip
+
+    def after_publish(self, app: Celeriac, message: Message, queue: str) -> None:
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(
+                sender=message.task_name, body=_body(message), exchange="",
+                routing_key=queue, headers=message.headers, properties=message.properties,
+            )  # fmt: skip
+
+    def worker_start(self, app: Celeriac, hostname: str) -> None:
+        signals.worker_process_init.send(sender=None)
+
+    def worker_ready(self, app: Celeriac, hostname: str) -> None:
+        signals.worker_ready.send(sender=hostname)
+
+    def worker_shutdown(self, app: Celeriac, hostname: str) -> None:
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        signals.worker_shutdown.send(sender=hostname)
+
+    def on_received(self, task: Task[Any, Any], request: Context) -> None:
+        signals.task_received.send(sender=task, request=request)
+
+    def before_task(self, task: Task[Any, Any], request: Context) -> None:
+        signals.task_prerun.send(
+            sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+        )
+
+    def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
+        state = outcome.state
+        if state == states.SUCCESS:
+            signals.task_success.send(sender=task, result=outcome.value)
+        elif state == states.RETRY:
+            signals.task_retry.send(
+                sender=task, request=request, reason=outcome.exc, einfo=outcome.traceback
+            )
+        elif state == states.FAILURE:
+            signals.task_failure.send(
+                sender=task, task_id=request.id, exception=outcome.exc, args=request.args,
+                kwargs=request.kwargs, traceback=outcome.traceback, einfo=outcome.traceback,
+            )  # fmt: skip
+        elif state == states.REJECTED:
+            signals.task_rejected.send(sender=task, message=None, exc=outcome.exc)
+        retval = outcome.value if state == states.SUCCESS else outcome.exc
+        signals.task_postrun.send(
+            sender=task, task_id=request.id, task=task, args=request.args,
+            kwargs=request.kwargs, retval=retval, state=state,
+        )  # fmt: skip
+
+    def on_revoked(
+        self,
+        task: Task[Any, Any] | None,
+        request: Context | None,
+        *,
+        terminated: bool = False,
+        signum: int | None = None,
+        expired: bool = False,
+    ) -> None:
+        signals.task_revoked.send(
+            sender=task, request=request, terminated=terminated, signum=signum, expired=expired
+        )
+
+    def on_unknown(self, name: str, task_id: str, message: Message) -> None:
+        signals.task_unknown.send(sender=None, name=name, id=task_id, message=message, exc=None)
+
+
+def _body(message: Message) -> Any:
+    from celeriac.protocol import deserialize  # noqa: PLC0415
+
+    try:
+        return deserialize(message.body, message.content_type, frozenset({message.content_type}))
+    except Exception:
+        return message.body
+
+
+__all__ = ["Middleware", "SignalsMiddleware"]

@@ -137,6 +137,11 @@ class AsyncResult(Generic[R]):
         self._meta = None
         run_sync(self.app.backend_forget(self.id))
 
+    def revoke(self, terminate: bool = False, signal: str | None = None, **_: Any) -> None:
+        """Revoke the task: it will not run; ``terminate=True`` stops it if running."""
+        self._meta = None
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
     # -- waiting ------------------------------------------------------------
     def get(
         self,

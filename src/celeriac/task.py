@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import random
 import traceback as tb
 import uuid
 from collections.abc import Callable, Coroutine
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
+from celeriac.exceptions import MaxRetriesExceededError, Retry
 from celeriac.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -93,6 +95,9 @@ class Task(Generic[P, R]):
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
     rate_limit: str | None = None
+    #: "worker" (each worker process keeps its own bucket, as Celery) or "global" (one
+    #: bucket in the broker's store shared by every worker)
+    rate_limit_scope: str = "worker"
     time_limit: float | None = None
     soft_time_limit: float | None = None
     track_started: bool | None = None
@@ -182,6 +187,64 @@ class Task(Generic[P, R]):
         finally:
             _current_request.reset(token)
         return EagerResult(task_id, value, states.SUCCESS, app=self.app)
+
+    # -- retries ------------------------------------------------------------
+    def retry(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Run this task again later, as a new message with the same id.
+
+        Raises :class:`Retry` (so the worker records RETRY and publishes the new message
+        before acking this one), or ``exc``/``MaxRetriesExceededError`` when
+        ``request.retries`` has reached ``max_retries``.
+        """
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"task {self.name} can only be retried while it runs as a task")
+        limit = self.max_retries if max_retries is None else max_retries
+        retries = request.retries
+        if limit is not None and retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}",
+                task_args=request.args,
+                task_kwargs=request.kwargs,
+            )
+        when: float | datetime
+        if eta is not None:
+            when = eta
+        else:
+            when = self.default_retry_delay if countdown is None else countdown
+        sig = {
+            "args": list(request.args if args is None else args),
+            "kwargs": dict(request.kwargs if kwargs is None else kwargs),
+            "options": options,
+        }
+        retry = Retry(exc=exc, when=when, sig=sig, is_eager=request.is_eager)
+        if throw:
+            raise retry
+        return retry
+
+    def backoff_delay(self, retries: int) -> float:
+        """The countdown ``autoretry_for`` uses: exponential when ``retry_backoff``."""
+        if not self.retry_backoff:
+            value = self.retry_kwargs.get("countdown", self.default_retry_delay)
+            return float(value)
+        factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+        delay = min(float(self.retry_backoff_max), factor * (2**retries))
+        if self.retry_jitter:
+            delay = random.uniform(0, delay)
+        return float(delay)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, task_name=self.name, app=self.app)

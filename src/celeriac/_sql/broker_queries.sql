@@ -84,3 +84,25 @@ SELECT
 -- name: dead_letters
 SELECT queue, payload, reason, failed_at FROM celeriac_dead_letters
 ORDER BY id DESC LIMIT :limit;
+
+-- name: revoke
+INSERT INTO celeriac_revoked (task_id, expires, terminate, signal)
+VALUES (:task_id, :expires, :terminate, :signal)
+ON CONFLICT (task_id) DO UPDATE SET
+    expires = max(expires, excluded.expires),
+    terminate = max(terminate, excluded.terminate),
+    signal = coalesce(excluded.signal, signal);
+
+-- name: revoked
+SELECT task_id, terminate, signal FROM celeriac_revoked
+WHERE expires > :now AND task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: forget_revoked
+DELETE FROM celeriac_revoked WHERE expires <= :now;
+
+-- name: bucket_get
+SELECT tokens, updated FROM celeriac_buckets WHERE key = :key;
+
+-- name: bucket_set
+INSERT INTO celeriac_buckets (key, tokens, updated) VALUES (:key, :tokens, :now)
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated;

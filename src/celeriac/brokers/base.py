@@ -46,6 +46,25 @@ class DeadLetter:
     failed_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """How a task was revoked: ``terminate`` asks to stop it if it is running."""
+
+    terminate: bool = False
+    signal: str | None = None
+
+
+def bucket_take(
+    tokens: float | None, updated: float, now: float, rate: float, capacity: float
+) -> tuple[float, float]:
+    """Token bucket step, shared by the brokers: ``(tokens left, seconds to wait)``.
+    A bucket seen for the first time starts full."""
+    level = capacity if tokens is None else min(capacity, tokens + max(0.0, now - updated) * rate)
+    if level >= 1.0:
+        return level - 1.0, 0.0
+    return level, (1.0 - level) / rate
+
+
 class Broker(abc.ABC):
     """Async broker interface. One instance per process and event loop."""
 
@@ -141,6 +160,28 @@ class Broker(abc.ABC):
     async def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready and delayed, not leased)."""
 
+    # -- control state (durable revocations, global rate limits) ------------
+    #: True when ``revoke``/``revoked`` keep revocations in the broker's store.
+    supports_revoke: ClassVar[bool] = False
+    #: True when ``take_token`` keeps a token bucket in the broker's store.
+    supports_global_rate_limit: ClassVar[bool] = False
+
+    async def revoke(
+        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record ``task_ids`` as revoked for ``ttl`` seconds, for every worker."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store revocations")
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        """The revocations among ``task_ids`` (id -> how it was revoked)."""
+        return {}
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
+        most ``capacity``): 0.0 when taken, else the seconds until one is available."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep a global rate limit")
+
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead-lettered messages."""
         return []
@@ -152,4 +193,4 @@ class Broker(abc.ABC):
         return float(value)
 
 
-__all__ = ["Broker", "DeadLetter", "Delivery"]
+__all__ = ["Broker", "DeadLetter", "Delivery", "Revocation", "bucket_take"]

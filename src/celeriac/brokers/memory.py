@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.exceptions import TimeoutError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 
@@ -60,6 +60,8 @@ class _Store:
         self.delayed: list[tuple[float, int, int, _Entry]] = []
         self.leases: list[tuple[float, int, int, _Entry]] = []
         self.dead: list[DeadLetter] = []
+        self.revoked: dict[str, tuple[float, Revocation]] = {}
+        self.buckets: dict[str, tuple[float | None, float]] = {}
         self.waiters: set[_Waiter] = set()
         self._seq = itertools.count(1)
 
@@ -322,6 +324,36 @@ class MemoryBroker(Broker):
                 store.place(entry, None, now)
             store.wake()
         return len(mine)
+
+    # -- control state ----------------------------------------------------
+    supports_revoke = True
+    supports_global_rate_limit = True
+
+    async def revoke(
+        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:  # fmt: skip
+        store = self._store()
+        expires = time.time() + ttl
+        with store.lock:
+            for task_id in task_ids:
+                store.revoked[task_id] = (expires, Revocation(terminate, signal))
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            found = {t: store.revoked.get(t) for t in task_ids}
+        return {t: entry[1] for t, entry in found.items() if entry and entry[0] > now}
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            tokens, updated = store.buckets.get(key, (None, now))
+            left, wait = bucket_take(tokens, updated, now, rate, capacity)
+            store.buckets[key] = (left, now)
+        return wait
 
     # -- administration ---------------------------------------------------
     async def purge(self, queue: str) -> int:

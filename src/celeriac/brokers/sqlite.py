@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from celeriac import _sql
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.exceptions import BrokerError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 
@@ -227,6 +227,41 @@ class SQLiteBroker(Broker):
             count = conn.execute(self._q["recover"], {"owner": consumer_id}).rowcount
         self._watch.bump()
         return count
+
+    # -- control state ----------------------------------------------------
+    supports_revoke = True
+    supports_global_rate_limit = True
+
+    async def revoke(
+        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        rows = [
+            {"task_id": t, "expires": now + ttl, "terminate": int(terminate), "signal": signal}
+            for t in task_ids
+        ]
+        conn = self._db()
+        with _sql.Transaction(conn, BrokerError):
+            conn.execute(self._q["forget_revoked"], {"now": now})
+            conn.executemany(self._q["revoke"], rows)
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        if not task_ids:
+            return {}
+        conn = self._db()
+        rows = self._read(conn, "revoked", {"now": time.time(), "ids": json.dumps(list(task_ids))})
+        return {r[0]: Revocation(bool(r[1]), r[2]) for r in rows}
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        conn = self._db()
+        now = time.time()
+        with _sql.Transaction(conn, BrokerError):
+            row = conn.execute(self._q["bucket_get"], {"key": key}).fetchone()
+            tokens, wait = bucket_take(row[0] if row else None, row[1] if row else now,
+                                       now, rate, capacity)  # fmt: skip
+            conn.execute(self._q["bucket_set"], {"key": key, "tokens": tokens, "now": now})
+        return wait
 
     # -- administration ---------------------------------------------------
     async def purge(self, queue: str) -> int:

@@ -12,13 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers.base import Broker, Delivery
-from celeriac.exceptions import BackendError, BrokerError
+from celeriac.brokers.base import Broker, Delivery, Revocation
+from celeriac.exceptions import (
+    BackendError,
+    BrokerError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    Terminated,
+    TimeLimitExceeded,
+)
 from celeriac.worker.core import Action, Handler, Job, Outcome
+from celeriac.worker.limits import LocalBucket, parse_rate
 from celeriac.worker.pools import Pool
 
 if TYPE_CHECKING:
@@ -28,6 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 1.0
+WATCHDOG_INTERVAL = 0.05
+#: exit code of a prefork child that stopped a task it could not interrupt
+EXIT_ABANDONED = 75
 #: How long settling waits for more outcomes while the pool is busy (batching).
 SETTLE_LINGER = 0.001
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -58,6 +70,12 @@ class Consumer:
         self._done: list[Outcome] = []
         self._pending_acks: list[Delivery] = []
         self._awaiting_space = False
+        self._gated: dict[Job, asyncio.Task[None]] = {}
+        self._buckets: dict[str, LocalBucket] = {}
+        #: a prefork child exits after settling a job it had to stop, so that the
+        #: thread still running it dies with the process
+        self.exit_on_abandon = False
+        self.exit_code = 0
         self._stopping = False
         self._cold = False
         self._wake: asyncio.Event | None = None
@@ -93,14 +111,16 @@ class Consumer:
             on_ready()
         settler = loop.create_task(self._settle_loop())
         extender = loop.create_task(self._extend_loop())
+        watchdog = loop.create_task(self._watchdog())
         try:
             await self._fetch_loop()
             await self._drain()
         finally:
             extender.cancel()
+            watchdog.cancel()
             self._stopping = True
             self._wake.set()
-            await asyncio.gather(settler, extender, return_exceptions=True)
+            await asyncio.gather(settler, extender, watchdog, return_exceptions=True)
             self.pool.stop()
             for mw in self.app.middleware:
                 mw.worker_shutdown(self.app, self.hostname)
@@ -149,8 +169,8 @@ class Consumer:
             if failures:
                 logger.info("Broker connection restored")
                 failures = 0
-            for delivery in deliveries:
-                self._accept(delivery)
+            if deliveries:
+                await self._accept_batch(deliveries)
 
     async def _flush_acks(self) -> None:
         acks, self._pending_acks = self._pending_acks, []
@@ -159,16 +179,63 @@ class Consumer:
             assert broker is not None
             await self._retrying(lambda: broker.ack(acks))
 
-    def _accept(self, delivery: Delivery) -> None:
-        decided = self.handler.accept_delivery(delivery)
-        if isinstance(decided, Job):
-            self.held[delivery] = decided
-            if not decided.acks_late:
-                self._early_ack(decided)
-            self.pool.submit(decided)
-        else:
-            self.held[delivery] = None
-            self._on_outcomes([decided])
+    async def _accept_batch(self, deliveries: list[Delivery]) -> None:
+        revoked = await self._revocations([d.message.task_id for d in deliveries if d.message])
+        for delivery in deliveries:
+            task_id = delivery.message.task_id if delivery.message else None
+            decided = self.handler.accept_delivery(delivery, revoked.get(task_id or ""))
+            if isinstance(decided, Job):
+                self.held[delivery] = decided
+                if not decided.acks_late:
+                    self._early_ack(decided)
+                self._submit(decided)
+            else:
+                self.held[delivery] = None
+                self._on_outcomes([decided])
+
+    async def _revocations(self, task_ids: list[str | None]) -> dict[str, Revocation]:
+        broker = self.broker
+        ids = [t for t in task_ids if t]
+        if broker is None or not broker.supports_revoke or not ids:
+            return {}
+        try:
+            return await broker.revoked(ids)
+        except (OSError, BrokerError) as exc:  # the messages run; revocation is best effort
+            logger.warning("Could not read revocations: %s", exc)
+            return {}
+
+    # -- rate limits ------------------------------------------------------------
+    def _submit(self, job: Job) -> None:
+        rate = parse_rate(job.task.rate_limit or self.app.conf["task_default_rate_limit"])
+        if rate is None:
+            self.pool.submit(job)
+            return
+        task = asyncio.get_running_loop().create_task(self._gate(job, rate))
+        self._gated[job] = task
+
+    async def _gate(self, job: Job, rate: float) -> None:
+        """Hold ``job`` until its task's token bucket gives it a token."""
+        broker = self.broker
+        assert broker is not None
+        name = job.task.name
+        scope = getattr(job.task, "rate_limit_scope", "worker")
+        while True:
+            if scope == "global" and broker.supports_global_rate_limit:
+                try:
+                    wait = await broker.take_token(f"celeriac.rate.{name}", rate, 1.0)
+                except (OSError, BrokerError) as exc:
+                    logger.warning("Could not take a rate-limit token: %s", exc)
+                    wait = 1.0 / rate
+            else:
+                bucket = self._buckets.get(name)
+                if bucket is None or bucket.rate != rate:
+                    bucket = self._buckets[name] = LocalBucket(rate)
+                wait = bucket.take()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self._gated.pop(job, None)
+        self.pool.submit(job)
 
     def _early_ack(self, job: Job) -> None:
         """At-most-once tasks (``acks_late=False``): ack before running."""
@@ -178,7 +245,11 @@ class Consumer:
 
     # -- settling -----------------------------------------------------------
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
-        self._done.extend(outcomes)
+        for outcome in outcomes:
+            job = outcome.job
+            if job is not None and job.abandoned and outcome is not job.stop_outcome:
+                continue  # the watchdog settled this job already
+            self._done.append(outcome)
         if self._wake is not None:
             self._wake.set()
 
@@ -232,6 +303,24 @@ class Consumer:
         follow_ups = [item for o in batch for item in o.follow_ups]
         if follow_ups:
             await self._retrying(partial(broker.publish_many, follow_ups))
+        await self._release(batch, broker)
+        for outcome in batch:
+            if outcome.action is Action.PROGRESS:
+                continue
+            self.held.pop(outcome.delivery, None)
+            if outcome.job is not None:
+                self.processed += 1
+                if outcome.job.abandoned and self.exit_on_abandon:
+                    self._exit_after_abandon(outcome.job)
+        if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
+            logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
+            self.stop()
+        assert self._space is not None and self._settled is not None
+        self._space.set()
+        self._settled.set()
+
+    async def _release(self, batch: list[Outcome], broker: Broker) -> None:
+        """Ack, requeue or dead-letter each settled delivery."""
         acks = [o.delivery for o in batch if o.action is Action.ACK and not _acked(o.delivery)]
         if acks:
             if self._awaiting_space and not self._stopping:
@@ -248,16 +337,6 @@ class Consumer:
                 await self._retrying(partial(broker.requeue, [delivery], not_before=when))
             elif outcome.action is Action.DEAD_LETTER:
                 await self._retrying(partial(broker.dead_letter, delivery, reason))
-        for outcome in batch:
-            self.held.pop(outcome.delivery, None)
-            if outcome.job is not None:
-                self.processed += 1
-        if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
-            logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
-            self.stop()
-        assert self._space is not None and self._settled is not None
-        self._space.set()
-        self._settled.set()
 
     async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run a broker/backend write, retrying while the connection is down."""
@@ -295,12 +374,66 @@ class Consumer:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout)
 
+    # -- watchdog: time limits and terminate ----------------------------------
+    async def _watchdog(self) -> None:
+        """Enforce soft and hard time limits of running jobs, and stop the ones revoked
+        with ``terminate=True`` (checked in the broker's store once a second)."""
+        last_revoke_check = 0.0
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            running = [j for j in self.held.values() if j is not None and _running(j)]
+            if not running:
+                continue
+            now = time.monotonic()
+            for job in running:
+                elapsed = now - job.started_at
+                if job.soft_limit and elapsed >= job.soft_limit and not job.soft_fired:
+                    job.soft_fired = True
+                    logger.warning(
+                        "Soft time limit (%ss) exceeded for %s[%s]",
+                        job.soft_limit, job.call.name, job.call.id,
+                    )  # fmt: skip
+                    self.pool.interrupt(job, SoftTimeLimitExceeded)
+                if job.hard_limit and elapsed >= job.hard_limit:
+                    text = f"Time limit ({job.hard_limit}s) exceeded for {job.call.name}"
+                    logger.error("Hard time limit (%ss) exceeded for %s[%s]",
+                                 job.hard_limit, job.call.name, job.call.id)  # fmt: skip
+                    self._stop_job(job, TimeLimitExceeded(text), TimeLimitExceeded)
+            if now - last_revoke_check >= 1.0 and self.broker and self.broker.supports_revoke:
+                last_revoke_check = now
+                revoked = await self._revocations([j.call.id for j in running])
+                for job in running:
+                    how = revoked.get(job.call.id)
+                    if how is not None and how.terminate and _running(job):
+                        logger.warning("Terminating revoked task %s[%s]", job.call.name,
+                                       job.call.id)  # fmt: skip
+                        self._stop_job(job, TaskRevokedError("terminated"), Terminated)
+
+    def _stop_job(self, job: Job, reason: BaseException, inject: type[BaseException]) -> None:
+        """Settle a running job now (its late result is dropped) and stop its code."""
+        job.abandoned = True
+        job.stop_outcome = self.handler.stopped(job, reason)
+        self._on_outcomes([job.stop_outcome])
+        self.pool.interrupt(job, inject)
+
+    def _exit_after_abandon(self, job: Job) -> None:
+        logger.warning(
+            "Restarting this process: %s[%s] was stopped while running",
+            job.call.name, job.call.id,
+        )  # fmt: skip
+        self.stop()
+        self.exit_code = EXIT_ABANDONED
+
     # -- stopping -----------------------------------------------------------
     async def _drain(self) -> None:
         """Return unstarted deliveries, wait for running ones (unless cold)."""
         assert self.broker is not None and self._settled is not None
         await self._flush_acks()
         unstarted = self.pool.reclaim()
+        for job, gate in list(self._gated.items()):  # waiting for a rate-limit token
+            gate.cancel()
+            unstarted.append(job)
+        self._gated.clear()
         returned = [j.delivery for j in unstarted if not _acked(j.delivery)]
         for job in unstarted:
             self.held.pop(job.delivery, None)
@@ -322,6 +455,10 @@ def _reply_to(outcome: Outcome) -> str | None:
     message = outcome.delivery.message
     value = message.properties.get("reply_to") if message is not None else None
     return value if isinstance(value, str) and value else None
+
+
+def _running(job: Job) -> bool:
+    return job.started and not job.finished and not job.abandoned
 
 
 def _acked(delivery: Delivery) -> bool:

@@ -12,6 +12,8 @@ import asyncio
 import enum
 import inspect
 import logging
+import os
+import threading
 import time
 import traceback as tb
 from dataclasses import dataclass, field
@@ -19,18 +21,22 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.brokers.base import Delivery
+from celeriac.brokers.base import Delivery, Revocation
 from celeriac.exceptions import (
     ContentDisallowed,
     Ignore,
     MessageError,
     NotRegistered,
     Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
     WorkerLostError,
 )
 from celeriac.protocol import (
     Message,
     TaskCall,
+    build_task_message,
     decode_task,
     encode_exception,
     result_meta,
@@ -53,6 +59,7 @@ class Action(enum.Enum):
     ACK = "ack"  # done with it: result (if any) stored first
     REQUEUE = "requeue"  # back to the queue, optionally at a time
     DEAD_LETTER = "dead_letter"
+    PROGRESS = "progress"  # store the meta only (STARTED); the delivery stays held
 
 
 @dataclass(eq=False)
@@ -62,7 +69,18 @@ class Job:
     task: Task[Any, Any]
     request: Context
     acks_late: bool
+    hard_limit: float | None = None
+    soft_limit: float | None = None
     started: bool = False
+    started_at: float = 0.0  # time.monotonic() when it started
+    thread_id: int | None = None  # the pool thread running it
+    async_task: asyncio.Task[Any] | None = None  # the asyncio task running it
+    finished: bool = False
+    soft_fired: bool = False
+    interrupt: type[BaseException] | None = None  # what the watchdog injected
+    abandoned: bool = False  # settled by the watchdog; a late outcome is dropped
+    stop_outcome: Outcome | None = None  # the outcome the watchdog settled it with
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(eq=False)
@@ -104,10 +122,19 @@ class Handler:
         self.extended: bool = conf["result_extended"]
         self.default_acks_late: bool = conf["task_acks_late"]
         self.store_errors_default: bool = conf["task_store_errors_even_if_ignored"]
+        self.track_started: bool = conf["task_track_started"]
+        self.time_limit: float | None = conf["task_time_limit"]
+        self.soft_time_limit: float | None = conf["task_soft_time_limit"]
+        self.reject_on_worker_lost: bool | None = conf["task_reject_on_worker_lost"]
+        self.acks_on_failure: bool = conf["task_acks_on_failure_or_timeout"]
         self.middleware = app.middleware
+        #: set by the pool: hands a PROGRESS outcome (STARTED) to the consumer
+        self.report: Any = None
 
     # -- deciding -----------------------------------------------------------
-    def accept_delivery(self, delivery: Delivery) -> Job | Outcome:
+    def accept_delivery(
+        self, delivery: Delivery, revoked: Revocation | None = None
+    ) -> Job | Outcome:
         """A job to run, or the outcome that settles the delivery without running it."""
         if delivery.message is None:
             reason = delivery.error or "unreadable message"
@@ -139,33 +166,66 @@ class Handler:
                 meta=self._failure_meta(call.id, lost, None, call),
             )  # fmt: skip
         task = self.app.tasks.get(call.name)
+        settled = self._settle_early(delivery, call, task, revoked)
+        if settled is not None:
+            return settled
+        assert task is not None
+        now = time.time()
+        if call.eta is not None and call.eta.timestamp() - now > ETA_TOLERANCE:
+            logger.debug("Task %s[%s] deferred until %s", call.name, call.id, call.eta)
+            return Outcome(delivery, Action.REQUEUE, not_before=call.eta.timestamp())
+        request = self._request(call, delivery)
+        acks_late = task.acks_late if task.acks_late is not None else self.default_acks_late
+        hard, soft = call.timelimit
+        hard = hard if hard is not None else task.time_limit or self.time_limit
+        soft = soft if soft is not None else task.soft_time_limit or self.soft_time_limit
+        job = Job(delivery, call, task, request, acks_late, hard, soft)
+        for mw in self.middleware:
+            mw.on_received(task, request)
+        logger.info("Task %s[%s] received", call.name, call.id)
+        return job
+
+    def _settle_early(
+        self,
+        delivery: Delivery,
+        call: TaskCall,
+        task: Task[Any, Any] | None,
+        revoked: Revocation | None,
+    ) -> Outcome | None:
+        """Unknown, revoked, expired or lost-worker tasks are settled without running."""
+        message = delivery.message
+        assert message is not None
         if task is None:
             reason = f"unknown task {call.name!r} (not registered in this worker)"
             logger.error(
                 "Received unregistered task of type %r [%s]; dead-lettered", call.name, call.id
             )
             meta = self._failure_meta(call.id, NotRegistered(call.name), None, call)
+            for mw in self.middleware:
+                mw.on_unknown(call.name, call.id, message)
             return Outcome(delivery, Action.DEAD_LETTER, reason=reason, meta=meta)
         now = time.time()
+        if revoked is not None:
+            logger.info("Discarding revoked task %s[%s]", call.name, call.id)
+            for mw in self.middleware:
+                mw.on_revoked(task, None)
+            meta = revoked_meta(call.id, "revoked")
+            return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
         if call.expires is not None and call.expires.timestamp() <= now:
             logger.info("Discarding expired task %s[%s]", call.name, call.id)
-            meta = result_meta(
-                call.id, states.REVOKED,
-                {"exc_type": "TaskRevokedError", "exc_message": ["expired"],
-                 "exc_module": "celery.exceptions"},
-                children=None, date_done=_utcnow(),
-            )  # fmt: skip
+            for mw in self.middleware:
+                mw.on_revoked(task, None, expired=True)
+            meta = revoked_meta(call.id, "expired")
             return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
-        if call.eta is not None and call.eta.timestamp() - now > ETA_TOLERANCE:
-            logger.debug("Task %s[%s] deferred until %s", call.name, call.id, call.eta)
-            return Outcome(delivery, Action.REQUEUE, not_before=call.eta.timestamp())
-        request = self._request(call, delivery)
-        acks_late = task.acks_late if task.acks_late is not None else self.default_acks_late
-        job = Job(delivery, call, task, request, acks_late)
-        for mw in self.middleware:
-            mw.on_received(task, request)
-        logger.info("Task %s[%s] received", call.name, call.id)
-        return job
+        lost_policy = task.reject_on_worker_lost
+        if lost_policy is None:
+            lost_policy = self.reject_on_worker_lost
+        if lost_policy is False and delivery.delivery_count > 1:
+            reason = "the worker running it was lost (task_reject_on_worker_lost=False)"
+            logger.error("Task %s[%s] failed: %s", call.name, call.id, reason)
+            meta = self._failure_meta(call.id, WorkerLostError(reason), None, call)
+            return Outcome(delivery, Action.ACK, meta=meta, state=states.FAILURE)
+        return None
 
     def _request(self, call: TaskCall, delivery: Delivery) -> Context:
         message = delivery.message
@@ -189,6 +249,7 @@ class Handler:
     # -- executing ----------------------------------------------------------
     def execute(self, job: Job, loop: asyncio.AbstractEventLoop | None = None) -> Outcome:
         """Run a job in this thread (an ``async def`` task runs on ``loop``)."""
+        job.thread_id = threading.get_ident()
         token = self._begin(job)
         start = time.perf_counter()
         try:
@@ -198,8 +259,12 @@ class Handler:
                     value = asyncio.run(_await(value))
                 else:
                     value = loop.run_until_complete(_await(value))
+            with job.lock:
+                job.finished = True
         except BaseException as exc:
-            return self._failed(job, exc, time.perf_counter() - start, token)
+            with job.lock:
+                job.finished = True
+            return self._failed(job, self._autoretry(job, exc), time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
     async def execute_async(self, job: Job) -> Outcome:
@@ -210,14 +275,39 @@ class Handler:
             value = job.task.run(*job.call.args, **job.call.kwargs)
             if inspect.isawaitable(value):
                 value = await value
+            job.finished = True
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and not job.started:
-                raise
-            return self._failed(job, exc, time.perf_counter() - start, token)
+            job.finished = True
+            if isinstance(exc, asyncio.CancelledError):
+                if job.interrupt is None:
+                    raise
+                exc = job.interrupt(_interrupt_text(job))  # the watchdog cancelled it
+            return self._failed(job, self._autoretry(job, exc), time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
+    def _autoretry(self, job: Job, exc: BaseException) -> BaseException:
+        """``autoretry_for``: turn a listed exception into a :class:`Retry`."""
+        task = job.task
+        if not task.autoretry_for or isinstance(exc, (Retry, Ignore, Reject)):
+            return exc
+        if not isinstance(exc, task.autoretry_for):
+            return exc
+        options = dict(task.retry_kwargs)
+        options.setdefault("countdown", task.backoff_delay(job.call.retries))
+        try:
+            return task.retry(exc=exc, throw=False, **options)
+        except BaseException as final:  # max retries reached: the original or MaxRetries...
+            return final
+
     def _begin(self, job: Job) -> Any:
+        job.started_at = time.monotonic()
         job.started = True
+        track = job.task.track_started
+        if (self.track_started if track is None else track) and self.report is not None:
+            meta = result_meta(
+                job.call.id, states.STARTED, {"pid": os.getpid(), "hostname": self.hostname}
+            )
+            self.report(Outcome(job.delivery, Action.PROGRESS, job=job, meta=meta))
         token = _current_request.set(job.request)
         for mw in self.middleware:
             mw.before_task(job.task, job.request)
@@ -258,7 +348,9 @@ class Handler:
     def _failed(self, job: Job, exc: BaseException, runtime: float, token: Any) -> Outcome:
         call, task = job.call, job.task
         trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-        if isinstance(exc, Ignore):
+        if isinstance(exc, Retry):
+            outcome = self._retried(job, exc, trace, runtime)
+        elif isinstance(exc, Ignore):
             outcome = Outcome(job.delivery, Action.ACK, job=job, state=states.IGNORED)
             logger.info("Task %s[%s] ignored", call.name, call.id)
         elif isinstance(exc, Reject):
@@ -277,14 +369,89 @@ class Handler:
             meta = None
             if not self._ignores_result(job) or self._stores_errors(job):
                 meta = self._failure_meta(call.id, exc, trace, call, self._extended(job))
+            action, reason = self._failure_action(job, exc)
             outcome = Outcome(
-                job.delivery, Action.ACK, job=job, state=states.FAILURE, exc=exc,
-                traceback=trace, runtime=runtime, meta=meta,
+                job.delivery, action, job=job, state=states.FAILURE, exc=exc,
+                traceback=trace, runtime=runtime, meta=meta, reason=reason,
             )  # fmt: skip
             logger.error(
                 "Task %s[%s] raised unexpected: %r\n%s", call.name, call.id, exc, trace.rstrip()
             )
         self._end(job, outcome, token)
+        return outcome
+
+    def _failure_action(self, job: Job, exc: BaseException) -> tuple[Action, str | None]:
+        """Ack a failed task's message, or (``acks_on_failure_or_timeout=False``) keep it
+        in the dead-letter store."""
+        policy = job.task.acks_on_failure_or_timeout
+        if (self.acks_on_failure if policy is None else policy) or not job.acks_late:
+            return Action.ACK, None
+        return Action.DEAD_LETTER, f"task failed: {exc!r}"
+
+    def _retried(self, job: Job, retry: Retry, trace: str, runtime: float) -> Outcome:
+        call, task = job.call, job.task
+        reason = retry.exc if retry.exc is not None else retry
+        when = retry.when
+        now = time.time()
+        not_before = when.timestamp() if isinstance(when, datetime) else now + float(when or 0)
+        sig = retry.sig if isinstance(retry.sig, dict) else {}
+        options = dict(sig.get("options") or {})
+        queue = options.pop("queue", None) or job.delivery.queue
+        headers = {k: v for k, v in call.headers.items() if k not in _OWN_HEADERS}
+        message = build_task_message(
+            call.name, sig.get("args", call.args), sig.get("kwargs", call.kwargs),
+            task_id=call.id, eta=datetime.fromtimestamp(not_before, timezone.utc),
+            expires=call.expires, retries=call.retries + 1, timelimit=call.timelimit,
+            root_id=call.root_id, parent_id=call.id, group_id=call.group,
+            group_index=call.group_index, shadow=call.headers.get("shadow"),
+            ignore_result=call.ignore_result, callbacks=call.embed.get("callbacks"),
+            errbacks=call.embed.get("errbacks"), chain=call.embed.get("chain"),
+            chord=call.embed.get("chord"), extra_headers=headers,
+            reply_to=call.reply_to, priority=options.get("priority", call.priority),
+            serializer=_SERIALIZERS.get(call.content_type, "json"), queue=queue,
+        )  # fmt: skip
+        try:
+            task.on_retry(reason, call.id, call.args, call.kwargs, trace)
+        except Exception:
+            logger.exception("Task %s[%s] retry handler raised", call.name, call.id)
+        meta = None
+        if not self._ignores_result(job):
+            meta = result_meta(
+                call.id, states.RETRY, encode_exception(reason), traceback=trace,
+                children=[[[call.id, None], None]],
+            )  # fmt: skip
+        logger.info("Task %s[%s] retry: %s", call.name, call.id, retry)
+        return Outcome(
+            job.delivery, Action.ACK, job=job, state=states.RETRY, exc=reason,
+            traceback=trace, runtime=runtime, meta=meta,
+            follow_ups=[(queue, message, call.priority, not_before)],
+        )  # fmt: skip
+
+    def stopped(self, job: Job, exc: BaseException) -> Outcome:
+        """The outcome of a job the watchdog stopped (hard time limit, or terminated by a
+        revoke); its late result, if any, is dropped."""
+        call = job.call
+        if isinstance(exc, TaskRevokedError):
+            meta: dict[str, Any] | None = revoked_meta(call.id, "terminated")
+            state, action, reason = states.REVOKED, Action.ACK, None
+            for mw in self.middleware:
+                mw.on_revoked(job.task, job.request, terminated=True)
+        else:
+            state = states.FAILURE
+            meta = None
+            if not self._ignores_result(job) or self._stores_errors(job):
+                meta = self._failure_meta(call.id, exc, None, call, self._extended(job))
+            action, reason = self._failure_action(job, exc)
+            try:
+                job.task.on_failure(exc, call.id, call.args, call.kwargs, None)
+            except Exception:
+                logger.exception("Task %s[%s] failure handler raised", call.name, call.id)
+        outcome = Outcome(
+            job.delivery, action, job=job, state=state, exc=exc, meta=meta, reason=reason
+        )
+        if state == states.FAILURE:
+            for mw in self.middleware:
+                mw.after_task(job.task, job.request, outcome)
         return outcome
 
     def _end(self, job: Job, outcome: Outcome, token: Any) -> None:
@@ -341,6 +508,37 @@ class Handler:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def revoked_meta(task_id: str, why: str) -> dict[str, Any]:
+    """Celery's REVOKED meta (``why``: revoked, expired, terminated)."""
+    return result_meta(
+        task_id, states.REVOKED,
+        {"exc_type": "TaskRevokedError", "exc_message": [why], "exc_module": "celery.exceptions"},
+        children=None, date_done=_utcnow(),
+    )  # fmt: skip
+
+
+def _interrupt_text(job: Job) -> str:
+    if job.interrupt is SoftTimeLimitExceeded:
+        return f"soft time limit ({job.soft_limit}s) exceeded"
+    return "stopped by the worker"
+
+
+#: headers build_task_message writes itself; the rest of a retried message's headers
+#: (custom ones) are carried over
+_OWN_HEADERS = frozenset(
+    {
+        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+        "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
+        "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps", "redelivered",
+    }
+)  # fmt: skip
+_SERIALIZERS = {
+    "application/json": "json",
+    "application/x-msgpack": "msgpack",
+    "application/x-python-serialize": "pickle",
+}
 
 
 __all__ = ["Action", "Handler", "Job", "Outcome"]

@@ -12,10 +12,12 @@ import abc
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import queue
 import threading
 from collections.abc import Callable
 
+from celeriac.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 from celeriac.worker.core import Handler, Job, Outcome
 
 Deliver = Callable[[list[Outcome]], None]
@@ -58,6 +60,16 @@ class Pool(abc.ABC):
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
         self.handler = handler
         self.outbox = Outbox(loop, deliver)
+        handler.report = self.outbox.put
+
+    def interrupt(self, job: Job, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` inside the running ``job`` (soft time limit, hard limit,
+        terminate). Returns False when the job is no longer running."""
+        with job.lock:
+            if job.finished or not job.started or job.thread_id is None:
+                return False
+            job.interrupt = exc_type
+            return _raise_in_thread(job.thread_id, exc_type)
 
     @abc.abstractmethod
     def submit(self, job: Job) -> None:
@@ -93,12 +105,16 @@ class ThreadPool(Pool):
         assert handler is not None and outbox is not None
         loop: asyncio.AbstractEventLoop | None = None
         while True:
-            job = self._queue.get()
-            if job is None:
-                break
-            if job.task.is_async and loop is None:
-                loop = asyncio.new_event_loop()
-            outbox.put(handler.execute(job, loop))
+            try:
+                job = self._queue.get()
+                if job is None:
+                    break
+                if job.task.is_async and loop is None:
+                    loop = asyncio.new_event_loop()
+                outbox.put(handler.execute(job, loop))
+            except BaseException as exc:
+                if not isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)):
+                    raise
         if loop is not None:
             loop.close()
 
@@ -155,13 +171,22 @@ class AsyncioPool(Pool):
     async def _run(self, job: Job) -> None:
         assert self._semaphore is not None and self.handler is not None and self.outbox
         async with self._semaphore:
-            self._waiting.pop(job, None)
+            job.async_task = self._waiting.pop(job, None) if job.task.is_async else None
             if job.task.is_async:
                 outcome = await self.handler.execute_async(job)
             else:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(self._executor, self.handler.execute, job)
             self.outbox.put(outcome)
+
+    def interrupt(self, job: Job, exc_type: type[BaseException]) -> bool:
+        if job.async_task is None:
+            return super().interrupt(job, exc_type)  # a sync task on a thread
+        if job.finished or not job.started:
+            return False
+        job.interrupt = exc_type
+        job.async_task.cancel()
+        return True
 
     def reclaim(self) -> list[Job]:
         jobs = []
@@ -174,6 +199,15 @@ class AsyncioPool(Pool):
 
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Ask the interpreter to raise ``exc_type`` in another thread at its next bytecode
+    (Python code only: a thread blocked in C code gets it when the call returns)."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
+    )
+    return bool(done == 1)
 
 
 POOLS: dict[str, Callable[[int], Pool]] = {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from celeriac.brokers import create_broker
 from celeriac.worker import install_stop_handlers
+from celeriac.worker.consumer import EXIT_ABANDONED
 
 if TYPE_CHECKING:
     from celeriac.worker import Worker
@@ -117,9 +118,11 @@ class Supervisor:
             how = f"signal {os.WTERMSIG(status)} ({signal.Signals(os.WTERMSIG(status)).name})"
         else:
             how = f"exitcode {os.WEXITSTATUS(status)}"
-        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        if not clean:
-            if not self.stopping:
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        if code == EXIT_ABANDONED:
+            logger.info("Process %r pid:%d restarted after stopping a task", name, child.pid)
+        if code != 0:
+            if not self.stopping and code != EXIT_ABANDONED:
                 logger.error("Process %r pid:%d exited with %s", name, child.pid, how)
             recovered = self._recover(self._consumer_id(child.pid))
             if recovered:
@@ -177,6 +180,7 @@ class Supervisor:
         worker = self.worker
         consumer = worker.make_consumer("solo", 1, self._consumer_id(os.getpid()))
         consumer.max_tasks = worker.max_tasks_per_child
+        consumer.exit_on_abandon = True
 
         def ready() -> None:
             os.write(self._ready_w, f"{os.getpid()} ".encode())
@@ -186,4 +190,4 @@ class Supervisor:
             await consumer.run(on_ready=ready)
 
         asyncio.run(main())
-        return 0
+        return consumer.exit_code
