@@ -109,8 +109,10 @@ def test_key_layout_matches_celery(prefix: str, r: redis.Redis) -> None:
             assert r.hget(f"{prefix}celeriac.lease_owner", tag) == b"w1@host:1"
             assert r.hget(f"{prefix}celeriac.deliveries", tag) == b"1"
             await b.ack(got)
-            for key in ("unacked", "unacked_index", "celeriac.leases", "celeriac.deliveries"):
-                assert r.exists(f"{prefix}{key}") == 0, key
+            assert r.exists(f"{prefix}unacked", f"{prefix}unacked_index") == 0
+            assert r.zscore(f"{prefix}celeriac.leases", tag) is None
+            for key in ("lease_owner", "lease_queue", "deliveries"):
+                assert not r.hexists(f"{prefix}celeriac.{key}", tag), key
 
     run(main())
 

@@ -29,6 +29,19 @@ local K_QUEUE = PREFIX .. 'celeriac.lease_queue'
 local K_DELIVERIES = PREFIX .. 'celeriac.deliveries'
 local K_DEAD = PREFIX .. 'celeriac.dead_letter'
 
+-- Redis keeps small hashes and zsets as flat lists ("listpack") that it scans on every
+-- lookup; with a few hundred leases in flight that scan dominated the cost of a fetch.
+-- A value or member longer than 64 bytes switches a key to a real hash table / skip
+-- list for good, so these per-tag keys carry one such entry (it never matches a tag).
+local INDEXED = 'celeriac: this entry keeps the key a hash table (O(1) lookups), not a listpack'
+
+local function indexed()
+  redis.call('HSETNX', K_OWNER, INDEXED, INDEXED)
+  redis.call('HSETNX', K_QUEUE, INDEXED, INDEXED)
+  redis.call('HSETNX', K_DELIVERIES, INDEXED, INDEXED)
+  redis.call('ZADD', K_LEASES, 'NX', 'inf', INDEXED)
+end
+
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -57,11 +70,12 @@ local function bucket(priority)
   return '0'
 end
 
--- Leave one wake-up token for a consumer blocked on the queue's notify list.
+-- Leave one wake-up token (at most) for a consumer blocked on the queue's notify list.
 local function wake(queue)
   local key = notify_key(queue)
-  redis.call('LPUSH', key, '1')
-  redis.call('LTRIM', key, 0, 0)
+  if redis.call('LLEN', key) == 0 then
+    redis.call('LPUSH', key, '1')
+  end
 end
 
 -- The unacked entry Celery reads: [envelope, exchange, routing_key]; the envelope is
@@ -78,18 +92,59 @@ local function raw_from(entry, queue)
   return string.sub(entry, 2, #entry - #entry_suffix(queue))
 end
 
--- Does the caller still hold this lease? The delivery count doubles as the lease token:
--- it grows with every fetch, so a consumer whose lease expired cannot touch the next one.
-local function holds(tag, token)
-  return redis.call('HGET', K_DELIVERIES, tag) == token and redis.call('ZSCORE', K_LEASES, tag)
+-- The tags in `leases` ("tag\0token\0tag\0token...", one argument: redis-py packs
+-- one long argument much faster than many short ones) whose lease the caller still
+-- holds. The delivery count doubles as the lease token: it grows with every fetch, so a
+-- consumer whose lease expired cannot touch the next one.
+local function held(leases)
+  local tags, tokens = {}, {}
+  local pos, n = 1, 0
+  while pos <= #leases do
+    local stop = string.find(leases, '\0', pos, true) or (#leases + 1)
+    n = n + 1
+    if n % 2 == 1 then
+      tags[#tags + 1] = string.sub(leases, pos, stop - 1)
+    else
+      tokens[#tokens + 1] = string.sub(leases, pos, stop - 1)
+    end
+    pos = stop + 1
+  end
+  if #tags == 0 then
+    return tags
+  end
+  local counts = redis.call('HMGET', K_DELIVERIES, unpack(tags))
+  local leased = redis.call('ZMSCORE', K_LEASES, unpack(tags))
+  local out = {}
+  for i, tag in ipairs(tags) do
+    if counts[i] == tokens[i] and leased[i] then
+      out[#out + 1] = tag
+    end
+  end
+  return out
+end
+
+-- Forget the lease records of `tags` (a list); the delivery counts stay.
+local function drop_leases(tags)
+  if #tags > 0 then
+    redis.call('HDEL', K_UNACKED, unpack(tags))
+    redis.call('ZREM', K_INDEX, unpack(tags))
+    redis.call('ZREM', K_LEASES, unpack(tags))
+    redis.call('HDEL', K_OWNER, unpack(tags))
+    redis.call('HDEL', K_QUEUE, unpack(tags))
+  end
 end
 
 local function drop_lease(tag)
-  redis.call('HDEL', K_UNACKED, tag)
-  redis.call('ZREM', K_INDEX, tag)
-  redis.call('ZREM', K_LEASES, tag)
-  redis.call('HDEL', K_OWNER, tag)
-  redis.call('HDEL', K_QUEUE, tag)
+  drop_leases({tag})
+end
+
+-- Ack: forget the messages for good.
+local function forget(tags)
+  if #tags > 0 then
+    drop_leases(tags)
+    redis.call('HDEL', K_DELIVERIES, unpack(tags))
+  end
+  return #tags
 end
 
 -- Put a leased message back at the consuming end of its list (delivered next). The

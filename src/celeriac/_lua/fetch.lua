@@ -1,30 +1,29 @@
 -- Lease up to N messages from the given queues in one atomic step (never pop-then-record),
 -- after acking the caller's finished messages.
--- ARGV: prefix, max_count, lease_seconds, owner, foreign_timeout, bucket order ('9630'
--- serves higher priority first, '0369' is Celery's Redis order), number of acks A, then
--- A pairs of tag, lease token, then the queue names in the order to serve them (the
--- caller rotates it for fairness).
+-- ARGV: prefix, max_count, lease_seconds, owner, sweep ('1': return expired leases and,
+-- if foreign_timeout > 0, Celery's stale unacked entries first), foreign_timeout, bucket
+-- order ('9630' serves higher priority first, '0369' is Celery's Redis order), number of
+-- queues Q, the queue names in the order to serve them (the caller rotates it for
+-- fairness), then the leases to ack (tag\0token\0...).
 -- Returns {next_due_ms, queue_index, tag, envelope, delivery_count, ...}; next_due_ms
 -- (-1: nothing) is how long until a delayed message or a lease comes due, given only
 -- when nothing was leased.
 local max_count = tonumber(ARGV[2])
 local lease_seconds = tonumber(ARGV[3])
 local owner = ARGV[4]
-local order = ARGV[6]
-local first_queue = 8 + 2 * tonumber(ARGV[7])
-for i = 8, first_queue - 1, 2 do
-  if holds(ARGV[i], ARGV[i + 1]) then
-    drop_lease(ARGV[i])
-    redis.call('HDEL', K_DELIVERIES, ARGV[i])
-  end
-end
+local order = ARGV[7]
+local nq = tonumber(ARGV[8])
 local queues = {}
-for i = first_queue, #ARGV do
+for i = 9, 8 + nq do
   queues[#queues + 1] = ARGV[i]
 end
+forget(held(ARGV[9 + nq]))
 
 local t = now()
-sweep(t, tonumber(ARGV[5]))
+indexed()
+if ARGV[5] == '1' then
+  sweep(t, tonumber(ARGV[6]))
+end
 
 -- Promote delayed messages that are due.
 for _, queue in ipairs(queues) do
@@ -43,7 +42,7 @@ end
 local function tag_of(raw)
   local s, e = string.find(raw, '"delivery_tag"', 1, true)
   if s and not string.find(raw, '"delivery_tag"', e + 1, true) then
-    local tag = string.match(raw, '^%s*:%s*"([^"\\]+)"', e + 1)
+    local tag = string.match(raw, '^%s*:%s*"([^"\\%z]+)"', e + 1)
     if tag then
       return tag
     end
@@ -51,16 +50,15 @@ local function tag_of(raw)
   local ok, env = pcall(cjson.decode, raw)
   if ok and type(env) == 'table' and type(env['properties']) == 'table' then
     local tag = env['properties']['delivery_tag']
-    if type(tag) == 'string' and tag ~= '' then
+    if type(tag) == 'string' and tag ~= '' and not string.find(tag, '\0', 1, true) then
       return tag
     end
   end
   return 'celeriac-' .. redis.sha1hex(raw)
 end
 
-local deadline = t + lease_seconds
-local out = {-1}
-local unacked, index, leases, owners, origins = {}, {}, {}, {}, {}
+-- Pop, bucket by bucket, queue by queue.
+local raws, tags, origins, where = {}, {}, {}, {}
 local need = max_count
 for b = 1, #order do
   local digit = string.sub(order, b, b)
@@ -71,45 +69,61 @@ for b = 1, #order do
     local items = redis.call('RPOP', list_key(queue, digit), need)
     if items then
       for _, raw in ipairs(items) do
-        local tag = tag_of(raw)
-        local n = #unacked
-        unacked[n + 1], unacked[n + 2] = tag, entry_for(raw, queue)
-        index[n + 1], index[n + 2] = t, tag
-        leases[n + 1], leases[n + 2] = deadline, tag
-        owners[n + 1], owners[n + 2] = tag, owner
-        origins[n + 1], origins[n + 2] = tag, digit .. queue
-        local count = redis.call('HINCRBY', K_DELIVERIES, tag, 1)
-        local m = #out
-        out[m + 1], out[m + 2], out[m + 3], out[m + 4] = i, tag, raw, count
+        local n = #raws + 1
+        raws[n], tags[n], origins[n], where[n] = raw, tag_of(raw), digit .. queue, i
       end
       need = need - #items
     end
   end
 end
 
-if #unacked > 0 then
+-- Record every lease.
+local out = {-1}
+if #raws > 0 then
+  local counts = redis.call('HMGET', K_DELIVERIES, unpack(tags))
+  local suffixes = {}
+  for i, queue in ipairs(queues) do
+    suffixes[i] = entry_suffix(queue)
+  end
+  -- (numbers formatted once: Redis would format each one again for every member)
+  local now_text, deadline = string.format('%.6f', t), string.format('%.6f', t + lease_seconds)
+  local unacked, index, leases, owners, origin, deliveries = {}, {}, {}, {}, {}, {}
+  for n, tag in ipairs(tags) do
+    local count = (tonumber(counts[n]) or 0) + 1
+    local k = 2 * n
+    unacked[k - 1], unacked[k] = tag, '[' .. raws[n] .. suffixes[where[n]]
+    index[k - 1], index[k] = now_text, tag
+    leases[k - 1], leases[k] = deadline, tag
+    owners[k - 1], owners[k] = tag, owner
+    origin[k - 1], origin[k] = tag, origins[n]
+    deliveries[k - 1], deliveries[k] = tag, tostring(count)
+    local m = #out
+    out[m + 1], out[m + 2], out[m + 3], out[m + 4] = where[n], tag, raws[n], count
+  end
   redis.call('HSET', K_UNACKED, unpack(unacked))
   redis.call('ZADD', K_INDEX, unpack(index))
   redis.call('ZADD', K_LEASES, unpack(leases))
   redis.call('HSET', K_OWNER, unpack(owners))
-  redis.call('HSET', K_QUEUE, unpack(origins))
+  redis.call('HSET', K_QUEUE, unpack(origin))
+  redis.call('HSET', K_DELIVERIES, unpack(deliveries))
 end
 
--- Wake-up tokens: keep one while a queue still holds messages (the next idle consumer
--- wakes and takes its share), none once it is empty (no idle consumer wakes for nothing).
-for _, queue in ipairs(queues) do
-  local left = 0
-  for b = 1, #order do
-    left = left + redis.call('LLEN', list_key(queue, string.sub(order, b, b)))
+-- Wake-up tokens. If the batch is not full, every list is empty now: delete the tokens
+-- (no idle consumer wakes for nothing). Otherwise more may wait: leave one per queue, so
+-- the next idle consumer wakes and takes its share.
+if need > 0 then
+  local keys = {}
+  for i, queue in ipairs(queues) do
+    keys[i] = notify_key(queue)
   end
-  if left > 0 then
+  redis.call('DEL', unpack(keys))
+else
+  for _, queue in ipairs(queues) do
     wake(queue)
-  else
-    redis.call('DEL', notify_key(queue))
   end
 end
 
-if #out == 1 then
+if #raws == 0 then
   local next_due
   for _, queue in ipairs(queues) do
     local first = redis.call('ZRANGE', delayed_key(queue), 0, 0, 'WITHSCORES')
@@ -118,7 +132,7 @@ if #out == 1 then
     end
   end
   local lease = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-  if lease[2] and (not next_due or tonumber(lease[2]) < next_due) then
+  if lease[1] ~= INDEXED and lease[2] and (not next_due or tonumber(lease[2]) < next_due) then
     next_due = tonumber(lease[2])
   end
   if next_due then

@@ -22,10 +22,12 @@ the same list whichever client sends it) but read them in our contract's order, 
 migration that relied on Celery's "0 is most urgent", can set
 ``priority_order='lower_first'`` to read the buckets in Celery's order instead.
 
-**Fetching.** One Lua script per batch returns expired leases to their queues, moves
-due delayed messages to their lists, then pops up to N messages (bucket by bucket,
-queue by queue, the queue order rotated on every call for fairness) and records each
-lease, all atomically: a message is never popped without being recorded. A blocking
+**Fetching.** One Lua script per batch acks the caller's finished messages
+(``ack_and_fetch``), returns expired leases to their queues (at most every second, or a
+quarter of the lease), moves due delayed messages to their lists, then pops up to N
+messages (bucket by bucket, queue by queue, the queue order rotated on every call for
+fairness) and records each lease, all atomically: a message is never popped without
+being recorded. A blocking
 pop cannot be used for that (BRPOP cannot run inside Lua, and BRPOP-then-record loses
 the message if the worker dies in between), so an idle consumer blocks on
 ``celeriac.notify.<queue>``, a list holding at most one wake-up token: producers leave
@@ -84,6 +86,7 @@ _BLOCK_MIN = 0.2  # shorter waits sleep: Redis times out blocked clients at ~10 
 _BLOCK_SLACK = 0.1
 _FAST_POLL = 0.02  # after a poll found messages that came without a wake-up token
 _FAST_POLL_FOR = 60.0
+_SWEEP_INTERVAL = 1.0  # at most; a quarter of the lease when that is shorter
 
 
 def bucket(priority: int) -> str:
@@ -99,12 +102,12 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
         return Delivery(queue, tag, raw, None, count, error=str(reason))
 
 
-def _leases(deliveries: Sequence[Delivery]) -> list[str | int]:
-    """(tag, lease token) pairs; the token is the delivery count the fetch returned."""
-    out: list[str | int] = []
-    for delivery in deliveries:
-        out += [delivery.tag, delivery.delivery_count]
-    return out
+def _leases(deliveries: Sequence[Delivery]) -> bytes:
+    """``tag\\0token\\0tag\\0token...`` in one script argument (redis-py packs one long
+    argument much faster than many short ones); the token is the fetch's delivery count."""
+    return b"\0".join(
+        b"%s\0%d" % (d.tag.encode("utf-8", "surrogateescape"), d.delivery_count) for d in deliveries
+    )
 
 
 class RedisBroker(Broker):
@@ -133,6 +136,8 @@ class RedisBroker(Broker):
         self._client: redis.asyncio.Redis | None = None
         self._turn = 0
         self._fast_poll_until = 0.0
+        self._next_sweep = 0.0
+        self._declared: set[str] = set()
 
     # -- plumbing -----------------------------------------------------------
     def _redis(self) -> redis.asyncio.Redis:
@@ -174,6 +179,8 @@ class RedisBroker(Broker):
             await close_client(client)
 
     async def declare(self, queue: str) -> None:
+        """Record Celery's binding of the queue (also done on the first publish to it)."""
+        self._declared.add(queue)
         member = f"{queue}\x06\x16\x06\x16{queue}"
         with self._errors():
             async with self._redis().pipeline(transaction=False) as pipe:
@@ -188,6 +195,8 @@ class RedisBroker(Broker):
         await self.publish_many([(queue, message, priority, not_before)])
 
     async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
+        for queue in {item[0] for item in items} - self._declared:
+            await self.declare(queue)
         for start in range(0, len(items), _MAX_BATCH):
             args: list[Any] = []
             for queue, message, priority, not_before in items[start : start + _MAX_BATCH]:
@@ -201,6 +210,8 @@ class RedisBroker(Broker):
         self, queue: str, raw: bytes, priority: int = 0, not_before: float | None = None
     ) -> None:
         """Store ``raw`` bytes as they are (tests use it to inject undecodable messages)."""
+        if queue not in self._declared:
+            await self.declare(queue)
         await self._run("publish", queue, bucket(priority), _when(not_before), bytes(raw))
 
     # -- consuming ------------------------------------------------------------
@@ -242,13 +253,22 @@ class RedisBroker(Broker):
         self._turn += 1
         k = self._turn % len(queues)
         order = [*queues[k:], *queues[:k]]
+        now = time.monotonic()
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + min(_SWEEP_INTERVAL, self.lease_seconds / 4)
         reply = await self._run(
-            "fetch", max_count, self.lease_seconds, self.consumer_id, self._foreign,
-            self._order, len(acks), *_leases(acks), *order,
+            "fetch", max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
+            self._foreign, self._order, len(order), *order, _leases(acks),
         )  # fmt: skip
         due_ms = int(reply[0])
         found = [
-            _delivery(order[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2], reply[i + 3])
+            _delivery(
+                order[int(reply[i]) - 1],
+                reply[i + 1].decode("utf-8", "surrogateescape"),
+                reply[i + 2],
+                reply[i + 3],
+            )
             for i in range(1, len(reply), 4)
         ]
         return found, None if due_ms < 0 else due_ms / 1000
@@ -262,7 +282,7 @@ class RedisBroker(Broker):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            await self._run("ack", *_leases(deliveries))
+            await self._run("ack", _leases(deliveries))
 
     async def requeue(
         self,
@@ -273,7 +293,7 @@ class RedisBroker(Broker):
     ) -> None:
         if deliveries:
             count = "1" if count_delivery else "0"
-            await self._run("requeue", _when(not_before), count, *_leases(deliveries))
+            await self._run("requeue", _when(not_before), count, _leases(deliveries))
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         entry = {
@@ -283,11 +303,11 @@ class RedisBroker(Broker):
             "reason": reason,
             "failed_at": time.time(),
         }
-        await self._run("dead_letter", *_leases([delivery]), json.dumps(entry))
+        await self._run("dead_letter", json.dumps(entry), _leases([delivery]))
 
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         if deliveries:
-            await self._run("extend", seconds, *_leases(deliveries))
+            await self._run("extend", seconds, _leases(deliveries))
 
     async def recover(self, consumer_id: str) -> int:
         if not consumer_id:
