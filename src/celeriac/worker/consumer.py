@@ -84,6 +84,11 @@ class Consumer:
         self.broker: Broker | None = None
         self.backend: ResultBackend | None = None
 
+    @property
+    def cold(self) -> bool:
+        """True once a cold stop was asked for."""
+        return self._cold
+
     # -- control ------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
         """Ask the consumer to stop: warm first, cold if asked (or asked twice)."""

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import queue
+import signal
 import threading
 from collections.abc import Callable
 
@@ -90,6 +91,7 @@ class ThreadPool(Pool):
         super().__init__(concurrency)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()
 
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
         super().start(loop, handler, deliver)
@@ -101,22 +103,26 @@ class ThreadPool(Pool):
             self._threads.append(thread)
 
     def _work(self) -> None:
-        handler, outbox = self.handler, self.outbox
-        assert handler is not None and outbox is not None
-        loop: asyncio.AbstractEventLoop | None = None
         while True:
             try:
                 job = self._queue.get()
                 if job is None:
                     break
-                if job.task.is_async and loop is None:
-                    loop = asyncio.new_event_loop()
-                outbox.put(handler.execute(job, loop))
-            except BaseException as exc:
+                self._run_job(job)
+            except BaseException as exc:  # a late interrupt must not end the thread
                 if not isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)):
                     raise
+        loop = getattr(self._local, "loop", None)
         if loop is not None:
             loop.close()
+
+    def _run_job(self, job: Job) -> None:
+        handler, outbox = self.handler, self.outbox
+        assert handler is not None and outbox is not None
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if job.task.is_async and loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()  # this thread's, for async tasks
+        outbox.put(handler.execute(job, loop))
 
     def submit(self, job: Job) -> None:
         self._queue.put(job)
@@ -134,6 +140,54 @@ class ThreadPool(Pool):
     def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
+
+
+class MainThreadPool(ThreadPool):
+    """The prefork child's pool: tasks run on the process's main thread (``serve``),
+    while the consumer's loop runs on another thread. Being on the main thread, a task
+    can be interrupted by a signal even inside a blocking call (``time.sleep``, socket
+    reads), which is how soft time limits and terminate reach it, as in Celery."""
+
+    name = "prefork-child"
+    SIGNAL = signal.SIGUSR1
+
+    def __init__(self, concurrency: int = 1) -> None:
+        super().__init__(0)
+        self.concurrency = 1
+        self.current: Job | None = None
+        self._main = threading.main_thread().ident
+
+    def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
+        Pool.start(self, loop, handler, deliver)  # no threads: ``serve`` runs the jobs
+
+    def serve(self) -> None:
+        """Run jobs on this (the main) thread until ``stop``."""
+        signal.signal(self.SIGNAL, self._on_signal)
+        self._work()
+
+    def _run_job(self, job: Job) -> None:
+        self.current = job
+        try:
+            super()._run_job(job)
+        finally:
+            self.current = None
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        job = self.current
+        if job is not None and job.interrupt is not None and not job.finished:
+            raise job.interrupt(f"{job.interrupt.__name__} in {job.call.name}[{job.call.id}]")
+
+    def interrupt(self, job: Job, exc_type: type[BaseException]) -> bool:
+        with job.lock:
+            if job.finished or not job.started or self.current is not job:
+                return False
+            job.interrupt = exc_type
+        if self._main is not None:
+            signal.pthread_kill(self._main, self.SIGNAL)
+        return True
+
+    def stop(self) -> None:
+        self._queue.put(None)
 
 
 class SoloPool(ThreadPool):
@@ -213,6 +267,7 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
 POOLS: dict[str, Callable[[int], Pool]] = {
     "threads": ThreadPool,
     "solo": SoloPool,
+    "prefork-child": MainThreadPool,
     "asyncio": AsyncioPool,
 }
 

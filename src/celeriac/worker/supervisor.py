@@ -17,12 +17,13 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers import create_broker
-from celeriac.worker import install_stop_handlers
 from celeriac.worker.consumer import EXIT_ABANDONED
+from celeriac.worker.pools import MainThreadPool
 
 if TYPE_CHECKING:
     from celeriac.worker import Worker
@@ -172,22 +173,53 @@ class Supervisor:
 
     # -- child ----------------------------------------------------------------
     def _child_main(self, index: int) -> int:
+        """A child: the consumer's event loop on a thread, tasks on the main thread (so a
+        signal can interrupt a task blocked in a system call: soft limits, terminate)."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         os.close(self._wake_r)
         os.close(self._ready_r)
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         worker = self.worker
-        consumer = worker.make_consumer("solo", 1, self._consumer_id(os.getpid()))
+        consumer = worker.make_consumer("prefork-child", 1, self._consumer_id(os.getpid()))
         consumer.max_tasks = worker.max_tasks_per_child
         consumer.exit_on_abandon = True
+        pool = consumer.pool
+        assert isinstance(pool, MainThreadPool)
+        state: dict[str, Any] = {"loop": None, "stop": None}
 
         def ready() -> None:
             os.write(self._ready_w, f"{os.getpid()} ".encode())
 
         async def main() -> None:
-            install_stop_handlers(consumer.stop, announce=False)
+            state["loop"] = asyncio.get_running_loop()
+            if state["stop"] is not None:  # a signal came before the loop was up
+                consumer.stop(state["stop"])
             await consumer.run(on_ready=ready)
 
-        asyncio.run(main())
+        def run_loop() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException:
+                logger.exception("ForkPoolWorker-%d consumer crashed", index)
+                consumer.exit_code = consumer.exit_code or 1
+            if consumer.exit_code or consumer.cold:
+                # the main thread may be stuck in a task that was stopped: leave now
+                logging.shutdown()
+                os._exit(consumer.exit_code)
+            pool.stop()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            cold = signum == signal.SIGQUIT or state["stop"] is not None
+            state["stop"] = cold
+            loop = state["loop"]
+            if loop is not None:
+                loop.call_soon_threadsafe(consumer.stop, cold)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, on_signal)
+        thread = threading.Thread(target=run_loop, name="celeriac-consumer")
+        thread.start()
+        pool.serve()
+        thread.join()
         return consumer.exit_code
