@@ -193,6 +193,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         prefix = f"xtest-{uuid.uuid4().hex}:"
         url = f"{_redis_url()}?global_keyprefix={prefix}"
     yield {"CELERIAC_BROKER_URL": url, "url": url, "dir": str(tmp_path)}
+    for app in _clients.pop(url, []):
+        app.close()
     if prefix:
         import redis
 
@@ -203,8 +205,13 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         client.close()
 
 
+_clients: dict[str, list[Celery]] = {}
+
+
 def client(env: dict[str, str]) -> Celery:
-    return Celery("xtasks", broker=env["url"], set_as_current=False)
+    app = Celery("xtasks", broker=env["url"], set_as_current=False)
+    _clients.setdefault(env["url"], []).append(app)
+    return app
 
 
 def worker(env: dict[str, str], *args: str) -> WorkerProcess:

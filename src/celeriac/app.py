@@ -259,6 +259,11 @@ class Celeriac:
             if clients.backend_ready:
                 await clients.backend.close()
 
+    def close(self) -> None:
+        """Close the broker and backend connections this thread opened (as Celery's
+        ``app.close()``); they reopen on next use."""
+        run_sync(self.close_clients())
+
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
         return await (await self.get_backend()).get(task_id)
 
