@@ -102,6 +102,9 @@ class Celeriac:
         #: and before follow-up messages are published and the batch is acked (canvas
         #: uses one to count chord members): ``hook(app, outcomes, broker, backend)``.
         self.settle_hooks: list[SettleHook] = []
+        from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
+
+        install(self)  # canvas: callbacks, chains, chord joins, celery.map/starmap/chunks
         self.reply_to = str(uuid.uuid4())
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
             weakref.WeakKeyDictionary()

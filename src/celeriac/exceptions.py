@@ -11,6 +11,7 @@ Hierarchy::
     ├── TimeoutError                ``AsyncResult.get`` waited longer than ``timeout``
     ├── TaskRevokedError            the task was revoked or expired
     ├── ChordError                  a chord header task failed
+    ├── IncompleteStream            ``AsyncResult.collect`` reached an unfinished task
     ├── MaxRetriesExceededError     ``Task.retry`` past ``max_retries``
     └── TaskPredicate               control flow raised inside a task
         ├── Retry                   re-run the task later
@@ -80,6 +81,10 @@ class TaskRevokedError(CeleriacError):
 
 class ChordError(CeleriacError):
     """A task in a chord header failed."""
+
+
+class IncompleteStream(CeleriacError):
+    """``collect()``/``iterdeps()`` found a result that is not ready yet."""
 
 
 class MaxRetriesExceededError(CeleriacError):
@@ -168,6 +173,7 @@ __all__ = [
     "DecodeError",
     "Ignore",
     "ImproperlyConfigured",
+    "IncompleteStream",
     "MaxRetriesExceededError",
     "MessageError",
     "NotRegistered",

@@ -19,6 +19,7 @@ from celeriac.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -245,6 +246,47 @@ class Task(Generic[P, R]):
         if self.retry_jitter:
             delay = random.uniform(0, delay)
         return float(delay)
+
+    # -- canvas -------------------------------------------------------------
+    def signature(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """A signature of this task: ``add.signature((2, 2), countdown=10)``."""
+        from celeriac.canvas import Signature  # noqa: PLC0415
+
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature with partial arguments (a parent's result is prepended)."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: a parent's result is not passed to it."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Signature:
+        """``[task(item) for item in it]`` in one message (``celery.map``)."""
+        from celeriac.canvas import xmap  # noqa: PLC0415
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> Signature:
+        """``[task(*item) for item in it]`` in one message (``celery.starmap``)."""
+        from celeriac.canvas import xstarmap  # noqa: PLC0415
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """``it`` split into messages of ``n`` calls each (a group of starmaps)."""
+        from celeriac.canvas import chunks  # noqa: PLC0415
+
+        return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, task_name=self.name, app=self.app)

@@ -4,6 +4,19 @@ A backend stores Celery's result meta dicts (see :func:`celeriac.protocol.result
 under the task id, with an expiry. ``wait`` returns as soon as any of the given ids has a
 ready state: push-based where the store allows it, polling otherwise. PENDING is never
 stored: a missing entry means PENDING.
+
+Canvas needs two more things from a backend (both optional: the defaults raise
+``NotImplementedError`` with the backend's name):
+
+* saved group results (``GroupResult.save``/``restore``): Celery's
+  ``{"result": [[group_id, null], [member tuples]]}`` under the group id;
+* chord joins: ``chord_start`` records the header size (the producer calls it before
+  publishing the header), ``chord_join`` atomically records finished header tasks (a
+  member counted twice, by a re-run after a lost worker, counts once) and hands the
+  ordered results of a complete header to exactly one caller with a *claim*; that caller
+  publishes the body and then calls ``chord_done``, which marks the chord fired. A claim
+  that is not followed by ``chord_done`` expires after ``CHORD_CLAIM_SECONDS``; the
+  member that completed the header may re-claim it at once (its re-run after a crash).
 """
 
 from __future__ import annotations
@@ -12,9 +25,42 @@ import abc
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from celeriac import states
+
+#: How long a chord claim holds before another header task may fire the body.
+CHORD_CLAIM_SECONDS = 30
+#: How long a fired chord is remembered, so late duplicates of header tasks do nothing.
+CHORD_DONE_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ChordPart:
+    """A finished chord header task, for :meth:`ResultBackend.chord_join`.
+
+    ``result`` is the return value (SUCCESS) or Celery's exception dict (FAILURE,
+    REVOKED); ``size`` is the header size the message carried, used only when the
+    backend has none recorded for the group.
+    """
+
+    group_id: str
+    task_id: str
+    index: int
+    state: str
+    result: Any
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChordClaim:
+    """A complete chord header, claimed by one caller: ``results`` are
+    ``(task_id, state, result)`` in header order."""
+
+    group_id: str
+    token: str
+    results: list[tuple[str, str, Any]]
 
 
 class ResultBackend(abc.ABC):
@@ -89,5 +135,40 @@ class ResultBackend(abc.ABC):
             await asyncio.sleep(max(pause, 0))
             delay = min(delay * 1.5, interval * 10)
 
+    # -- groups and chords (canvas) -------------------------------------------
+    def _unsupported(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"the {type(self).__name__} result backend cannot {what}")
 
-__all__ = ["ResultBackend"]
+    async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        """Store a group's meta (``{"result": <group result tuple>}``) under its id."""
+        raise self._unsupported("save group results")
+
+    async def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        """The saved meta of a group, or None."""
+        raise self._unsupported("restore group results")
+
+    async def forget_group(self, group_id: str) -> None:
+        """Delete a group's saved meta."""
+        raise self._unsupported("delete group results")
+
+    async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
+        """Record the header size of chord ``group_id`` (before its header is sent)."""
+        raise self._unsupported("join chords")
+
+    async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
+        """Atomically record finished header tasks (each ``(task_id, index)`` once) and
+        return a claim for every chord these parts completed that nobody else holds."""
+        raise self._unsupported("join chords")
+
+    async def chord_done(self, group_id: str, token: str) -> None:
+        """The body of a claimed chord was sent: drop its parts and remember it fired."""
+        raise self._unsupported("join chords")
+
+
+__all__ = [
+    "CHORD_CLAIM_SECONDS",
+    "CHORD_DONE_SECONDS",
+    "ChordClaim",
+    "ChordPart",
+    "ResultBackend",
+]

@@ -13,10 +13,17 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from celeriac import states
-from celeriac.backends.base import ResultBackend
+from celeriac.backends.base import (
+    CHORD_CLAIM_SECONDS,
+    CHORD_DONE_SECONDS,
+    ChordClaim,
+    ChordPart,
+    ResultBackend,
+)
 from celeriac.protocol import json_dumps, json_loads
 
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", frozenset[str]]
@@ -27,13 +34,50 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+@dataclass
+class _Chord:
+    """One chord's join state: parts by ``(task_id, index)`` as JSON text."""
+
+    size: int | None = None
+    parts: dict[tuple[str, int], str] = field(default_factory=dict)
+    claim: str | None = None  # a claimer's token, or "done"
+    claim_expires: float = 0.0
+    expires: float | None = None
+
+
 class _Store:
-    """One URL's results: task id -> (JSON text, status, expiry or None)."""
+    """One URL's results: task id -> (JSON text, status, expiry or None); saved groups
+    and chord joins beside them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.results: dict[str, tuple[str, str, float | None]] = {}
+        self.groups: dict[str, tuple[str, float | None]] = {}
+        self.chords: dict[str, _Chord] = {}
         self.waiters: set[_Waiter] = set()
+
+    def chord(self, group_id: str, now: float) -> _Chord:
+        chord = self.chords.get(group_id)
+        if chord is None or (chord.expires is not None and chord.expires <= now):
+            chord = self.chords[group_id] = _Chord()
+        return chord
+
+    def join(self, part: ChordPart, ttl: float | None, now: float) -> ChordClaim | None:
+        chord = self.chord(part.group_id, now)
+        if chord.claim == "done":
+            return None
+        chord.parts.setdefault((part.task_id, part.index), _part_text(part))
+        chord.expires = None if ttl is None else now + ttl
+        if chord.size is None:
+            chord.size = part.size
+        if chord.size is None or len(chord.parts) < chord.size:
+            return None
+        if chord.claim not in (None, part.task_id) and chord.claim_expires > now:
+            return None
+        chord.claim, chord.claim_expires = part.task_id, now + CHORD_CLAIM_SECONDS
+        ordered = sorted(chord.parts.items(), key=lambda item: item[0][1])
+        results = [_part_value(text) for _, text in ordered]
+        return ChordClaim(part.group_id, part.task_id, results)
 
     def get(self, task_id: str, now: float) -> tuple[str, str] | None:
         item = self.results.get(task_id)
@@ -59,6 +103,15 @@ class _Store:
             with contextlib.suppress(RuntimeError):  # a closed loop waits for nothing
                 loop.call_soon_threadsafe(_wake, fut)
         self.waiters -= woken
+
+
+def _part_text(part: ChordPart) -> str:
+    return json_dumps([1, part.task_id, part.state, part.result])
+
+
+def _part_value(text: str) -> tuple[str, str, Any]:
+    _, task_id, state, result = json_loads(text)
+    return str(task_id), str(state), result
 
 
 _STORES: dict[str, _Store] = {}
@@ -131,6 +184,54 @@ class MemoryBackend(ResultBackend):
         store = self._store()
         with store.lock:
             store.results.pop(task_id, None)
+
+    # -- groups and chords ---------------------------------------------------
+    async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        text = json_dumps(meta)
+        store = self._store()
+        with store.lock:
+            store.groups[group_id] = (text, None if ttl is None else time.time() + ttl)
+
+    async def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        store = self._store()
+        with store.lock:
+            item = store.groups.get(group_id)
+        if item is None or (item[1] is not None and item[1] <= time.time()):
+            return None
+        return dict(json_loads(item[0]))
+
+    async def forget_group(self, group_id: str) -> None:
+        store = self._store()
+        with store.lock:
+            store.groups.pop(group_id, None)
+
+    async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            chord = store.chord(group_id, now)
+            chord.size = size
+            chord.expires = None if ttl is None else now + ttl
+
+    async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
+        store = self._store()
+        now = time.time()
+        claims: list[ChordClaim] = []
+        with store.lock:
+            for part in parts:
+                claim = store.join(part, ttl, now)
+                if claim is not None:
+                    claims.append(claim)
+        return claims
+
+    async def chord_done(self, group_id: str, token: str) -> None:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            chord = store.chords.get(group_id)
+            if chord is not None and chord.claim == token:
+                chord.claim, chord.parts = "done", {}
+                chord.expires = now + CHORD_DONE_SECONDS
 
     async def wait(
         self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005

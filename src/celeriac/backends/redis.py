@@ -30,8 +30,14 @@ import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 
 from celeriac import states
-from celeriac._lua import close_client, key_prefix, make_client, split_url
-from celeriac.backends.base import ResultBackend
+from celeriac._lua import close_client, key_prefix, make_client, script, split_url
+from celeriac.backends.base import (
+    CHORD_CLAIM_SECONDS,
+    CHORD_DONE_SECONDS,
+    ChordClaim,
+    ChordPart,
+    ResultBackend,
+)
 from celeriac.exceptions import BackendError
 from celeriac.protocol import json_dumps, json_loads
 from celeriac.utils.log import mask_url
@@ -202,7 +208,9 @@ class RedisBackend(ResultBackend):
     ) -> None:
         self._url, url_options = split_url(url)
         super().__init__(url, options={**url_options, **(options or {})})
-        self.prefix = key_prefix(self.options) + "celery-task-meta-"
+        self.global_prefix = key_prefix(self.options)
+        self.prefix = self.global_prefix + "celery-task-meta-"
+        self.group_prefix = self.global_prefix + "celery-taskset-meta-"
         self._client: redis.asyncio.Redis | None = None
         self._listener: _Listener | None = None
 
@@ -318,12 +326,73 @@ class RedisBackend(ResultBackend):
             listener.discard(ids, waiter)
             await listener.release(channels)
 
+    # -- groups and chords (Celery's keys; see chord_join.lua) ---------------
+    async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        key, text = self.group_prefix + group_id, json_dumps(meta)
+        with self._errors():
+            async with self._redis().pipeline(transaction=True) as pipe:
+                pipe.set(key, text, ex=_whole_seconds(ttl))
+                pipe.publish(key, text)
+                await pipe.execute()
+
+    async def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            raw = await self._redis().get(self.group_prefix + group_id)
+        return None if raw is None else dict(json_loads(raw))
+
+    async def forget_group(self, group_id: str) -> None:
+        with self._errors():
+            await self._redis().delete(self.group_prefix + group_id)
+
+    async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
+        with self._errors():
+            await self._redis().set(
+                f"{self.group_prefix}{group_id}.s", size, ex=_whole_seconds(ttl)
+            )
+
+    async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
+        if not parts:
+            return []
+        args: list[Any] = []
+        for part in parts:
+            member = json_dumps([1, part.task_id, part.state, part.result])
+            size = "" if part.size is None else part.size
+            args += [part.group_id, part.task_id, part.index, size, member]
+        with self._errors():
+            replies = await script("chord_join")(
+                self._redis(), self.global_prefix, _whole_seconds(ttl) or 0,
+                CHORD_CLAIM_SECONDS, *args,
+            )  # fmt: skip
+        claims = []
+        for reply in replies:
+            gid, token, *members = (_text(item) for item in reply)
+            results = []
+            for member in members:
+                _, task_id, state, result = json_loads(member)
+                results.append((str(task_id), str(state), result))
+            claims.append(ChordClaim(gid, token, results))
+        return claims
+
+    async def chord_done(self, group_id: str, token: str) -> None:
+        with self._errors():
+            await script("chord_done")(
+                self._redis(), self.global_prefix, group_id, token, CHORD_DONE_SECONDS
+            )
+
     @staticmethod
     async def _until(awaitable: Any, deadline: float) -> Any:
         """Await ``awaitable`` until ``deadline`` (monotonic); raises TimeoutError."""
         if deadline == math.inf:
             return await awaitable
         return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0))
+
+
+def _whole_seconds(ttl: float | None) -> int | None:
+    return None if ttl is None else max(1, math.ceil(ttl))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _as_backend_error(exc: BaseException, url: str) -> BackendError:

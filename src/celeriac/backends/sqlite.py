@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from celeriac import _sql, states
-from celeriac.backends.base import ResultBackend
+from celeriac.backends.base import (
+    CHORD_CLAIM_SECONDS,
+    CHORD_DONE_SECONDS,
+    ChordClaim,
+    ChordPart,
+    ResultBackend,
+)
 from celeriac.exceptions import BackendError
 from celeriac.protocol import json_dumps, json_loads
 
@@ -41,6 +47,8 @@ class SQLiteBackend(ResultBackend):
         self._cleanup_interval = float(self.options.get("cleanup_interval", 60.0))
         self._next_cleanup = 0.0
         self._q = _sql.load_queries("backend_queries.sql")
+        self._cq = _sql.load_queries("canvas_queries.sql")
+        self._next_canvas_cleanup = 0.0
 
     async def connect(self) -> None:
         self._db()
@@ -93,6 +101,114 @@ class SQLiteBackend(ResultBackend):
         with _sql.Transaction(conn, BackendError):
             conn.execute(self._q["forget"], {"task_id": task_id})
 
+    # -- groups and chords ---------------------------------------------------
+    def _canvas_cleanup(self, conn: sqlite3.Connection, now: float) -> None:
+        if now >= self._next_canvas_cleanup:
+            self._next_canvas_cleanup = now + self._cleanup_interval
+            for name in ("delete_expired_groups", "delete_expired_chord_parts",
+                         "delete_expired_chords"):  # fmt: skip
+                conn.execute(self._cq[name], {"now": now})
+
+    async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        now = time.time()
+        params = {
+            "group_id": group_id,
+            "meta": json_dumps(meta),
+            "expires": None if ttl is None else now + ttl,
+        }
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.execute(self._cq["save_group"], params)
+            self._canvas_cleanup(conn, now)
+
+    async def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        try:
+            rows = (
+                self._db()
+                .execute(self._cq["restore_group"], {"group_id": group_id, "now": time.time()})
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite result backend: {exc}") from exc
+        return dict(json_loads(rows[0][0])) if rows else None
+
+    async def forget_group(self, group_id: str) -> None:
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.execute(self._cq["forget_group"], {"group_id": group_id})
+
+    async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
+        now = time.time()
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            self._live_chord(conn, group_id, now)
+            params = {"group_id": group_id, "size": size, "expires": _expiry(now, ttl)}
+            conn.execute(self._cq["chord_start"], params)
+
+    def _live_chord(self, conn: sqlite3.Connection, group_id: str, now: float) -> Any:
+        """The chord's row ``(size, claim, claim_expires, expires)``, None when absent;
+        an expired row and its parts are deleted first."""
+        row = conn.execute(self._cq["chord_get"], {"group_id": group_id}).fetchone()
+        if row is not None and row[3] is not None and row[3] <= now:
+            conn.execute(self._cq["chord_reset"], {"group_id": group_id})
+            conn.execute(self._cq["chord_drop"], {"group_id": group_id})
+            return None
+        return row
+
+    async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
+        """One write transaction for the whole batch; see ``ResultBackend.chord_join``."""
+        now = time.time()
+        claims: list[ChordClaim] = []
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            for part in parts:
+                claim = self._join(conn, part, ttl, now)
+                if claim is not None:
+                    claims.append(claim)
+            self._canvas_cleanup(conn, now)
+        return claims
+
+    def _join(
+        self, conn: sqlite3.Connection, part: ChordPart, ttl: float | None, now: float
+    ) -> ChordClaim | None:
+        gid = part.group_id
+        row = self._live_chord(conn, gid, now)
+        if row is not None and row[1] == "done":
+            return None
+        conn.execute(
+            self._cq["chord_add_part"],
+            {"group_id": gid, "task_id": part.task_id, "idx": part.index,
+             "part": json_dumps([1, part.task_id, part.state, part.result])},
+        )  # fmt: skip
+        params = {"group_id": gid, "size": part.size, "expires": _expiry(now, ttl)}
+        conn.execute(self._cq["chord_touch"], params)
+        size = row[0] if row is not None and row[0] is not None else part.size
+        if size is None:
+            return None
+        (count,) = conn.execute(self._cq["chord_count"], {"group_id": gid}).fetchone()
+        if count < size:
+            return None
+        holder, holder_expires = (row[1], row[2]) if row is not None else (None, 0.0)
+        if holder not in (None, part.task_id) and holder_expires > now:
+            return None
+        conn.execute(
+            self._cq["chord_claim"],
+            {"group_id": gid, "token": part.task_id, "claim_expires": now + CHORD_CLAIM_SECONDS},
+        )
+        results = []
+        for (text,) in conn.execute(self._cq["chord_parts"], {"group_id": gid}):
+            _, task_id, state, result = json_loads(text)
+            results.append((str(task_id), str(state), result))
+        return ChordClaim(gid, part.task_id, results)
+
+    async def chord_done(self, group_id: str, token: str) -> None:
+        now = time.time()
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            params = {"group_id": group_id, "token": token, "expires": now + CHORD_DONE_SECONDS}
+            if conn.execute(self._cq["chord_done"], params).rowcount:
+                conn.execute(self._cq["chord_reset"], {"group_id": group_id})
+
     async def wait(
         self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005
     ) -> dict[str, dict[str, Any]]:
@@ -110,6 +226,10 @@ class SQLiteBackend(ResultBackend):
             if changed is None:
                 return {}
             snap = changed
+
+
+def _expiry(now: float, ttl: float | None) -> float | None:
+    return None if ttl is None else now + ttl
 
 
 __all__ = ["SQLiteBackend"]

@@ -1,0 +1,377 @@
+"""Canvas in the worker: what follows a task, and the chord join.
+
+Two hooks, installed on every app by :func:`install` (the worker core knows nothing of
+canvas):
+
+* :class:`CanvasMiddleware` ``after_task`` runs in the thread that ran the task. On
+  success it builds the messages of the callbacks (``link``) and of the next chain step
+  and adds them to the outcome's ``follow_ups`` (the consumer publishes them before it
+  acks), and lists them in the result's ``children``. On failure it calls the errbacks
+  (``errback(request, exc, traceback)`` right here, or, for an errback that takes one
+  argument, a task message with the failed id) and marks the rest of the chain failed.
+* :func:`settle` is a settle hook: the consumer awaits it after storing a batch's
+  results and before publishing follow-ups and acking. It records chord sizes of chords
+  the batch's tasks started, then joins the chord members of the batch through
+  ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and hands
+  a complete header to exactly one worker, which sends the body (or, when a header task
+  failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
+  marks the chord done. A worker killed anywhere in between leaves its message unacked;
+  the re-run counts once (dedupe) and may re-claim its own claim at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac.backends.base import ChordClaim, ChordPart
+from celeriac.canvas._primitives import chunks
+from celeriac.canvas._signature import (
+    SENT,
+    Emit,
+    Signature,
+    emitting,
+    plain,
+    result_ttl,
+    signature,
+)
+from celeriac.exceptions import ChordError, MessageError
+from celeriac.middleware import Middleware
+from celeriac.protocol import decode_exception, decode_task, encode_exception, result_meta, utcnow
+from celeriac.task import Context
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultBackend
+    from celeriac.brokers.base import Broker
+    from celeriac.protocol import Message
+    from celeriac.task import Task
+    from celeriac.worker.core import Outcome
+
+logger = logging.getLogger("celeriac.canvas")
+
+#: States a chord member reports to the join.
+_FINAL = (states.SUCCESS, states.FAILURE, states.REVOKED)
+
+
+@dataclass
+class _Pending:
+    """What ``after_task`` left for the settle hook of an outcome."""
+
+    chord_starts: list[tuple[str, int]] = field(default_factory=list)
+    metas: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
+    parts: list[tuple[ChordPart, dict[str, Any], str, str | None]] = field(default_factory=list)
+
+
+_PENDING: weakref.WeakKeyDictionary[Outcome, _Pending] = weakref.WeakKeyDictionary()
+#: Chords this process sent the body of (group id, token): a settle hook retried after a
+#: backend error must not send it again.
+_FIRED: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+_FIRED_MAX = 4096
+
+
+# -- after the task ran (executing thread) ---------------------------------------
+class CanvasMiddleware(Middleware):
+    """Callbacks, chain steps, errbacks and children; see the module docstring."""
+
+    def before_publish(self, app: Celeriac, message: Message, queue: str) -> None:
+        if not emitting() and message.task_id:
+            from celeriac.canvas._signature import record_child  # noqa: PLC0415
+
+            record_child(((message.task_id, None), None))
+
+    def before_task(self, task: Task[Any, Any], request: Context) -> None:
+        SENT.pop(id(request), None)
+
+    def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
+        sent = SENT.pop(id(request), None) or []
+        try:
+            if outcome.state == states.SUCCESS:
+                _succeeded(task.app, request, outcome, sent)
+            elif outcome.state in (states.FAILURE, states.REVOKED):
+                _failed(task.app, request, outcome)
+        except Exception:
+            logger.exception("Canvas: follow-ups of %s[%s] failed", task.name, request.id)
+
+
+def _base_options(request: Context) -> dict[str, Any]:
+    return {"parent_id": request.id, "root_id": request.root_id or request.id}
+
+
+def _succeeded(app: Celeriac, request: Context, outcome: Outcome, sent: list[Any]) -> None:
+    emit = Emit(app)
+    children: list[Any] = list(sent)
+    value = outcome.value
+    for callback in request.callbacks or ():
+        result = (
+            signature(callback, app=app).clone()._build(emit, (value,), {}, _base_options(request))
+        )
+        children.append(plain(result.as_tuple()))
+    if request.chain:
+        steps = list(request.chain)
+        step = signature(steps.pop(), app=app).clone()
+        result = step._build(emit, (value,), {}, {**_base_options(request), "chain": steps})
+        children.append(plain(result.as_tuple()))
+    outcome.follow_ups.extend(emit.items)
+    if emit.chord_starts:
+        _PENDING.setdefault(outcome, _Pending()).chord_starts.extend(emit.chord_starts)
+    if children and outcome.meta is not None:
+        outcome.meta["children"] = children
+
+
+def _failed(app: Celeriac, request: Context, outcome: Outcome) -> None:
+    exc = outcome.exc if outcome.exc is not None else Exception(outcome.state)
+    trace = outcome.traceback
+    emit = Emit(app)
+    if outcome.state == states.FAILURE:
+        for call in plan_errbacks(app, request.errbacks, request, exc, trace, emit):
+            try:
+                call()
+            except Exception:
+                logger.exception("Errback of %s raised", request.id)
+    pending = _chain_failed(app, request, outcome, exc)
+    outcome.follow_ups.extend(emit.items)
+    if pending.metas or pending.parts:
+        slot = _PENDING.setdefault(outcome, _Pending())
+        slot.metas.extend(pending.metas)
+        slot.parts.extend(pending.parts)
+
+
+def _chain_failed(
+    app: Celeriac, request: Context, outcome: Outcome, exc: BaseException
+) -> _Pending:
+    """The rest of a failed chain will not run: store the failure for each step (so a
+    caller waiting on the last one gets it) and count steps that are chord members."""
+    pending = _Pending()
+    ttl = result_ttl(app)
+    encoded = outcome.meta["result"] if outcome.meta else encode_exception(exc)
+    for item in request.chain or ():
+        step = signature(item, app=app)
+        for task_id in step.result_ids():
+            meta = result_meta(
+                task_id, outcome.state or states.FAILURE, encoded,
+                traceback=outcome.traceback, date_done=utcnow(),
+            )  # fmt: skip
+            pending.metas.append((task_id, meta, ttl))
+        opts = step.options
+        part = _part(opts.get("chord"), opts.get("group_id"), opts.get("group_index"),
+                     step.id, outcome.state or states.FAILURE, encoded)  # fmt: skip
+        if part is not None:
+            pending.parts.append((*part, request.root_id))
+    return pending
+
+
+def plan_errbacks(
+    app: Celeriac,
+    errbacks: Any,
+    request: Context,
+    exc: BaseException,
+    trace: str | None,
+    emit: Emit,
+) -> list[Callable[[], Any]]:
+    """Errbacks that take ``(request, exc, traceback)`` become calls to make here; the
+    others (one argument: the task id) become task messages in ``emit``."""
+    calls: list[Callable[[], Any]] = []
+    for item in errbacks or ():
+        errback = signature(item, app=app)
+        task = app.tasks.get(errback.task)
+        if task is not None and _takes_request(task):
+            calls.append(partial(errback, request, exc, trace))
+        else:
+            errback.clone()._build(emit, (request.id,), {}, _base_options(request))
+    return calls
+
+
+def _takes_request(task: Task[Any, Any]) -> bool:
+    """Celery's test: the function accepts more than one positional argument."""
+    try:
+        params = list(inspect.signature(task._fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if task.bind and params:
+        params = params[1:]
+    positional = 0
+    for param in params:
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                          inspect.Parameter.POSITIONAL_OR_KEYWORD):  # fmt: skip
+            positional += 1
+    return positional > 1
+
+
+# -- chord members ------------------------------------------------------------------
+def _part(
+    body: Any, group_id: Any, index: Any, task_id: Any, state: str, result: Any
+) -> tuple[ChordPart, dict[str, Any], str] | None:
+    if not isinstance(body, dict) or not group_id or not task_id:
+        return None
+    if not isinstance(index, int):
+        logger.warning("Chord member %s of %s has no group_index; not counted", task_id, group_id)
+        return None
+    size = body.get("chord_size")
+    part = ChordPart(str(group_id), str(task_id), index, state, result,
+                     size if isinstance(size, int) else None)  # fmt: skip
+    return part, body, str(task_id)
+
+
+def _outcome_part(
+    app: Celeriac, outcome: Outcome
+) -> tuple[ChordPart, dict[str, Any], str, str | None] | None:
+    """The chord member an outcome finished, if it is one."""
+    state = outcome.state
+    if outcome.job is not None:
+        request = outcome.job.request
+        if state not in _FINAL or not request.chord or not request.group:
+            return None
+        if state == states.SUCCESS:
+            value = outcome.value
+        elif outcome.meta is not None:
+            value = outcome.meta.get("result")
+        else:
+            value = encode_exception(outcome.exc or Exception(state))
+        found = _part(request.chord, request.group, request.group_index, request.id, state, value)
+        return None if found is None else (*found, request.root_id)
+    # not run: revoked, expired, dead-lettered (poison, unknown task): still counted
+    meta, message = outcome.meta, outcome.delivery.message
+    if meta is None or message is None or meta.get("status") not in (states.FAILURE,
+                                                                      states.REVOKED):  # fmt: skip
+        return None
+    try:
+        call = decode_task(message, frozenset(app.conf["accept_content"] or ["json"]))
+    except MessageError:
+        return None
+    found = _part(call.embed.get("chord"), call.group, call.group_index, call.id,
+                  str(meta["status"]), meta.get("result"))  # fmt: skip
+    return None if found is None else (*found, call.root_id)
+
+
+async def settle(
+    app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
+) -> None:
+    """The settle hook: chord sizes, failed chain steps, chord joins (module docstring)."""
+    pending = [_PENDING[o] for o in outcomes if o in _PENDING]
+    parts = [p for slot in pending for p in slot.parts]
+    for outcome in outcomes:
+        if outcome.job is not None and not outcome.job.request.chord:
+            continue
+        found = _outcome_part(app, outcome)
+        if found is not None:
+            parts.append(found)
+    if not pending and not parts:
+        return
+    ttl = result_ttl(app)
+    metas = [m for slot in pending for m in slot.metas]
+    if metas:
+        await backend.store_many(metas)
+    for group_id, size in (s for slot in pending for s in slot.chord_starts):
+        await backend.chord_start(group_id, size, ttl)
+    if parts:
+        members = {(p.group_id, p.task_id): (body, root) for p, body, _, root in parts}
+        claims = await backend.chord_join([p for p, _, _, _ in parts], ttl)
+        for claim in claims:
+            body, root_id = members[(claim.group_id, claim.token)]
+            await _fire(app, claim, body, root_id, broker, backend)
+    for outcome in outcomes:
+        _PENDING.pop(outcome, None)
+
+
+async def _fire(
+    app: Celeriac,
+    claim: ChordClaim,
+    body_dict: dict[str, Any],
+    root_id: str | None,
+    broker: Broker,
+    backend: ResultBackend,
+) -> None:
+    """Send the body of a claimed chord (or fail it), then mark the chord done."""
+    key = (claim.group_id, claim.token)
+    if key not in _FIRED:
+        body = signature(body_dict, app=app).clone()
+        failed = next((r for r in claim.results if r[1] in states.PROPAGATE_STATES), None)
+        if failed is None:
+            emit = Emit(app)
+            values = [value for _, _, value in claim.results]
+            options = {"parent_id": claim.token, "root_id": root_id or claim.token}
+            body._build(emit, (values,), {}, options)
+            await emit.send(broker, backend)
+            logger.info("Chord %s complete: sent %s", claim.group_id, body.task)
+        else:
+            await _chord_failed(app, body, failed, broker, backend)
+        _FIRED[key] = None
+        while len(_FIRED) > _FIRED_MAX:
+            _FIRED.popitem(last=False)
+    await backend.chord_done(claim.group_id, claim.token)
+
+
+async def _chord_failed(
+    app: Celeriac,
+    body: Signature,
+    failed: tuple[str, str, Any],
+    broker: Broker,
+    backend: ResultBackend,
+) -> None:
+    task_id, _, value = failed
+    cause = decode_exception(value) if isinstance(value, dict) else Exception(value)
+    error = ChordError(f"Dependency {task_id} raised {cause!r}")
+    logger.error("Chord %s failed: %s", body.options.get("group_id"), error)
+    ttl = result_ttl(app)
+    encoded = encode_exception(error)
+    ids = body.result_ids()
+    await backend.store_many(
+        [(i, result_meta(i, states.FAILURE, encoded, date_done=utcnow()), ttl) for i in ids]
+    )
+    request = Context(
+        id=ids[-1] if ids else None, args=list(body.args), kwargs=dict(body.kwargs),
+        errbacks=body.options.get("link_error"), called_directly=False,
+        group=body.options.get("group_id"), root_id=body.options.get("root_id"),
+    )  # fmt: skip
+    emit = Emit(app)
+    for call in plan_errbacks(app, body.options.get("link_error"), request, error, None, emit):
+        try:
+            await asyncio.to_thread(call)
+        except Exception:
+            logger.exception("Errback of chord body %s raised", request.id)
+    await emit.send(broker, backend)
+
+
+# -- built-in tasks ------------------------------------------------------------------
+def _builtins(app: Celeriac) -> None:
+    """``celery.map``, ``celery.starmap``, ``celery.chunks`` (messages Celery sends)."""
+
+    def local(task: Any) -> Task[Any, Any]:
+        return signature(task, app=app).type
+
+    def map_task(task: Any, it: Any) -> list[Any]:
+        run = local(task)
+        return [run(item) for item in it]
+
+    def starmap_task(task: Any, it: Any) -> list[Any]:
+        run = local(task)
+        return [run(*item) for item in it]
+
+    def chunks_task(task: Any, it: Any, n: int) -> Any:
+        return plain(chunks(task, it, n, app=app).apply_async().as_tuple())
+
+    for name, fn in (("celery.map", map_task), ("celery.starmap", starmap_task),
+                     ("celery.chunks", chunks_task)):  # fmt: skip
+        if name not in app.tasks:
+            app._register(fn, {"name": name, "bind": False})
+
+
+def install(app: Celeriac) -> None:
+    """Canvas support for ``app``: its middleware, settle hook and built-in tasks."""
+    app.middleware.append(CanvasMiddleware())
+    app.settle_hooks.append(settle)
+    _builtins(app)
+
+
+__all__ = ["CanvasMiddleware", "install", "plan_errbacks", "settle"]
