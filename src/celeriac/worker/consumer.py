@@ -77,6 +77,7 @@ class Consumer:
         self.exit_on_abandon = False
         self.exit_code = 0
         self._stopping = False
+        self._closing = False
         self._cold = False
         self._wake: asyncio.Event | None = None
         self._space: asyncio.Event | None = None
@@ -124,6 +125,7 @@ class Consumer:
             extender.cancel()
             watchdog.cancel()
             self._stopping = True
+            self._closing = True  # the drain is over: nothing more will be settled
             self._wake.set()
             await asyncio.gather(settler, extender, watchdog, return_exceptions=True)
             self.pool.stop()
@@ -154,9 +156,9 @@ class Consumer:
             # refill in batches: wait until half the prefetch window is free (or all of it
             # is idle), so one round trip acks the last batch and brings the next
             if room <= 0 or (self.held and room < low_water):
+                space.clear()  # before the flush awaits: space freed meanwhile must wake us
                 await self._flush_acks()
                 self._awaiting_space = True
-                space.clear()
                 await space.wait()
                 self._awaiting_space = False
                 continue
@@ -262,7 +264,7 @@ class Consumer:
         assert self._wake is not None
         while True:
             if not self._done:
-                if self._stopping and not self.held:
+                if self._closing:
                     return
                 self._wake.clear()
                 await self._wake.wait()
