@@ -212,6 +212,21 @@ def test_task_with_eta_header_stays_visible_to_celery_workers(prefix: str, r: re
     run(main())
 
 
+def test_scripts_are_loaded_again_after_script_flush(prefix: str, r: redis.Redis) -> None:
+    async def main() -> None:
+        async with opened(broker(prefix)) as b:
+            await b.publish("q", message(1))
+            r.script_flush()
+            (got,) = await b.fetch(["q"], 1, 1.0)
+            r.script_flush()
+            assert (await b._block_and_lease(["q"], 1, 0.2))[:2] == (False, [])
+            r.script_flush()
+            await b.ack([got])
+            assert r.hlen(f"{prefix}unacked") == 0
+
+    run(main())
+
+
 def test_priority_order_lower_first_is_celerys_order(prefix: str) -> None:
     async def main() -> list[int]:
         async with opened(broker(prefix, priority_order="lower_first")) as b:

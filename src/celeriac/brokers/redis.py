@@ -227,15 +227,10 @@ class RedisBroker(Broker):
             return []
         max_count = min(max_count, _MAX_BATCH)
         deadline = time.monotonic() + timeout
+        found, due = await self._lease(queues, max_count, acks)
         polled = False
-        while True:
-            found, due = await self._lease(queues, max_count, acks)
-            acks = ()
+        while not found:
             now = time.monotonic()
-            if found:
-                if polled:  # messages arrived without a wake-up token: a Celery producer
-                    self._fast_poll_until = now + _FAST_POLL_FOR
-                return found
             if now >= deadline:
                 return []
             limit = _FAST_POLL if now < self._fast_poll_until else self._poll
@@ -243,13 +238,18 @@ class RedisBroker(Broker):
             if pause < _BLOCK_MIN:
                 await asyncio.sleep(max(min(pause, _FAST_POLL), 0.001))
                 woke = False
+                found, due = await self._lease(queues, max_count, ())
             else:
-                woke = await self._wait_token(queues, min(pause - _BLOCK_SLACK, self._max_block))
+                block = min(pause - _BLOCK_SLACK, self._max_block)
+                woke, found, due = await self._block_and_lease(queues, max_count, block)
             polled = not woke and pause == limit
+        if polled:  # messages came without a wake-up token: a Celery producer is about
+            self._fast_poll_until = time.monotonic() + _FAST_POLL_FOR
+        return found
 
-    async def _lease(
+    def _fetch_args(
         self, queues: Sequence[str], max_count: int, acks: Sequence[Delivery]
-    ) -> tuple[list[Delivery], float | None]:
+    ) -> tuple[list[str], list[Any]]:
         self._turn += 1
         k = self._turn % len(queues)
         order = [*queues[k:], *queues[:k]]
@@ -257,28 +257,38 @@ class RedisBroker(Broker):
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + min(_SWEEP_INTERVAL, self.lease_seconds / 4)
-        reply = await self._run(
-            "fetch", max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
+        args = [
+            self.prefix, max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
             self._foreign, self._order, len(order), *order, _leases(acks),
-        )  # fmt: skip
-        due_ms = int(reply[0])
-        found = [
-            _delivery(
-                order[int(reply[i]) - 1],
-                reply[i + 1].decode("utf-8", "surrogateescape"),
-                reply[i + 2],
-                reply[i + 3],
-            )
-            for i in range(1, len(reply), 4)
-        ]
-        return found, None if due_ms < 0 else due_ms / 1000
+        ]  # fmt: skip
+        return order, args
 
-    async def _wait_token(self, queues: Sequence[str], seconds: float) -> bool:
-        """Block until a producer leaves a wake-up token (True) or ``seconds`` pass."""
-        keys = [self._notify(q) for q in queues]
+    async def _lease(
+        self, queues: Sequence[str], max_count: int, acks: Sequence[Delivery]
+    ) -> tuple[list[Delivery], float | None]:
+        order, args = self._fetch_args(queues, max_count, acks)
         with self._errors():
-            got = await self._redis().blpop(keys, timeout=round(seconds, 3))
-        return got is not None
+            reply = await script("fetch")(self._redis(), *args)
+        return _leased(order, reply)
+
+    async def _block_and_lease(
+        self, queues: Sequence[str], max_count: int, seconds: float
+    ) -> tuple[bool, list[Delivery], float | None]:
+        """BLPOP on the queues' wake-up lists and the fetch script, pipelined on one
+        connection: Redis runs the script as soon as the BLPOP returns (a token came or
+        ``seconds`` passed), so a wake-up costs no extra round trip. Returns (woken by a
+        token, leased, next due)."""
+        order, args = self._fetch_args(queues, max_count, ())
+        fetch = script("fetch")
+        with self._errors():
+            try:
+                async with self._redis().pipeline(transaction=False) as pipe:
+                    pipe.blpop([self._notify(q) for q in queues], timeout=round(seconds, 3))
+                    pipe.evalsha(fetch.sha, 0, *args)
+                    token, reply = await pipe.execute()
+            except redis.exceptions.NoScriptError:  # the server restarted: load it again
+                token, reply = None, await fetch(self._redis(), *args)
+        return (token is not None, *_leased(order, reply))
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
@@ -358,6 +368,21 @@ class RedisBroker(Broker):
                 )
             )
         return out
+
+
+def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], float | None]:
+    """Deliveries and next due time (seconds) from the fetch script's reply."""
+    found = [
+        _delivery(
+            order[int(reply[i]) - 1],
+            reply[i + 1].decode("utf-8", "surrogateescape"),
+            reply[i + 2],
+            reply[i + 3],
+        )
+        for i in range(1, len(reply), 4)
+    ]
+    due_ms = int(reply[0])
+    return found, None if due_ms < 0 else due_ms / 1000
 
 
 def _when(not_before: float | None) -> str:
