@@ -8,10 +8,12 @@ worker's. ``global_keyprefix`` in ``result_backend_transport_options`` prefixes 
 and channels, as in Celery.
 
 ``wait`` is push-based: each backend instance keeps one pub/sub connection, read by one
-dispatcher task, shared by every wait. A wait subscribes to its ids' channels (waiting
-for the server's confirmation), then GETs them to close the race with a result stored
-just before, then sleeps until the dispatcher hands it a ready meta. If the pub/sub
-connection drops, waits resubscribe on a new one and GET again, so no result is missed.
+dispatcher task, shared by every wait. A wait sends SUBSCRIBE for its ids' channels and
+GET for their keys in one write on that connection (it speaks RESP3, where a subscribed
+connection may run GET): Redis runs each GET after the subscription is active, so one
+round trip closes the race with a result stored just before. Then the wait sleeps until
+the dispatcher hands it a ready meta. If the pub/sub connection drops, waits subscribe
+again on a new one and GET again, so no result is missed.
 """
 
 from __future__ import annotations
@@ -57,9 +59,14 @@ def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     return None
 
 
+_LOST = object()  # a reply that will never come: the connection was lost
+
+
 class _Listener:
-    """One pub/sub connection and the task that reads it: subscription confirmations
-    resolve futures, ready results wake the waits registered for their task id."""
+    """One pub/sub connection (RESP3) and the task that reads it. A wait sends SUBSCRIBE
+    for its channels and GET for their keys in one write on this connection, so each GET
+    runs once the subscription is active; results published later wake the waits
+    registered for their task id."""
 
     def __init__(self, client: redis.asyncio.Redis, prefix: bytes) -> None:
         self._client = client
@@ -68,25 +75,21 @@ class _Listener:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._refs: Counter[bytes] = Counter()
-        # per channel: one future per SUBSCRIBE sent, resolved by its confirmation
-        # (True) or by the loss of the connection (False); `_latest` is the newest.
-        self._pending: dict[bytes, deque[asyncio.Future[bool]]] = {}
-        self._latest: dict[bytes, asyncio.Future[bool]] = {}
+        self._subscribed: set[bytes] = set()  # on the current connection
+        self._replies: deque[asyncio.Future[Any]] = deque()  # one per GET sent, in order
         self._waiters: dict[str, set[asyncio.Future[_Ready | None]]] = {}
 
     def add(
         self, task_ids: Sequence[str], channels: Sequence[bytes]
     ) -> asyncio.Future[_Ready | None]:
-        waiter: asyncio.Future[_Ready | None] = asyncio.get_running_loop().create_future()
-        for task_id in task_ids:
-            self._waiters.setdefault(task_id, set()).add(waiter)
         self._refs.update(channels)
-        return waiter
+        return self.rearm(task_ids, None)
 
     def rearm(
-        self, task_ids: Sequence[str], old: asyncio.Future[_Ready | None]
+        self, task_ids: Sequence[str], old: asyncio.Future[_Ready | None] | None
     ) -> asyncio.Future[_Ready | None]:
-        self.discard(task_ids, old)
+        if old is not None:
+            self.discard(task_ids, old)
         waiter: asyncio.Future[_Ready | None] = asyncio.get_running_loop().create_future()
         for task_id in task_ids:
             self._waiters.setdefault(task_id, set()).add(waiter)
@@ -101,39 +104,45 @@ class _Listener:
                     del self._waiters[task_id]
 
     async def release(self, channels: Sequence[bytes]) -> None:
-        gone = []
-        for channel in channels:
-            self._refs[channel] -= 1
-            if self._refs[channel] <= 0:
-                del self._refs[channel]
-                self._latest.pop(channel, None)
-                gone.append(channel)
-        if gone and self._conn is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._conn.send_command("UNSUBSCRIBE", *gone, check_health=False)
+        async with self._lock:
+            gone = []
+            for channel in channels:
+                self._refs[channel] -= 1
+                if self._refs[channel] <= 0:
+                    del self._refs[channel]
+                    if channel in self._subscribed:
+                        self._subscribed.discard(channel)
+                        gone.append(channel)
+            if gone and self._conn is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self._conn.send_command("UNSUBSCRIBE", *gone, check_health=False)
 
-    async def ensure(self, channels: Sequence[bytes]) -> bool:
-        """Subscribe to ``channels`` where needed; True once the server confirmed all,
-        False if the connection was lost meanwhile."""
+    async def check(self, channels: Sequence[bytes]) -> list[Any] | None:
+        """Subscribe to ``channels`` where needed and GET their keys behind that, in one
+        round trip; None if the connection was lost meanwhile."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
             conn = await self._connection()
-            loop = asyncio.get_running_loop()
-            missing = [c for c in channels if c not in self._latest]
-            for channel in missing:
-                future: asyncio.Future[bool] = loop.create_future()
-                self._pending.setdefault(channel, deque()).append(future)
-                self._latest[channel] = future
-            if missing:
-                await conn.send_command("SUBSCRIBE", *missing, check_health=False)
-            confirmations = [self._latest[c] for c in channels]
-        # asyncio.wait, not gather: a cancelled wait must not cancel shared futures
-        await asyncio.wait(confirmations)
-        return all(f.result() for f in confirmations)
+            missing = [c for c in channels if c not in self._subscribed]
+            commands: list[tuple[Any, ...]] = [("SUBSCRIBE", *missing)] if missing else []
+            commands += [("GET", channel) for channel in channels]
+            replies = [loop.create_future() for _ in channels]
+            self._subscribed.update(missing)
+            self._replies.extend(replies)
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        # asyncio.wait, not gather: a cancelled wait must leave the reader's futures alone
+        await asyncio.wait(replies)
+        values = [f.result() for f in replies]
+        return None if any(v is _LOST for v in values) else values
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
-            conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-            await conn.connect()
+            pool = self._client.connection_pool
+            # RESP3 whatever the URL asks for: it lets a subscribed connection run GET
+            conn: AbstractConnection = pool.connection_class(
+                **{**pool.connection_kwargs, "protocol": 3}
+            )
+            await conn.connect()  # type: ignore[no-untyped-call]
             self._conn = conn
             self._reader = asyncio.get_running_loop().create_task(self._read(conn))
         return self._conn
@@ -141,9 +150,17 @@ class _Listener:
     async def _read(self, conn: AbstractConnection) -> None:
         try:
             while True:
-                reply = await conn.read_response(timeout=math.inf, push_request=True)
-                if isinstance(reply, list) and len(reply) == 3:
-                    self._dispatch(reply[0], reply[1], reply[2])
+                try:
+                    reply = await conn.read_response(timeout=math.inf, push_request=True)
+                except redis.ResponseError as exc:  # e.g. GET on a key of another type
+                    reply = exc
+                if isinstance(reply, list):  # a push: message, (un)subscribe confirmation
+                    if len(reply) == 3 and reply[0] == b"message":
+                        self._dispatch(reply[1], reply[2])
+                elif self._replies:
+                    future = self._replies.popleft()
+                    if not future.done():
+                        future.set_result(None if isinstance(reply, Exception) else reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -153,33 +170,23 @@ class _Listener:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
 
-    def _dispatch(self, kind: bytes, channel: bytes, data: Any) -> None:
-        if kind == b"message":
-            task_id = channel[len(self._prefix) :].decode("utf-8", "replace")
-            waiters = self._waiters.get(task_id)
-            if waiters:
-                meta = _ready_meta(data)
-                if meta is not None:
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_result({task_id: meta})
-        elif kind == b"subscribe":
-            pending = self._pending.get(channel)
-            if pending:
-                future = pending.popleft()
-                if not future.done():
-                    future.set_result(True)
-                if not pending:
-                    del self._pending[channel]
+    def _dispatch(self, channel: bytes, data: Any) -> None:
+        task_id = channel[len(self._prefix) :].decode("utf-8", "replace")
+        waiters = self._waiters.get(task_id)
+        if waiters:
+            meta = _ready_meta(data)
+            if meta is not None:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result({task_id: meta})
 
     def _lost(self) -> None:
         self._conn = None
-        for pending in self._pending.values():
-            for future in pending:
-                if not future.done():
-                    future.set_result(False)
-        self._pending.clear()
-        self._latest.clear()
+        self._subscribed.clear()
+        while self._replies:
+            future = self._replies.popleft()
+            if not future.done():
+                future.set_result(_LOST)
         for group in self._waiters.values():
             for waiter in group:
                 if not waiter.done():
@@ -303,10 +310,11 @@ class RedisBackend(ResultBackend):
         try:
             while True:
                 try:
-                    if await self._until(listener.ensure(channels), deadline):
-                        ready = await self._ready(ids)
-                        if ready:
-                            return ready
+                    values = await self._until(listener.check(channels), deadline)
+                    if values is not None:
+                        ready = {t: _ready_meta(v) for t, v in zip(ids, values, strict=True)}
+                        if any(ready.values()):
+                            return {t: meta for t, meta in ready.items() if meta is not None}
                         result = await self._until(asyncio.shield(waiter), deadline)
                         if result is not None:
                             return dict(result)
