@@ -143,6 +143,14 @@ class Database:
         if conn is not None and self._pid == os.getpid():
             conn.close()
 
+    def __del__(self) -> None:
+        # a broker or backend dropped without close() (a script's sync facade, a test):
+        # close the connection rather than leave it to the garbage collector's warning
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - never raise from a finalizer
+            pass
+
 
 class Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error); sqlite3 errors become

@@ -71,6 +71,8 @@ class Consumer:
         self._pending_acks: list[Delivery] = []
         self._awaiting_space = False
         self._gated: dict[Job, asyncio.Task[None]] = {}
+        self._submitted = 0
+        self._withheld: list[Job] = []
         self._buckets: dict[str, LocalBucket] = {}
         #: a prefork child exits after settling a job it had to stop, so that the
         #: thread still running it dies with the process
@@ -213,6 +215,12 @@ class Consumer:
 
     # -- rate limits ------------------------------------------------------------
     def _submit(self, job: Job) -> None:
+        if self.max_tasks and self._submitted >= self.max_tasks:
+            self._withheld.append(job)  # this process stops after max_tasks: give it back
+            if not self._stopping:
+                self.stop()
+            return
+        self._submitted += 1
         rate = parse_rate(job.task.rate_limit or self.app.conf["task_default_rate_limit"])
         if rate is None:
             self.pool.submit(job)
@@ -441,6 +449,8 @@ class Consumer:
             gate.cancel()
             unstarted.append(job)
         self._gated.clear()
+        unstarted += self._withheld
+        self._withheld = []
         returned = [j.delivery for j in unstarted if not _acked(j.delivery)]
         for job in unstarted:
             self.held.pop(job.delivery, None)
