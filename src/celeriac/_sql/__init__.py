@@ -9,6 +9,7 @@ wait for another connection's commit (``PRAGMA data_version``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -146,10 +147,8 @@ class Database:
     def __del__(self) -> None:
         # a broker or backend dropped without close() (a script's sync facade, a test):
         # close the connection rather than leave it to the garbage collector's warning
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finalizer
             self.close()
-        except Exception:  # noqa: S110 - never raise from a finalizer
-            pass
 
 
 class Transaction:
