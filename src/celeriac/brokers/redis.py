@@ -27,18 +27,19 @@ migration that relied on Celery's "0 is most urgent", can set
 quarter of the lease), moves due delayed messages to their lists, then pops up to N
 messages (bucket by bucket, queue by queue, the queue order rotated on every call for
 fairness) and records each lease, all atomically: a message is never popped without
-being recorded. A blocking
-pop cannot be used for that (BRPOP cannot run inside Lua, and BRPOP-then-record loses
-the message if the worker dies in between), so an idle consumer blocks on
-``celeriac.notify.<queue>``, a list holding at most one wake-up token: producers leave
-one with every publish, and the fetch script leaves one while the queue still holds
-messages (the next idle consumer wakes and takes its share) and deletes it once the
-queue is empty. So a publish wakes an idle worker after one round trip, and idle workers
-cost nothing. A fetch also wakes, at the latest, when its earliest delayed message or
-lease comes due, and every ``polling_interval`` seconds (default 1.0): Celery producers
-leave no token, so when a poll finds such messages the broker polls every 20 ms for a
-minute. Redis checks blocking timeouts only ~10 times a second, so waits shorter than
-0.2 s are sleeps followed by another fetch.
+being recorded. A blocking pop cannot be used for that (BRPOP cannot run inside Lua, and
+BRPOP-then-record loses the message if the worker dies in between), so an idle consumer
+blocks on ``celeriac.notify.<queue>``, a list holding at most one wake-up token:
+producers leave one with every publish, and the fetch script leaves one while the queue
+still holds messages (the next idle consumer wakes and takes its share) and deletes it
+once the queue is empty. So a publish wakes an idle worker after one round trip, and
+idle workers cost nothing. The BLPOP and the next fetch script are pipelined on one
+connection, so Redis runs the fetch the moment the BLPOP returns: a wake-up costs no
+extra round trip. A fetch also wakes, at the latest, when its earliest delayed message
+or lease comes due, and every ``polling_interval`` seconds (default 1.0): Celery
+producers leave no token, so when a poll finds such messages the broker polls every 20
+ms for a minute. Redis checks blocking timeouts only ~10 times a second, so waits
+shorter than 0.2 s are sleeps followed by another fetch.
 
 **Delays.** ``publish(..., not_before=t)`` puts a message in ``celeriac.delayed.<queue>``
 (zset, member = bucket digit + envelope, score = t), and the fetch script of any worker
@@ -53,11 +54,18 @@ no Celery worker shares the broker, to save that round trip.
 batch and only act while the caller still holds the lease. An expired lease (the
 ``visibility_timeout`` option, seconds, default 60) is returned by any worker's next
 fetch, exactly once; ``recover(consumer_id)`` returns a dead process's leases at once.
-Messages a *Celery* worker left in ``unacked`` are restored after
-``foreign_visibility_timeout`` (default 3600 s, Celery's visibility timeout).
+Messages a *Celery* worker left in ``unacked`` (no lease of ours) are restored as Celery
+would, after ``foreign_visibility_timeout`` (default: ``visibility_timeout`` if set, else
+3600 s, Celery's default).
 Scripts run by EVALSHA, falling back to EVAL after a server restart. Redis errors are
 raised as :class:`~celeriac.exceptions.BrokerError`; redis-py reconnects on the next
 call. Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery).
+
+**Options** (``broker_transport_options`` or the URL's query string):
+``global_keyprefix``, ``visibility_timeout``, ``polling_interval``, ``priority_order``,
+``eta_in_queue``, ``foreign_visibility_timeout``, ``master_name`` and ``sentinel_kwargs``
+(sentinel), and redis-py's ``socket_timeout`` (default 30), ``socket_connect_timeout``
+(default 5), ``socket_keepalive``, ``max_connections``, ``health_check_interval``.
 """
 
 from __future__ import annotations
@@ -128,7 +136,10 @@ class RedisBroker(Broker):
             )
         self._order = _ORDERS[order]
         self._poll = float(self.options.get("polling_interval", 1.0))
-        self._foreign = float(self.options.get("foreign_visibility_timeout", 3600.0))
+        # Celery workers sharing the broker share its transport options, so they restore
+        # after `visibility_timeout` too (Celery's default: an hour)
+        foreign = self.options.get("visibility_timeout", 3600.0)
+        self._foreign = float(self.options.get("foreign_visibility_timeout", foreign))
         flag = str(self.options.get("eta_in_queue", True)).lower()
         self._eta_in_queue = flag not in {"0", "false", "no", "off"}
         timeout = self.options.get("socket_timeout", 30.0)
