@@ -53,7 +53,10 @@ _Ready = dict[str, dict[str, Any]]
 def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    meta = json_loads(raw)
+    try:
+        meta = json_loads(raw)
+    except ValueError:  # not a result meta (another program's key): never ready
+        return None
     if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
         return meta
     return None
