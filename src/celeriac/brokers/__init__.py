@@ -17,6 +17,9 @@ BROKERS: dict[str, str] = {
     "redis+socket": "celeriac.brokers.redis:RedisBroker",
     "unix": "celeriac.brokers.redis:RedisBroker",
     "sentinel": "celeriac.brokers.redis:RedisBroker",
+    "amqp": "celeriac.brokers.amqp:AMQPBroker",
+    "amqps": "celeriac.brokers.amqp:AMQPBroker",
+    "pyamqp": "celeriac.brokers.amqp:AMQPBroker",
 }
 
 

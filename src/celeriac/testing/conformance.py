@@ -14,8 +14,9 @@ that needs two consumers calls the factory twice::
 The tests are plain synchronous pytest tests that run coroutines with ``asyncio.run``
 (no pytest plugin needed). Waits are bounded fetches or waits with a timeout, never
 sleeps (only the result-expiry test polls: expiry is time passing, not an event).
-Set ``supports_recover = False`` for a broker with native unacked tracking, and
-``supports_publish_raw = False`` for one without a ``publish_raw(queue, raw)`` helper.
+Set ``supports_recover = False`` and ``supports_lease_expiry = False`` for a broker with
+native unacked tracking (no leases to recover or expire), and ``supports_publish_raw =
+False`` for one without a ``publish_raw(queue, raw)`` helper.
 """
 
 from __future__ import annotations

@@ -1,0 +1,780 @@
+"""RabbitMQ broker over AMQP 0-9-1 (aiormq), wire-compatible with Celery: ``amqp://``,
+``amqps://``, ``pyamqp://`` (``amqp://user:pass@host:5672/vhost``; ``//`` is vhost ``/``).
+
+**Topology and messages** are Celery's defaults: every queue ``q`` is durable and bound to
+a durable direct exchange ``q`` with key ``q``; tasks go to the default exchange ``""``
+with routing key ``q``. Basic properties carry ``content_type``, ``content_encoding``,
+``delivery_mode`` 2, ``priority``, ``correlation_id`` (task id), ``reply_to`` and
+``expiration`` (only when set); ``application_headers`` are the protocol v2 headers and
+the body is the serialized bytes. Publisher confirms are on: ``publish`` returns once
+RabbitMQ has the message. Queue arguments (``broker_transport_options``):
+``queue_max_priority`` (``x-max-priority``; RabbitMQ ignores priorities without it, as
+Celery's ``task_queue_max_priority``) and ``queue_type`` (``"quorum"`` declares
+``x-queue-type: quorum``; quorum queues take no priorities). Declaring a queue that exists
+with other arguments raises :class:`ImproperlyConfigured` naming these options.
+
+**Delays** (``not_before``; Celery ETA messages a worker requeues) live on the server in
+a binary cascade, the "delay exchange" technique: 32 levels, level ``k`` a queue per
+target queue ``celeriac.delay.<q>.<kk>`` with ``x-message-ttl`` 2^k ms that dead-letters
+to the topic exchange of level ``k-1`` (level 0 to ``celeriac.delay.out``, where ``q`` is
+bound). The routing key spells the delay in binary, most significant bit first, then a
+hash of ``q``; each level exchange sends a message with a 1 in its position to its queue
+and skips it to the next level otherwise. A message therefore waits exactly its delay
+(rounded up to a millisecond, plus ~1 ms per set bit) in at most 32 hops and reaches
+``q`` only when due. Why: Celery holds ETA messages unacked in worker memory, so a long
+countdown trips RabbitMQ's ``consumer_timeout`` (30 min), inflates prefetch and is
+redelivered on every worker restart; one TTL queue would block short delays behind long
+ones (RabbitMQ expires messages at the head only); buckets that dead-letter into ``q``
+early would surface messages before their time (a Celery worker on ``q`` would take them)
+and need a worker to move them on; the delayed-message plugin is not installed by
+default. Here no worker holds a delayed message; all TTL queues have fixed TTLs, so none
+blocks another. The cost is 32 small queues per queue that gets delayed messages
+(declared on first use), and delays over 2^32 ms (49.7 days), which arrive early and are
+sent round again by the worker that receives them (header ``x-celeriac-not-before``).
+``size``/``purge`` count and purge a queue's delay levels too. A delayed message loses its
+``expiration`` property (it would expire inside the cascade); the ``expires`` header
+still applies.
+
+**Consuming**: ``basic.consume`` with acks, one consumer per queue, per-consumer prefetch
+(``basic.qos`` global=False, so quorum queues work too) set to what the caller holds plus
+``max_count``: a worker's window. RabbitMQ tracks unacked messages natively: ``extend``
+is a no-op, ``recover`` returns 0 (a dead process's channel closes and RabbitMQ requeues
+its messages), and after a lost connection ``BrokerError`` is raised, the next call
+reconnects and acks of the old connection's deliveries are dropped (RabbitMQ has already
+requeued them). ``requeue`` and ``close`` (for prefetched messages never handed out)
+republish the message and then ack it, so they can carry our delivery count in the
+header ``x-celeriac-delivery-count``; ``dead_letter`` moves the message to the queue
+``celeriac.dead_letter`` (option ``dead_letter_queue``) with ``x-celeriac-reason``.
+**Delivery count** = that header + 1 + RabbitMQ's own count: ``x-delivery-count`` on
+quorum queues (exact), else 1 if the ``redelivered`` flag is set. On classic queues a
+message that killed several workers therefore shows 2 at most, so the poison limit
+(``task_max_redeliveries``) only works on quorum queues. A delivery held longer than the
+server's ``consumer_timeout`` (30 min by default; raise it for longer tasks) closes the
+channel and is redelivered. Other options: ``heartbeat`` (s, default 60),
+``connect_timeout`` (s, default 10), ``confirm_publish`` (default True).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import aiormq
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
+from aiormq.exceptions import PublishError as Returned
+from pamqp import encode
+from pamqp.commands import Basic
+from yarl import URL
+
+from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
+from celeriac.protocol import JSON, Message
+from celeriac.utils.log import mask_url
+
+logger = logging.getLogger("celeriac.brokers.amqp")
+
+LEVELS = 32
+DELAY_OUT = "celeriac.delay.out"
+DEAD_LETTER_QUEUE = "celeriac.dead_letter"
+H_COUNT = "x-celeriac-delivery-count"
+H_NOT_BEFORE = "x-celeriac-not-before"
+H_REASON, H_QUEUE, H_FAILED_AT = "x-celeriac-reason", "x-celeriac-queue", "x-celeriac-failed-at"
+#: headers RabbitMQ or this module add; hidden from ``Delivery.message.headers``
+_OWN_HEADERS = ("x-celeriac-", "x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+#: after consumers start, how long a fetch waits for more of the burst RabbitMQ sends
+FILL_WINDOW = 0.005
+DEAD_LETTER_SCAN = 10_000
+_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+def connection_url(url: str, heartbeat: Any = None) -> str:
+    """A Celery/kombu AMQP URL as aiormq takes it (``pyamqp`` -> ``amqp``, guest defaults)."""
+    p = URL(url)
+    scheme = "amqps" if p.scheme == "amqps" else "amqp"
+    user = p.raw_user or "guest"
+    password = p.raw_password if p.raw_password is not None else "guest"
+    port = f":{p.port}" if p.explicit_port else ""
+    query = f"?{p.raw_query_string}" if p.raw_query_string else ""
+    host = p.host_subcomponent or "localhost"
+    out = URL(f"{scheme}://{user}:{password}@{host}{port}{p.raw_path or '/'}{query}")
+    if heartbeat is not None and "heartbeat" not in out.query:
+        out = out.update_query(heartbeat=str(int(float(heartbeat))))
+    return str(out)
+
+
+def delay_queue(queue: str, level: int) -> str:
+    """The name of ``queue``'s delay queue for ``level`` (a TTL of 2**level ms)."""
+    return f"celeriac.delay.{queue}.{level:02d}"
+
+
+def _exchange(level: int) -> str:
+    return f"celeriac.delay.{level:02d}" if level >= 0 else DELAY_OUT
+
+
+def _token(queue: str) -> str:
+    return hashlib.blake2b(queue.encode(), digest_size=8).hexdigest()
+
+
+def _words(level: int, bit: str) -> list[str]:
+    """Binding words up to and including ``level``'s position (most significant first)."""
+    return ["*"] * (LEVELS - 1 - level) + [bit]
+
+
+def _delay_key(ms: int, queue: str) -> str:
+    return ".".join([*format(min(ms, 2**LEVELS - 1), f"0{LEVELS}b"), _token(queue)])
+
+
+class _Properties(Basic.Properties):
+    """Basic properties whose header table carries floats as doubles and tuples as
+    arrays, as Celery's py-amqp does (pamqp would send 32-bit floats: an epoch time
+    would lose a minute)."""
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers" and isinstance(value, dict):
+            return _table(value)
+        return super().encode_property(name, value)
+
+
+def _table(table: dict[str, Any]) -> bytes:
+    data = b"".join(encode.short_string(k) + _field(v) for k, v in table.items())
+    return struct.pack(">I", len(data)) + data
+
+
+def _field(value: Any) -> bytes:
+    if isinstance(value, float):
+        return b"d" + struct.pack(">d", value)
+    if isinstance(value, dict):
+        return b"F" + _table(value)
+    if isinstance(value, (list, tuple)):
+        data = b"".join(_field(v) for v in value)
+        return b"A" + struct.pack(">I", len(data)) + data
+    if isinstance(value, (bytes, bytearray)):
+        return b"x" + struct.pack(">I", len(value)) + bytes(value)
+    return encode.encode_table_value(value)
+
+
+def _copy(props: Basic.Properties, **changes: Any) -> Basic.Properties:
+    fields = {
+        name: getattr(props, name)
+        for name in (
+            "content_type", "content_encoding", "headers", "delivery_mode", "priority",
+            "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
+            "message_type", "user_id", "app_id",
+        )
+    }  # fmt: skip
+    fields.update(changes)
+    return _Properties(**fields)
+
+
+def _clean(headers: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in headers.items() if not k.startswith(_OWN_HEADERS)}
+
+
+def _cancelled_by_caller() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
+
+
+class _Session:
+    """One connection with its channels, consumers and prefetched messages. A failure
+    ends the whole session; the broker then opens a new one."""
+
+    def __init__(self, number: int, conn: aiormq.Connection, consume: AbstractChannel) -> None:
+        self.number = number
+        self.conn = conn
+        self.consume = consume  # consumers, acks, basic.get
+        self.publish: AbstractChannel | None = None  # publishes, with confirms
+        self.admin: AbstractChannel | None = None  # declarations; reopened after an error
+        self.declared: set[str] = set()
+        self.delays: dict[str, set[int]] = {}  # queue -> delay levels declared
+        self.cascade = False
+        self.consumers: dict[str, str] = {}  # queue -> consumer tag
+        self.queue_of: dict[str, str] = {}  # consumer tag -> queue
+        self.prefetch = 0
+        self.fresh = False  # consumers just started: RabbitMQ sends a burst
+        self.buffer: deque[tuple[str, DeliveredMessage]] = deque()
+        self.held = 0  # handed to the caller, not settled
+        self.error: BaseException | None = None
+        self.wake = asyncio.Event()
+
+    def fail(self, exc: BaseException | None) -> None:
+        if self.error is None:
+            self.error = exc or ConnectionError("connection closed")
+        self.wake.set()
+
+    def on_close(self, future: asyncio.Future[Any]) -> None:
+        self.fail(None if future.cancelled() else future.exception())
+
+
+class AMQPBroker(Broker):
+    """RabbitMQ broker; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
+    holds_results: ClassVar[bool] = False
+
+    def __init__(self, url: str = "amqp://", *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        opts = self.options
+        self._url = connection_url(url, opts.get("heartbeat"))
+        self._timeout = float(opts.get("connect_timeout", 10))
+        self._confirm = bool(opts.get("confirm_publish", True))
+        self._dlq = str(opts.get("dead_letter_queue", DEAD_LETTER_QUEUE))
+        self._queue_args: dict[str, Any] = {}
+        if opts.get("queue_max_priority"):
+            self._queue_args["x-max-priority"] = int(opts["queue_max_priority"])
+        if opts.get("queue_type") not in (None, "", "classic"):
+            self._queue_args["x-queue-type"] = str(opts["queue_type"])
+        if len(self._queue_args) == 2:
+            raise ImproperlyConfigured(
+                "broker_transport_options: quorum queues take no queue_max_priority"
+            )
+        self._s: _Session | None = None
+        self._sessions = 0
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------
+    async def connect(self) -> None:
+        async with self._errors():
+            await self._session()
+
+    async def close(self) -> None:
+        s = self._s
+        if s is None:
+            return
+        if s.error is None:
+            with contextlib.suppress(*_ERRORS, CeleriacError):
+                for tag in list(s.consumers.values()):
+                    await s.consume.basic_cancel(tag)
+                await asyncio.sleep(0)  # deliveries before the CancelOk reach the buffer
+                items, s.buffer = list(s.buffer), deque()
+                await self._release(s, items)
+        self._s = None
+        s.fail(None)
+        with contextlib.suppress(Exception):
+            await s.conn.close()
+
+    async def _session(self) -> _Session:
+        s = self._s
+        if s is not None and s.error is None:
+            return s
+        async with self._lock:
+            if self._s is not None and self._s.error is None:
+                return self._s
+            if self._s is not None:
+                with contextlib.suppress(Exception):
+                    await self._s.conn.close()
+            self._s = await self._open()
+            return self._s
+
+    async def _open(self) -> _Session:
+        conn = aiormq.Connection(self._url)
+        try:
+            await asyncio.wait_for(conn.connect(), self._timeout)
+            consume = await conn.channel(publisher_confirms=False)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if isinstance(exc, _ERRORS):
+                where = mask_url(self._url)
+                raise BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}") from exc
+            raise
+        self._sessions += 1
+        s = _Session(self._sessions, conn, consume)
+        conn.closing.add_done_callback(s.on_close)
+        consume.closing.add_done_callback(s.on_close)
+        consume.on_consumer_cancel_callbacks.add(lambda frame: self._cancelled(s, frame))
+        return s
+
+    @staticmethod
+    def _cancelled(s: _Session, frame: Basic.Cancel) -> None:
+        """RabbitMQ cancelled a consumer (its queue was deleted): declare it again."""
+        queue = s.queue_of.get(frame.consumer_tag or "", "")
+        s.consumers.pop(queue, None)
+        s.declared.discard(queue)
+        s.delays.pop(queue, None)
+        s.wake.set()
+
+    def _error(self, exc: BaseException) -> BaseException:
+        """The exception to raise for ``exc``: connection trouble becomes BrokerError."""
+        if isinstance(exc, CeleriacError):
+            return exc
+        lost = self._s is not None and self._s.error is not None
+        if isinstance(exc, _ERRORS) or (
+            isinstance(exc, asyncio.CancelledError) and lost and not _cancelled_by_caller()
+        ):
+            if self._s is not None:
+                self._s.fail(exc)
+            return BrokerError(f"RabbitMQ {mask_url(self._url)}: {exc!r}")
+        return exc
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (Exception, asyncio.CancelledError) as exc:
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _channel(self, s: _Session, kind: str) -> AbstractChannel:
+        ch: AbstractChannel | None = getattr(s, kind)
+        if ch is None or ch.is_closed:
+            ch = await s.conn.channel(publisher_confirms=self._confirm and kind == "publish")
+            if kind == "publish":
+                ch.closing.add_done_callback(s.on_close)
+            setattr(s, kind, ch)
+        return ch
+
+    # -- topology ---------------------------------------------------------
+    async def declare(self, queue: str) -> None:
+        async with self._errors():
+            await self._declare(await self._session(), queue)
+
+    async def _declare(self, s: _Session, queue: str) -> None:
+        if queue in s.declared:
+            return
+        ch = await self._channel(s, "admin")
+        try:
+            await ch.exchange_declare(queue, exchange_type="direct", durable=True)
+            await ch.queue_declare(queue, durable=True, arguments=dict(self._queue_args))
+        except ChannelPreconditionFailed as exc:
+            raise ImproperlyConfigured(
+                f"RabbitMQ queue or exchange {queue!r} exists with other arguments ({exc}); "
+                f"celeriac declares the queue with {self._queue_args or 'no arguments'} from "
+                "broker_transport_options queue_max_priority / queue_type. Make them match "
+                "the existing queue (Celery: task_queue_max_priority, x-queue-type) or "
+                "delete the queue."
+            ) from exc
+        await ch.queue_bind(queue, queue, routing_key=queue)
+        s.declared.add(queue)
+
+    async def _declare_delays(self, s: _Session, queue: str, ms: int | None = None) -> None:
+        """The shared cascade (once per connection), ``queue``'s exit binding, and the
+        levels a delay of ``ms`` passes through (all levels for None)."""
+        ms = 2**LEVELS - 1 if ms is None else min(ms, 2**LEVELS - 1)
+        known = s.delays.setdefault(queue, set())
+        levels = [k for k in range(LEVELS) if ms >> k & 1 and k not in known]
+        if not levels and known:
+            return
+        await self._declare(s, queue)
+        ch = await self._channel(s, "admin")
+        if not s.cascade:
+            for level in range(-1, LEVELS):
+                await ch.exchange_declare(
+                    _exchange(level), exchange_type="topic", durable=True, nowait=True
+                )
+            for level in range(LEVELS):
+                key = ".".join([*_words(level, "0"), "#"])
+                await ch.exchange_bind(
+                    destination=_exchange(level - 1), source=_exchange(level),
+                    routing_key=key, nowait=True,
+                )  # fmt: skip
+        token = _token(queue)
+        for level in levels:
+            name = delay_queue(queue, level)
+            args: dict[str, Any] = {
+                "x-message-ttl": 1 << level, "x-dead-letter-exchange": _exchange(level - 1)
+            }  # fmt: skip
+            await ch.queue_declare(name, durable=True, arguments=args, nowait=True)
+            key = ".".join([*_words(level, "1"), *["*"] * level, token])
+            await ch.queue_bind(name, _exchange(level), routing_key=key, nowait=True)
+        # the one synchronous call: an error in any of the above has closed the channel
+        await ch.queue_bind(queue, DELAY_OUT, routing_key=".".join([*["*"] * LEVELS, token]))
+        s.cascade = True
+        known.update(levels)
+
+    # -- producing --------------------------------------------------------
+    async def publish(
+        self, queue: str, message: Message, *, priority: int = 0, not_before: float | None = None
+    ) -> None:
+        await self.publish_many([(queue, message, priority, not_before)])
+
+    async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
+        pending = list(items)
+        for attempt in (1, 2):
+            async with self._errors():
+                s = await self._session()
+                await self._prepare(s, [q for q, _, _, _ in pending])
+            sends = [self._send(s, q, m.body, _properties(m, p), nb) for q, m, p, nb in pending]
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            failed = [
+                (i, r)
+                for i, r in zip(pending, results, strict=True)
+                if isinstance(r, BaseException)
+            ]
+            if not failed:
+                return
+            error = self._error(failed[0][1])
+            # a connection that died while this process was idle: reconnect once and
+            # send what was not confirmed (at-least-once: that may duplicate one)
+            if attempt == 2 or not isinstance(error, BrokerError):
+                raise error from failed[0][1]
+            pending = [item for item, _ in failed]
+
+    async def publish_raw(self, queue: str, raw: bytes, priority: int = 0) -> None:
+        """Publish ``raw`` as a body with no properties (tests inject bad messages)."""
+        async with self._errors():
+            s = await self._session()
+            await self._send(s, queue, bytes(raw), _Properties(priority=priority), None)
+
+    async def _prepare(self, s: _Session, queues: Sequence[str]) -> None:
+        """Declare what ``_send`` needs first, so concurrent sends publish in order."""
+        for queue in dict.fromkeys(queues):
+            await self._declare(s, queue)
+        await self._channel(s, "publish")
+
+    async def _send(
+        self,
+        s: _Session,
+        queue: str,
+        body: bytes,
+        props: Basic.Properties,
+        not_before: float | None,
+        retried: bool = False,
+    ) -> None:
+        await self._declare(s, queue)
+        headers = dict(props.headers or {})
+        headers.pop(H_NOT_BEFORE, None)
+        ms = math.ceil((not_before - time.time()) * 1000) if not_before else 0
+        exchange, key, sent = "", queue, _copy(props, headers=headers)
+        if ms > 0:
+            assert not_before is not None
+            await self._declare_delays(s, queue, ms)  # no wait once this session knows them
+            headers[H_NOT_BEFORE] = float(not_before)
+            exchange, key = _exchange(LEVELS - 1), _delay_key(ms, queue)
+            sent = _copy(props, headers=headers, expiration=None)
+        ch = await self._channel(s, "publish")
+        try:
+            await ch.basic_publish(
+                body, exchange=exchange, routing_key=key, properties=sent, mandatory=True
+            )
+        except Returned:  # routed nowhere: the queue was deleted behind our back
+            if retried:
+                raise BrokerError(f"RabbitMQ routed a message for {queue!r} to no queue") from None
+            s.declared.discard(queue)
+            s.delays.pop(queue, None)
+            await self._send(s, queue, body, props, not_before, retried=True)
+
+    # -- consuming --------------------------------------------------------
+    async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
+        return await self.ack_and_fetch((), queues, max_count, timeout)
+
+    async def ack_and_fetch(
+        self, acks: Sequence[Delivery], queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        async with self._errors():
+            s = await self._session()
+            await self._ack(s, acks)
+            if max_count <= 0 or not queues:
+                return []
+            await self._consume(s, list(dict.fromkeys(queues)), max_count)
+            return await self._collect(s, queues, max_count, timeout)
+
+    async def _consume(self, s: _Session, queues: list[str], max_count: int) -> None:
+        """Consume exactly ``queues``, each with a prefetch of what the caller holds plus
+        ``max_count`` (RabbitMQ applies a per-consumer prefetch to new consumers only)."""
+        for queue in queues:
+            await self._declare(s, queue)
+        need = min(s.held + max_count, 65535)
+        restart = need > s.prefetch
+        stale = [q for q in s.consumers if restart or q not in queues]
+        for queue in stale:
+            await s.consume.basic_cancel(s.consumers.pop(queue))
+        if stale:
+            await asyncio.sleep(0)
+            gone = [(q, m) for q, m in s.buffer if q not in queues]
+            if gone:
+                s.buffer = deque((q, m) for q, m in s.buffer if q in queues)
+                await self._release(s, gone)
+        if restart:
+            await s.consume.basic_qos(prefetch_count=need, global_=False)
+            s.prefetch = need
+
+        async def on_message(message: DeliveredMessage) -> None:
+            tag = getattr(message.delivery, "consumer_tag", None) or ""
+            s.buffer.append((s.queue_of.get(tag, ""), message))
+            s.wake.set()
+
+        for queue in queues:
+            if queue not in s.consumers:  # tag known first: deliveries precede ConsumeOk
+                tag = f"celeriac.{s.number}.{len(s.queue_of)}"
+                s.consumers[queue], s.queue_of[tag] = tag, queue
+                await s.consume.basic_consume(queue, on_message, no_ack=False, consumer_tag=tag)
+                s.fresh = True
+
+    async def _collect(
+        self, s: _Session, queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        probed = False
+        while True:
+            s.wake.clear()
+            out = await self._take(s, queues, max_count)
+            while out and s.fresh and len(out) < max_count:  # the rest of the burst
+                s.wake.clear()
+                more = await self._take(s, queues, max_count - len(out))
+                if not more:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(s.wake.wait(), FILL_WINDOW)
+                    more = await self._take(s, queues, max_count - len(out))
+                    if not more:
+                        break
+                out += more
+            if out:
+                s.fresh = False
+                return out
+            if s.error is not None:
+                raise BrokerError(f"RabbitMQ connection lost: {s.error!r}")
+            left = deadline - loop.time()
+            if left <= 0:
+                if probed:
+                    s.fresh = False
+                    return []
+                # before giving up, ask the queues: what RabbitMQ was already dispatching
+                # to our consumers arrives before the answer
+                probed = True
+                await self._probe(s, queues, max_count)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(s.wake.wait(), left)
+
+    async def _probe(self, s: _Session, queues: Sequence[str], max_count: int) -> None:
+        for queue in queues:
+            while len(s.buffer) < max_count:
+                got = await s.consume.basic_get(queue, no_ack=False)
+                if isinstance(got.delivery, Basic.GetEmpty):
+                    break
+                s.buffer.append((queue, got))
+        await asyncio.sleep(0)
+
+    async def _take(self, s: _Session, queues: Sequence[str], max_count: int) -> list[Delivery]:
+        out: list[Delivery] = []
+        keep: list[tuple[str, DeliveredMessage]] = []
+        now = time.time()
+        while s.buffer and len(out) < max_count:
+            queue, message = s.buffer.popleft()
+            if queue not in queues:
+                keep.append((queue, message))
+                continue
+            delivery = self._delivery(s, queue, message)
+            not_before = _not_before(message)
+            if not_before is not None and not_before - now > 0.01:
+                s.held += 1  # early (delays beyond the cascade's range): send it round again
+                await self._republish(s, [delivery], delivery.delivery_count - 1, not_before)
+                continue
+            out.append(delivery)
+        s.buffer.extendleft(reversed(keep))
+        s.held += len(out)
+        return out
+
+    @staticmethod
+    def _delivery(s: _Session, queue: str, message: DeliveredMessage) -> Delivery:
+        props, frame = message.header.properties, message.delivery
+        headers = dict(props.headers or {})
+        redelivered = bool(getattr(frame, "redelivered", False))
+        native = headers.get("x-delivery-count")
+        again = int(native) if isinstance(native, int) else int(redelivered)
+        base = headers.get(H_COUNT)
+        count = (base if isinstance(base, int) else 0) + 1 + again
+        exchange = str(getattr(frame, "exchange", "") or "")
+        if exchange.startswith("celeriac.delay."):
+            info: dict[str, Any] = {"exchange": "", "routing_key": queue}
+        else:
+            info = {"exchange": exchange, "routing_key": getattr(frame, "routing_key", queue)}
+        if redelivered:
+            info["redelivered"] = True
+        clean = _clean(headers)
+        tag = f"{s.number}.{getattr(frame, 'delivery_tag', 0)}"
+        if not props.content_type and "task" not in clean:
+            error = "AMQP message has no content_type property and no 'task' header"
+            delivery = Delivery(queue, tag, message.body, None, count, error=error)
+        else:
+            properties: dict[str, Any] = {
+                "correlation_id": props.correlation_id,
+                "reply_to": props.reply_to or "",
+                "delivery_mode": props.delivery_mode or 1,
+                "delivery_info": info,
+                "priority": props.priority or 0,
+            }
+            if props.expiration:
+                properties["expiration"] = props.expiration
+            msg = Message(
+                clean, message.body, props.content_type or JSON,
+                props.content_encoding or "utf-8", properties,
+            )  # fmt: skip
+            delivery = Delivery(queue, tag, message.body, msg, count)
+        delivery.extra["amqp"] = (s, message)
+        return delivery
+
+    @staticmethod
+    def _live(s: _Session, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Deliveries of session ``s`` not settled yet. Those of a lost connection went
+        back to their queue when it closed: acking them is neither needed nor possible."""
+        if s.error is not None:
+            return []
+        return [
+            d for d in deliveries
+            if d.extra.get("amqp", (None,))[0] is s and "settled" not in d.extra
+        ]  # fmt: skip
+
+    async def _ack(self, s: _Session, deliveries: Sequence[Delivery]) -> None:
+        live = self._live(s, deliveries)
+        for i, d in enumerate(live):
+            d.extra["settled"] = True
+            s.held -= 1
+            tag = d.extra["amqp"][1].delivery.delivery_tag
+            await s.consume.basic_ack(tag, wait=i == len(live) - 1)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        async with self._errors():
+            await self._ack(await self._session(), deliveries)
+
+    async def _republish(
+        self, s: _Session, deliveries: Sequence[Delivery], base: int, not_before: float | None
+    ) -> None:
+        """Publish copies whose delivery count starts at ``base``, then ack these."""
+        live = self._live(s, deliveries)
+        await self._prepare(s, [d.queue for d in live])
+        sends = []
+        for d in live:
+            message: DeliveredMessage = d.extra["amqp"][1]
+            props = message.header.properties
+            headers = _clean(dict(props.headers or {}))
+            if base > 0:
+                headers[H_COUNT] = base
+            copy = _copy(props, headers=headers)
+            sends.append(self._send(s, d.queue, message.body, copy, not_before))
+        await _gather(sends)
+        await self._ack(s, live)
+
+    async def _release(self, s: _Session, items: list[tuple[str, DeliveredMessage]]) -> None:
+        """Return prefetched messages never handed out, without counting a delivery."""
+        for queue, message in items:
+            delivery = self._delivery(s, queue, message)
+            s.held += 1
+            await self._republish(s, [delivery], delivery.delivery_count - 1, _not_before(message))
+
+    async def requeue(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        not_before: float | None = None,
+        count_delivery: bool = False,
+    ) -> None:
+        async with self._errors():
+            s = await self._session()
+            for d in deliveries:  # one at a time: each carries its own count
+                base = d.delivery_count if count_delivery else d.delivery_count - 1
+                await self._republish(s, [d], base, not_before)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        async with self._errors():
+            s = await self._session()
+            if not self._live(s, [delivery]):
+                return
+            message: DeliveredMessage = delivery.extra["amqp"][1]
+            props = message.header.properties
+            headers = _clean(dict(props.headers or {}))
+            headers.update({H_REASON: reason, H_QUEUE: delivery.queue, H_FAILED_AT: time.time()})
+            props = _copy(props, headers=headers, expiration=None, delivery_mode=2)
+            await self._send(s, self._dlq, message.body, props, None)
+            await self._ack(s, [delivery])
+
+    async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Nothing to do: RabbitMQ keeps a delivery until its channel closes."""
+
+    @property
+    def lease_seconds(self) -> float:
+        return 3600.0
+
+    # -- administration ---------------------------------------------------
+    async def purge(self, queue: str) -> int:
+        async with self._errors():
+            s = await self._session()
+            await self._declare_delays(s, queue)
+            ch = await self._channel(s, "admin")
+            total = 0
+            for name in [queue, *(delay_queue(queue, k) for k in range(LEVELS))]:
+                total += (await ch.queue_purge(name)).message_count or 0
+            return total
+
+    async def size(self, queue: str) -> int:
+        async with self._errors():
+            s = await self._session()
+            await self._declare_delays(s, queue)
+            ch = await self._channel(s, "admin")
+            total = 0
+            for name in [queue, *(delay_queue(queue, k) for k in range(LEVELS))]:
+                total += (await ch.queue_declare(name, passive=True)).message_count or 0
+            return total
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest of the first ``DEAD_LETTER_SCAN`` messages of the dead-letter queue
+        (read with ``basic.get``, then put back in place)."""
+        async with self._errors():
+            s = await self._session()
+            await self._declare(s, self._dlq)
+            ch = await s.conn.channel(publisher_confirms=False)
+            letters: list[DeadLetter] = []
+            try:
+                last = 0
+                while len(letters) < DEAD_LETTER_SCAN:
+                    got = await ch.basic_get(self._dlq, no_ack=False)
+                    if isinstance(got.delivery, Basic.GetEmpty):
+                        break
+                    last = getattr(got.delivery, "delivery_tag", 0) or 0
+                    h = got.header.properties.headers or {}
+                    failed_at = h.get(H_FAILED_AT)
+                    at = float(failed_at) if isinstance(failed_at, (int, float)) else 0.0
+                    letters.append(
+                        DeadLetter(str(h.get(H_QUEUE, "")), got.body, str(h.get(H_REASON)), at)
+                    )
+                if last:
+                    await ch.basic_nack(last, multiple=True, requeue=True)
+            finally:
+                await ch.close()
+            return letters[::-1][:limit]
+
+
+def _properties(message: Message, priority: int) -> Basic.Properties:
+    p = message.properties
+    expiration = p.get("expiration")
+    return _Properties(
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        headers=dict(message.headers),
+        delivery_mode=int(p.get("delivery_mode") or 2),
+        priority=max(0, min(255, int(priority or 0))),
+        correlation_id=str(p.get("correlation_id") or message.task_id or "") or None,
+        reply_to=str(p.get("reply_to") or "") or None,
+        expiration=str(expiration) if expiration not in (None, "") else None,
+    )
+
+
+def _not_before(message: DeliveredMessage) -> float | None:
+    value = (message.header.properties.headers or {}).get(H_NOT_BEFORE)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+async def _gather(coros: Sequence[Any]) -> None:
+    """Await all (publishes pipeline; their confirms come back together); raise the first
+    error."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+__all__ = ["DEAD_LETTER_QUEUE", "LEVELS", "AMQPBroker", "connection_url", "delay_queue"]
