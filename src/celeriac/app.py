@@ -225,6 +225,9 @@ class Celeriac:
                 if clients is None:
                     opts = self.conf["broker_transport_options"]
                     bopts = self.conf["result_backend_transport_options"]
+                    if backend_class(self.backend_url).needs_reply_to:  # rpc: the broker's
+                        # server, and this app's reply queue (``reply_to`` of its tasks)
+                        bopts = {"broker_url": self.broker_url, "reply_to": self.reply_to, **bopts}
                     clients = _Clients(
                         create_broker(self.broker_url, opts),
                         create_backend(self.backend_url, bopts),
@@ -309,6 +312,8 @@ class Celeriac:
     ) -> None:
         for mw in self.middleware:
             mw.before_publish(self, message, queue)
+        if self._clients_for_loop().backend.needs_reply_to:
+            await self.get_backend()  # rpc: the reply queue must exist before a worker answers
         broker = await self.get_broker()
         await broker.publish(queue, message, priority=priority, not_before=not_before)
         for mw in self.middleware:

@@ -16,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "redis+socket": "celeriac.backends.redis:RedisBackend",
     "unix": "celeriac.backends.redis:RedisBackend",
     "sentinel": "celeriac.backends.redis:RedisBackend",
+    "rpc": "celeriac.backends.rpc:RPCBackend",
 }
 
 

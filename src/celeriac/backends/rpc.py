@@ -1,0 +1,229 @@
+"""``rpc://`` result backend: results travel as AMQP messages to the caller's reply queue,
+as with Celery's ``rpc://`` backend (the default when the broker is RabbitMQ).
+
+**Wire** (observed with Celery 5.7): the worker publishes every state it reports to the
+default exchange with routing key = the task message's ``reply_to``, properties
+``correlation_id`` = task id, ``content_type``/``content_encoding`` of JSON,
+``delivery_mode`` 1, ``priority`` 0 and empty headers; the body is the result meta (the
+dict the Redis backend stores). The caller's reply queue is named after its app's
+``reply_to`` (a UUID), durable, auto-delete, with ``x-expires`` of a day
+(``reply_queue_expires``, seconds), bound only through the default exchange: as Celery
+declares it. A Celery client reads our workers' replies and the other way round.
+
+**Caller**: the app connects this backend before it publishes a task (so the reply queue
+exists when a worker answers); the queue is consumed from the first ``wait``/``get`` on
+(so an in-process worker sharing the app does not take the replies). Results are kept in
+memory by task id (the newest ``max_results``, default 100 000): ``wait`` returns ready ones
+as they arrive, ``get`` the latest state received, ``forget`` drops it. As with Celery, a
+result reaches only the process that sent the task, is not stored on the server, and is
+lost if that process is gone; the server is the broker's (``broker_url``, or an explicit
+``rpc://user:pass@host:port/vhost``). Heartbeats are off by default (``heartbeat``): a
+sync caller's event loop runs only during calls, and RabbitMQ would otherwise close an
+idle connection and auto-delete the reply queue with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import aiormq
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp.commands import Basic
+from yarl import URL
+
+from celeriac import states
+from celeriac.backends.base import ResultBackend
+from celeriac.brokers.amqp import connection_url
+from celeriac.exceptions import BackendError, CeleriacError, MessageError
+from celeriac.protocol import deserialize, serialize
+from celeriac.utils.log import mask_url
+
+logger = logging.getLogger("celeriac.backends.rpc")
+
+READY = states.READY_STATES
+_ERRORS = (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError, OSError, TimeoutError)
+
+
+class RPCBackend(ResultBackend):
+    """Results by AMQP reply queue; see the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("rpc",)
+    needs_reply_to: ClassVar[bool] = True
+
+    def __init__(self, url: str = "rpc://", *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        opts = self.options
+        server = "amqp" + url[3:] if URL(url).host else str(opts.get("broker_url") or "amqp://")
+        self._url = connection_url(server, opts.get("heartbeat", 0))
+        self.reply_to: str | None = opts.get("reply_to") or None
+        self._expires_ms = int(float(opts.get("reply_queue_expires", 86400)) * 1000)
+        self._max = int(opts.get("max_results", 100_000))
+        self._accept = frozenset(opts.get("accept_content") or ["json", "msgpack"])
+        self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._conn: aiormq.Connection | None = None
+        self._ch: AbstractChannel | None = None
+        self._consuming = False
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._lock = asyncio.Lock()
+
+    # -- connection -----------------------------------------------------------
+    async def connect(self) -> None:
+        async with self._errors():
+            await self._channel()
+
+    async def close(self) -> None:
+        conn, self._conn, self._ch = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _channel(self) -> AbstractChannel:
+        ch = self._ch
+        if ch is not None and not ch.is_closed:
+            return ch
+        async with self._lock:
+            if self._ch is not None and not self._ch.is_closed:
+                return self._ch
+            await self.close()
+            conn = aiormq.Connection(self._url)
+            await asyncio.wait_for(conn.connect(), float(self.options.get("connect_timeout", 10)))
+            ch = await conn.channel(publisher_confirms=True)
+            self._conn, self._ch, self._consuming = conn, ch, False
+            ch.closing.add_done_callback(lambda _: self._wake())
+            if self.reply_to:
+                await ch.queue_declare(
+                    self.reply_to, durable=True, auto_delete=True,
+                    arguments={"x-expires": self._expires_ms},
+                )  # fmt: skip
+            return ch
+
+    async def _consume(self) -> AbstractChannel:
+        """The channel, consuming the reply queue (from the first ``wait``/``get`` on)."""
+        ch = await self._channel()
+        if not self._consuming and self.reply_to:
+            self._consuming = True
+            await ch.basic_consume(self.reply_to, self._on_reply, no_ack=True)
+        return ch
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except CeleriacError:
+            raise
+        except _ERRORS as exc:
+            if self._ch is not None:
+                self._ch = None  # reconnect on the next call
+            raise BackendError(f"rpc result backend {mask_url(self._url)}: {exc!r}") from exc
+
+    # -- receiving ------------------------------------------------------------
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        props = message.header.properties
+        try:
+            meta = deserialize(message.body, props.content_type or "application/json", self._accept)
+        except MessageError as exc:
+            logger.warning("Dropping a reply that cannot be read: %s", exc.reason)
+            return
+        task_id = meta.get("task_id") if isinstance(meta, dict) else None
+        task_id = task_id or props.correlation_id
+        if not isinstance(meta, dict) or not task_id:
+            logger.warning("Dropping a reply that is not a result: %r", message.body[:200])
+            return
+        self._remember(str(task_id), meta)
+
+    def _remember(self, task_id: str, meta: dict[str, Any]) -> None:
+        known = self._results.get(task_id) or {}
+        if known.get("status") in READY and meta.get("status") not in READY:
+            return  # a late progress report never hides the final state
+        self._results[task_id] = meta
+        self._results.move_to_end(task_id)
+        while len(self._results) > self._max:
+            self._results.popitem(last=False)
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        async with self._errors():
+            ch = await self._consume()
+            if self.reply_to:  # one round trip: replies already sent arrive before its answer
+                await ch.queue_declare(self.reply_to, passive=True)
+                await asyncio.sleep(0)
+        return self._results.get(task_id)
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if task_ids:
+            await self.get(task_ids[0])
+        return {t: self._results[t] for t in task_ids if t in self._results}
+
+    async def wait(
+        self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005
+    ) -> dict[str, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            async with self._errors():
+                await self._consume()
+            ready = {
+                t: meta
+                for t in task_ids
+                if (meta := self._results.get(t)) and meta.get("status") in states.READY_STATES
+            }
+            left = None if deadline is None else deadline - loop.time()
+            if ready or (left is not None and left <= 0):
+                return ready
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiters.discard(waiter)
+
+    async def forget(self, task_id: str) -> None:
+        self._results.pop(task_id, None)
+
+    # -- sending (workers) ----------------------------------------------------
+    async def store_replies(self, items: Sequence[tuple[str | None, str, dict[str, Any]]]) -> None:
+        replies = [(r, t, m) for r, t, m in items if r]
+        if len(replies) < len(items):
+            logger.debug("%d result(s) had no reply_to; not sent", len(items) - len(replies))
+        for attempt in (1, 2):  # a connection that died while idle: reconnect once
+            try:
+                async with self._errors():
+                    ch = await self._channel()
+                    sent = [self._publish(ch, r, t, m) for r, t, m in replies]
+                    for result in await asyncio.gather(*sent, return_exceptions=True):
+                        if isinstance(result, BaseException):
+                            raise result
+                return
+            except BackendError:
+                if attempt == 2:
+                    raise
+
+    async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
+        """Without a task's ``reply_to``, a result can only go to this app's own queue."""
+        if self.reply_to:
+            self._remember(task_id, meta)
+            await self.store_replies([(self.reply_to, task_id, meta)])
+
+    @staticmethod
+    async def _publish(ch: AbstractChannel, reply_to: str, task_id: str, meta: Any) -> None:
+        body, content_type, encoding = serialize(meta, "json")
+        props = Basic.Properties(
+            content_type=content_type, content_encoding=encoding, headers={},
+            delivery_mode=1, priority=0, correlation_id=task_id,
+        )  # fmt: skip
+        await ch.basic_publish(body, exchange="", routing_key=reply_to, properties=props)
+
+
+__all__ = ["RPCBackend"]
