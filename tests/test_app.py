@@ -215,15 +215,18 @@ def test_shared_task_registers_with_every_app() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert sorted(celeriac.__all__) == [
-        "AsyncResult", "Celeriac", "Celery", "Middleware", "Task", "__version__",
-        "current_app", "shared_task", "states",
+        "AsyncResult", "Celeriac", "Celery", "Middleware", "Signature", "Task", "__version__",
+        "chain", "chord", "chunks", "current_app", "group", "maybe_signature", "shared_task",
+        "signature", "states", "subtask", "xmap", "xstarmap",
     ]  # fmt: skip
     import celeriac.exceptions as exc_module
 
     for name in ["Retry", "Reject", "Ignore", "MaxRetriesExceededError", "SoftTimeLimitExceeded",
                  "TimeLimitExceeded", "TimeoutError", "ChordError"]:  # fmt: skip
         assert name in exc_module.__all__
-    from celeriac.result import AsyncResult
+    from celeriac.result import AsyncResult, GroupResult, ResultSet
     from celeriac.utils.log import get_task_logger
+
+    assert GroupResult.__module__ == ResultSet.__module__ == "celeriac.result"
 
     assert AsyncResult is celeriac.AsyncResult and callable(get_task_logger)

@@ -16,6 +16,18 @@ __version__ = "0.1.0"
 
 from celeriac import states
 from celeriac.app import Celeriac, Celery, _CurrentAppProxy, shared_task
+from celeriac.canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    subtask,
+    xmap,
+    xstarmap,
+)
 from celeriac.middleware import Middleware
 from celeriac.result import AsyncResult
 from celeriac.task import Task
@@ -28,9 +40,19 @@ __all__ = [
     "Celeriac",
     "Celery",
     "Middleware",
+    "Signature",
     "Task",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
+    "group",
+    "maybe_signature",
     "shared_task",
+    "signature",
     "states",
+    "subtask",
+    "xmap",
+    "xstarmap",
 ]

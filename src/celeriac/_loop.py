@@ -73,9 +73,25 @@ def loop_thread() -> LoopThread:
         return _current
 
 
+class _LoopCloser:
+    """Held only by a thread's local state: when the thread ends, its loop is closed
+    (else it is garbage with its self-pipe open: a ResourceWarning)."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+
+    def __del__(self) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed() and not loop.is_running():
+            loop.close()
+
+
 class _ThreadLoop(threading.local):
     loop: asyncio.AbstractEventLoop | None = None
     pid: int = 0
+    closer: _LoopCloser | None = None
 
 
 _thread_loop = _ThreadLoop()
@@ -85,8 +101,11 @@ def thread_loop() -> asyncio.AbstractEventLoop:
     """The calling thread's private event loop (created on first use, anew after fork)."""
     state = _thread_loop
     if state.loop is None or state.pid != os.getpid() or state.loop.is_closed():
+        if state.closer is not None and state.pid != os.getpid():
+            state.closer.loop = None  # inherited across fork: leave it alone
         state.loop = asyncio.new_event_loop()
         state.pid = os.getpid()
+        state.closer = _LoopCloser(state.loop)
     return state.loop
 
 
