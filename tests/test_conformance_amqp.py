@@ -80,20 +80,20 @@ def delete_queues(url: str, queues: list[str]) -> None:
     asyncio.run(main())
 
 
-def queue_counts(url: str, queue: str) -> tuple[int, int]:
+async def aqueue_counts(url: str, queue: str) -> tuple[int, int]:
     """(ready messages, consumers) of an existing queue, by a passive declare."""
+    conn = aiormq.Connection(url)
+    await conn.connect()
+    try:
+        ch = await conn.channel()
+        ok = await ch.queue_declare(queue, passive=True)
+        return ok.message_count or 0, ok.consumer_count or 0
+    finally:
+        await conn.close()
 
-    async def main() -> tuple[int, int]:
-        conn = aiormq.Connection(url)
-        await conn.connect()
-        try:
-            ch = await conn.channel()
-            ok = await ch.queue_declare(queue, passive=True)
-            return ok.message_count or 0, ok.consumer_count or 0
-        finally:
-            await conn.close()
 
-    return asyncio.run(main())
+def queue_counts(url: str, queue: str) -> tuple[int, int]:
+    return asyncio.run(aqueue_counts(url, queue))
 
 
 @pytest.fixture(scope="session")

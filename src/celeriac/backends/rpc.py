@@ -38,7 +38,7 @@ from yarl import URL
 
 from celeriac import states
 from celeriac.backends.base import ResultBackend
-from celeriac.brokers.amqp import connection_url
+from celeriac.brokers.amqp import connection_url, quiet_aiormq
 from celeriac.exceptions import BackendError, CeleriacError, MessageError
 from celeriac.protocol import deserialize, serialize
 from celeriac.utils.log import mask_url
@@ -70,6 +70,7 @@ class RPCBackend(ResultBackend):
         self._consuming = False
         self._waiters: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
+        quiet_aiormq()
 
     # -- connection -----------------------------------------------------------
     async def connect(self) -> None:

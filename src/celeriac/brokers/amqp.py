@@ -96,6 +96,20 @@ DEAD_LETTER_SCAN = 10_000
 _ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
+class _QuietConnect(logging.Filter):
+    """aiormq logs every failed connection attempt at ERROR; the BrokerError we raise
+    already says it, and the worker logs one line per outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error when creating transport")
+
+
+def quiet_aiormq() -> None:
+    aiormq_log = logging.getLogger("aiormq.connection")
+    if not any(isinstance(f, _QuietConnect) for f in aiormq_log.filters):
+        aiormq_log.addFilter(_QuietConnect())
+
+
 def connection_url(url: str, heartbeat: Any = None) -> str:
     """A Celery/kombu AMQP URL as aiormq takes it (``pyamqp`` -> ``amqp``, guest defaults)."""
     p = URL(url)
@@ -240,6 +254,7 @@ class AMQPBroker(Broker):
             )
         self._s: _Session | None = None
         self._sessions = 0
+        quiet_aiormq()
         self._lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------
