@@ -323,24 +323,24 @@ async def _chord_failed(
     cause = decode_exception(value) if isinstance(value, dict) else Exception(value)
     error = ChordError(f"Dependency {task_id} raised {cause!r}")
     logger.error("Chord %s failed: %s", body.options.get("group_id"), error)
-    ttl = result_ttl(app)
-    encoded = encode_exception(error)
     ids = body.result_ids()
-    await backend.store_many(
-        [(i, result_meta(i, states.FAILURE, encoded, date_done=utcnow()), ttl) for i in ids]
-    )
     request = Context(
         id=ids[-1] if ids else None, args=list(body.args), kwargs=dict(body.kwargs),
         errbacks=body.options.get("link_error"), called_directly=False,
         group=body.options.get("group_id"), root_id=body.options.get("root_id"),
     )  # fmt: skip
     emit = Emit(app)
+    # as Celery: the errbacks first, then the FAILURE of the body
     for call in plan_errbacks(app, body.options.get("link_error"), request, error, None, emit):
         try:
             await asyncio.to_thread(call)
         except Exception:
             logger.exception("Errback of chord body %s raised", request.id)
     await emit.send(broker, backend)
+    ttl, encoded = result_ttl(app), encode_exception(error)
+    await backend.store_many(
+        [(i, result_meta(i, states.FAILURE, encoded, date_done=utcnow()), ttl) for i in ids]
+    )
 
 
 # -- built-in tasks ------------------------------------------------------------------
