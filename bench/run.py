@@ -608,7 +608,10 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     for round_no in range(1, args.repeat + 1):
         if args.repeat > 1:
             print(f"[{broker}] round {round_no} of {args.repeat}", flush=True)
-        for system in systems:  # systems take turns, so load from others spreads evenly
+        # systems take turns, and the order rotates every round, so that load from other
+        # processes (and the wake of the previous system) spreads evenly
+        shift = (round_no - 1) % max(1, len(systems))
+        for system in systems[shift:] + systems[:shift]:
             runs[system.name].append(bench.run_system(system))
     for name, system_runs in runs.items():
         results[name] = merge_runs(system_runs)
