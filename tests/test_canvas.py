@@ -402,6 +402,17 @@ def test_chord_header_failure_fails_the_body_and_calls_its_errbacks(env: Env) ->
     wait_until(lambda: result.id in env.lines("errors_old"), what="the old-style errback")
 
 
+def test_a_revoked_header_task_fails_the_chord(env: Env) -> None:
+    if env.kind == "redis":
+        pytest.skip("the Redis broker does not store revocations yet")
+    t = env.t
+    late = t.add.s(2, 2).set(countdown=0.3)
+    result = chord([t.add.s(1, 1), late], t.tsum.s())()
+    env.app.control.revoke(result.parent.results[1].id)
+    with pytest.raises(ChordError, match=r"raised TaskRevokedError"):
+        result.get(timeout=10)
+
+
 def test_link_and_link_error(env: Env) -> None:
     t = env.t
     result = t.add.apply_async((2, 2), link=[t.mul.s(10), t.add.s(1)])

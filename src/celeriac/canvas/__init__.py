@@ -7,7 +7,8 @@ Celery's signature dicts, so workflows cross between Celery and celeriac.
 
 from __future__ import annotations
 
-from celeriac.canvas._primitives import chain, chord, chunks, group, xmap, xstarmap
+from celeriac.canvas._maps import chunks, xmap, xstarmap
+from celeriac.canvas._primitives import chain, chord, group
 from celeriac.canvas._signature import Signature, maybe_signature, signature, subtask
 
 __all__ = [

@@ -1,7 +1,8 @@
-"""The composite signatures: ``chain``, ``group``, ``chord``, ``chunks``, ``xmap``,
-``xstarmap``. Their dicts are Celery's: ``{"task": "celery.group", "kwargs": {"tasks":
-[...]}, "subtask_type": "group", ...}``, ``{"task": "celery.chord", "kwargs": {"header":
-<group>, "body": <sig>, "kwargs": {}}, "subtask_type": "chord", ...}`` and so on.
+"""The composite signatures ``chain``, ``group`` and ``chord`` (``chunks``, ``xmap`` and
+``xstarmap`` are in ``_maps``). Their dicts are Celery's: ``{"task": "celery.group",
+"kwargs": {"tasks": [...]}, "subtask_type": "group", ...}``, ``{"task": "celery.chord",
+"kwargs": {"header": <group>, "body": <sig>, "kwargs": {}}, "subtask_type": "chord",
+...}`` and so on.
 
 How they travel (protocol v2, as Celery):
 
@@ -17,7 +18,6 @@ How they travel (protocol v2, as Celery):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from celeriac.canvas._signature import (
     plain,
     signature,
 )
-from celeriac.result import AsyncResult, EagerResult, GroupResult, ResultBase
+from celeriac.result import EagerResult, GroupResult, ResultBase
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -326,7 +326,7 @@ def _header_members(header: Signature) -> list[Signature]:
     result of the chord."""
     members: list[Signature] = []
     for task in header.tasks if isinstance(header, group) else [header]:
-        member = task.group() if isinstance(task, chunks) else task
+        member = getattr(task, "group")() if task.subtask_type == "chunks" else task  # noqa: B009
         if isinstance(member, group):
             members.extend(_header_members(member))
         else:
@@ -514,97 +514,4 @@ class chord(Signature):
         return result
 
 
-class _MapSignature(Signature):
-    """A task applied to every item of a list, in one task message."""
-
-    task_name = ""
-    kind = ""
-
-    def __init__(
-        self, task: Any, it: Iterable[Any], app: Celeriac | None = None, **options: Any
-    ) -> None:
-        sig = maybe_signature(task, app=app)
-        app = app or getattr(sig, "_app", None)
-        super().__init__(self.task_name, (), {"task": sig, "it": list(it)}, options,
-                         subtask_type=self.kind, immutable=True, app=app)  # fmt: skip
-
-    def _adopt(self) -> None:
-        self.kwargs["task"] = maybe_signature(self.kwargs.get("task"), app=self._app)
-
-
-@Signature.register_type("xmap")
-class xmap(_MapSignature):
-    """``celery.map``: ``[task(item) for item in it]`` in one message (``task.map(it)``)."""
-
-    task_name = "celery.map"
-    kind = "xmap"
-
-
-@Signature.register_type("xstarmap")
-class xstarmap(_MapSignature):
-    """``celery.starmap``: ``[task(*item) for item in it]`` (``task.starmap(it)``)."""
-
-    task_name = "celery.starmap"
-    kind = "xstarmap"
-
-
-@Signature.register_type("chunks")
-class chunks(Signature):
-    """``it`` split into parts of ``n`` items, each part one ``celery.starmap`` message
-    (``task.chunks(it, n)``); sending it sends a group."""
-
-    def __init__(
-        self, task: Any, it: Iterable[Any], n: int, app: Celeriac | None = None, **options: Any
-    ) -> None:
-        sig = maybe_signature(task, app=app)
-        app = app or getattr(sig, "_app", None)
-        super().__init__("celery.chunks", (), {"task": sig, "it": list(it), "n": int(n)},
-                         options, subtask_type="chunks", immutable=True, app=app)  # fmt: skip
-
-    def _adopt(self) -> None:
-        self.kwargs["task"] = maybe_signature(self.kwargs.get("task"), app=self._app)
-
-    def group(self) -> group:
-        """The group of ``celery.starmap`` signatures, one per part."""
-        task, items, n = self.kwargs["task"], list(self.kwargs["it"]), int(self.kwargs["n"])
-        parts = (list(p) for p in _batched(items, n))
-        return group(*(xstarmap(task, part, app=self._app) for part in parts),
-                     app=self._app, **self.options)  # fmt: skip
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
-
-    def freeze(
-        self,
-        _id: str | None = None,
-        group_id: str | None = None,
-        chord: Any = None,
-        root_id: str | None = None,
-        parent_id: str | None = None,
-        group_index: int | None = None,
-    ) -> ResultBase:
-        raise TypeError("chunks cannot be frozen; use chunks(...).group()")
-
-    def _build(
-        self, emit: Emit, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> ResultBase:
-        return self.group()._build(emit, args, kwargs, options)
-
-    def apply(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        return self.group().apply(args, kwargs, **options)
-
-
-def _batched(items: list[Any], n: int) -> Iterator[tuple[Any, ...]]:
-    if n < 1:
-        raise ValueError(f"chunks: n must be at least 1, got {n}")
-    it = iter(items)
-    while part := tuple(itertools.islice(it, n)):
-        yield part
-
-
-__all__ = ["AsyncResult", "chain", "chord", "chunks", "group", "xmap", "xstarmap"]
+__all__ = ["chain", "chord", "group"]

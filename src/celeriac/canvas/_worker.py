@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.backends.base import ChordClaim, ChordPart
-from celeriac.canvas._primitives import chunks
+from celeriac.canvas._maps import chunks
 from celeriac.canvas._signature import (
     SENT,
     Emit,
