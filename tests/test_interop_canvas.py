@@ -134,6 +134,11 @@ def test_celery_worker(db_url: str, tmp_path: Path) -> None:
 
             group_result = celeriac.group(t["add"].s(i, i) for i in range(5))()
             assert group_result.get(timeout=10) == [0, 2, 4, 6, 8]
+            group_result.save()  # a Celery client restores it by id
+            capp = celery.Celery("reader", broker=db_url, backend=db_url)
+            restored = celery.result.GroupResult.restore(group_result.id, app=capp)
+            assert restored.get(timeout=10) == [0, 2, 4, 6, 8]
+            capp.close()
 
             body = t["tsum"].s()
             joined = celeriac.chord((t["add"].s(i, i) for i in range(5)), body)()
