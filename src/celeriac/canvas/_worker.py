@@ -89,10 +89,13 @@ class CanvasMiddleware(Middleware):
             record_child(((message.task_id, None), None))
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
-        SENT.pop(id(request), None)
+        if SENT:
+            SENT.pop(id(request), None)
 
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
-        sent = SENT.pop(id(request), None) or []
+        sent = SENT.pop(id(request), []) if SENT else []
+        if not (sent or request.callbacks or request.chain or request.errbacks):
+            return  # a plain task (chord members are counted by the settle hook)
         try:
             if outcome.state == states.SUCCESS:
                 _succeeded(task.app, request, outcome, sent)
@@ -258,7 +261,7 @@ async def settle(
     app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
 ) -> None:
     """The settle hook: chord sizes, failed chain steps, chord joins (module docstring)."""
-    pending = [_PENDING[o] for o in outcomes if o in _PENDING]
+    pending = [_PENDING[o] for o in outcomes if o in _PENDING] if _PENDING else []
     parts = [p for slot in pending for p in slot.parts]
     for outcome in outcomes:
         if outcome.job is not None and not outcome.job.request.chord:
@@ -280,8 +283,9 @@ async def settle(
         for claim in claims:
             body, root_id = members[(claim.group_id, claim.token)]
             await _fire(app, claim, body, root_id, broker, backend)
-    for outcome in outcomes:
-        _PENDING.pop(outcome, None)
+    if pending:
+        for outcome in outcomes:
+            _PENDING.pop(outcome, None)
 
 
 async def _fire(
