@@ -24,7 +24,7 @@ from celeriac import Celery, chain, chord, chunks, group, signature, xmap, xstar
 from celeriac.brokers import broker_class
 from celeriac.canvas import Signature
 from celeriac.canvas._signature import Emit
-from celeriac.exceptions import ChordError, IncompleteStream
+from celeriac.exceptions import ChordError, IncompleteStream, TaskRevokedError
 from celeriac.protocol import decode_task, json_dumps, json_loads
 from celeriac.result import AsyncResult, GroupResult, result_from_tuple
 from celeriac.testing import TestWorker
@@ -412,6 +412,11 @@ def test_a_revoked_header_task_fails_the_chord(env: Env) -> None:
     env.app.control.revoke(result.parent.results[1].id)
     with pytest.raises(ChordError, match=r"raised TaskRevokedError"):
         result.get(timeout=10)
+    later = group(t.add.s(i, i).set(countdown=0.3) for i in range(3))()
+    later.revoke()
+    values = later.get(timeout=10, propagate=False)
+    assert all(isinstance(v, TaskRevokedError) for v in values), values
+    assert later.ready() and not later.successful() and later.completed_count() == 0
 
 
 def test_link_and_link_error(env: Env) -> None:
