@@ -82,7 +82,7 @@ import redis
 import redis.asyncio
 
 from celeriac._lua import close_client, key_prefix, make_client, script, split_url
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.utils.log import mask_url
@@ -360,6 +360,40 @@ class RedisBroker(Broker):
                 pipe.zcard(self._delayed(queue))
                 counts = await pipe.execute()
         return sum(int(n) for n in counts)
+
+    # -- control state: durable revocations, global rate limits ---------------
+    supports_revoke = True
+    supports_global_rate_limit = True
+
+    async def revoke(
+        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:  # fmt: skip
+        """One key per revoked id (``Pceleriac.revoked.<id>``), expiring by itself."""
+        value = json.dumps({"terminate": terminate, "signal": signal})
+        with self._errors():
+            async with self._redis().pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.set(self._revoked_key(task_id), value, px=max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        if not task_ids:
+            return {}
+        with self._errors():
+            values = await self._redis().mget([self._revoked_key(t) for t in task_ids])
+        found: dict[str, Revocation] = {}
+        for task_id, raw in zip(task_ids, values, strict=True):
+            if raw is not None:
+                data = json.loads(raw)
+                found[task_id] = Revocation(bool(data.get("terminate")), data.get("signal"))
+        return found
+
+    def _revoked_key(self, task_id: str) -> str:
+        return f"{self.prefix}celeriac.revoked.{task_id}"
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        return float(await self._run("take_token", key, rate, capacity))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
