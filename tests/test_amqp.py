@@ -23,9 +23,10 @@ import redis
 from pamqp.commands import Basic
 
 from celeriac import Celery
+from celeriac._amqp import connection_url, delay_queue
 from celeriac._loop import run_sync
 from celeriac.backends.rpc import RPCBackend
-from celeriac.brokers.amqp import AMQPBroker, connection_url, delay_queue
+from celeriac.brokers.amqp import AMQPBroker
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import build_task_message, json_loads, result_meta
 from celeriac.testing import TestWorker

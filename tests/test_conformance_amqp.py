@@ -24,7 +24,8 @@ import aiormq
 import pytest
 from yarl import URL
 
-from celeriac.brokers.amqp import DEAD_LETTER_QUEUE, LEVELS, AMQPBroker, delay_queue
+from celeriac._amqp import LEVELS, delay_queue
+from celeriac.brokers.amqp import DEAD_LETTER_QUEUE, AMQPBroker
 from celeriac.brokers.base import Broker
 from celeriac.testing.conformance import QUEUE, BrokerConformance, BrokerFactory
 

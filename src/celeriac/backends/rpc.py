@@ -37,8 +37,8 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from celeriac import states
+from celeriac._amqp import connection_url, quiet_aiormq
 from celeriac.backends.base import ResultBackend
-from celeriac.brokers.amqp import connection_url, quiet_aiormq
 from celeriac.exceptions import BackendError, CeleriacError, MessageError
 from celeriac.protocol import deserialize, serialize
 from celeriac.utils.log import mask_url

@@ -58,10 +58,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
-import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -69,12 +67,36 @@ from typing import Any, ClassVar
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
 from aiormq.exceptions import PublishError as Returned
-from pamqp import encode
 from pamqp.commands import Basic
-from yarl import URL
 
+from celeriac._amqp import (
+    H_COUNT,
+    H_FAILED_AT,
+    H_NOT_BEFORE,
+    H_QUEUE,
+    H_REASON,
+    LEVELS,
+    Properties,
+    clean_headers,
+    connection_url,
+    copy_properties,
+    declare_cascade,
+    declare_levels,
+    delay_exchange,
+    delay_key,
+    delay_queue,
+    gather,
+    header_number,
+    message_properties,
+    quiet_aiormq,
+)
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
 from celeriac.protocol import JSON, Message
@@ -82,115 +104,11 @@ from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.brokers.amqp")
 
-LEVELS = 32
-DELAY_OUT = "celeriac.delay.out"
 DEAD_LETTER_QUEUE = "celeriac.dead_letter"
-H_COUNT = "x-celeriac-delivery-count"
-H_NOT_BEFORE = "x-celeriac-not-before"
-H_REASON, H_QUEUE, H_FAILED_AT = "x-celeriac-reason", "x-celeriac-queue", "x-celeriac-failed-at"
-#: headers RabbitMQ or this module add; hidden from ``Delivery.message.headers``
-_OWN_HEADERS = ("x-celeriac-", "x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 #: after consumers start, how long a fetch waits for more of the burst RabbitMQ sends
 FILL_WINDOW = 0.005
 DEAD_LETTER_SCAN = 10_000
 _ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
-
-
-class _QuietConnect(logging.Filter):
-    """aiormq logs every failed connection attempt at ERROR; the BrokerError we raise
-    already says it, and the worker logs one line per outage."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("error when creating transport")
-
-
-def quiet_aiormq() -> None:
-    aiormq_log = logging.getLogger("aiormq.connection")
-    if not any(isinstance(f, _QuietConnect) for f in aiormq_log.filters):
-        aiormq_log.addFilter(_QuietConnect())
-
-
-def connection_url(url: str, heartbeat: Any = None) -> str:
-    """A Celery/kombu AMQP URL as aiormq takes it (``pyamqp`` -> ``amqp``, guest defaults)."""
-    p = URL(url)
-    scheme = "amqps" if p.scheme == "amqps" else "amqp"
-    user = p.raw_user or "guest"
-    password = p.raw_password if p.raw_password is not None else "guest"
-    port = f":{p.port}" if p.explicit_port else ""
-    query = f"?{p.raw_query_string}" if p.raw_query_string else ""
-    host = p.host_subcomponent or "localhost"
-    out = URL(f"{scheme}://{user}:{password}@{host}{port}{p.raw_path or '/'}{query}")
-    if heartbeat is not None and "heartbeat" not in out.query:
-        out = out.update_query(heartbeat=str(int(float(heartbeat))))
-    return str(out)
-
-
-def delay_queue(queue: str, level: int) -> str:
-    """The name of ``queue``'s delay queue for ``level`` (a TTL of 2**level ms)."""
-    return f"celeriac.delay.{queue}.{level:02d}"
-
-
-def _exchange(level: int) -> str:
-    return f"celeriac.delay.{level:02d}" if level >= 0 else DELAY_OUT
-
-
-def _token(queue: str) -> str:
-    return hashlib.blake2b(queue.encode(), digest_size=8).hexdigest()
-
-
-def _words(level: int, bit: str) -> list[str]:
-    """Binding words up to and including ``level``'s position (most significant first)."""
-    return ["*"] * (LEVELS - 1 - level) + [bit]
-
-
-def _delay_key(ms: int, queue: str) -> str:
-    return ".".join([*format(min(ms, 2**LEVELS - 1), f"0{LEVELS}b"), _token(queue)])
-
-
-class _Properties(Basic.Properties):
-    """Basic properties whose header table carries floats as doubles and tuples as
-    arrays, as Celery's py-amqp does (pamqp would send 32-bit floats: an epoch time
-    would lose a minute)."""
-
-    def encode_property(self, name: str, value: Any) -> bytes:
-        if name == "headers" and isinstance(value, dict):
-            return _table(value)
-        return super().encode_property(name, value)
-
-
-def _table(table: dict[str, Any]) -> bytes:
-    data = b"".join(encode.short_string(k) + _field(v) for k, v in table.items())
-    return struct.pack(">I", len(data)) + data
-
-
-def _field(value: Any) -> bytes:
-    if isinstance(value, float):
-        return b"d" + struct.pack(">d", value)
-    if isinstance(value, dict):
-        return b"F" + _table(value)
-    if isinstance(value, (list, tuple)):
-        data = b"".join(_field(v) for v in value)
-        return b"A" + struct.pack(">I", len(data)) + data
-    if isinstance(value, (bytes, bytearray)):
-        return b"x" + struct.pack(">I", len(value)) + bytes(value)
-    return encode.encode_table_value(value)
-
-
-def _copy(props: Basic.Properties, **changes: Any) -> Basic.Properties:
-    fields = {
-        name: getattr(props, name)
-        for name in (
-            "content_type", "content_encoding", "headers", "delivery_mode", "priority",
-            "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
-            "message_type", "user_id", "app_id",
-        )
-    }  # fmt: skip
-    fields.update(changes)
-    return _Properties(**fields)
-
-
-def _clean(headers: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in headers.items() if not k.startswith(_OWN_HEADERS)}
 
 
 def _cancelled_by_caller() -> bool:
@@ -385,27 +303,8 @@ class AMQPBroker(Broker):
         await self._declare(s, queue)
         ch = await self._channel(s, "admin")
         if not s.cascade:
-            for level in range(-1, LEVELS):
-                await ch.exchange_declare(
-                    _exchange(level), exchange_type="topic", durable=True, nowait=True
-                )
-            for level in range(LEVELS):
-                key = ".".join([*_words(level, "0"), "#"])
-                await ch.exchange_bind(
-                    destination=_exchange(level - 1), source=_exchange(level),
-                    routing_key=key, nowait=True,
-                )  # fmt: skip
-        token = _token(queue)
-        for level in levels:
-            name = delay_queue(queue, level)
-            args: dict[str, Any] = {
-                "x-message-ttl": 1 << level, "x-dead-letter-exchange": _exchange(level - 1)
-            }  # fmt: skip
-            await ch.queue_declare(name, durable=True, arguments=args, nowait=True)
-            key = ".".join([*_words(level, "1"), *["*"] * level, token])
-            await ch.queue_bind(name, _exchange(level), routing_key=key, nowait=True)
-        # the one synchronous call: an error in any of the above has closed the channel
-        await ch.queue_bind(queue, DELAY_OUT, routing_key=".".join([*["*"] * LEVELS, token]))
+            await declare_cascade(ch)
+        await declare_levels(ch, queue, levels)
         s.cascade = True
         known.update(levels)
 
@@ -421,7 +320,9 @@ class AMQPBroker(Broker):
             async with self._errors():
                 s = await self._session()
                 await self._prepare(s, [q for q, _, _, _ in pending])
-            sends = [self._send(s, q, m.body, _properties(m, p), nb) for q, m, p, nb in pending]
+            sends = [
+                self._send(s, q, m.body, message_properties(m, p), nb) for q, m, p, nb in pending
+            ]
             results = await asyncio.gather(*sends, return_exceptions=True)
             failed = [
                 (i, r)
@@ -441,7 +342,7 @@ class AMQPBroker(Broker):
         """Publish ``raw`` as a body with no properties (tests inject bad messages)."""
         async with self._errors():
             s = await self._session()
-            await self._send(s, queue, bytes(raw), _Properties(priority=priority), None)
+            await self._send(s, queue, bytes(raw), Properties(priority=priority), None)
 
     async def _prepare(self, s: _Session, queues: Sequence[str]) -> None:
         """Declare what ``_send`` needs first, so concurrent sends publish in order."""
@@ -462,13 +363,13 @@ class AMQPBroker(Broker):
         headers = dict(props.headers or {})
         headers.pop(H_NOT_BEFORE, None)
         ms = math.ceil((not_before - time.time()) * 1000) if not_before else 0
-        exchange, key, sent = "", queue, _copy(props, headers=headers)
+        exchange, key, sent = "", queue, copy_properties(props, headers=headers)
         if ms > 0:
             assert not_before is not None
             await self._declare_delays(s, queue, ms)  # no wait once this session knows them
             headers[H_NOT_BEFORE] = float(not_before)
-            exchange, key = _exchange(LEVELS - 1), _delay_key(ms, queue)
-            sent = _copy(props, headers=headers, expiration=None)
+            exchange, key = delay_exchange(LEVELS - 1), delay_key(ms, queue)
+            sent = copy_properties(props, headers=headers, expiration=None)
         ch = await self._channel(s, "publish")
         try:
             await ch.basic_publish(
@@ -584,7 +485,7 @@ class AMQPBroker(Broker):
                 keep.append((queue, message))
                 continue
             delivery = self._delivery(s, queue, message)
-            not_before = _not_before(message)
+            not_before = header_number(message, H_NOT_BEFORE)
             if not_before is not None and not_before - now > 0.01:
                 s.held += 1  # early (delays beyond the cascade's range): send it round again
                 await self._republish(s, [delivery], delivery.delivery_count - 1, not_before)
@@ -604,13 +505,13 @@ class AMQPBroker(Broker):
         base = headers.get(H_COUNT)
         count = (base if isinstance(base, int) else 0) + 1 + again
         exchange = str(getattr(frame, "exchange", "") or "")
-        if exchange.startswith("celeriac.delay."):
+        if exchange.startswith("celeriac.delay."):  # from the cascade: present it as sent
             info: dict[str, Any] = {"exchange": "", "routing_key": queue}
         else:
             info = {"exchange": exchange, "routing_key": getattr(frame, "routing_key", queue)}
         if redelivered:
             info["redelivered"] = True
-        clean = _clean(headers)
+        clean = clean_headers(headers)
         tag = f"{s.number}.{getattr(frame, 'delivery_tag', 0)}"
         if not props.content_type and "task" not in clean:
             error = "AMQP message has no content_type property and no 'task' header"
@@ -666,12 +567,12 @@ class AMQPBroker(Broker):
         for d in live:
             message: DeliveredMessage = d.extra["amqp"][1]
             props = message.header.properties
-            headers = _clean(dict(props.headers or {}))
+            headers = clean_headers(props.headers)
             if base > 0:
                 headers[H_COUNT] = base
-            copy = _copy(props, headers=headers)
+            copy = copy_properties(props, headers=headers)
             sends.append(self._send(s, d.queue, message.body, copy, not_before))
-        await _gather(sends)
+        await gather(sends)
         await self._ack(s, live)
 
     async def _release(self, s: _Session, items: list[tuple[str, DeliveredMessage]]) -> None:
@@ -679,7 +580,9 @@ class AMQPBroker(Broker):
         for queue, message in items:
             delivery = self._delivery(s, queue, message)
             s.held += 1
-            await self._republish(s, [delivery], delivery.delivery_count - 1, _not_before(message))
+            await self._republish(
+                s, [delivery], delivery.delivery_count - 1, header_number(message, H_NOT_BEFORE)
+            )
 
     async def requeue(
         self,
@@ -701,9 +604,9 @@ class AMQPBroker(Broker):
                 return
             message: DeliveredMessage = delivery.extra["amqp"][1]
             props = message.header.properties
-            headers = _clean(dict(props.headers or {}))
+            headers = clean_headers(props.headers)
             headers.update({H_REASON: reason, H_QUEUE: delivery.queue, H_FAILED_AT: time.time()})
-            props = _copy(props, headers=headers, expiration=None, delivery_mode=2)
+            props = copy_properties(props, headers=headers, expiration=None, delivery_mode=2)
             await self._send(s, self._dlq, message.body, props, None)
             await self._ack(s, [delivery])
 
@@ -718,22 +621,33 @@ class AMQPBroker(Broker):
     async def purge(self, queue: str) -> int:
         async with self._errors():
             s = await self._session()
-            await self._declare_delays(s, queue)
             ch = await self._channel(s, "admin")
             total = 0
-            for name in [queue, *(delay_queue(queue, k) for k in range(LEVELS))]:
+            for name in await self._existing(s, queue):
                 total += (await ch.queue_purge(name)).message_count or 0
             return total
 
     async def size(self, queue: str) -> int:
         async with self._errors():
-            s = await self._session()
-            await self._declare_delays(s, queue)
-            ch = await self._channel(s, "admin")
-            total = 0
+            return sum((await self._existing(await self._session(), queue)).values())
+
+    async def _existing(self, s: _Session, queue: str) -> dict[str, int]:
+        """Ready counts of ``queue`` and of those of its delay levels that exist (asked
+        with passive declares: a missing one closes the asking channel)."""
+        await self._declare(s, queue)
+        counts: dict[str, int] = {}
+        ch: AbstractChannel | None = None
+        try:
             for name in [queue, *(delay_queue(queue, k) for k in range(LEVELS))]:
-                total += (await ch.queue_declare(name, passive=True)).message_count or 0
-            return total
+                if ch is None or ch.is_closed:
+                    ch = await s.conn.channel(publisher_confirms=False)
+                with contextlib.suppress(ChannelNotFoundEntity):
+                    ok = await ch.queue_declare(name, passive=True)
+                    counts[name] = ok.message_count or 0
+        finally:
+            if ch is not None and not ch.is_closed:
+                await ch.close()
+        return counts
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest of the first ``DEAD_LETTER_SCAN`` messages of the dead-letter queue
@@ -763,33 +677,4 @@ class AMQPBroker(Broker):
             return letters[::-1][:limit]
 
 
-def _properties(message: Message, priority: int) -> Basic.Properties:
-    p = message.properties
-    expiration = p.get("expiration")
-    return _Properties(
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        headers=dict(message.headers),
-        delivery_mode=int(p.get("delivery_mode") or 2),
-        priority=max(0, min(255, int(priority or 0))),
-        correlation_id=str(p.get("correlation_id") or message.task_id or "") or None,
-        reply_to=str(p.get("reply_to") or "") or None,
-        expiration=str(expiration) if expiration not in (None, "") else None,
-    )
-
-
-def _not_before(message: DeliveredMessage) -> float | None:
-    value = (message.header.properties.headers or {}).get(H_NOT_BEFORE)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-async def _gather(coros: Sequence[Any]) -> None:
-    """Await all (publishes pipeline; their confirms come back together); raise the first
-    error."""
-    results = await asyncio.gather(*coros, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-
-
-__all__ = ["DEAD_LETTER_QUEUE", "LEVELS", "AMQPBroker", "connection_url", "delay_queue"]
+__all__ = ["DEAD_LETTER_QUEUE", "AMQPBroker"]

@@ -1,0 +1,214 @@
+"""AMQP 0-9-1 plumbing shared by the RabbitMQ broker and the ``rpc://`` result backend:
+URLs, header tables as Celery's py-amqp writes them, and the delay cascade's names and
+declarations (the design is in :mod:`celeriac.brokers.amqp`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp import encode
+from pamqp.commands import Basic
+from yarl import URL
+
+from celeriac.protocol import Message
+
+#: delay levels: level k holds a message 2**k ms, so delays up to 2**LEVELS - 1 ms
+LEVELS = 32
+DELAY_OUT = "celeriac.delay.out"
+H_COUNT = "x-celeriac-delivery-count"
+H_NOT_BEFORE = "x-celeriac-not-before"
+H_REASON, H_QUEUE, H_FAILED_AT = "x-celeriac-reason", "x-celeriac-queue", "x-celeriac-failed-at"
+#: headers RabbitMQ or celeriac add; hidden from ``Delivery.message.headers``
+OWN_HEADERS = ("x-celeriac-", "x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+class _QuietConnect(logging.Filter):
+    """aiormq logs every failed connection attempt at ERROR; the BrokerError we raise
+    already says it, and the worker logs one line per outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error when creating transport")
+
+
+def quiet_aiormq() -> None:
+    aiormq_log = logging.getLogger("aiormq.connection")
+    if not any(isinstance(f, _QuietConnect) for f in aiormq_log.filters):
+        aiormq_log.addFilter(_QuietConnect())
+
+
+def connection_url(url: str, heartbeat: Any = None) -> str:
+    """A Celery/kombu AMQP URL as aiormq takes it (``pyamqp`` -> ``amqp``, guest defaults;
+    ``amqp://host//`` is vhost ``/``)."""
+    p = URL(url)
+    scheme = "amqps" if p.scheme == "amqps" else "amqp"
+    user = p.raw_user or "guest"
+    password = p.raw_password if p.raw_password is not None else "guest"
+    port = f":{p.port}" if p.explicit_port else ""
+    query = f"?{p.raw_query_string}" if p.raw_query_string else ""
+    host = p.host_subcomponent or "localhost"
+    out = URL(f"{scheme}://{user}:{password}@{host}{port}{p.raw_path or '/'}{query}")
+    if heartbeat is not None and "heartbeat" not in out.query:
+        out = out.update_query(heartbeat=str(int(float(heartbeat))))
+    return str(out)
+
+
+# -- the delay cascade -------------------------------------------------------
+
+
+def delay_queue(queue: str, level: int) -> str:
+    """The name of ``queue``'s delay queue for ``level`` (a TTL of 2**level ms)."""
+    return f"celeriac.delay.{queue}.{level:02d}"
+
+
+def delay_exchange(level: int) -> str:
+    """The topic exchange of ``level``; level -1 is the exit, bound to target queues."""
+    return f"celeriac.delay.{level:02d}" if level >= 0 else DELAY_OUT
+
+
+def _token(queue: str) -> str:
+    return hashlib.blake2b(queue.encode(), digest_size=8).hexdigest()
+
+
+def _words(level: int, bit: str) -> list[str]:
+    """Binding words up to and including ``level``'s position (most significant first)."""
+    return ["*"] * (LEVELS - 1 - level) + [bit]
+
+
+def delay_key(ms: int, queue: str) -> str:
+    """The routing key of a delay of ``ms``: its bits, most significant first, and a
+    token of the target queue (a hash: queue names may hold dots and wildcards)."""
+    return ".".join([*format(min(ms, 2**LEVELS - 1), f"0{LEVELS}b"), _token(queue)])
+
+
+async def declare_cascade(ch: AbstractChannel) -> None:
+    """The shared level exchanges; each skips a message whose bit is 0 to the next."""
+    for level in range(-1, LEVELS):
+        await ch.exchange_declare(
+            delay_exchange(level), exchange_type="topic", durable=True, nowait=True
+        )
+    for level in range(LEVELS):
+        await ch.exchange_bind(
+            destination=delay_exchange(level - 1), source=delay_exchange(level),
+            routing_key=".".join([*_words(level, "0"), "#"]), nowait=True,
+        )  # fmt: skip
+
+
+async def declare_levels(ch: AbstractChannel, queue: str, levels: Sequence[int]) -> None:
+    """``queue``'s delay queues for ``levels`` (each takes the messages whose bit is 1 and
+    dead-letters them to the next level when their TTL ends) and ``queue``'s binding to
+    the exit. The last call waits for an answer: an error before it closed the channel."""
+    token = _token(queue)
+    for level in levels:
+        args: dict[str, Any] = {
+            "x-message-ttl": 1 << level, "x-dead-letter-exchange": delay_exchange(level - 1)
+        }  # fmt: skip
+        name = delay_queue(queue, level)
+        await ch.queue_declare(name, durable=True, arguments=args, nowait=True)
+        key = ".".join([*_words(level, "1"), *["*"] * level, token])
+        await ch.queue_bind(name, delay_exchange(level), routing_key=key, nowait=True)
+    await ch.queue_bind(queue, DELAY_OUT, routing_key=".".join([*["*"] * LEVELS, token]))
+
+
+# -- properties and headers ---------------------------------------------------
+
+
+class Properties(Basic.Properties):
+    """Basic properties whose header table carries floats as doubles and tuples as
+    arrays, as Celery's py-amqp does (pamqp would send 32-bit floats: an epoch time
+    would lose a minute)."""
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers" and isinstance(value, dict):
+            return _table(value)
+        return super().encode_property(name, value)
+
+
+def _table(table: dict[str, Any]) -> bytes:
+    data = b"".join(encode.short_string(k) + _field(v) for k, v in table.items())
+    return struct.pack(">I", len(data)) + data
+
+
+def _field(value: Any) -> bytes:
+    if isinstance(value, float):
+        return b"d" + struct.pack(">d", value)
+    if isinstance(value, dict):
+        return b"F" + _table(value)
+    if isinstance(value, (list, tuple)):
+        data = b"".join(_field(v) for v in value)
+        return b"A" + struct.pack(">I", len(data)) + data
+    if isinstance(value, (bytes, bytearray)):
+        return b"x" + struct.pack(">I", len(value)) + bytes(value)
+    return encode.encode_table_value(value)
+
+
+_FIELDS = (
+    "content_type", "content_encoding", "headers", "delivery_mode", "priority",
+    "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "message_type",
+    "user_id", "app_id",
+)  # fmt: skip
+
+
+def copy_properties(props: Basic.Properties, **changes: Any) -> Properties:
+    fields = {name: getattr(props, name) for name in _FIELDS}
+    fields.update(changes)
+    return Properties(**fields)
+
+
+def message_properties(message: Message, priority: int) -> Properties:
+    """A task message's basic properties, as Celery sets them."""
+    p = message.properties
+    expiration = p.get("expiration")
+    return Properties(
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        headers=dict(message.headers),
+        delivery_mode=int(p.get("delivery_mode") or 2),
+        priority=max(0, min(255, int(priority or 0))),
+        correlation_id=str(p.get("correlation_id") or message.task_id or "") or None,
+        reply_to=str(p.get("reply_to") or "") or None,
+        expiration=str(expiration) if expiration not in (None, "") else None,
+    )
+
+
+def clean_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """``headers`` without those RabbitMQ or celeriac added."""
+    return {k: v for k, v in (headers or {}).items() if not k.startswith(OWN_HEADERS)}
+
+
+def header_number(message: DeliveredMessage, name: str) -> float | None:
+    value = (message.header.properties.headers or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+async def gather(coros: Sequence[Any]) -> None:
+    """Await all (publishes pipeline; their confirms come back together); raise the first
+    error once all are done."""
+    for result in await asyncio.gather(*coros, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
+__all__ = [
+    "DELAY_OUT",
+    "LEVELS",
+    "OWN_HEADERS",
+    "Properties",
+    "clean_headers",
+    "connection_url",
+    "copy_properties",
+    "declare_cascade",
+    "declare_levels",
+    "delay_exchange",
+    "delay_key",
+    "delay_queue",
+    "gather",
+    "header_number",
+    "message_properties",
+    "quiet_aiormq",
+]

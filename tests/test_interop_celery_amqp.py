@@ -1,0 +1,216 @@
+"""Interoperability with the real ``celery`` package over RabbitMQ, both directions, with
+results through ``rpc://`` and through a Redis backend.
+
+(a) A Celery client sends to a celeriac worker (subprocess) and reads its results.
+(b) A celeriac client sends to a real Celery worker (subprocess) and reads its results.
+Tasks, failures (same exception type and message), countdown, expires and priorities.
+Each test has queues of its own in the per-process vhost, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import celery
+import celery.exceptions
+import pytest
+
+import celeriac
+import celeriac.exceptions
+from celeriac._amqp import delay_queue
+from celeriac._loop import run_sync
+from support import WorkerProcess, wait_until, write_module
+from test_amqp import unacked
+from test_conformance_amqp import (
+    amqp_vhost,  # noqa: F401 - fixture
+    delete_queues,
+    queue_counts,
+    rabbit,  # noqa: F401 - fixture
+)
+from test_conformance_redis import REDIS_URL, require_redis
+
+pytestmark = pytest.mark.slow
+
+REDIS_DB = REDIS_URL.rsplit("/", 1)[0] + "/14"
+
+CELERIAC_TASKS = """
+import time
+from celeriac import Celery
+
+app = Celery("itasks", broker="{url}", backend={backend!r}, task_default_queue="{queue}",
+             broker_transport_options={{"queue_max_priority": 10}})
+app.conf.worker_prefetch_multiplier = 1
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def fail(message):
+    raise ValueError(message)
+
+@app.task
+def stamp(tag):
+    return [tag, time.time()]
+"""
+
+CELERY_TASKS = """
+import time
+from celery import Celery
+
+app = Celery("ctasks", broker="{url}", backend={backend!r})
+app.conf.update(task_default_queue="{queue}", task_queue_max_priority=10,
+                worker_prefetch_multiplier=1, worker_hijack_root_logger=False)
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def fail(message):
+    raise KeyError(message)
+
+@app.task
+def stamp(tag):
+    return [tag, time.time()]
+"""
+
+
+@pytest.fixture(params=["rpc", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The result backend: ``rpc://`` (None: the default on AMQP) or a flushed Redis db."""
+    if request.param == "rpc":
+        yield None
+        return
+    client = require_redis(REDIS_DB)
+    client.flushdb()
+    try:
+        yield REDIS_DB
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def queue(rabbit: str) -> Iterator[str]:  # noqa: F811
+    name = f"interop-{uuid.uuid4().hex[:8]}"
+    yield name
+    delete_queues(rabbit, [name])
+
+
+def _add(x: int, y: int) -> int:
+    return x + y
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _stamp(tag: str) -> list[object]:
+    return [tag, time.time()]
+
+
+def celery_worker(cwd: Path, app_spec: str, queue: str) -> WorkerProcess:
+    worker = WorkerProcess(cwd, app_spec)
+    worker.argv = [
+        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-P", "solo", "-l", "info",
+        "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    return worker
+
+
+def test_celery_client_to_celeriac_worker(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    backend: str | None,
+    tmp_path: Path,
+) -> None:
+    write_module(
+        tmp_path, "itasks", CELERIAC_TASKS.format(url=rabbit, backend=backend, queue=queue)
+    )
+    client = celery.Celery("itasks", broker=rabbit, backend=backend or "rpc://")
+    client.conf.update(task_default_queue=queue, task_queue_max_priority=10)
+    add = client.task(name="itasks.add")(_add)
+    fail = client.task(name="itasks.fail")(_fail)
+    stamp = client.task(name="itasks.stamp")(_stamp)
+    try:
+        # sent before the worker runs (prefetch 1): it takes them by priority
+        waiting = [stamp.apply_async((f"p{p}",), priority=p) for p in (0, 9, 3, 6)]
+        with WorkerProcess(tmp_path, "itasks", "-P", "solo", "-l", "info"):
+            order = sorted((r.get(timeout=10) for r in waiting), key=lambda x: x[1])
+            assert [tag for tag, _ in order] == ["p9", "p6", "p3", "p0"]
+            assert add.delay(2, 3).get(timeout=10) == 5
+            with pytest.raises(ValueError, match=r"^boom$"):
+                fail.delay("boom").get(timeout=10)
+            if backend is not None:
+                return  # the rest is the same on either backend
+
+            due = time.time() + 1.5
+            later = stamp.apply_async(("late",), countdown=1.5)
+            # the worker moved Celery's ETA message into the delay cascade: not held
+            levels = [delay_queue(queue, k) for k in range(32) if 1500 >> k & 1]
+            wait_until(lambda: any(_ready(rabbit, q) for q in levels), 5, "the delay levels")
+            assert queue_counts(rabbit, queue)[0] == 0 and unacked(rabbit, queue) == 0
+            assert later.get(timeout=10)[1] >= due - 0.05
+
+            expired = add.apply_async((1, 1), countdown=1, expires=0.5)
+            with pytest.raises(celery.exceptions.TaskRevokedError):
+                expired.get(timeout=10)
+            assert expired.state == "REVOKED"
+    finally:
+        close_celery(client)
+
+
+def test_celeriac_client_to_celery_worker(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    backend: str | None,
+    tmp_path: Path,
+) -> None:
+    write_module(tmp_path, "ctasks", CELERY_TASKS.format(url=rabbit, backend=backend or "rpc://",
+                                                         queue=queue))  # fmt: skip
+    app = celeriac.Celery(
+        "client", broker=rabbit, backend=backend, task_default_queue=queue,
+        broker_transport_options={"queue_max_priority": 10},
+    )  # fmt: skip
+    try:
+        waiting = [app.send_task("ctasks.stamp", (f"p{p}",), priority=p) for p in (0, 9, 3, 6)]
+        with celery_worker(tmp_path, "ctasks", queue):
+            order = sorted((r.get(timeout=10) for r in waiting), key=lambda x: x[1])
+            assert [tag for tag, _ in order] == ["p9", "p6", "p3", "p0"]
+            assert app.send_task("ctasks.add", (2, 3)).get(timeout=10) == 5
+            with pytest.raises(KeyError, match="'boom'"):
+                app.send_task("ctasks.fail", ("boom",)).get(timeout=10)
+            if backend is not None:
+                return
+
+            # the delay cascade hands the message over only when due: Celery runs it at once
+            due = time.time() + 1
+            assert app.send_task("ctasks.stamp", ("late",), countdown=1).get(timeout=10)[1] >= due
+
+            expired = app.send_task("ctasks.add", (1, 1), countdown=1, expires=0.5)
+            with pytest.raises(celeriac.exceptions.TaskRevokedError):
+                expired.get(timeout=10)
+            assert expired.state == "REVOKED"
+    finally:
+        run_sync(app.close_clients())
+
+
+def close_celery(client: celery.Celery) -> None:
+    """``Celery.close`` leaves the rpc backend's result connection open: close it too."""
+    consumer = getattr(client.backend, "result_consumer", None)
+    connection = getattr(consumer, "_connection", None)
+    if connection is not None:
+        connection.close()
+    client.close()
+
+
+def _ready(url: str, queue: str) -> int:
+    try:
+        return queue_counts(url, queue)[0]
+    except Exception:  # not declared yet
+        return 0
