@@ -399,5 +399,3 @@ def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:
     assert len(reasons) == 2
     assert "rejected by the task: 'no thanks'" in reasons[0] + reasons[1]
     assert any("keep my message" in r for r in reasons)
-
-

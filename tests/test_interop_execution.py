@@ -1,0 +1,112 @@
+"""Retries and revokes stay readable across celeriac and the real ``celery`` package.
+
+- A retry message a celeriac worker publishes is run by a Celery worker, and the other
+  way round; each side's client reads the final result. (The retry goes to a queue only
+  the other side consumes: a celeriac worker on the same queue would move the message to
+  its delayed store, which a Celery worker does not read.)
+- A celeriac revoke stores REVOKED, which a Celery client reads as its own state.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import celery
+import celery.exceptions
+import pytest
+from support import WorkerProcess, wait_until, write_module
+from test_conformance_redis import REDIS_URL, require_redis
+
+import celeriac
+
+pytestmark = pytest.mark.slow
+
+BASE_URL = REDIS_URL.rsplit("/", 1)[0]
+
+TASKS = """
+{imports}
+app = Celery("rtasks", broker="{url}", backend="{url}")
+
+@app.task(bind=True, max_retries=3)
+def retry_once(self):
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.5, queue="retries")
+    return "{who} ran retry " + str(self.request.retries)
+"""
+
+
+@pytest.fixture
+def db_url() -> Iterator[str]:
+    """Database 8 of the test server, flushed around (6 and 7: other interop tests)."""
+    url = f"{BASE_URL}/8"
+    client = require_redis(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def celery_worker(cwd: Path, spec: str, queue: str) -> WorkerProcess:
+    worker = WorkerProcess(cwd, spec)
+    worker.argv = [
+        sys.executable, "-m", "celery", "-A", spec, "worker", "-P", "solo", "-l", "info",
+        "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    return worker
+
+
+def modules(tmp_path: Path, url: str) -> None:
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "theirs").mkdir()
+    write_module(
+        tmp_path / "ours",
+        "rtasks",
+        TASKS.format(imports="from celeriac import Celery", url=url, who="celeriac"),
+    )
+    write_module(
+        tmp_path / "theirs",
+        "rtasks",
+        TASKS.format(imports="from celery import Celery", url=url, who="celery"),
+    )
+
+
+def test_celeriac_retry_message_is_run_by_a_celery_worker(db_url: str, tmp_path: Path) -> None:
+    modules(tmp_path, db_url)
+    client = celery.Celery("rtasks", broker=db_url, backend=db_url)
+    result = client.send_task("rtasks.retry_once")
+    with WorkerProcess(tmp_path / "ours", "rtasks", "-P", "threads", "-l", "info") as ours:
+        ours.wait_for(r"rtasks\.retry_once\[.*\] retry: Retry in 0\.5s")
+        wait_until(lambda: result.state == "RETRY", 10, "the RETRY state")
+        with celery_worker(tmp_path / "theirs", "rtasks", "retries"):
+            assert result.get(timeout=20) == "celery ran retry 1"
+    client.close()
+
+
+def test_celery_retry_message_is_run_by_a_celeriac_worker(db_url: str, tmp_path: Path) -> None:
+    modules(tmp_path, db_url)
+    app = celeriac.Celery("rtasks", broker=db_url, backend=db_url, set_as_current=False)
+    result = app.send_task("rtasks.retry_once")
+    with celery_worker(tmp_path / "theirs", "rtasks", "celery") as theirs:
+        theirs.wait_for(r"Task rtasks\.retry_once\[.*\] retry: Retry in 0\.5s")
+        wait_until(lambda: result.state == "RETRY", 10, "the RETRY state")
+        with WorkerProcess(tmp_path / "ours", "rtasks", "-P", "threads", "-Q", "retries"):
+            assert result.get(timeout=20) == "celeriac ran retry 1"
+    app.close()
+
+
+def test_celeriac_revoke_is_read_by_a_celery_client(db_url: str, tmp_path: Path) -> None:
+    modules(tmp_path, db_url)
+    app = celeriac.Celery("rtasks", broker=db_url, backend=db_url, set_as_current=False)
+    sent = app.send_task("rtasks.retry_once", countdown=30)
+    sent.revoke()
+    client = celery.Celery("rtasks", broker=db_url, backend=db_url)
+    theirs = client.AsyncResult(sent.id)
+    assert theirs.state == "REVOKED"
+    with pytest.raises(celery.exceptions.TaskRevokedError):
+        theirs.get(timeout=5)
+    client.close()
+    app.close()
