@@ -4,15 +4,14 @@ signals, task base-class hooks, acks."""
 
 from __future__ import annotations
 
+import itertools
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import WorkerProcess, wait_until, write_module
 
 from celeriac import Celery, states
 from celeriac.exceptions import (
@@ -21,6 +20,7 @@ from celeriac.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from support import WorkerProcess, wait_until, write_module
 
 REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -231,7 +231,7 @@ def test_retry_republishes_with_the_same_id_and_counts_retries(env: dict[str, st
         assert result.get(timeout=20) == "ok after 2"
         assert lines(env, "flaky") == ["0", "1", "2"]
         w.wait_for(r"Task xtasks\.flaky\[.*\] retry: Retry in 0\.1s: ValueError\('try 0'\)")
-        with pytest.raises(MaxRetriesExceededError, match="Can't retry xtasks.always_retry"):
+        with pytest.raises(MaxRetriesExceededError, match=r"Can't retry xtasks\.always_retry"):
             app.send_task("xtasks.always_retry").get(timeout=20)
     hooks = lines(env, "hooks")
     assert hooks.count("on_retry ValueError('try 0')") == 1 and "on_success ok after 2" in hooks
@@ -243,9 +243,8 @@ def test_retry_republishes_with_the_same_id_and_counts_retries(env: dict[str, st
 
 def test_autoretry_for_with_backoff_then_the_original_error(env: dict[str, str]) -> None:
     app = client(env)
-    with worker(env, "-P", "threads", "-c", "2"):
-        with pytest.raises(KeyError, match="missing"):
-            app.send_task("xtasks.auto").get(timeout=20)
+    with worker(env, "-P", "threads", "-c", "2"), pytest.raises(KeyError, match="missing"):
+        app.send_task("xtasks.auto").get(timeout=20)
     assert len(lines(env, "auto")) == 4  # the first run and max_retries=3 retries
     assert "failure xtasks.auto KeyError('missing')" in lines(env, "signals")
 
@@ -308,7 +307,7 @@ def test_rate_limit_per_worker_spaces_the_starts(env: dict[str, str]) -> None:
         for r in results:
             r.get(timeout=20)
     starts = sorted(float(x) for x in lines(env, "limited"))
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 6 and min(gaps) >= 0.19, gaps
 
 

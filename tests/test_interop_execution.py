@@ -16,10 +16,10 @@ from pathlib import Path
 import celery
 import celery.exceptions
 import pytest
-from support import WorkerProcess, wait_until, write_module
-from test_conformance_redis import REDIS_URL, require_redis
 
 import celeriac
+from support import WorkerProcess, wait_until, write_module
+from test_conformance_redis import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
 
