@@ -36,8 +36,7 @@ def broker_class(url: str) -> type[Broker]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ImproperlyConfigured(
-            f"broker_url {url!r} needs an optional dependency: {exc} "
-            f"(install celeriac[{scheme}])"
+            f"broker_url {url!r} needs an optional dependency: {exc} (install celeriac[{scheme}])"
         ) from exc
     cls: type[Broker] = getattr(module, cls_name)
     return cls

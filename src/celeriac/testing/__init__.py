@@ -8,6 +8,6 @@ drained; tests then go through serialisation and the real worker code, not mocks
 
 from __future__ import annotations
 
-from celeriac.testing.worker import TestWorker  # noqa: E402
+from celeriac.testing.worker import TestWorker
 
 __all__ = ["TestWorker"]
