@@ -5,18 +5,23 @@ declarations (the design is in :mod:`celeriac.brokers.amqp`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import struct
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import encode
 from pamqp.commands import Basic
 from yarl import URL
 
-from celeriac.protocol import Message
+from celeriac.brokers.base import Delivery
+from celeriac.protocol import JSON, Message
 
 #: delay levels: level k holds a message 2**k ms, so delays up to 2**LEVELS - 1 ms
 LEVELS = 32
@@ -56,6 +61,43 @@ def connection_url(url: str, heartbeat: Any = None) -> str:
     if heartbeat is not None and "heartbeat" not in out.query:
         out = out.update_query(heartbeat=str(int(float(heartbeat))))
     return str(out)
+
+
+def cancelled_by_caller() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
+
+
+class Session:
+    """One connection with its channels, consumers and prefetched messages. A failure
+    ends the whole session; the broker then opens a new one."""
+
+    def __init__(self, number: int, conn: aiormq.Connection, consume: AbstractChannel) -> None:
+        self.number = number
+        self.conn = conn
+        self.consume = consume  # consumers, acks, basic.get
+        self.publish: AbstractChannel | None = None  # publishes, with confirms
+        self.admin: AbstractChannel | None = None  # declarations; reopened after an error
+        self.declared: set[str] = set()
+        self.delays: dict[str, set[int]] = {}  # queue -> delay levels declared
+        self.cascade = False
+        self.consumers: dict[str, str] = {}  # queue -> consumer tag
+        self.queue_of: dict[str, str] = {}  # consumer tag -> queue
+        self.prefetch = 0
+        self.fresh = False  # consumers just started: RabbitMQ sends a burst
+        self.buffer: deque[tuple[str, DeliveredMessage]] = deque()
+        self.held = 0  # handed to the caller, not settled
+        self.error: BaseException | None = None
+        self.wake = asyncio.Event()
+
+    def fail(self, exc: BaseException | None) -> None:
+        if self.error is None:
+            self.error = exc or ConnectionError("connection closed")
+        self.wake.set()
+
+    def on_close(self, future: asyncio.Future[Any]) -> None:
+        self.fail(None if future.cancelled() else future.exception())
 
 
 # -- the delay cascade -------------------------------------------------------
@@ -186,6 +228,82 @@ def header_number(message: DeliveredMessage, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def to_delivery(queue: str, tag_prefix: str, message: DeliveredMessage) -> Delivery:
+    """A delivered AMQP message as the worker core takes it. The delivery count is our
+    header (copies we republished) + 1 + RabbitMQ's count: ``x-delivery-count`` on quorum
+    queues, else 1 when the message is flagged redelivered."""
+    props, frame = message.header.properties, message.delivery
+    headers = dict(props.headers or {})
+    redelivered = bool(getattr(frame, "redelivered", False))
+    native, base = headers.get("x-delivery-count"), headers.get(H_COUNT)
+    count = (base if isinstance(base, int) else 0) + 1
+    count += native if isinstance(native, int) else int(redelivered)
+    exchange = str(getattr(frame, "exchange", "") or "")
+    if exchange.startswith("celeriac.delay."):  # from the cascade: present it as sent
+        info: dict[str, Any] = {"exchange": "", "routing_key": queue}
+    else:
+        info = {"exchange": exchange, "routing_key": getattr(frame, "routing_key", queue)}
+    if redelivered:
+        info["redelivered"] = True
+    clean = clean_headers(headers)
+    tag = f"{tag_prefix}{getattr(frame, 'delivery_tag', 0)}"
+    if not props.content_type and "task" not in clean:
+        error = "AMQP message has no content_type property and no 'task' header"
+        return Delivery(queue, tag, message.body, None, count, error=error)
+    properties: dict[str, Any] = {
+        "correlation_id": props.correlation_id,
+        "reply_to": props.reply_to or "",
+        "delivery_mode": props.delivery_mode or 1,
+        "delivery_info": info,
+        "priority": props.priority or 0,
+    }
+    if props.expiration:
+        properties["expiration"] = props.expiration
+    content_type, encoding = props.content_type or JSON, props.content_encoding or "utf-8"
+    msg = Message(clean, message.body, content_type, encoding, properties)
+    return Delivery(queue, tag, message.body, msg, count)
+
+
+async def ready_counts(conn: aiormq.Connection, queues: Sequence[str]) -> dict[str, int]:
+    """Ready messages of those ``queues`` that exist, by passive declares on channels of
+    their own (a missing queue closes the channel that asked)."""
+    counts: dict[str, int] = {}
+    ch: AbstractChannel | None = None
+    try:
+        for name in queues:
+            if ch is None or ch.is_closed:
+                ch = await conn.channel(publisher_confirms=False)
+            with contextlib.suppress(ChannelNotFoundEntity):
+                ok = await ch.queue_declare(name, passive=True)
+                counts[name] = ok.message_count or 0
+    finally:
+        if ch is not None and not ch.is_closed:
+            await ch.close()
+    return counts
+
+
+async def peek(
+    conn: aiormq.Connection, queue: str, limit: int
+) -> list[tuple[dict[str, Any], bytes]]:
+    """The headers and bodies of the first ``limit`` messages of ``queue``, read with
+    ``basic.get`` and put back in place."""
+    ch = await conn.channel(publisher_confirms=False)
+    out: list[tuple[dict[str, Any], bytes]] = []
+    try:
+        last = 0
+        while len(out) < limit:
+            got = await ch.basic_get(queue, no_ack=False)
+            if isinstance(got.delivery, Basic.GetEmpty):
+                break
+            last = getattr(got.delivery, "delivery_tag", 0) or 0
+            out.append((dict(got.header.properties.headers or {}), got.body))
+        if last:
+            await ch.basic_nack(last, multiple=True, requeue=True)
+    finally:
+        await ch.close()
+    return out
+
+
 async def gather(coros: Sequence[Any]) -> None:
     """Await all (publishes pipeline; their confirms come back together); raise the first
     error once all are done."""
@@ -199,6 +317,8 @@ __all__ = [
     "LEVELS",
     "OWN_HEADERS",
     "Properties",
+    "Session",
+    "cancelled_by_caller",
     "clean_headers",
     "connection_url",
     "copy_properties",
@@ -210,5 +330,8 @@ __all__ = [
     "gather",
     "header_number",
     "message_properties",
+    "peek",
     "quiet_aiormq",
+    "ready_counts",
+    "to_delivery",
 ]

@@ -70,36 +70,16 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
-    ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
 from aiormq.exceptions import PublishError as Returned
 from pamqp.commands import Basic
 
-from celeriac._amqp import (
-    H_COUNT,
-    H_FAILED_AT,
-    H_NOT_BEFORE,
-    H_QUEUE,
-    H_REASON,
-    LEVELS,
-    Properties,
-    clean_headers,
-    connection_url,
-    copy_properties,
-    declare_cascade,
-    declare_levels,
-    delay_exchange,
-    delay_key,
-    delay_queue,
-    gather,
-    header_number,
-    message_properties,
-    quiet_aiormq,
-)
+from celeriac import _amqp
+from celeriac._amqp import Session
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
-from celeriac.protocol import JSON, Message
+from celeriac.protocol import Message
 from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -111,43 +91,6 @@ DEAD_LETTER_SCAN = 10_000
 _ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
-def _cancelled_by_caller() -> bool:
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or bool(cancelling())
-
-
-class _Session:
-    """One connection with its channels, consumers and prefetched messages. A failure
-    ends the whole session; the broker then opens a new one."""
-
-    def __init__(self, number: int, conn: aiormq.Connection, consume: AbstractChannel) -> None:
-        self.number = number
-        self.conn = conn
-        self.consume = consume  # consumers, acks, basic.get
-        self.publish: AbstractChannel | None = None  # publishes, with confirms
-        self.admin: AbstractChannel | None = None  # declarations; reopened after an error
-        self.declared: set[str] = set()
-        self.delays: dict[str, set[int]] = {}  # queue -> delay levels declared
-        self.cascade = False
-        self.consumers: dict[str, str] = {}  # queue -> consumer tag
-        self.queue_of: dict[str, str] = {}  # consumer tag -> queue
-        self.prefetch = 0
-        self.fresh = False  # consumers just started: RabbitMQ sends a burst
-        self.buffer: deque[tuple[str, DeliveredMessage]] = deque()
-        self.held = 0  # handed to the caller, not settled
-        self.error: BaseException | None = None
-        self.wake = asyncio.Event()
-
-    def fail(self, exc: BaseException | None) -> None:
-        if self.error is None:
-            self.error = exc or ConnectionError("connection closed")
-        self.wake.set()
-
-    def on_close(self, future: asyncio.Future[Any]) -> None:
-        self.fail(None if future.cancelled() else future.exception())
-
-
 class AMQPBroker(Broker):
     """RabbitMQ broker; see the module docstring."""
 
@@ -157,7 +100,7 @@ class AMQPBroker(Broker):
     def __init__(self, url: str = "amqp://", *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         opts = self.options
-        self._url = connection_url(url, opts.get("heartbeat"))
+        self._url = _amqp.connection_url(url, opts.get("heartbeat"))
         self._timeout = float(opts.get("connect_timeout", 10))
         self._confirm = bool(opts.get("confirm_publish", True))
         self._dlq = str(opts.get("dead_letter_queue", DEAD_LETTER_QUEUE))
@@ -170,9 +113,9 @@ class AMQPBroker(Broker):
             raise ImproperlyConfigured(
                 "broker_transport_options: quorum queues take no queue_max_priority"
             )
-        self._s: _Session | None = None
+        self._s: Session | None = None
         self._sessions = 0
-        quiet_aiormq()
+        _amqp.quiet_aiormq()
         self._lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------
@@ -196,7 +139,7 @@ class AMQPBroker(Broker):
         with contextlib.suppress(Exception):
             await s.conn.close()
 
-    async def _session(self) -> _Session:
+    async def _session(self) -> Session:
         s = self._s
         if s is not None and s.error is None:
             return s
@@ -209,7 +152,7 @@ class AMQPBroker(Broker):
             self._s = await self._open()
             return self._s
 
-    async def _open(self) -> _Session:
+    async def _open(self) -> Session:
         conn = aiormq.Connection(self._url)
         try:
             await asyncio.wait_for(conn.connect(), self._timeout)
@@ -222,14 +165,14 @@ class AMQPBroker(Broker):
                 raise BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}") from exc
             raise
         self._sessions += 1
-        s = _Session(self._sessions, conn, consume)
+        s = Session(self._sessions, conn, consume)
         conn.closing.add_done_callback(s.on_close)
         consume.closing.add_done_callback(s.on_close)
         consume.on_consumer_cancel_callbacks.add(lambda frame: self._cancelled(s, frame))
         return s
 
     @staticmethod
-    def _cancelled(s: _Session, frame: Basic.Cancel) -> None:
+    def _cancelled(s: Session, frame: Basic.Cancel) -> None:
         """RabbitMQ cancelled a consumer (its queue was deleted): declare it again."""
         queue = s.queue_of.get(frame.consumer_tag or "", "")
         s.consumers.pop(queue, None)
@@ -243,7 +186,7 @@ class AMQPBroker(Broker):
             return exc
         lost = self._s is not None and self._s.error is not None
         if isinstance(exc, _ERRORS) or (
-            isinstance(exc, asyncio.CancelledError) and lost and not _cancelled_by_caller()
+            isinstance(exc, asyncio.CancelledError) and lost and not _amqp.cancelled_by_caller()
         ):
             if self._s is not None:
                 self._s.fail(exc)
@@ -260,7 +203,7 @@ class AMQPBroker(Broker):
                 raise
             raise error from exc
 
-    async def _channel(self, s: _Session, kind: str) -> AbstractChannel:
+    async def _channel(self, s: Session, kind: str) -> AbstractChannel:
         ch: AbstractChannel | None = getattr(s, kind)
         if ch is None or ch.is_closed:
             ch = await s.conn.channel(publisher_confirms=self._confirm and kind == "publish")
@@ -274,7 +217,7 @@ class AMQPBroker(Broker):
         async with self._errors():
             await self._declare(await self._session(), queue)
 
-    async def _declare(self, s: _Session, queue: str) -> None:
+    async def _declare(self, s: Session, queue: str) -> None:
         if queue in s.declared:
             return
         ch = await self._channel(s, "admin")
@@ -292,19 +235,19 @@ class AMQPBroker(Broker):
         await ch.queue_bind(queue, queue, routing_key=queue)
         s.declared.add(queue)
 
-    async def _declare_delays(self, s: _Session, queue: str, ms: int | None = None) -> None:
+    async def _declare_delays(self, s: Session, queue: str, ms: int | None = None) -> None:
         """The shared cascade (once per connection), ``queue``'s exit binding, and the
         levels a delay of ``ms`` passes through (all levels for None)."""
-        ms = 2**LEVELS - 1 if ms is None else min(ms, 2**LEVELS - 1)
+        ms = 2**_amqp.LEVELS - 1 if ms is None else min(ms, 2**_amqp.LEVELS - 1)
         known = s.delays.setdefault(queue, set())
-        levels = [k for k in range(LEVELS) if ms >> k & 1 and k not in known]
+        levels = [k for k in range(_amqp.LEVELS) if ms >> k & 1 and k not in known]
         if not levels and known:
             return
         await self._declare(s, queue)
         ch = await self._channel(s, "admin")
         if not s.cascade:
-            await declare_cascade(ch)
-        await declare_levels(ch, queue, levels)
+            await _amqp.declare_cascade(ch)
+        await _amqp.declare_levels(ch, queue, levels)
         s.cascade = True
         known.update(levels)
 
@@ -321,7 +264,8 @@ class AMQPBroker(Broker):
                 s = await self._session()
                 await self._prepare(s, [q for q, _, _, _ in pending])
             sends = [
-                self._send(s, q, m.body, message_properties(m, p), nb) for q, m, p, nb in pending
+                self._send(s, q, m.body, _amqp.message_properties(m, p), nb)
+                for q, m, p, nb in pending
             ]
             results = await asyncio.gather(*sends, return_exceptions=True)
             failed = [
@@ -342,9 +286,9 @@ class AMQPBroker(Broker):
         """Publish ``raw`` as a body with no properties (tests inject bad messages)."""
         async with self._errors():
             s = await self._session()
-            await self._send(s, queue, bytes(raw), Properties(priority=priority), None)
+            await self._send(s, queue, bytes(raw), _amqp.Properties(priority=priority), None)
 
-    async def _prepare(self, s: _Session, queues: Sequence[str]) -> None:
+    async def _prepare(self, s: Session, queues: Sequence[str]) -> None:
         """Declare what ``_send`` needs first, so concurrent sends publish in order."""
         for queue in dict.fromkeys(queues):
             await self._declare(s, queue)
@@ -352,7 +296,7 @@ class AMQPBroker(Broker):
 
     async def _send(
         self,
-        s: _Session,
+        s: Session,
         queue: str,
         body: bytes,
         props: Basic.Properties,
@@ -361,15 +305,15 @@ class AMQPBroker(Broker):
     ) -> None:
         await self._declare(s, queue)
         headers = dict(props.headers or {})
-        headers.pop(H_NOT_BEFORE, None)
+        headers.pop(_amqp.H_NOT_BEFORE, None)
         ms = math.ceil((not_before - time.time()) * 1000) if not_before else 0
-        exchange, key, sent = "", queue, copy_properties(props, headers=headers)
+        exchange, key, sent = "", queue, _amqp.copy_properties(props, headers=headers)
         if ms > 0:
             assert not_before is not None
             await self._declare_delays(s, queue, ms)  # no wait once this session knows them
-            headers[H_NOT_BEFORE] = float(not_before)
-            exchange, key = delay_exchange(LEVELS - 1), delay_key(ms, queue)
-            sent = copy_properties(props, headers=headers, expiration=None)
+            headers[_amqp.H_NOT_BEFORE] = float(not_before)
+            exchange, key = _amqp.delay_exchange(_amqp.LEVELS - 1), _amqp.delay_key(ms, queue)
+            sent = _amqp.copy_properties(props, headers=headers, expiration=None)
         ch = await self._channel(s, "publish")
         try:
             await ch.basic_publish(
@@ -397,7 +341,7 @@ class AMQPBroker(Broker):
             await self._consume(s, list(dict.fromkeys(queues)), max_count)
             return await self._collect(s, queues, max_count, timeout)
 
-    async def _consume(self, s: _Session, queues: list[str], max_count: int) -> None:
+    async def _consume(self, s: Session, queues: list[str], max_count: int) -> None:
         """Consume exactly ``queues``, each with a prefetch of what the caller holds plus
         ``max_count`` (RabbitMQ applies a per-consumer prefetch to new consumers only)."""
         for queue in queues:
@@ -430,7 +374,7 @@ class AMQPBroker(Broker):
                 s.fresh = True
 
     async def _collect(
-        self, s: _Session, queues: Sequence[str], max_count: int, timeout: float
+        self, s: Session, queues: Sequence[str], max_count: int, timeout: float
     ) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -466,7 +410,7 @@ class AMQPBroker(Broker):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(s.wake.wait(), left)
 
-    async def _probe(self, s: _Session, queues: Sequence[str], max_count: int) -> None:
+    async def _probe(self, s: Session, queues: Sequence[str], max_count: int) -> None:
         for queue in queues:
             while len(s.buffer) < max_count:
                 got = await s.consume.basic_get(queue, no_ack=False)
@@ -475,7 +419,7 @@ class AMQPBroker(Broker):
                 s.buffer.append((queue, got))
         await asyncio.sleep(0)
 
-    async def _take(self, s: _Session, queues: Sequence[str], max_count: int) -> list[Delivery]:
+    async def _take(self, s: Session, queues: Sequence[str], max_count: int) -> list[Delivery]:
         out: list[Delivery] = []
         keep: list[tuple[str, DeliveredMessage]] = []
         now = time.time()
@@ -485,7 +429,7 @@ class AMQPBroker(Broker):
                 keep.append((queue, message))
                 continue
             delivery = self._delivery(s, queue, message)
-            not_before = header_number(message, H_NOT_BEFORE)
+            not_before = _amqp.header_number(message, _amqp.H_NOT_BEFORE)
             if not_before is not None and not_before - now > 0.01:
                 s.held += 1  # early (delays beyond the cascade's range): send it round again
                 await self._republish(s, [delivery], delivery.delivery_count - 1, not_before)
@@ -496,46 +440,13 @@ class AMQPBroker(Broker):
         return out
 
     @staticmethod
-    def _delivery(s: _Session, queue: str, message: DeliveredMessage) -> Delivery:
-        props, frame = message.header.properties, message.delivery
-        headers = dict(props.headers or {})
-        redelivered = bool(getattr(frame, "redelivered", False))
-        native = headers.get("x-delivery-count")
-        again = int(native) if isinstance(native, int) else int(redelivered)
-        base = headers.get(H_COUNT)
-        count = (base if isinstance(base, int) else 0) + 1 + again
-        exchange = str(getattr(frame, "exchange", "") or "")
-        if exchange.startswith("celeriac.delay."):  # from the cascade: present it as sent
-            info: dict[str, Any] = {"exchange": "", "routing_key": queue}
-        else:
-            info = {"exchange": exchange, "routing_key": getattr(frame, "routing_key", queue)}
-        if redelivered:
-            info["redelivered"] = True
-        clean = clean_headers(headers)
-        tag = f"{s.number}.{getattr(frame, 'delivery_tag', 0)}"
-        if not props.content_type and "task" not in clean:
-            error = "AMQP message has no content_type property and no 'task' header"
-            delivery = Delivery(queue, tag, message.body, None, count, error=error)
-        else:
-            properties: dict[str, Any] = {
-                "correlation_id": props.correlation_id,
-                "reply_to": props.reply_to or "",
-                "delivery_mode": props.delivery_mode or 1,
-                "delivery_info": info,
-                "priority": props.priority or 0,
-            }
-            if props.expiration:
-                properties["expiration"] = props.expiration
-            msg = Message(
-                clean, message.body, props.content_type or JSON,
-                props.content_encoding or "utf-8", properties,
-            )  # fmt: skip
-            delivery = Delivery(queue, tag, message.body, msg, count)
+    def _delivery(s: Session, queue: str, message: DeliveredMessage) -> Delivery:
+        delivery = _amqp.to_delivery(queue, f"{s.number}.", message)
         delivery.extra["amqp"] = (s, message)
         return delivery
 
     @staticmethod
-    def _live(s: _Session, deliveries: Sequence[Delivery]) -> list[Delivery]:
+    def _live(s: Session, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Deliveries of session ``s`` not settled yet. Those of a lost connection went
         back to their queue when it closed: acking them is neither needed nor possible."""
         if s.error is not None:
@@ -545,7 +456,7 @@ class AMQPBroker(Broker):
             if d.extra.get("amqp", (None,))[0] is s and "settled" not in d.extra
         ]  # fmt: skip
 
-    async def _ack(self, s: _Session, deliveries: Sequence[Delivery]) -> None:
+    async def _ack(self, s: Session, deliveries: Sequence[Delivery]) -> None:
         live = self._live(s, deliveries)
         for i, d in enumerate(live):
             d.extra["settled"] = True
@@ -558,7 +469,7 @@ class AMQPBroker(Broker):
             await self._ack(await self._session(), deliveries)
 
     async def _republish(
-        self, s: _Session, deliveries: Sequence[Delivery], base: int, not_before: float | None
+        self, s: Session, deliveries: Sequence[Delivery], base: int, not_before: float | None
     ) -> None:
         """Publish copies whose delivery count starts at ``base``, then ack these."""
         live = self._live(s, deliveries)
@@ -567,21 +478,24 @@ class AMQPBroker(Broker):
         for d in live:
             message: DeliveredMessage = d.extra["amqp"][1]
             props = message.header.properties
-            headers = clean_headers(props.headers)
+            headers = _amqp.clean_headers(props.headers)
             if base > 0:
-                headers[H_COUNT] = base
-            copy = copy_properties(props, headers=headers)
+                headers[_amqp.H_COUNT] = base
+            copy = _amqp.copy_properties(props, headers=headers)
             sends.append(self._send(s, d.queue, message.body, copy, not_before))
-        await gather(sends)
+        await _amqp.gather(sends)
         await self._ack(s, live)
 
-    async def _release(self, s: _Session, items: list[tuple[str, DeliveredMessage]]) -> None:
+    async def _release(self, s: Session, items: list[tuple[str, DeliveredMessage]]) -> None:
         """Return prefetched messages never handed out, without counting a delivery."""
         for queue, message in items:
             delivery = self._delivery(s, queue, message)
             s.held += 1
             await self._republish(
-                s, [delivery], delivery.delivery_count - 1, header_number(message, H_NOT_BEFORE)
+                s,
+                [delivery],
+                delivery.delivery_count - 1,
+                _amqp.header_number(message, _amqp.H_NOT_BEFORE),
             )
 
     async def requeue(
@@ -604,9 +518,15 @@ class AMQPBroker(Broker):
                 return
             message: DeliveredMessage = delivery.extra["amqp"][1]
             props = message.header.properties
-            headers = clean_headers(props.headers)
-            headers.update({H_REASON: reason, H_QUEUE: delivery.queue, H_FAILED_AT: time.time()})
-            props = copy_properties(props, headers=headers, expiration=None, delivery_mode=2)
+            headers = _amqp.clean_headers(props.headers)
+            headers.update(
+                {
+                    _amqp.H_REASON: reason,
+                    _amqp.H_QUEUE: delivery.queue,
+                    _amqp.H_FAILED_AT: time.time(),
+                }
+            )
+            props = _amqp.copy_properties(props, headers=headers, expiration=None, delivery_mode=2)
             await self._send(s, self._dlq, message.body, props, None)
             await self._ack(s, [delivery])
 
@@ -631,23 +551,11 @@ class AMQPBroker(Broker):
         async with self._errors():
             return sum((await self._existing(await self._session(), queue)).values())
 
-    async def _existing(self, s: _Session, queue: str) -> dict[str, int]:
-        """Ready counts of ``queue`` and of those of its delay levels that exist (asked
-        with passive declares: a missing one closes the asking channel)."""
+    async def _existing(self, s: Session, queue: str) -> dict[str, int]:
+        """Ready counts of ``queue`` and of its delay levels that exist."""
         await self._declare(s, queue)
-        counts: dict[str, int] = {}
-        ch: AbstractChannel | None = None
-        try:
-            for name in [queue, *(delay_queue(queue, k) for k in range(LEVELS))]:
-                if ch is None or ch.is_closed:
-                    ch = await s.conn.channel(publisher_confirms=False)
-                with contextlib.suppress(ChannelNotFoundEntity):
-                    ok = await ch.queue_declare(name, passive=True)
-                    counts[name] = ok.message_count or 0
-        finally:
-            if ch is not None and not ch.is_closed:
-                await ch.close()
-        return counts
+        names = [queue, *(_amqp.delay_queue(queue, k) for k in range(_amqp.LEVELS))]
+        return await _amqp.ready_counts(s.conn, names)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest of the first ``DEAD_LETTER_SCAN`` messages of the dead-letter queue
@@ -655,26 +563,14 @@ class AMQPBroker(Broker):
         async with self._errors():
             s = await self._session()
             await self._declare(s, self._dlq)
-            ch = await s.conn.channel(publisher_confirms=False)
-            letters: list[DeadLetter] = []
-            try:
-                last = 0
-                while len(letters) < DEAD_LETTER_SCAN:
-                    got = await ch.basic_get(self._dlq, no_ack=False)
-                    if isinstance(got.delivery, Basic.GetEmpty):
-                        break
-                    last = getattr(got.delivery, "delivery_tag", 0) or 0
-                    h = got.header.properties.headers or {}
-                    failed_at = h.get(H_FAILED_AT)
-                    at = float(failed_at) if isinstance(failed_at, (int, float)) else 0.0
-                    letters.append(
-                        DeadLetter(str(h.get(H_QUEUE, "")), got.body, str(h.get(H_REASON)), at)
-                    )
-                if last:
-                    await ch.basic_nack(last, multiple=True, requeue=True)
-            finally:
-                await ch.close()
-            return letters[::-1][:limit]
+            letters = await _amqp.peek(s.conn, self._dlq, DEAD_LETTER_SCAN)
+            return [
+                DeadLetter(
+                    str(h.get(_amqp.H_QUEUE, "")), body, str(h.get(_amqp.H_REASON)),
+                    float(h.get(_amqp.H_FAILED_AT) or 0.0),
+                )
+                for h, body in reversed(letters[-limit:])
+            ]  # fmt: skip
 
 
 __all__ = ["DEAD_LETTER_QUEUE", "AMQPBroker"]
