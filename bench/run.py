@@ -53,7 +53,8 @@ import _systems  # noqa: E402
 
 PEERS = ("celery", "dramatiq", "rq")
 ALL_SYSTEMS = ("celeriac", *PEERS)
-PEER_REQUIREMENTS = ["celery[redis]==5.7.*", "dramatiq[redis]", "rq", "redis"]
+#: hiredis too: celeriac's own venv has it, and redis-py uses it when present
+PEER_REQUIREMENTS = ["celery[redis]==5.7.*", "dramatiq[redis]", "rq", "redis", "hiredis"]
 OPTIONAL_PEER_REQUIREMENTS = ["gevent"]
 READY_TIMEOUT = 90.0
 STALL_TIMEOUT = 30.0
@@ -84,8 +85,8 @@ def ensure_peers_venv(venv: Path) -> dict[str, Any]:
     python = venv / "bin" / "python"
     probe = (
         "import json, importlib.metadata as m\n"
-        "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, redis\n"
-        "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'redis')}\n"
+        "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, redis, hiredis\n"
+        "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'redis', 'hiredis')}\n"
         "try:\n    v['gevent'] = m.version('gevent')\nexcept m.PackageNotFoundError:\n"
         "    v['gevent'] = None\n"
         "print(json.dumps(v))\n"
@@ -102,7 +103,7 @@ def ensure_peers_venv(venv: Path) -> dict[str, Any]:
     found = versions()
     if found is not None:
         return found
-    print(f"creating the peers' virtual environment in {venv} (first run only) ...", flush=True)
+    print(f"installing the peers into {venv} (first run, or a package missing) ...", flush=True)
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
