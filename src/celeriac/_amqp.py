@@ -34,11 +34,18 @@ OWN_HEADERS = ("x-celeriac-", "x-death", "x-first-death-", "x-last-death-", "x-d
 
 
 class _QuietConnect(logging.Filter):
-    """aiormq logs every failed connection attempt at ERROR; the BrokerError we raise
-    already says it, and the worker logs one line per outage."""
+    """aiormq logs each failed connection attempt and each connection the server closes
+    (with a traceback); celeriac raises BrokerError/BackendError for those instead, so the
+    worker logs one line per outage and an idle producer reconnects quietly."""
+
+    NOISE = (
+        "error when creating transport",
+        "Unexpected connection close from remote",
+        "Cancelling cause reader exited abnormally",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("error when creating transport")
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def quiet_aiormq() -> None:
