@@ -56,9 +56,13 @@ def require_rabbitmq(url: str = AMQP_URL) -> None:
 
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:
+    """Run ``rabbitmqctl``; a test that needs it is skipped (failed under CI) without it."""
     tool = shutil.which("rabbitmqctl")
     if tool is None:
-        raise FileNotFoundError("rabbitmqctl")
+        message = "needs rabbitmqctl (RabbitMQ's CLI, run as root) on this machine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=check)
     return done.stdout
 
@@ -106,8 +110,8 @@ def amqp_vhost() -> Iterator[str]:
     try:
         rabbitmqctl("add_vhost", vhost)
         rabbitmqctl("set_permissions", "-p", vhost, URL(AMQP_URL).user or "guest", ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError):
-        yield AMQP_URL
+    except (OSError, subprocess.SubprocessError, pytest.skip.Exception):
+        yield AMQP_URL  # no rabbitmqctl: the default vhost, with the tests' own queue names
         return
     try:
         yield with_vhost(AMQP_URL, vhost)

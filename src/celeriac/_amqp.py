@@ -250,7 +250,7 @@ def to_delivery(queue: str, tag_prefix: str, message: DeliveredMessage) -> Deliv
         info: dict[str, Any] = {"exchange": "", "routing_key": queue}
     else:
         info = {"exchange": exchange, "routing_key": getattr(frame, "routing_key", queue)}
-    if redelivered:
+    if redelivered or count > 1:
         info["redelivered"] = True
     clean = clean_headers(headers)
     tag = f"{tag_prefix}{getattr(frame, 'delivery_tag', 0)}"
@@ -269,6 +269,14 @@ def to_delivery(queue: str, tag_prefix: str, message: DeliveredMessage) -> Deliv
     content_type, encoding = props.content_type or JSON, props.content_encoding or "utf-8"
     msg = Message(clean, message.body, content_type, encoding, properties)
     return Delivery(queue, tag, message.body, msg, count)
+
+
+def needs_recount(message: DeliveredMessage) -> bool:
+    """Redelivered from a classic queue (quorum queues count in ``x-delivery-count``)."""
+    headers = message.header.properties.headers or {}
+    return bool(getattr(message.delivery, "redelivered", False)) and (
+        "x-delivery-count" not in headers
+    )
 
 
 async def ready_counts(conn: aiormq.Connection, queues: Sequence[str]) -> dict[str, int]:
@@ -337,6 +345,7 @@ __all__ = [
     "gather",
     "header_number",
     "message_properties",
+    "needs_recount",
     "peek",
     "quiet_aiormq",
     "ready_counts",

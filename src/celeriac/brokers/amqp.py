@@ -28,27 +28,34 @@ ones (RabbitMQ expires messages at the head only); buckets that dead-letter into
 early would surface messages before their time (a Celery worker on ``q`` would take them)
 and need a worker to move them on; the delayed-message plugin is not installed by
 default. Here no worker holds a delayed message; all TTL queues have fixed TTLs, so none
-blocks another. The cost is 32 small queues per queue that gets delayed messages
-(declared on first use), and delays over 2^32 ms (49.7 days), which arrive early and are
-sent round again by the worker that receives them (header ``x-celeriac-not-before``).
-``size``/``purge`` count and purge a queue's delay levels too. A delayed message loses its
+blocks another. The cost: up to 32 small durable queues per queue that gets delayed
+messages (a level is declared when a delay first needs it: creating one takes RabbitMQ
+~5-30 ms, so the first delayed message of a fresh queue may arrive that much late), and
+delays over 2^32 ms (49.7 days), which arrive early and are sent round again by the
+worker that receives them (header ``x-celeriac-not-before``). ``size``/``purge`` count
+and purge a queue's existing delay levels too. A delayed message loses its
 ``expiration`` property (it would expire inside the cascade); the ``expires`` header
 still applies.
 
 **Consuming**: ``basic.consume`` with acks, one consumer per queue, per-consumer prefetch
 (``basic.qos`` global=False, so quorum queues work too) set to what the caller holds plus
-``max_count``: a worker's window. RabbitMQ tracks unacked messages natively: ``extend``
+``max_count``: a worker's window (per queue: a worker on n queues may prefetch n windows;
+RabbitMQ applies a new prefetch to new consumers only, so consumers restart when the
+window grows). RabbitMQ tracks unacked messages natively: ``extend``
 is a no-op, ``recover`` returns 0 (a dead process's channel closes and RabbitMQ requeues
 its messages), and after a lost connection ``BrokerError`` is raised, the next call
 reconnects and acks of the old connection's deliveries are dropped (RabbitMQ has already
 requeued them). ``requeue`` and ``close`` (for prefetched messages never handed out)
-republish the message and then ack it, so they can carry our delivery count in the
-header ``x-celeriac-delivery-count``; ``dead_letter`` moves the message to the queue
-``celeriac.dead_letter`` (option ``dead_letter_queue``) with ``x-celeriac-reason``.
+republish the message (to the back of its queue) and then ack it, rather than
+``basic.reject``, which would mark it redelivered (and count a delivery on quorum queues)
+for a message no worker lost: the copy carries our count in ``x-celeriac-delivery-count``.
+``dead_letter`` moves the message to the queue ``celeriac.dead_letter`` (option
+``dead_letter_queue``) with ``x-celeriac-reason``.
 **Delivery count** = that header + 1 + RabbitMQ's own count: ``x-delivery-count`` on
-quorum queues (exact), else 1 if the ``redelivered`` flag is set. On classic queues a
-message that killed several workers therefore shows 2 at most, so the poison limit
-(``task_max_redeliveries``) only works on quorum queues. A delivery held longer than the
+quorum queues. Classic queues only flag a redelivery, which cannot tell a second loss from
+the first: a flagged message is therefore republished (to the back of its queue) with its
+count in the header before it is handed out, so the poison limit
+(``task_max_redeliveries``) works on both queue types. A delivery held longer than the
 server's ``consumer_timeout`` (30 min by default; raise it for longer tasks) closes the
 channel and is redelivered. Other options: ``heartbeat`` (s, default 60),
 ``connect_timeout`` (s, default 10), ``confirm_publish`` (default True).
@@ -430,9 +437,14 @@ class AMQPBroker(Broker):
                 continue
             delivery = self._delivery(s, queue, message)
             not_before = _amqp.header_number(message, _amqp.H_NOT_BEFORE)
-            if not_before is not None and not_before - now > 0.01:
-                s.held += 1  # early (delays beyond the cascade's range): send it round again
-                await self._republish(s, [delivery], delivery.delivery_count - 1, not_before)
+            early = not_before is not None and not_before - now > 0.01
+            # early: a delay beyond the cascade's range, sent round again; recount: a
+            # classic queue's redelivery, whose flag cannot count a second loss, goes back
+            # as a copy carrying its count, so a message that keeps killing workers ends
+            if early or _amqp.needs_recount(message):
+                s.held += 1
+                due = not_before if early else None
+                await self._republish(s, [delivery], delivery.delivery_count - 1, due)
                 continue
             out.append(delivery)
         s.buffer.extendleft(reversed(keep))
