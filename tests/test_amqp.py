@@ -27,7 +27,7 @@ from celeriac._amqp import connection_url, delay_queue
 from celeriac._loop import run_sync
 from celeriac.backends.rpc import RPCBackend
 from celeriac.brokers.amqp import AMQPBroker
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import ImproperlyConfigured, WorkerLostError
 from celeriac.protocol import build_task_message, json_loads, result_meta
 from celeriac.testing import TestWorker
 from celeriac.testing.conformance import message, number, opened
@@ -294,6 +294,33 @@ def test_rpc_is_the_default_backend_and_amqp_works_with_redis(rabbit: str, queue
     finally:
         client.flushdb()
         client.close()
+
+
+POISON_TASKS = """
+import os, signal
+from celeriac import Celery
+
+app = Celery("poison", broker="{url}", task_default_queue="{queue}", task_max_redeliveries=1)
+
+@app.task
+def suicide():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+def test_poison_message_ends_on_a_classic_queue(rabbit: str, queue: str, tmp_path: Path) -> None:  # noqa: F811
+    write_module(tmp_path, "poison", POISON_TASKS.format(url=rabbit, queue=queue))
+    app = Celery("poison", broker=rabbit, task_default_queue=queue, set_as_current=False)
+    with closing(app), WorkerProcess(tmp_path, "poison", "-P", "prefork", "-c", "1") as worker:
+        result = app.send_task("poison.suicide")
+        with pytest.raises(WorkerLostError, match="delivered 3 times"):
+            result.get(timeout=30)  # the rpc reply of the dead-lettering worker
+        worker.wait_for(r"suicide\[.*dead-lettered")
+        assert app.send_task("poison.add", (2, 2)).get(timeout=10) == 4
 
 
 RECORDING_TASKS = """
