@@ -19,7 +19,10 @@ result reaches only the process that sent the task, is not stored on the server,
 lost if that process is gone; the server is the broker's (``broker_url``, or an explicit
 ``rpc://user:pass@host:port/vhost``). Heartbeats are off by default (``heartbeat``): a
 sync caller's event loop runs only during calls, and RabbitMQ would otherwise close an
-idle connection and auto-delete the reply queue with it.
+idle connection and auto-delete the reply queue with it. A worker process declares its
+own app's reply queue too (for the results of tasks its tasks send); unconsumed, it goes
+after ``x-expires``. Prefork children share their app's ``reply_to``, so results of tasks
+sent from tasks may reach a sibling child. Chords need a backend that stores results.
 """
 
 from __future__ import annotations
