@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,8 +108,13 @@ def amqp_vhost() -> Iterator[str]:
     """The URL of a vhost private to this pytest process (``/`` if rabbitmqctl is
     missing); deleted at the end."""
     require_rabbitmq()
-    vhost = f"celeriac-test-{uuid.uuid4().hex[:12]}"
+    vhost = f"celeriac-test-{int(time.time())}-{uuid.uuid4().hex[:8]}"
     try:
+        stale = time.time() - 6 * 3600
+        for old in rabbitmqctl("list_vhosts", "-q").split():  # left by killed runs
+            match = re.fullmatch(r"celeriac-test-(\d+)-[0-9a-f]{8}", old)
+            if match and int(match[1]) < stale:
+                rabbitmqctl("delete_vhost", old, check=False)
         rabbitmqctl("add_vhost", vhost)
         rabbitmqctl("set_permissions", "-p", vhost, URL(AMQP_URL).user or "guest", ".*", ".*", ".*")
     except (OSError, subprocess.SubprocessError, pytest.skip.Exception):
