@@ -230,3 +230,10 @@ def test_public_names_are_pinned() -> None:
     assert GroupResult.__module__ == ResultSet.__module__ == "celeriac.result"
 
     assert AsyncResult is celeriac.AsyncResult and callable(get_task_logger)
+
+
+def test_bad_rate_limit_options_fail_when_the_task_is_defined(app: Celery) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"rate_limit '10/x' is invalid"):
+        app.task(rate_limit="10/x")(lambda: None)
+    with pytest.raises(ImproperlyConfigured, match=r"rate_limit_scope='cluster' is invalid"):
+        app.task(rate_limit="1/s", rate_limit_scope="cluster")(lambda: None)

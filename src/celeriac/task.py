@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
-from celeriac.exceptions import MaxRetriesExceededError, Retry
+from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from celeriac.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -338,6 +338,7 @@ def make_task_class(
         near = difflib.get_close_matches(bad, TASK_OPTIONS, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise TypeError(f"@task got an unknown option {bad!r} for {name}{hint}")
+    _check_options(name, opts)
     attrs: dict[str, Any] = {
         "name": name,
         "app": app,
@@ -353,6 +354,19 @@ def make_task_class(
             continue
         attrs[key] = tuple(value) if key in {"autoretry_for", "throws"} else value
     return type(fn.__name__, (base,), attrs)
+
+
+def _check_options(name: str, opts: dict[str, Any]) -> None:
+    """Bad option values fail when the task is defined, naming the option."""
+    from celeriac.worker.limits import parse_rate  # noqa: PLC0415
+
+    if opts.get("rate_limit") is not None:
+        parse_rate(opts["rate_limit"])
+    scope = opts.get("rate_limit_scope", "worker")
+    if scope not in {"worker", "global"}:
+        raise ImproperlyConfigured(
+            f"task {name}: rate_limit_scope={scope!r} is invalid: use 'worker' or 'global'"
+        )
 
 
 AsyncFn = Callable[P, Coroutine[Any, Any, R]]

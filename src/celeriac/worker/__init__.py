@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from celeriac import __version__
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.brokers import create_broker
+from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.utils.log import mask_url, setup_logging
-from celeriac.worker.consumer import Consumer
+from celeriac.worker.consumer import Consumer, check_capabilities
 from celeriac.worker.pools import POOLS, make_pool
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Worker:
         setup_logging(self.loglevel, self.app.conf)
         self.app.check_configuration()
         self.app.import_modules()
+        asyncio.run(self._preflight())
         if self.banner:
             print(self.banner_text(), file=sys.stderr, flush=True)
         if self.pool == "prefork":
@@ -86,6 +88,33 @@ class Worker:
 
             return Supervisor(self).run()
         return asyncio.run(self._run_single())
+
+    async def _preflight(self) -> None:
+        """Before any child is forked: the broker can be reached (retried while
+        ``broker_connection_retry_on_startup``), and it can do what the tasks ask."""
+        conf = self.app.conf
+        broker = create_broker(self.app.broker_url, conf["broker_transport_options"])
+        attempt = 0
+        while True:
+            try:
+                await broker.connect()
+                break
+            except (OSError, BrokerError) as exc:
+                if not conf["broker_connection_retry_on_startup"]:
+                    raise BrokerError(
+                        f"cannot connect to broker {mask_url(self.app.broker_url)}: {exc}"
+                    ) from exc
+                delay = min(2.0**attempt * 0.5, 10.0)
+                logger.warning(
+                    "Cannot connect to broker %s: %s; retrying in %.1fs",
+                    mask_url(self.app.broker_url), exc, delay,
+                )  # fmt: skip
+                attempt += 1
+                await asyncio.sleep(delay)
+        try:
+            check_capabilities(self.app, broker)
+        finally:
+            await broker.close()
 
     def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
         return Consumer(

@@ -21,6 +21,7 @@ from celeriac.brokers.base import Broker, Delivery, Revocation
 from celeriac.exceptions import (
     BackendError,
     BrokerError,
+    ImproperlyConfigured,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     Terminated,
@@ -110,6 +111,7 @@ class Consumer:
         self.broker = await self._connect_broker()
         self.broker.consumer_id = self.consumer_id
         self.backend = await self.app.get_backend()
+        check_capabilities(self.app, self.broker)
         for queue in self.queues:
             await self.broker.declare(queue)
         self.pool.start(loop, self.handler, self._on_outcomes)
@@ -472,6 +474,19 @@ def _reply_to(outcome: Outcome) -> str | None:
     message = outcome.delivery.message
     value = message.properties.get("reply_to") if message is not None else None
     return value if isinstance(value, str) and value else None
+
+
+def check_capabilities(app: Celeriac, broker: Broker) -> None:
+    """A task that needs what this broker cannot do fails the start, saying so."""
+    if broker.supports_global_rate_limit:
+        return
+    for task in app.tasks.values():
+        if task.rate_limit and task.rate_limit_scope == "global":
+            raise ImproperlyConfigured(
+                f"task {task.name} has rate_limit_scope='global', which needs a broker "
+                f"that can keep a shared token bucket ({type(broker).__name__} cannot); "
+                "use rate_limit_scope='worker' or a Redis, SQLite or memory broker"
+            )
 
 
 def _running(job: Job) -> bool:
