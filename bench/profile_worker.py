@@ -1,6 +1,6 @@
 """Profile celeriac's drain (or enqueue) with py-spy and print the hot spots.
 
-    python bench/profile_worker.py [--phase drain|enqueue] [--broker sqlite|redis] [--n 10000]
+    python bench/profile_worker.py [--phase drain|enqueue] [--broker sqlite|redis] [--n 30000]
                             [--pool prefork] [--concurrency 2]
 
 Needs py-spy (``pip install py-spy``). N no-op tasks are enqueued to a fresh SQLite file
