@@ -64,11 +64,18 @@ def fail(message):
 """
 
 
+DATABASES = {
+    "test_celery_client_to_celeriac_worker": 6,
+    "test_celeriac_client_to_celery_worker": 7,
+    "test_iso_eta_from_celeriac_client_reaches_celery_worker_as_eta": 8,
+}
+
+
 @pytest.fixture
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis database of its own (6 for direction a, 7 for b), flushed around.
-    (Databases 10-15 belong to the benchmarks.)"""
-    db = 6 if "celery_client" in request.node.name else 7
+    """A Redis database of its own for each test, flushed around (they may run in
+    parallel; databases 10-15 belong to the benchmarks)."""
+    db = DATABASES[request.node.name]
     url = f"{BASE_URL}/{db}"
     client = require_redis(url)
     client.flushdb()
