@@ -92,14 +92,19 @@ class SignalsMiddleware(Middleware):
         signals.worker_shutdown.send(sender=hostname)
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
-        signals.task_received.send(sender=task, request=request)
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=task, request=request)
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
-        signals.task_prerun.send(
-            sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
-        )
+        if signals.task_prerun.receivers:
+            signals.task_prerun.send(
+                sender=task, task_id=request.id, task=task, args=request.args,
+                kwargs=request.kwargs,
+            )  # fmt: skip
 
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
+        if not _AFTER_TASK_SIGNALS.has_receivers():
+            return  # the common case: nobody listens, build nothing
         state = outcome.state
         if state == states.SUCCESS:
             signals.task_success.send(sender=task, result=outcome.value)
@@ -135,6 +140,20 @@ class SignalsMiddleware(Middleware):
 
     def on_unknown(self, name: str, task_id: str, message: Message) -> None:
         signals.task_unknown.send(sender=None, name=name, id=task_id, message=message, exc=None)
+
+
+class _SignalGroup:
+    def __init__(self, *group: signals.Signal) -> None:
+        self.group = group
+
+    def has_receivers(self) -> bool:
+        return any(signal.receivers for signal in self.group)
+
+
+_AFTER_TASK_SIGNALS = _SignalGroup(
+    signals.task_success, signals.task_retry, signals.task_failure, signals.task_rejected,
+    signals.task_postrun,
+)  # fmt: skip
 
 
 def _body(message: Message) -> Any:

@@ -198,8 +198,16 @@ class TaskCall:
     content_type: str = JSON
 
 
+_origin: tuple[int, str] = (0, "")
+
+
 def origin_name() -> str:
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    """``gen<pid>@<host>``, Celery's producer node name (computed once per process)."""
+    global _origin
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin = (pid, f"gen{pid}@{socket.gethostname()}")
+    return _origin[1]
 
 
 def utcnow() -> datetime:

@@ -65,6 +65,8 @@ class Signal:
 
     @property
     def receivers(self) -> list[Receiver]:
+        if not self._receivers:
+            return []
         return [r for r in (self._resolve(e) for e in self._receivers) if r is not None]
 
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:

@@ -75,6 +75,8 @@ def connect(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
         check_same_thread=False,
         factory=_Connection,
     )
+    if isinstance(conn, _Connection):
+        conn.wal_path = os.path.abspath(path) + "-wal"
     try:
         _use_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -100,15 +102,27 @@ class _Connection(sqlite3.Connection):
     """A connection that remembers when it last checkpointed the WAL."""
 
     last_checkpoint = 0.0
+    wal_path = ""
+
+
+#: A WAL larger than this is copied back into the database file at the next check.
+CHECKPOINT_WAL_BYTES = 8 * 1024 * 1024
 
 
 def checkpoint_if_due(conn: sqlite3.Connection) -> None:
-    """Copy the WAL back into the database file (PASSIVE: never waits) if it is time."""
+    """At most once a CHECKPOINT_INTERVAL, copy the WAL back into the database file
+    (PASSIVE: never waits) when it has grown past CHECKPOINT_WAL_BYTES."""
     now = time.monotonic()
-    if now - getattr(conn, "last_checkpoint", 0.0) >= CHECKPOINT_INTERVAL:
-        if isinstance(conn, _Connection):
-            conn.last_checkpoint = now
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    if now - getattr(conn, "last_checkpoint", 0.0) < CHECKPOINT_INTERVAL:
+        return
+    if isinstance(conn, _Connection):
+        conn.last_checkpoint = now
+        try:
+            if os.stat(conn.wal_path).st_size < CHECKPOINT_WAL_BYTES:
+                return
+        except OSError:
+            return
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 #: Connections inherited across ``fork``: the child never uses or closes them.

@@ -123,6 +123,7 @@ class Handler:
         self.default_acks_late: bool = conf["task_acks_late"]
         self.store_errors_default: bool = conf["task_store_errors_even_if_ignored"]
         self.track_started: bool = conf["task_track_started"]
+        self.ignore_result_default: bool = bool(conf["task_ignore_result"])
         self.time_limit: float | None = conf["task_time_limit"]
         self.soft_time_limit: float | None = conf["task_soft_time_limit"]
         self.reject_on_worker_lost: bool | None = conf["task_reject_on_worker_lost"]
@@ -254,7 +255,7 @@ class Handler:
         start = time.perf_counter()
         try:
             value = job.task.run(*job.call.args, **job.call.kwargs)
-            if inspect.isawaitable(value):
+            if job.task.is_async and inspect.isawaitable(value):
                 if loop is None:
                     value = asyncio.run(_await(value))
                 else:
@@ -467,7 +468,7 @@ class Handler:
         task_setting = job.task.ignore_result
         if task_setting is not None:
             return task_setting
-        return bool(self.app.conf["task_ignore_result"])
+        return self.ignore_result_default
 
     def _stores_errors(self, job: Job) -> bool:
         value = job.task.store_errors_even_if_ignored
