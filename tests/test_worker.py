@@ -202,12 +202,12 @@ def test_sigterm_finishes_running_task_and_returns_prefetched_messages(
         worker.signal(signal.SIGTERM)
         worker.wait_for(r"Warm shutdown")
         (tasks_dir / "term.release").touch()
-        assert worker.wait(20) == 0
+        assert worker.wait(30) == 0, worker.log
     finally:
         worker.stop()
     assert running.get(timeout=5) == "released"
-    assert "Returned 3 unstarted message(s)" in worker.log
-    assert queue_size(client) == 3
+    assert "Returned 3 unstarted message(s)" in worker.log, worker.log
+    assert queue_size(client) == 3, worker.log
     assert all(r.state == states.PENDING for r in queued)
     with WorkerProcess(tasks_dir, "wtasks", "-P", "solo"):
         assert [r.get(timeout=10) for r in queued] == [0, 2, 4]

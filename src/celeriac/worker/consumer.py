@@ -74,6 +74,7 @@ class Consumer:
         self._gated: dict[Job, asyncio.Task[None]] = {}
         self._submitted = 0
         self._withheld: list[Job] = []
+        self._unstarted: list[Job] = []
         self._buckets: dict[str, LocalBucket] = {}
         #: a prefork child exits after settling a job it had to stop, so that the
         #: thread still running it dies with the process
@@ -100,6 +101,9 @@ class Consumer:
             cold = True
         self._stopping = True
         self._cold = self._cold or cold
+        if self.pool.outbox is not None:
+            # take unstarted jobs back now, before a free pool thread starts one of them
+            self._unstarted.extend(self.pool.reclaim())
         for event in (self._wake, self._space, self._settled):
             if event is not None:
                 event.set()
@@ -446,7 +450,7 @@ class Consumer:
         """Return unstarted deliveries, wait for running ones (unless cold)."""
         assert self.broker is not None and self._settled is not None
         await self._flush_acks()
-        unstarted = self.pool.reclaim()
+        unstarted, self._unstarted = [*self._unstarted, *self.pool.reclaim()], []
         for job, gate in list(self._gated.items()):  # waiting for a rate-limit token
             gate.cancel()
             unstarted.append(job)
