@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from celeriac._registry import load_class
 from celeriac.backends.base import ResultBackend
-from celeriac.exceptions import ImproperlyConfigured
 
 BACKENDS: dict[str, str] = {
     "memory": "celeriac.backends.memory:MemoryBackend",
@@ -21,22 +20,7 @@ BACKENDS: dict[str, str] = {
 
 
 def backend_class(url: str) -> type[ResultBackend]:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BACKENDS.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
-        raise ImproperlyConfigured(
-            f"result_backend {url!r}: unknown scheme {scheme!r}; use one of {known}"
-        )
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            f"result_backend {url!r} needs an optional dependency: {exc} "
-            f"(install celeriac[{scheme}])"
-        ) from exc
-    cls: type[ResultBackend] = getattr(module, cls_name)
+    cls: type[ResultBackend] = load_class("result_backend", url, BACKENDS)
     return cls
 
 

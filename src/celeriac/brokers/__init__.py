@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from celeriac._registry import load_class
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
-from celeriac.exceptions import ImproperlyConfigured
 
 #: scheme -> "module:Class" (imported lazily so optional dependencies stay optional)
 BROKERS: dict[str, str] = {
@@ -24,21 +23,7 @@ BROKERS: dict[str, str] = {
 
 
 def broker_class(url: str) -> type[Broker]:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BROKERS.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(BROKERS))
-        raise ImproperlyConfigured(
-            f"broker_url {url!r}: unknown scheme {scheme!r}; use one of {known}"
-        )
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            f"broker_url {url!r} needs an optional dependency: {exc} (install celeriac[{scheme}])"
-        ) from exc
-    cls: type[Broker] = getattr(module, cls_name)
+    cls: type[Broker] = load_class("broker_url", url, BROKERS)
     return cls
 
 
