@@ -115,6 +115,32 @@ class WorkerProcess:
         self.stop()
 
 
+def celery_worker(cwd: Path, app_spec: str, *args: str) -> WorkerProcess:
+    """A real Celery worker (the interoperability peer), quiet on the network: no
+    heartbeat, gossip or mingle; ``args`` are more worker options (``-P threads``, ``-Q``)."""
+    options = list(args) if "-P" in args else ["-P", "solo", *args]
+    worker = WorkerProcess(cwd, app_spec)
+    worker.argv = [
+        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-l", "info", *options,
+        "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    return worker
+
+
+def close_celery_app(app: Any) -> None:
+    """Close a real Celery client app's connections, its Redis result backend's pub/sub
+    connection included (``app.close()`` leaves that one to the garbage collector)."""
+    backend = app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    pubsub = getattr(consumer, "_pubsub", None)
+    if pubsub is not None:
+        pubsub.close()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.connection_pool.disconnect()
+    app.close()
+
+
 def write_module(directory: Path, name: str, source: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(textwrap.dedent(source))

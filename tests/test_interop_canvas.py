@@ -10,7 +10,6 @@ group and chord on a celeriac worker (under a key prefix of its own) close the m
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import redis
 import celeriac
 import celeriac.exceptions
 from celeriac.result import GroupResult
-from support import WorkerProcess, write_module
+from support import WorkerProcess, celery_worker, close_celery_app, write_module
 from test_conformance_redis import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
@@ -105,15 +104,6 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
         client.close()
 
 
-def celery_worker(cwd: Path, module: str) -> WorkerProcess:
-    worker = WorkerProcess(cwd, module)
-    worker.argv = [
-        sys.executable, "-m", "celery", "-A", module, "worker", "-P", "threads", "-c", "4",
-        "-l", "info", "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    return worker
-
-
 def lines(directory: Path, name: str) -> list[str]:
     path = directory / name
     return path.read_text().splitlines() if path.exists() else []
@@ -126,7 +116,7 @@ def test_celery_worker(db_url: str, tmp_path: Path) -> None:
     t = _define(app, "ctasks")
     r = redis.Redis.from_url(db_url)
     try:
-        with celery_worker(tmp_path, "ctasks"):
+        with celery_worker(tmp_path, "ctasks", "-P", "threads", "-c", "4"):
             result = celeriac.chain(t["add"].s(1, 2), t["mul"].s(3), t["mul"].s(4))()
             assert result.get(timeout=20) == 36
             assert result.parent.get(timeout=10) == 9
@@ -138,7 +128,7 @@ def test_celery_worker(db_url: str, tmp_path: Path) -> None:
             capp = celery.Celery("reader", broker=db_url, backend=db_url)
             restored = celery.result.GroupResult.restore(group_result.id, app=capp)
             assert restored.get(timeout=10) == [0, 2, 4, 6, 8]
-            capp.close()
+            close_celery_app(capp)
 
             body = t["tsum"].s()
             joined = celeriac.chord((t["add"].s(i, i) for i in range(5)), body)()
@@ -212,7 +202,7 @@ def test_celeriac_worker(db_url: str, tmp_path: Path) -> None:
             assert repr([20]) not in lines(tmp_path, "bodies")
     finally:
         r.close()
-        capp.close()
+        close_celery_app(capp)
 
 
 def test_a_thousand_task_group_and_chord(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -27,7 +26,7 @@ from celeriac._loop import run_sync
 from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import build_task_message
 from celeriac.testing.conformance import opened
-from support import WorkerProcess, wait_until, write_module
+from support import WorkerProcess, celery_worker, wait_until, write_module
 from test_conformance_redis import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
@@ -92,15 +91,6 @@ def _add(x: int, y: int) -> int:
 
 def _fail(message: str) -> None:
     raise ValueError(message)
-
-
-def celery_worker(cwd: Path, app_spec: str) -> WorkerProcess:
-    worker = WorkerProcess(cwd, app_spec)
-    worker.argv = [
-        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-P", "solo", "-l", "info",
-        "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    return worker
 
 
 def test_celery_client_to_celeriac_worker(db_url: str, tmp_path: Path) -> None:

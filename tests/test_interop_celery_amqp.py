@@ -9,7 +9,6 @@ Each test has queues of its own in the per-process vhost, deleted afterwards.
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import celeriac
 import celeriac.exceptions
 from celeriac._amqp import delay_queue
 from celeriac._loop import run_sync
-from support import WorkerProcess, wait_until, write_module
+from support import WorkerProcess, celery_worker, wait_until, write_module
 from test_amqp import unacked
 from test_conformance_amqp import (
     amqp_vhost,  # noqa: F401 - fixture
@@ -114,15 +113,6 @@ def _stamp(tag: str) -> list[object]:
     return [tag, time.time()]
 
 
-def celery_worker(cwd: Path, app_spec: str, queue: str) -> WorkerProcess:
-    worker = WorkerProcess(cwd, app_spec)
-    worker.argv = [
-        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-P", "solo", "-l", "info",
-        "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    return worker
-
-
 def test_celery_client_to_celeriac_worker(
     rabbit: str,  # noqa: F811
     queue: str,
@@ -179,7 +169,7 @@ def test_celeriac_client_to_celery_worker(
     )  # fmt: skip
     try:
         waiting = [app.send_task("ctasks.stamp", (f"p{p}",), priority=p) for p in (0, 9, 3, 6)]
-        with celery_worker(tmp_path, "ctasks", queue):
+        with celery_worker(tmp_path, "ctasks", "-Q", queue):
             order = sorted((r.get(timeout=10) for r in waiting), key=lambda x: x[1])
             assert [tag for tag, _ in order] == ["p9", "p6", "p3", "p0"]
             assert app.send_task("ctasks.add", (2, 3)).get(timeout=10) == 5

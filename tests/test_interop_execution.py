@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import celery.exceptions
 import pytest
 
 import celeriac
-from support import WorkerProcess, wait_until, write_module
+from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 from test_conformance_redis import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
@@ -50,15 +49,6 @@ def db_url() -> Iterator[str]:
         client.close()
 
 
-def celery_worker(cwd: Path, spec: str, queue: str) -> WorkerProcess:
-    worker = WorkerProcess(cwd, spec)
-    worker.argv = [
-        sys.executable, "-m", "celery", "-A", spec, "worker", "-P", "solo", "-l", "info",
-        "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    return worker
-
-
 def modules(tmp_path: Path, url: str) -> None:
     (tmp_path / "ours").mkdir()
     (tmp_path / "theirs").mkdir()
@@ -81,16 +71,16 @@ def test_celeriac_retry_message_is_run_by_a_celery_worker(db_url: str, tmp_path:
     with WorkerProcess(tmp_path / "ours", "rtasks", "-P", "threads", "-l", "info") as ours:
         ours.wait_for(r"rtasks\.retry_once\[.*\] retry: Retry in 0\.5s")
         wait_until(lambda: result.state == "RETRY", 10, "the RETRY state")
-        with celery_worker(tmp_path / "theirs", "rtasks", "retries"):
+        with celery_worker(tmp_path / "theirs", "rtasks", "-Q", "retries"):
             assert result.get(timeout=20) == "celery ran retry 1"
-    client.close()
+    close_celery_app(client)
 
 
 def test_celery_retry_message_is_run_by_a_celeriac_worker(db_url: str, tmp_path: Path) -> None:
     modules(tmp_path, db_url)
     app = celeriac.Celery("rtasks", broker=db_url, backend=db_url, set_as_current=False)
     result = app.send_task("rtasks.retry_once")
-    with celery_worker(tmp_path / "theirs", "rtasks", "celery") as theirs:
+    with celery_worker(tmp_path / "theirs", "rtasks", "-Q", "celery") as theirs:
         theirs.wait_for(r"Task rtasks\.retry_once\[.*\] retry: Retry in 0\.5s")
         wait_until(lambda: result.state == "RETRY", 10, "the RETRY state")
         with WorkerProcess(tmp_path / "ours", "rtasks", "-P", "threads", "-Q", "retries"):
@@ -108,5 +98,5 @@ def test_celeriac_revoke_is_read_by_a_celery_client(db_url: str, tmp_path: Path)
     assert theirs.state == "REVOKED"
     with pytest.raises(celery.exceptions.TaskRevokedError):
         theirs.get(timeout=5)
-    client.close()
+    close_celery_app(client)
     app.close()
