@@ -55,13 +55,29 @@ def _waiter(system: str, module: Any, timeout: float) -> Callable[[Any], Any]:
     raise SystemExit(f"unknown system {system!r}")
 
 
+def _reply_queue(system: str, module: Any) -> str | None:
+    """With ``rpc://`` results: the reply queue of this client, where the workers put
+    the results (``run.py`` counts them there)."""
+    if not os.environ.get("BENCH_RESULT_URL", "").startswith("rpc"):
+        return None
+    if system == "celeriac":
+        return str(module.app.reply_to)
+    if system == "celery":
+        return str(module.app.backend.oid)
+    return None
+
+
 def enqueue(system: str, module: Any, task: str, n: int) -> dict[str, Any]:
     send = _sender(system, module, task)
     start = time.perf_counter()
     for _ in range(n):
         send()
     seconds = time.perf_counter() - start
-    return {"n": n, "seconds": seconds, "rate": n / seconds}
+    result = {"n": n, "seconds": seconds, "rate": n / seconds}
+    queue = _reply_queue(system, module)
+    if queue is not None:
+        result["reply_queue"] = queue
+    return result
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:

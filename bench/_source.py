@@ -59,7 +59,8 @@ def probe_celeriac(python: str, src: Path | None) -> dict[str, Any]:
     code = (
         "import json, celeriac, celeriac.brokers as b, celeriac.backends as k\n"
         "print(json.dumps({'version': celeriac.__version__, 'file': celeriac.__file__,"
-        " 'redis_broker': 'redis' in b.BROKERS, 'redis_backend': 'redis' in k.BACKENDS}))\n"
+        " 'redis_broker': 'redis' in b.BROKERS, 'redis_backend': 'redis' in k.BACKENDS,"
+        " 'amqp_broker': 'amqp' in b.BROKERS, 'rpc_backend': 'rpc' in k.BACKENDS}))\n"
     )
     env = dict(os.environ)
     if src is not None:

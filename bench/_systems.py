@@ -11,6 +11,13 @@ Completion is counted from outside, cheaply, where each system stores its result
 celeriac/Celery count result keys (DBSIZE of the results database) or result rows
 (SQLite); Dramatiq counts acknowledged messages (its ``.msgs`` hash shrinks on ack, which
 comes after the Results middleware stored the result); RQ counts its finished registry.
+
+On RabbitMQ (celeriac and Celery only) both systems share one private vhost made for the
+run (``run.py`` adds and deletes it), with ``rpc://`` results: each result is a message
+in the reply queue of the client that sent the task, which nobody consumes during a drain
+(the enqueuing client has exited; the queue stays, as it was never consumed). The driver
+reports that queue's name; completion is its message count (a passive ``queue.declare``).
+Between phases the task queue ``celery`` and every reply queue seen are deleted.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 READY_LINE = "BENCH-READY"
 
@@ -181,6 +189,96 @@ def ping_redis(base: str) -> None:
     _redis(redis_db_url(base, 10)).ping()
 
 
+# -- RabbitMQ --------------------------------------------------------------------------
+
+
+def amqp_vhost_url(base: str, vhost: str) -> str:
+    """``amqp://user:pass@host:port`` (any path) -> the same server, vhost ``vhost``."""
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", parts.query, ""))
+
+
+def _amqp(url: str) -> Any:
+    """A connected py-amqp connection (sync; the harness's own client) to ``url``."""
+    import amqp
+
+    parts = urlsplit(url)
+    conn = amqp.Connection(
+        host=f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}",
+        userid=unquote(parts.username or "guest"),
+        password=unquote(parts.password or "guest"),
+        virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+        connect_timeout=10,
+    )
+    conn.connect()
+    return conn
+
+
+def ping_amqp(base: str) -> None:
+    _amqp(base).close()
+
+
+def rabbitmqctl(ctl: str, *args: str) -> str:
+    done = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {tail}")
+    return done.stdout
+
+
+def add_vhost(ctl: str, vhost: str, user: str) -> None:
+    rabbitmqctl(ctl, "add_vhost", vhost)
+    rabbitmqctl(ctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+
+
+def delete_vhost(ctl: str, vhost: str) -> None:
+    rabbitmqctl(ctl, "delete_vhost", vhost)
+
+
+def rabbitmq_version(ctl: str) -> str:
+    return rabbitmqctl(ctl, "version").strip()
+
+
+def _queue_size(channel: Any, queue: str) -> int:
+    import amqp
+
+    try:
+        return int(channel.queue_declare(queue, passive=True).message_count)
+    except amqp.exceptions.NotFound:
+        raise RuntimeError(f"reply queue {queue} is gone") from None
+
+
+def _amqp_counter(url: str, queue: str | None) -> Counter:
+    if not queue:
+        raise RuntimeError("the client did not report its reply queue")
+    conn = _amqp(url)
+    channel = conn.channel()
+    return lambda: _queue_size(channel, queue)
+
+
+def _sample_amqp_replies(url: str, queue: str | None, sample: int = 200) -> dict[str, Any]:
+    """How many replies wait in ``queue``, and the statuses of up to ``sample`` of them
+    (taken off the queue: the phase is over)."""
+    if not queue:
+        raise RuntimeError("the client did not report its reply queue")
+    conn = _amqp(url)
+    try:
+        channel = conn.channel()
+        stored = _queue_size(channel, queue)
+        statuses: dict[str, int] = {}
+        for _ in range(min(sample, stored)):
+            message = channel.basic_get(queue, no_ack=True)
+            if message is None:
+                break
+            body = message.body
+            status = json.loads(body).get("status", "?") if body else "missing"
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        conn.close()
+    failed = sum(v for k, v in statuses.items() if k != "SUCCESS")
+    return {"stored": stored, "sampled_status": statuses, "failed": failed}
+
+
 @dataclass
 class IoPool:
     """One way to run the I/O workload; the best of a system's pools is reported."""
@@ -210,6 +308,11 @@ class System:
     redis_dbs: tuple[int, ...] = ()
     redis_base: str = ""
     sqlite_dir: Path | None = None
+    #: RabbitMQ: the run's vhost URL; the reply queue of the last enqueuing client, and
+    #: every queue to delete between phases
+    amqp_url: str = ""
+    reply_queue: str | None = None
+    amqp_queues: set[str] = field(default_factory=lambda: {"celery"})
     _phase_no: int = 0
 
     # -- life cycle of one phase -------------------------------------------------
@@ -225,6 +328,16 @@ class System:
     def cleanup(self) -> None:
         for db in self.redis_dbs:
             _redis(redis_db_url(self.redis_base, db)).flushdb()
+        if self.amqp_url:
+            if self.reply_queue:
+                self.amqp_queues.add(self.reply_queue)
+            self.reply_queue = None
+            conn = _amqp(self.amqp_url)
+            try:
+                for queue in sorted(self.amqp_queues):
+                    conn.channel().queue_delete(queue)  # no-op when absent
+            finally:
+                conn.close()
         if self.sqlite_dir is not None and self._phase_no:
             path = self.sqlite_dir / f"{self.name}-{self._phase_no}.sqlite3"
             for suffix in ("", "-wal", "-shm"):
@@ -236,6 +349,8 @@ class System:
         """A cheap callable returning how many tasks have finished (results stored)."""
         if self.sqlite_dir is not None:
             return _sqlite_counter(self.env["BENCH_BROKER_URL"])
+        if self.amqp_url:
+            return _amqp_counter(self.amqp_url, self.reply_queue)
         if self.name in {"celeriac", "celery"}:
             client = _redis(self.env["BENCH_RESULT_URL"])
             return lambda: int(client.dbsize())
@@ -268,6 +383,8 @@ class System:
             by_status = dict(rows)
             failed = sum(v for k, v in by_status.items() if k != "SUCCESS")
             return {"by_status": by_status, "stored": sum(by_status.values()), "failed": failed}
+        if self.amqp_url:
+            return _sample_amqp_replies(self.amqp_url, self.reply_queue)
         if self.name in {"celeriac", "celery"}:
             return _sample_redis_meta(self.env["BENCH_RESULT_URL"])
         if self.name == "dramatiq":
@@ -324,7 +441,9 @@ def _sample_redis_meta(url: str, sample: int = 200) -> dict[str, Any]:
 # -- the systems -----------------------------------------------------------------------
 
 
-def celeriac(python: str, *, redis_base: str | None, sqlite_dir: Path | None) -> System:
+def celeriac(
+    python: str, *, redis_base: str | None, sqlite_dir: Path | None, amqp_url: str | None = None
+) -> System:
     mod = "bench_celeriac_tasks"
     base = [python, "-m", "celeriac", "-A", mod, "worker"]
     system = System(
@@ -354,10 +473,13 @@ def celeriac(python: str, *, redis_base: str | None, sqlite_dir: Path | None) ->
             "BENCH_BROKER_URL": redis_db_url(redis_base, 10),
             "BENCH_RESULT_URL": redis_db_url(redis_base, 11),
         }
+    if amqp_url is not None:
+        system.amqp_url = amqp_url
+        system.env = {"BENCH_BROKER_URL": amqp_url, "BENCH_RESULT_URL": "rpc://"}
     return system
 
 
-def celery(python: str, redis_base: str, *, gevent: bool) -> System:
+def celery(python: str, redis_base: str, *, gevent: bool, amqp_url: str | None = None) -> System:
     mod = "bench_celery_tasks"
     base = [python, "-m", "celery", "-A", mod, "worker", "-l", "warning"]
     pools = [
@@ -377,7 +499,7 @@ def celery(python: str, redis_base: str, *, gevent: bool) -> System:
                 "-P gevent -c 500, task: time.sleep(0.02)",
             )
         )
-    return System(
+    system = System(
         name="celery",
         python=python,
         module=mod,
@@ -395,6 +517,10 @@ def celery(python: str, redis_base: str, *, gevent: bool) -> System:
             "BENCH_RESULT_URL": redis_db_url(redis_base, 13),
         },
     )
+    if amqp_url is not None:
+        system.redis_base, system.redis_dbs, system.amqp_url = "", (), amqp_url
+        system.env = {"BENCH_BROKER_URL": amqp_url, "BENCH_RESULT_URL": "rpc://"}
+    return system
 
 
 def dramatiq(

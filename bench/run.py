@@ -1,7 +1,7 @@
 """Benchmark celeriac against Celery, Dramatiq and RQ, side by side, in one run.
 
-    python bench/run.py [--broker sqlite|redis|all] [--systems celeriac,celery,dramatiq,rq]
-                        [--n 10000] [--quick]
+    python bench/run.py [--broker sqlite|redis|amqp|all] [--systems celeriac,celery,dramatiq,rq]
+                        [--n 10000] [--repeat K] [--quick]
 
 Workloads, per system:
 
@@ -20,7 +20,11 @@ middleware, RQ's own). On ``--broker sqlite`` only celeriac runs (the peers have
 SQLite broker), with its database in a temporary directory. On ``--broker redis`` the
 peers run from their own virtual environment, ``bench/.venvs/peers``, created on first
 use; each system uses its own Redis databases (10-15, flushed before and after; see
-``_systems.py``). Every worker is started in its own session and stopped by process
+``_systems.py``). On ``--broker amqp`` celeriac and Celery run on the RabbitMQ at
+``--amqp-url``, in a vhost made for the run (``celeriac-bench-<timestamp>``, added with
+``rabbitmqctl`` and deleted at the end, on errors and on Ctrl-C too), both with ``rpc://``
+results (celeriac's default on RabbitMQ; Celery's ``backend='rpc://'``). ``all`` is SQLite
+and Redis. Every worker is started in its own session and stopped by process
 group at the end of its phase, on errors, and on Ctrl-C.
 
 Output: one line per measurement, a table per broker, and ``bench/results-<broker>.json``.
@@ -43,6 +47,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -304,6 +309,7 @@ class Bench:
             enq = self.driver(
                 system, env, ["enqueue", system.noop_task, str(args.n)], 60 + args.n * 0.02
             )
+            system.reply_queue = enq.get("reply_queue")
         except Exception as exc:
             self.fail(system, cells, ["enqueue", "drain", "rtt_p50", "rtt_p99"], exc)
             return
@@ -373,7 +379,10 @@ class Bench:
         """Enqueue the I/O tasks, start ``pool``'s worker, time it until all are done."""
         args = self.args
         env = self._env(system, system.prepare())
-        self.driver(system, env, ["enqueue", system.io_task, str(args.io_n)], 60 + args.io_n * 0.02)
+        enq = self.driver(
+            system, env, ["enqueue", system.io_task, str(args.io_n)], 60 + args.io_n * 0.02
+        )
+        system.reply_queue = enq.get("reply_queue")
         io, group = self.measure_drain(
             system, env, pool.argv, pool.ready, f"io-{pool.label}", args.io_n, 60 + args.io_n * 0.05
         )
@@ -425,9 +434,40 @@ def build_systems(
             )
         return systems, unavailable, versions
 
+    if broker == "amqp":
+        if probe and not (probe["amqp_broker"] and probe["rpc_backend"]):
+            unavailable["celeriac"] = "this celeriac has no AMQP broker/rpc:// backend yet"
+        return _amqp_systems(names, args, unavailable, versions)
     if probe and not (probe["redis_broker"] and probe["redis_backend"]):
         unavailable["celeriac"] = "this celeriac has no Redis broker/result backend yet"
     return _redis_systems(names, args, unavailable, versions)
+
+
+def _amqp_systems(
+    names: list[str],
+    args: argparse.Namespace,
+    unavailable: dict[str, str],
+    versions: dict[str, Any],
+) -> tuple[list[_systems.System], dict[str, str], dict[str, Any]]:
+    """celeriac and Celery on the run's vhost (``args.vhost_url``), ``rpc://`` results."""
+    systems: list[_systems.System] = []
+    url = args.vhost_url
+    if "celeriac" in names and "celeriac" not in unavailable:
+        systems.append(
+            _systems.celeriac(sys.executable, redis_base=None, sqlite_dir=None, amqp_url=url)
+        )
+    if "celery" not in names:
+        return systems, unavailable, versions
+    venv = Path(args.peers_venv)
+    try:
+        versions.update(ensure_peers_venv(venv))
+    except Exception as exc:
+        unavailable["celery"] = f"peers' venv {venv}: {exc}"
+        return systems, unavailable, versions
+    gevent = bool(versions.get("gevent")) and not args.no_gevent
+    python = str(venv / "bin" / "python")
+    systems.append(_systems.celery(python, "", gevent=gevent, amqp_url=url))
+    return systems, unavailable, versions
 
 
 def _redis_systems(
@@ -592,14 +632,49 @@ def print_notes(results: dict[str, Any]) -> dict[str, str]:
     return pools
 
 
+#: the systems each broker runs, and why the others do not
+BROKER_SYSTEMS = {
+    "sqlite": (("celeriac",), "no SQLite broker"),
+    "redis": (ALL_SYSTEMS, ""),
+    "amqp": (("celeriac", "celery"), "the RabbitMQ comparison is celeriac and Celery"),
+}
+
+
 def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
     args.current_broker = broker
-    names = [n for n in args.systems if broker == "redis" or n == "celeriac"]
+    allowed, why_not = BROKER_SYSTEMS[broker]
+    names = [n for n in args.systems if n in allowed]
     skipped = [n for n in args.systems if n not in names]
     if skipped:
-        print(f"[{broker}] skipping {', '.join(skipped)}: no SQLite broker", flush=True)
+        print(f"[{broker}] skipping {', '.join(skipped)}: {why_not}", flush=True)
     if not names:
         return 0
+    if broker != "amqp":
+        return _run_broker(broker, names, args, workdir)
+    vhost = f"celeriac-bench-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+    user = urlsplit(args.amqp_url).username or "guest"
+    try:
+        _systems.ping_amqp(args.amqp_url)
+        args.rabbitmq_version = _systems.rabbitmq_version(args.rabbitmqctl)
+        _systems.add_vhost(args.rabbitmqctl, vhost, unquote(user))
+    except Exception as exc:
+        print(f"[{broker}] RabbitMQ at {args.amqp_url} is not usable: {exc}", flush=True)
+        return len(names)
+    args.vhost, args.vhost_url = vhost, _systems.amqp_vhost_url(args.amqp_url, vhost)
+    print(f"[{broker}] RabbitMQ {args.rabbitmq_version}, private vhost {vhost}", flush=True)
+    try:
+        return _run_broker(broker, names, args, workdir)
+    finally:
+        # workers first (they hold connections to the vhost), then the vhost, always
+        _procs.stop_all()
+        try:
+            _systems.delete_vhost(args.rabbitmqctl, vhost)
+            print(f"[{broker}] deleted vhost {vhost}", flush=True)
+        except Exception as exc:
+            print(f"[{broker}] could not delete vhost {vhost}: {exc}", file=sys.stderr)
+
+
+def _run_broker(broker: str, names: list[str], args: argparse.Namespace, workdir: Path) -> int:
     systems, unavailable, versions = build_systems(broker, names, args, workdir)
     bench = Bench(args, workdir)
     results: dict[str, Any] = {n: {"unavailable": why} for n, why in unavailable.items()}
@@ -628,6 +703,11 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
         f"{broker} broker: N={args.n:,} (enqueue, drain), {args.rtt:,} round trips "
         f"after {args.warmup} warm-up, {args.io_n:,} I/O tasks"
     )
+    if broker == "amqp":
+        title = (
+            f"RabbitMQ {args.rabbitmq_version} broker, rpc:// results for both"
+            + title.split(" broker", 1)[1]
+        )
     if args.repeat > 1:
         title += f"; median of {args.repeat} runs"
     print(f"\n## {title}\n\n{table}")
@@ -647,6 +727,8 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
         "celeriac_git": _source.git_state(args.celeriac_sha),
         "params": params,
         "redis_url": args.redis_url if broker == "redis" else None,
+        "amqp_url": args.amqp_url if broker == "amqp" else None,
+        "amqp_vhost": getattr(args, "vhost", None) if broker == "amqp" else None,
         "table_markdown": table,
         "io_best_pool": pools,
         "rows": rows,
@@ -664,7 +746,7 @@ def run_broker(broker: str, args: argparse.Namespace, workdir: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker", choices=["sqlite", "redis", "all"], default="all")
+    parser.add_argument("--broker", choices=["sqlite", "redis", "amqp", "all"], default="all")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--n", type=int, default=None, help="tasks to enqueue/drain (10000)")
     parser.add_argument("--rtt", type=int, default=None, help="round trips (1000)")
@@ -672,6 +754,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--io-n", type=int, default=None, help="I/O tasks (2000)")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument(
+        "--amqp-url", default="amqp://guest:guest@127.0.0.1:5672", help="RabbitMQ (no vhost)"
+    )
+    parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
     parser.add_argument("--rq-io-workers", type=int, default=16)
     parser.add_argument(
@@ -709,6 +795,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     host = args.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     if host not in {"127.0.0.1", "localhost", "[::1]"} and not host.startswith("127."):
         parser.error("--redis-url must be a loopback address")
+    host = urlsplit(args.amqp_url).hostname or ""
+    if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
+        parser.error("--amqp-url must be a loopback address")
     return args
 
 
