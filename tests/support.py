@@ -128,13 +128,17 @@ def celery_worker(cwd: Path, app_spec: str, *args: str) -> WorkerProcess:
 
 
 def close_celery_app(app: Any) -> None:
-    """Close a real Celery client app's connections, its Redis result backend's pub/sub
-    connection included (``app.close()`` leaves that one to the garbage collector)."""
+    """Close a real Celery client app's connections, its result backend's own included
+    (Redis pub/sub, rpc reply consumer): ``app.close()`` leaves those to the garbage
+    collector, whose ResourceWarning then lands in whichever test runs at the time."""
     backend = app.backend
     consumer = getattr(backend, "result_consumer", None)
     pubsub = getattr(consumer, "_pubsub", None)
     if pubsub is not None:
         pubsub.close()
+    connection = getattr(consumer, "_connection", None)  # the rpc backend's
+    if connection is not None:
+        connection.close()
     client = getattr(backend, "client", None)
     if client is not None:
         client.connection_pool.disconnect()

@@ -26,7 +26,7 @@ from celeriac._loop import run_sync
 from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import build_task_message
 from celeriac.testing.conformance import opened
-from support import WorkerProcess, celery_worker, wait_until, write_module
+from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 from test_conformance_redis import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def test_celery_client_to_celeriac_worker(db_url: str, tmp_path: Path) -> None:
             assert expired.state == "REVOKED"
     finally:
         r.close()
-        client.close()
+        close_celery_app(client)
 
 
 def test_celeriac_client_to_celery_worker(db_url: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Each test has queues of its own in the per-process vhost, deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import celeriac
 import celeriac.exceptions
 from celeriac._amqp import delay_queue
 from celeriac._loop import run_sync
-from support import WorkerProcess, celery_worker, wait_until, write_module
+from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 from test_amqp import unacked
 from test_conformance_amqp import (
     amqp_vhost,  # noqa: F401 - fixture
@@ -152,7 +153,7 @@ def test_celery_client_to_celeriac_worker(
                 expired.get(timeout=10)
             assert expired.state == "REVOKED"
     finally:
-        close_celery(client)
+        close_celery_app(client)
 
 
 def test_celeriac_client_to_celery_worker(
@@ -190,17 +191,8 @@ def test_celeriac_client_to_celery_worker(
         run_sync(app.close_clients())
 
 
-def close_celery(client: celery.Celery) -> None:
-    """``Celery.close`` leaves the rpc backend's result connection open: close it too."""
-    consumer = getattr(client.backend, "result_consumer", None)
-    connection = getattr(consumer, "_connection", None)
-    if connection is not None:
-        connection.close()
-    client.close()
-
-
 def _ready(url: str, queue: str) -> int:
     try:
         return queue_counts(url, queue)[0]
-    except Exception:  # not declared yet
+    except (Exception, asyncio.CancelledError):  # not declared yet (aiormq may cancel)
         return 0

@@ -5,7 +5,6 @@ declarations (the design is in :mod:`celeriac.brokers.amqp`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import struct
@@ -288,9 +287,17 @@ async def ready_counts(conn: aiormq.Connection, queues: Sequence[str]) -> dict[s
         for name in queues:
             if ch is None or ch.is_closed:
                 ch = await conn.channel(publisher_confirms=False)
-            with contextlib.suppress(ChannelNotFoundEntity):
+            try:
                 ok = await ch.queue_declare(name, passive=True)
-                counts[name] = ok.message_count or 0
+            except ChannelNotFoundEntity:
+                continue
+            except asyncio.CancelledError:
+                # aiormq may cancel the pending declare as the NOT_FOUND closes the
+                # channel; a cancellation of this task itself leaves the channel open
+                if not ch.is_closed:
+                    raise
+                continue
+            counts[name] = ok.message_count or 0
     finally:
         if ch is not None and not ch.is_closed:
             await ch.close()
