@@ -64,8 +64,19 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+class _TaskList(Signature):
+    """A signature whose ``kwargs["tasks"]`` holds member signatures (chain, group)."""
+
+    def _adopt(self) -> None:
+        self.kwargs["tasks"] = [signature(t, app=self._app) for t in self.kwargs.get("tasks", ())]
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.kwargs.setdefault("tasks", [])  # type: ignore[no-any-return]
+
+
 @Signature.register_type("chain")
-class chain(Signature):
+class chain(_TaskList):
     """Tasks run one after the other, each given its parent's result:
     ``chain(add.s(2, 2), mul.s(4))`` or ``add.s(2, 2) | mul.s(4)``."""
 
@@ -80,13 +91,6 @@ class chain(Signature):
             app = next((s._app for s in steps if s._app is not None), None)
         super().__init__("celery.chain", (), {"tasks": steps}, options,
                          subtask_type="chain", app=app)  # fmt: skip
-
-    def _adopt(self) -> None:
-        self.kwargs["tasks"] = [signature(t, app=self._app) for t in self.kwargs.get("tasks", ())]
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs.setdefault("tasks", [])  # type: ignore[no-any-return]
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, chain):
@@ -205,7 +209,7 @@ class chain(Signature):
 
 
 @Signature.register_type("group")
-class group(Signature):
+class group(_TaskList):
     """Tasks run in parallel: ``group(add.s(i, i) for i in range(10))()`` returns a
     :class:`GroupResult`."""
 
@@ -221,13 +225,6 @@ class group(Signature):
             app = next((s._app for s in members if s._app is not None), None)
         super().__init__("celery.group", (), {"tasks": members}, options,
                          subtask_type="group", app=app)  # fmt: skip
-
-    def _adopt(self) -> None:
-        self.kwargs["tasks"] = [signature(t, app=self._app) for t in self.kwargs.get("tasks", ())]
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs.setdefault("tasks", [])  # type: ignore[no-any-return]
 
     def __len__(self) -> int:  # Celery's len(group) is its number of tasks
         return len(self.tasks)
