@@ -59,9 +59,15 @@ class _Clients:
     def __init__(self, broker: Broker, backend: ResultBackend) -> None:
         self.broker = broker
         self.backend = backend
-        self.broker_ready = False
-        self.backend_ready = False
+        self.ready: set[str] = set()  # "broker", "backend": connected
         self.lock = asyncio.Lock()
+
+    async def connect(self, part: str) -> None:
+        """Connect the broker or the backend once, however many callers ask at once."""
+        async with self.lock:
+            if part not in self.ready:
+                await (self.broker if part == "broker" else self.backend).connect()
+                self.ready.add(part)
 
 
 _shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
@@ -238,21 +244,15 @@ class Celeriac:
     async def get_broker(self) -> Broker:
         """This event loop's broker, connected."""
         clients = self._clients_for_loop()
-        if not clients.broker_ready:
-            async with clients.lock:
-                if not clients.broker_ready:
-                    await clients.broker.connect()
-                    clients.broker_ready = True
+        if "broker" not in clients.ready:
+            await clients.connect("broker")
         return clients.broker
 
     async def get_backend(self) -> ResultBackend:
         """This event loop's result backend, connected."""
         clients = self._clients_for_loop()
-        if not clients.backend_ready:
-            async with clients.lock:
-                if not clients.backend_ready:
-                    await clients.backend.connect()
-                    clients.backend_ready = True
+        if "backend" not in clients.ready:
+            await clients.connect("backend")
         return clients.backend
 
     async def close_clients(self) -> None:
@@ -260,9 +260,9 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         clients = self._clients.pop(loop, None)
         if clients is not None:
-            if clients.broker_ready:
+            if "broker" in clients.ready:
                 await clients.broker.close()
-            if clients.backend_ready:
+            if "backend" in clients.ready:
                 await clients.backend.close()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -23,6 +24,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.utils.log import mask_url
 
 #: Options celeriac reads itself; taken out of a URL's query string, the rest of which
 #: goes to redis-py (``?ssl_cert_reqs=none``, ``?socket_timeout=5``, ...).
@@ -171,3 +173,13 @@ def script(name: str) -> Script:
 
 
 __all__ = ["Script", "close_client", "key_prefix", "make_client", "script", "split_url"]
+
+
+@contextlib.contextmanager
+def translated_errors(what: str, url: str, error: type[Exception]) -> Iterator[None]:
+    """Raise redis-py's and the socket's errors as ``error`` (BrokerError, BackendError),
+    naming ``what`` and the URL with its password masked."""
+    try:
+        yield
+    except (redis.RedisError, OSError) as exc:
+        raise error(f"{what} {mask_url(url)}: {type(exc).__name__}: {exc}") from exc

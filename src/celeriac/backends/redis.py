@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import redis
@@ -32,7 +32,14 @@ import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 
 from celeriac import states
-from celeriac._lua import close_client, key_prefix, make_client, script, split_url
+from celeriac._lua import (
+    close_client,
+    key_prefix,
+    make_client,
+    script,
+    split_url,
+    translated_errors,
+)
 from celeriac.backends.base import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
@@ -232,14 +239,8 @@ class RedisBackend(ResultBackend):
             self._client = make_client(self._url, self.options)
         return self._client
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (redis.RedisError, OSError) as exc:
-            raise BackendError(
-                f"Redis result backend {mask_url(self._url)}: {type(exc).__name__}: {exc}"
-            ) from exc
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return translated_errors("Redis result backend", self._url, BackendError)
 
     async def connect(self) -> None:
         with self._errors():

@@ -75,17 +75,23 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import redis
 import redis.asyncio
 
-from celeriac._lua import close_client, key_prefix, make_client, script, split_url
+from celeriac._lua import (
+    close_client,
+    key_prefix,
+    make_client,
+    script,
+    split_url,
+    translated_errors,
+)
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.protocol import Message, decode_envelope, encode_envelope
-from celeriac.utils.log import mask_url
 
 _BUCKETS = ("0", "3", "6", "9")
 _ORDERS = {"higher_first": "9630", "lower_first": "0369"}
@@ -156,14 +162,8 @@ class RedisBroker(Broker):
             self._client = make_client(self._url, self.options)
         return self._client
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (redis.RedisError, OSError) as exc:
-            raise BrokerError(
-                f"Redis broker {mask_url(self._url)}: {type(exc).__name__}: {exc}"
-            ) from exc
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return translated_errors("Redis broker", self._url, BrokerError)
 
     async def _run(self, name: str, *args: Any) -> Any:
         with self._errors():
