@@ -11,6 +11,7 @@ never see the outage of another test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import re
@@ -103,49 +104,58 @@ def queue_counts(url: str, queue: str) -> tuple[int, int]:
     return asyncio.run(aqueue_counts(url, queue))
 
 
+@contextlib.contextmanager
+def server_lock(mode: int) -> Iterator[None]:
+    """Hold the lock on the server: shared while using it, exclusive to stop it."""
+    with LOCK_PATH.open("a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def amqp_vhost() -> Iterator[str]:
     """The URL of a vhost private to this pytest process (``/`` if rabbitmqctl is
-    missing); deleted at the end."""
-    require_rabbitmq()
-    vhost = f"celeriac-test-{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    try:
-        stale = time.time() - 6 * 3600
-        for old in rabbitmqctl("list_vhosts", "-q").split():  # left by killed runs
-            match = re.fullmatch(r"celeriac-test-(\d+)-[0-9a-f]{8}", old)
-            if match and int(match[1]) < stale:
-                rabbitmqctl("delete_vhost", old, check=False)
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, URL(AMQP_URL).user or "guest", ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError, pytest.skip.Exception):
+    missing); deleted at the end. Made and deleted under the shared lock, so never while
+    another process's test has stopped the server."""
+    with server_lock(fcntl.LOCK_SH):
+        require_rabbitmq()
+        vhost = f"celeriac-test-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        try:
+            stale = time.time() - 6 * 3600
+            for old in rabbitmqctl("list_vhosts", "-q").split():  # left by killed runs
+                match = re.fullmatch(r"celeriac-test-(\d+)-[0-9a-f]{8}", old)
+                if match and int(match[1]) < stale:
+                    rabbitmqctl("delete_vhost", old, check=False)
+            rabbitmqctl("add_vhost", vhost)
+            user = URL(AMQP_URL).user or "guest"
+            rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        except (OSError, subprocess.SubprocessError, pytest.skip.Exception):
+            vhost = ""
+    if not vhost:
         yield AMQP_URL  # no rabbitmqctl: the default vhost, with the tests' own queue names
         return
     try:
         yield with_vhost(AMQP_URL, vhost)
     finally:
-        rabbitmqctl("delete_vhost", vhost, check=False)
+        with server_lock(fcntl.LOCK_SH):
+            rabbitmqctl("delete_vhost", vhost, check=False)
 
 
 @pytest.fixture
 def rabbit(amqp_vhost: str) -> Iterator[str]:
     """The private vhost's URL, while no other test has stopped the server."""
-    with LOCK_PATH.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        try:
-            yield amqp_vhost
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with server_lock(fcntl.LOCK_SH):
+        yield amqp_vhost
 
 
 @pytest.fixture
 def rabbit_exclusive(amqp_vhost: str) -> Iterator[str]:
     """Like ``rabbit``, but alone: for a test that stops the RabbitMQ app."""
-    with LOCK_PATH.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield amqp_vhost
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with server_lock(fcntl.LOCK_EX):
+        yield amqp_vhost
 
 
 class AMQPFactory:

@@ -7,9 +7,13 @@ and deletes its keys afterwards. Without a server the tests are skipped, or fail
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -39,6 +43,48 @@ def require_redis(url: str = REDIS_URL) -> redis.Redis:
             pytest.fail(message)
         pytest.skip(message)
     return client
+
+
+#: Databases the tests lease whole (interop tests: Celery's keys have no prefix of ours).
+#: Database 0 is shared by key prefix; 10-15 belong to the benchmarks.
+LEASED_DATABASES = range(1, 10)
+
+
+@contextlib.contextmanager
+def leased_database() -> Iterator[str]:
+    """The URL of a test server database no other test process uses meanwhile (held by
+    a file lock per database number), flushed before and after."""
+    base = REDIS_URL.rsplit("/", 1)[0]
+    locks = Path(tempfile.gettempdir())
+    for attempt in (fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX):
+        for db in LEASED_DATABASES:
+            lock = (locks / f"celeriac-test-redis-db-{db}.lock").open("a")
+            try:
+                fcntl.flock(lock, attempt)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                url = f"{base}/{db}"
+                client = require_redis(url)
+                client.flushdb()
+                try:
+                    yield url
+                finally:
+                    client.flushdb()
+                    client.close()
+                return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+    raise AssertionError("unreachable: the blocking attempt always gets a lock")
+
+
+@pytest.fixture
+def redis_db() -> Iterator[str]:
+    """A whole Redis database of the test's own; see :func:`leased_database`."""
+    with leased_database() as url:
+        yield url
 
 
 @pytest.fixture

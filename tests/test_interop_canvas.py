@@ -25,11 +25,10 @@ import celeriac
 import celeriac.exceptions
 from celeriac.result import GroupResult
 from support import WorkerProcess, celery_worker, close_celery_app, write_module
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import REDIS_URL, leased_database, require_redis
 
 pytestmark = pytest.mark.slow
 
-BASE_URL = REDIS_URL.rsplit("/", 1)[0]
 
 TASKS = """
 import pathlib
@@ -92,16 +91,10 @@ def _define(app: Any, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    db = {"celery_worker": 8, "celeriac_worker": 9}[request.node.name.split("[")[0][5:]]
-    url = f"{BASE_URL}/{db}"
-    client = require_redis(url)
-    client.flushdb()
-    try:
+def db_url() -> Iterator[str]:
+    """A Redis database of the test's own (they may run in parallel), flushed around."""
+    with leased_database() as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def lines(directory: Path, name: str) -> list[str]:

@@ -27,11 +27,10 @@ from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import build_task_message
 from celeriac.testing.conformance import opened
 from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
 
-BASE_URL = REDIS_URL.rsplit("/", 1)[0]
 
 CELERIAC_TASKS = """
 from celeriac import Celery
@@ -63,26 +62,11 @@ def fail(message):
 """
 
 
-DATABASES = {
-    "test_celery_client_to_celeriac_worker": 6,
-    "test_celeriac_client_to_celery_worker": 7,
-    "test_iso_eta_from_celeriac_client_reaches_celery_worker_as_eta": 8,
-}
-
-
 @pytest.fixture
-def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis database of its own for each test, flushed around (they may run in
-    parallel; databases 10-15 belong to the benchmarks)."""
-    db = DATABASES[request.node.name]
-    url = f"{BASE_URL}/{db}"
-    client = require_redis(url)
-    client.flushdb()
-    try:
+def db_url() -> Iterator[str]:
+    """A Redis database of the test's own (they may run in parallel), flushed around."""
+    with leased_database() as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def _add(x: int, y: int) -> int:

@@ -31,11 +31,9 @@ from test_conformance_amqp import (
     queue_counts,
     rabbit,  # noqa: F401 - fixture
 )
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
-
-REDIS_DB = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 CELERIAC_TASKS = """
 import time
@@ -86,13 +84,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "rpc":
         yield None
         return
-    client = require_redis(REDIS_DB)
-    client.flushdb()
-    try:
-        yield REDIS_DB
-    finally:
-        client.flushdb()
-        client.close()
+    with leased_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,11 +18,10 @@ import pytest
 
 import celeriac
 from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
 
-BASE_URL = REDIS_URL.rsplit("/", 1)[0]
 
 TASKS = """
 {imports}
@@ -38,15 +37,9 @@ def retry_once(self):
 
 @pytest.fixture
 def db_url() -> Iterator[str]:
-    """Database 8 of the test server, flushed around (6 and 7: other interop tests)."""
-    url = f"{BASE_URL}/8"
-    client = require_redis(url)
-    client.flushdb()
-    try:
+    """A Redis database of the test's own (they may run in parallel), flushed around."""
+    with leased_database() as url:
         yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def modules(tmp_path: Path, url: str) -> None:

@@ -444,7 +444,10 @@ def test_worker_survives_a_redis_restart(
         private_redis.kill()
         worker.wait_for(OUTAGE, 10)
         private_redis.start()
-        wait_until(lambda: r.scard(f"{prefix}done") == total, 30, "every task")
+        try:
+            wait_until(lambda: r.scard(f"{prefix}done") == total, 30, "every task")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {r.scard(f'{prefix}done')} done:\n{worker.log}") from None
     runs = {int(k): int(v) for k, v in r.hgetall(f"{prefix}runs").items()}
     assert sorted(runs) == list(range(total))
     assert set(runs.values()) == {1}  # leases outlived the outage: nothing ran twice

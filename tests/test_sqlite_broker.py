@@ -23,24 +23,32 @@ from celeriac.protocol import result_meta
 from celeriac.testing.conformance import message, number, opened, run
 
 CONSUMER = """
-import asyncio, json, sys
+import asyncio, json, os, sys, time
 from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.testing.conformance import number
 
-async def main(url):
+async def main(url, barrier, parties):
     broker = SQLiteBroker(url)
     await broker.connect()
     print("ready", flush=True)
     sys.stdin.readline()  # the parent says go once every consumer is ready
-    got, timeout = [], 10.0
-    while batch := await broker.fetch(["q"], 5, timeout):
+    got = []
+    while True:
+        batch = await broker.fetch(["q"], 5, 1.0)
+        if not got and batch:
+            # hold the first batch until every consumer has one: they overlap for sure
+            open(os.path.join(barrier, str(os.getpid())), "w").close()
+            deadline = time.monotonic() + 30
+            while len(os.listdir(barrier)) < parties and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         got += [(number(d), d.delivery_count) for d in batch]
         await broker.ack(batch)
-        timeout = 0.3  # the queue was full before "go": empty means drained
+        if not batch and await broker.size("q") == 0:
+            break  # nothing waiting and nothing came: every message is taken
     await broker.close()
     print(json.dumps(got), flush=True)
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 PRODUCER = """
@@ -66,9 +74,11 @@ def url_of(path: Path) -> str:
 def test_processes_fetching_one_file_get_each_message_once(tmp_path: Path) -> None:
     url, total = url_of(tmp_path / "q.db"), 1500
     run(_publish(url, total))
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, url],
+            [sys.executable, "-c", CONSUMER, url, str(barrier), "3"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -92,7 +102,7 @@ def test_processes_fetching_one_file_get_each_message_once(tmp_path: Path) -> No
     assert sorted(seen) == list(range(total))
     assert set(seen.values()) == {1}
     assert {count for got in per_process for _, count in got} == {1}
-    assert sum(1 for got in per_process if got) >= 2, "the consumers did not overlap"
+    assert all(per_process), "every consumer held a batch while the others held theirs"
 
 
 async def _publish(url: str, total: int) -> None:

@@ -193,10 +193,12 @@ def test_garbage_and_unknown_tasks_are_dead_lettered_and_the_worker_carries_on(
 def test_sigterm_finishes_running_task_and_returns_prefetched_messages(
     tasks_dir: Path, client: Celery
 ) -> None:
+    # all four are queued before the worker starts, so its first fetch takes them all
+    # (a later one would wait for the prefetch window to drain to its low-water mark)
+    running = client.send_task("wtasks.hold", ("term",))
+    queued = [client.send_task("wtasks.add", (i, i)) for i in range(3)]
     worker = WorkerProcess(tasks_dir, "wtasks", "-P", "solo", "-l", "info").start()
     try:
-        running = client.send_task("wtasks.hold", ("term",))
-        queued = [client.send_task("wtasks.add", (i, i)) for i in range(3)]
         wait_until(lambda: attempts(tasks_dir, "term"), what="the task to start")
         worker.wait_for(r"Task wtasks\.add\[.*\] received", count=3)
         worker.signal(signal.SIGTERM)

@@ -9,6 +9,7 @@ EVAL when the server answers NOSCRIPT (its script cache is empty after a restart
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -176,10 +177,37 @@ __all__ = ["Script", "close_client", "key_prefix", "make_client", "script", "spl
 
 
 @contextlib.contextmanager
-def translated_errors(what: str, url: str, error: type[Exception]) -> Iterator[None]:
+def translated_errors(
+    what: str, url: str, error: type[Exception], client: redis.asyncio.Redis | None = None
+) -> Iterator[None]:
     """Raise redis-py's and the socket's errors as ``error`` (BrokerError, BackendError),
-    naming ``what`` and the URL with its password masked."""
+    naming ``what`` and the URL with its password masked.
+
+    After a connection error the idle connections of ``client``'s pool are closed too:
+    redis-py does not notice that a restarted server closed them, so each would fail
+    its next command in turn, and an outage would look like many.
+    """
     try:
         yield
     except (redis.RedisError, OSError) as exc:
+        if client is not None and isinstance(exc, redis.ConnectionError | OSError):
+            _drop_idle_connections(client)
         raise error(f"{what} {mask_url(url)}: {type(exc).__name__}: {exc}") from exc
+
+
+_dropping: set[asyncio.Task[None]] = set()
+
+
+def _drop_idle_connections(client: redis.asyncio.Redis) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(_disconnect_idle(client))
+    _dropping.add(task)
+    task.add_done_callback(_dropping.discard)
+
+
+async def _disconnect_idle(client: redis.asyncio.Redis) -> None:
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.connection_pool.disconnect(inuse_connections=False)

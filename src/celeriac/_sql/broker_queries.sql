@@ -63,7 +63,7 @@ WHERE id = :id AND lease_token = :token;
 
 -- name: recover
 UPDATE celeriac_messages SET lease_expires = NULL, lease_owner = NULL
-WHERE lease_owner = :owner;
+WHERE lease_owner = :owner AND id NOT IN (SELECT value FROM json_each(:keep));
 
 -- name: purge_ready
 DELETE FROM celeriac_messages

@@ -240,7 +240,7 @@ class RedisBackend(ResultBackend):
         return self._client
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return translated_errors("Redis result backend", self._url, BackendError)
+        return translated_errors("Redis result backend", self._url, BackendError, self._client)
 
     async def connect(self) -> None:
         with self._errors():

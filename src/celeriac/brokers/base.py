@@ -146,9 +146,13 @@ class Broker(abc.ABC):
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Extend the leases of messages still being worked on."""
 
-    async def recover(self, consumer_id: str) -> int:
-        """Return every message leased by ``consumer_id`` (a dead process) to its queue.
-        Brokers with native unacked tracking need not override this."""
+    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
+        """Return every message leased by ``consumer_id`` to its queue, except ``keep``.
+
+        For a dead process (``keep`` empty), and for a live one whose fetch lost its
+        reply (``keep`` = what it holds): the leases it never heard of go back at once
+        instead of when they expire. Brokers with native unacked tracking need not
+        override this."""
         return 0
 
     # -- administration ---------------------------------------------------

@@ -311,14 +311,17 @@ class MemoryBroker(Broker):
                     entry.lease_expires = expires
                     heapq.heappush(store.leases, (expires, entry.seq, entry.token, entry))
 
-    async def recover(self, consumer_id: str) -> int:
+    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
         if not consumer_id:
             return 0
+        kept = {int(d.tag.partition(":")[0]) for d in keep}
         store = self._store()
         with store.lock:
             now = time.time()
             mine = [
-                e for e in store.entries.values() if e.state == _LEASED and e.owner == consumer_id
+                e
+                for e in store.entries.values()
+                if e.state == _LEASED and e.owner == consumer_id and e.seq not in kept
             ]
             for entry in mine:
                 store.place(entry, None, now)

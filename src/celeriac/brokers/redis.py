@@ -163,7 +163,7 @@ class RedisBroker(Broker):
         return self._client
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return translated_errors("Redis broker", self._url, BrokerError)
+        return translated_errors("Redis broker", self._url, BrokerError, self._client)
 
     async def _run(self, name: str, *args: Any) -> Any:
         with self._errors():
@@ -330,10 +330,10 @@ class RedisBroker(Broker):
         if deliveries:
             await self._run("extend", seconds, _leases(deliveries))
 
-    async def recover(self, consumer_id: str) -> int:
+    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
         if not consumer_id:
             return 0
-        return int(await self._run("recover", consumer_id))
+        return int(await self._run("recover", consumer_id, *(d.tag for d in keep)))
 
     async def sweep(self) -> int:
         """Return expired leases to their queues now (every fetch also does this)."""

@@ -219,12 +219,13 @@ class SQLiteBroker(Broker):
         ]
         self._write_many("extend", rows)
 
-    async def recover(self, consumer_id: str) -> int:
+    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
         if not consumer_id:
             return 0
+        kept = json.dumps([_parse_tag(d.tag)[0] for d in keep])
         conn = self._db()
         with _sql.Transaction(conn, BrokerError):
-            count = conn.execute(self._q["recover"], {"owner": consumer_id}).rowcount
+            count = conn.execute(self._q["recover"], {"owner": consumer_id, "keep": kept}).rowcount
         self._watch.bump()
         return count
 

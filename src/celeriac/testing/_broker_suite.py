@@ -248,6 +248,29 @@ class BrokerConformance:
 
         run(main())
 
+    def test_recover_keeps_the_deliveries_a_live_consumer_names(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        if not self.supports_recover:
+            pytest.skip("broker tracks unacked messages natively")
+
+        async def main() -> None:
+            async with opened(broker_factory()) as a:
+                a.consumer_id = "conformance-live"
+                await a.publish_many([(QUEUE, message(n), 0, None) for n in range(3)])
+                held = await a.fetch([QUEUE], 3, 5.0)
+                assert len(held) == 3
+                # the consumer knows of the first two; the third's fetch reply was "lost"
+                assert await a.recover("conformance-live", held[:2]) == 1
+                back = await a.fetch([QUEUE], 3, 5.0)
+                assert [number(d) for d in back] == [number(held[2])]
+                await a.ack(held[:2])  # the kept leases are still valid: the acks count
+                await a.ack(back)
+                assert await a.recover("conformance-live") == 0  # nothing left leased
+                assert await a.fetch([QUEUE], 3, 0.0) == []
+
+        run(main())
+
     def test_purge_and_size(self, broker_factory: BrokerFactory) -> None:
         async def main() -> None:
             async with opened(broker_factory()) as broker:

@@ -70,6 +70,9 @@ class Consumer:
         self.processed = 0
         self._done: list[Outcome] = []
         self._pending_acks: list[Delivery] = []
+        #: writes (settle, ack) currently retrying after a connection error; the outage
+        #: is logged when the first one fails and when the last one gets through
+        self._failing_writes = 0
         self._awaiting_space = False
         self._gated: dict[Job, asyncio.Task[None]] = {}
         self._submitted = 0
@@ -184,8 +187,23 @@ class Consumer:
             if failures:
                 logger.info("Broker connection restored")
                 failures = 0
+                await self._recover_lost_fetches(deliveries)
             if deliveries:
                 await self._accept_batch(deliveries)
+
+    async def _recover_lost_fetches(self, fetched: list[Delivery]) -> None:
+        """A fetch that failed may have leased messages whose reply never came (the
+        connection broke after the broker ran it): return every lease of ours that we do
+        not hold, now rather than when the lease expires."""
+        assert self.broker is not None
+        keep = [*self.held, *self._pending_acks, *fetched]
+        try:
+            back = await self.broker.recover(self.consumer_id, keep)
+        except (OSError, BrokerError) as exc:
+            logger.warning("Could not return leases of failed fetches: %s", exc)
+            return
+        if back:
+            logger.warning("Returned %d message(s) leased by a fetch that failed", back)
 
     async def _flush_acks(self) -> None:
         acks, self._pending_acks = self._pending_acks, []
@@ -360,20 +378,31 @@ class Consumer:
                 await self._retrying(partial(broker.dead_letter, delivery, reason))
 
     async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run a broker/backend write, retrying while the connection is down."""
+        """Run a broker/backend write, retrying while the connection is down.
+
+        Several writes may retry at once (the settle loop, the fetch loop's acks); the
+        outage is one state change, so it is logged once, not once per write.
+        """
         attempt = 0
-        while True:
-            try:
-                await action()
-                return
-            except (OSError, BrokerError, BackendError) as exc:
-                if self._cold:
-                    raise
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                if attempt == 0:
-                    logger.error("Cannot settle tasks: %s; retrying", exc)
-                attempt += 1
-                await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    await action()
+                    return
+                except (OSError, BrokerError, BackendError) as exc:
+                    if self._cold:
+                        raise
+                    if attempt == 0:
+                        if self._failing_writes == 0:
+                            logger.error("Cannot settle tasks: %s; retrying", exc)
+                        self._failing_writes += 1
+                    await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                    attempt += 1
+        finally:
+            if attempt:
+                self._failing_writes -= 1
+                if self._failing_writes == 0:
+                    logger.info("Settling tasks again")
 
     async def _extend_loop(self) -> None:
         assert self.broker is not None
