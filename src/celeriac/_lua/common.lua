@@ -13,6 +13,8 @@
 --   Pceleriac.delayed.<queue>   zset (bucket digit .. envelope) -> due time
 --   Pceleriac.notify.<queue>    list holding at most one wake-up token
 --   Pceleriac.dead_letter       list of JSON {queue, payload, reason, failed_at}
+--   Pceleriac.revoked.<id>      string, a revocation (expires by itself)
+--   Pceleriac.revocations       zset id -> expiry (epoch seconds): which are live
 --
 -- Key names are derived here from the prefix and queue names, so the scripts do not
 -- declare them in KEYS: celeriac (like Celery's Redis transport) does not run on
@@ -28,6 +30,7 @@ local K_OWNER = PREFIX .. 'celeriac.lease_owner'
 local K_QUEUE = PREFIX .. 'celeriac.lease_queue'
 local K_DELIVERIES = PREFIX .. 'celeriac.deliveries'
 local K_DEAD = PREFIX .. 'celeriac.dead_letter'
+local K_REVOCATIONS = PREFIX .. 'celeriac.revocations'
 
 -- Redis keeps small hashes and zsets as flat lists ("listpack") that it scans on every
 -- lookup; with a few hundred leases in flight that scan dominated the cost of a fetch.

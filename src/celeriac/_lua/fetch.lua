@@ -5,9 +5,10 @@
 -- order ('9630' serves higher priority first, '0369' is Celery's Redis order), number of
 -- queues Q, the queue names in the order to serve them (the caller rotates it for
 -- fairness), then the leases to ack (tag\0token\0...).
--- Returns {next_due_ms, queue_index, tag, envelope, delivery_count, ...}; next_due_ms
--- (-1: nothing) is how long until a delayed message or a lease comes due, given only
--- when nothing was leased.
+-- Returns {next_due_ms, live_revocations, queue_index, tag, envelope, delivery_count,
+-- ...}; next_due_ms (-1: nothing) is how long until a delayed message or a lease comes
+-- due, given only when nothing was leased; live_revocations counts the revocations not
+-- yet expired (0 tells the caller it need not look the batch's task ids up).
 local max_count = tonumber(ARGV[2])
 local lease_seconds = tonumber(ARGV[3])
 local owner = ARGV[4]
@@ -78,8 +79,10 @@ for b = 1, #order do
 end
 
 -- Record every lease.
-local out = {-1}
+local out = {-1, 0}
 if #raws > 0 then
+  redis.call('ZREMRANGEBYSCORE', K_REVOCATIONS, '-inf', t)
+  out[2] = redis.call('ZCARD', K_REVOCATIONS)
   local counts = redis.call('HMGET', K_DELIVERIES, unpack(tags))
   local suffixes = {}
   for i, queue in ipairs(queues) do

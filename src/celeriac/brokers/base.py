@@ -181,6 +181,13 @@ class Broker(abc.ABC):
         """The revocations among ``task_ids`` (id -> how it was revoked)."""
         return {}
 
+    async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
+        """The revocations of the tasks of ``deliveries``, which this broker just fetched.
+        A broker whose fetch already told it that no revocation exists answers without
+        asking its store again."""
+        ids = [d.message.task_id for d in deliveries if d.message is not None]
+        return await self.revoked([task_id for task_id in ids if task_id])
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
         most ``capacity``): 0.0 when taken, else the seconds until one is available."""

@@ -371,10 +371,14 @@ class RedisBroker(Broker):
     ) -> None:  # fmt: skip
         """One key per revoked id (``Pceleriac.revoked.<id>``), expiring by itself."""
         value = json.dumps({"terminate": terminate, "signal": signal})
+        until = time.time() + ttl
         with self._errors():
             async with self._redis().pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.set(self._revoked_key(task_id), value, px=max(1, int(ttl * 1000)))
+                # the fetch script counts the live ones: while there are none (the usual
+                # case) a fetched batch needs no look-up of its own
+                pipe.zadd(f"{self.prefix}celeriac.revocations", dict.fromkeys(task_ids, until))
                 await pipe.execute()
 
     async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
@@ -388,6 +392,11 @@ class RedisBroker(Broker):
                 data = json.loads(raw)
                 found[task_id] = Revocation(bool(data.get("terminate")), data.get("signal"))
         return found
+
+    async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
+        if all(d.extra.get("no_revocations") for d in deliveries):
+            return {}
+        return await super().revoked_among(deliveries)
 
     def _revoked_key(self, task_id: str) -> str:
         return f"{self.prefix}celeriac.revoked.{task_id}"
@@ -414,6 +423,28 @@ class RedisBroker(Broker):
             )
         return out
 
+    # -- the sync publisher (celeriac._redis_sync) builds on these -------------
+    def sync_target(self) -> tuple[str, dict[str, Any]]:
+        """The URL (celeriac's options taken out) and the options to connect with."""
+        return self._url, self.options
+
+    def publish_arguments(
+        self, queue: str, message: Message, priority: int = 0, not_before: float | None = None
+    ) -> list[Any]:
+        """The ``publish`` script's arguments for one message, as :meth:`publish_many`
+        passes them: the sync publisher puts the same bytes in Redis."""
+        raw = encode_envelope(message, queue=queue)
+        visible = self._eta_in_queue and message.headers.get("eta")
+        return [self.prefix, queue, bucket(priority), "" if visible else _when(not_before), raw]
+
+    def declare_commands(self, queue: str) -> list[tuple[str, str, str]]:
+        """The commands of :meth:`declare`, for a sync connection."""
+        member = f"{queue}\x06\x16\x06\x16{queue}"
+        return [
+            ("SADD", f"{self.prefix}_kombu.binding.{queue}", member),
+            ("SADD", f"{self.prefix}_kombu.binding_permanent.{queue}", member),
+        ]
+
 
 def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], float | None]:
     """Deliveries and next due time (seconds) from the fetch script's reply."""
@@ -424,8 +455,11 @@ def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], flo
             reply[i + 2],
             reply[i + 3],
         )
-        for i in range(1, len(reply), 4)
+        for i in range(2, len(reply), 4)
     ]
+    if found and int(reply[1]) == 0:  # no live revocation when these were leased
+        for delivery in found:
+            delivery.extra["no_revocations"] = True
     due_ms = int(reply[0])
     return found, None if due_ms < 0 else due_ms / 1000
 

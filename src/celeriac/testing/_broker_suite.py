@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from celeriac.brokers.base import Broker, Delivery
+from celeriac.brokers.base import Broker, Delivery, Revocation
 from celeriac.protocol import build_task_message
 from celeriac.testing._support import (
     QUEUE,
@@ -245,6 +245,35 @@ class BrokerConformance:
                 assert {d.delivery_count for d in back} == {2}  # worker loss counts
                 assert await a.fetch([QUEUE], 4, 0.0) == []
                 await a.ack([*mine, *back])
+
+        run(main())
+
+    def test_revocations_reach_fetched_batches_until_they_expire(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        async def main() -> None:
+            async with opened(broker_factory()) as b:
+                if not b.supports_revoke:
+                    pytest.skip("broker keeps no revocations")
+                first, second = message(1), message(2)
+                ids = [first.task_id or "", second.task_id or ""]
+                await b.publish_many([(QUEUE, first, 0, None), (QUEUE, second, 0, None)])
+                batch = await b.fetch([QUEUE], 2, 5.0)
+                assert len(batch) == 2
+                assert await b.revoked_among(batch) == {}
+                await b.requeue(batch)
+                await b.revoke(ids[:1], 60.0, terminate=True, signal="SIGKILL")
+                await b.revoke(ids[1:], 0.5)
+                batch = await b.fetch([QUEUE], 2, 5.0)
+                found = await b.revoked_among(batch)
+                assert found.get(ids[0]) == Revocation(True, "SIGKILL")
+                assert await b.revoked(ids[:1]) == {ids[0]: Revocation(True, "SIGKILL")}
+                # the short one expires (time passing is the event here: poll, bounded)
+                deadline = time.monotonic() + 10
+                while ids[1] in await b.revoked(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                assert await b.revoked(ids) == {ids[0]: Revocation(True, "SIGKILL")}
+                await b.ack(batch)
 
         run(main())
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +213,9 @@ class Consumer:
             await self._retrying(lambda: broker.ack(acks))
 
     async def _accept_batch(self, deliveries: list[Delivery]) -> None:
-        revoked = await self._revocations([d.message.task_id for d in deliveries if d.message])
+        broker = self.broker
+        assert broker is not None
+        revoked = await self._revocations(broker.revoked_among(deliveries))
         for delivery in deliveries:
             task_id = delivery.message.task_id if delivery.message else None
             decided = self.handler.accept_delivery(delivery, revoked.get(task_id or ""))
@@ -226,13 +228,15 @@ class Consumer:
                 self.held[delivery] = None
                 self._on_outcomes([decided])
 
-    async def _revocations(self, task_ids: list[str | None]) -> dict[str, Revocation]:
+    async def _revocations(
+        self, lookup: Coroutine[Any, Any, dict[str, Revocation]]
+    ) -> dict[str, Revocation]:
         broker = self.broker
-        ids = [t for t in task_ids if t]
-        if broker is None or not broker.supports_revoke or not ids:
+        if broker is None or not broker.supports_revoke:
+            lookup.close()
             return {}
         try:
-            return await broker.revoked(ids)
+            return await lookup
         except (OSError, BrokerError) as exc:  # the messages run; revocation is best effort
             logger.warning("Could not read revocations: %s", exc)
             return {}
@@ -451,7 +455,8 @@ class Consumer:
                     self._stop_job(job, TimeLimitExceeded(text), TimeLimitExceeded)
             if now - last_revoke_check >= 1.0 and self.broker and self.broker.supports_revoke:
                 last_revoke_check = now
-                revoked = await self._revocations([j.call.id for j in running])
+                ids = [j.call.id for j in running]
+                revoked = await self._revocations(self.broker.revoked(ids))
                 for job in running:
                     how = revoked.get(job.call.id)
                     if how is not None and how.terminate and _running(job):
