@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from celeriac import _redis_sync
 from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac.backends import ResultBackend, backend_class, create_backend
@@ -268,6 +269,7 @@ class Celeriac:
     def close(self) -> None:
         """Close the broker and backend connections this thread opened (as Celery's
         ``app.close()``); they reopen on next use."""
+        _redis_sync.close(self)
         run_sync(self.close_clients())
 
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
@@ -292,7 +294,15 @@ class Celeriac:
     ) -> AsyncResult[Any]:
         """Send a task by name (it need not be registered here)."""
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
-        run_sync(self._publish(queue, message, priority, not_before))
+        publisher = _redis_sync.publisher(self)
+        if publisher is None:
+            run_sync(self._publish(queue, message, priority, not_before))
+        else:  # Redis from sync code: a blocking socket, no event loop (same bytes)
+            for mw in self.middleware:
+                mw.before_publish(self, message, queue)
+            publisher.publish(queue, message, priority, not_before)
+            for mw in self.middleware:
+                mw.after_publish(self, message, queue)
         return AsyncResult(message.headers["id"], task_name=name, app=self)
 
     async def asend_task(

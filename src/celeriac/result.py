@@ -10,7 +10,7 @@ from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from celeriac import states
+from celeriac import _redis_sync, states
 from celeriac._loop import run_sync
 from celeriac.exceptions import IncompleteStream, TaskRevokedError, TimeoutError
 from celeriac.protocol import decode_exception
@@ -207,8 +207,12 @@ class AsyncResult(ResultBase, Generic[R]):
         """Wait for the result and return it; re-raise the task's exception if it failed."""
         meta = self._meta
         if meta is None:
-            found = run_sync(self.app.backend_wait([self.id], timeout, interval))
-            meta = found.get(self.id)
+            waiter = _redis_sync.waiter(self.app)
+            if waiter is not None:  # Redis from sync code: a blocking socket, no loop
+                meta = waiter.wait(self.id, timeout)
+            else:
+                found = run_sync(self.app.backend_wait([self.id], timeout, interval))
+                meta = found.get(self.id)
             if meta is None:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
             self._set_meta(meta)

@@ -398,6 +398,11 @@ class RedisBackend(ResultBackend):
             return await awaitable
         return await asyncio.wait_for(awaitable, max(deadline - time.monotonic(), 0))
 
+    def sync_target(self) -> tuple[str, dict[str, Any]]:
+        """The URL (celeriac's options taken out) and the options to connect with, for
+        the sync result waiter (``celeriac._redis_sync``)."""
+        return self._url, self.options
+
 
 def _whole_seconds(ttl: float | None) -> int | None:
     return None if ttl is None else max(1, math.ceil(ttl))
