@@ -24,6 +24,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from celeriac._resp import RespError, parse_endpoint
+from celeriac._resp_async import AsyncConnection, run_script
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.utils.log import mask_url
 
@@ -189,10 +191,25 @@ def translated_errors(
     """
     try:
         yield
+    except RespError as exc:  # celeriac's own connections (the worker's hot path)
+        raise error(f"{what} {mask_url(url)}: {exc.kind}: {exc}") from exc
     except (redis.RedisError, OSError) as exc:
         if client is not None and isinstance(exc, redis.ConnectionError | OSError):
             _drop_idle_connections(client)
         raise error(f"{what} {mask_url(url)}: {type(exc).__name__}: {exc}") from exc
+
+
+def fast_connection(url: str, options: dict[str, Any]) -> AsyncConnection | None:
+    """celeriac's own asyncio connection to ``url`` for the hot path (fetch, ack, store),
+    or None when the URL needs redis-py (sentinel, options only redis-py knows)."""
+    endpoint = parse_endpoint(url, options)
+    return None if endpoint is None else AsyncConnection(endpoint)
+
+
+async def run_fast(conn: AsyncConnection, name: str, *args: Any) -> Any:
+    """Run the script ``name`` on ``conn`` (EVALSHA, EVAL after a server restart)."""
+    loaded = script(name)
+    return await run_script(conn, loaded.text, loaded.sha, *args)
 
 
 _dropping: set[asyncio.Task[None]] = set()

@@ -83,12 +83,15 @@ import redis.asyncio
 
 from celeriac._lua import (
     close_client,
+    fast_connection,
     key_prefix,
     make_client,
+    run_fast,
     script,
     split_url,
     translated_errors,
 )
+from celeriac._resp import ReplyError
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.protocol import Message, decode_envelope, encode_envelope
@@ -151,6 +154,10 @@ class RedisBroker(Broker):
         timeout = self.options.get("socket_timeout", 30.0)
         self._max_block = math.inf if not timeout else float(timeout) / 2
         self._client: redis.asyncio.Redis | None = None
+        # celeriac's own connections for the hot path (None: redis-py for everything):
+        # one shared by the scripts, one for the blocking wait on wake-up tokens
+        self._fast = fast_connection(self._url, self.options)
+        self._fast_blocking = fast_connection(self._url, self.options)
         self._turn = 0
         self._fast_poll_until = 0.0
         self._next_sweep = 0.0
@@ -167,6 +174,8 @@ class RedisBroker(Broker):
 
     async def _run(self, name: str, *args: Any) -> Any:
         with self._errors():
+            if self._fast is not None:
+                return await run_fast(self._fast, name, self.prefix, *args)
             return await script(name)(self._redis(), self.prefix, *args)
 
     def _lists(self, queue: str) -> list[str]:
@@ -185,6 +194,9 @@ class RedisBroker(Broker):
             await self._redis().ping()
 
     async def close(self) -> None:
+        for conn in (self._fast, self._fast_blocking):
+            if conn is not None:
+                conn.close()
         client, self._client = self._client, None
         if client is not None:
             await close_client(client)
@@ -279,7 +291,10 @@ class RedisBroker(Broker):
     ) -> tuple[list[Delivery], float | None]:
         order, args = self._fetch_args(queues, max_count, acks)
         with self._errors():
-            reply = await script("fetch")(self._redis(), *args)
+            if self._fast is not None:
+                reply = await run_fast(self._fast, "fetch", *args)
+            else:
+                reply = await script("fetch")(self._redis(), *args)
         return _leased(order, reply)
 
     async def _block_and_lease(
@@ -291,6 +306,18 @@ class RedisBroker(Broker):
         token, leased, next due)."""
         order, args = self._fetch_args(queues, max_count, ())
         fetch = script("fetch")
+        keys = [self._notify(q) for q in queues]
+        if self._fast_blocking is not None:
+            with self._errors():
+                timeout = round(seconds, 3)
+                token, reply = await self._fast_blocking.pipeline(
+                    [("BLPOP", *keys, timeout), ("EVALSHA", fetch.sha, 0, *args)], block=timeout
+                )
+                if isinstance(token, ReplyError):
+                    raise token
+                if isinstance(reply, ReplyError):  # NOSCRIPT: the server restarted
+                    reply = await run_fast(self._fast_blocking, "fetch", *args)
+            return (token is not None, *_leased(order, reply))
         with self._errors():
             try:
                 async with self._redis().pipeline(transaction=False) as pipe:
@@ -384,8 +411,12 @@ class RedisBroker(Broker):
     async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
         if not task_ids:
             return {}
+        keys = [self._revoked_key(t) for t in task_ids]
         with self._errors():
-            values = await self._redis().mget([self._revoked_key(t) for t in task_ids])
+            if self._fast is not None:
+                values = await self._fast.execute("MGET", *keys)
+            else:
+                values = await self._redis().mget(keys)
         found: dict[str, Revocation] = {}
         for task_id, raw in zip(task_ids, values, strict=True):
             if raw is not None:
