@@ -44,7 +44,7 @@ from celeriac._resp import (
 )
 from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import BackendError, BrokerError, TimeoutError
-from celeriac.protocol import Message, build_task_message, json_dumps, result_meta
+from celeriac.protocol import Message, build_task_message, json_dumps, new_id, result_meta
 from celeriac.testing import TestWorker
 from celeriac.testing.conformance import opened, run
 from support import wait_until
@@ -603,3 +603,14 @@ def test_errors_carry_redis_py_type_names() -> None:
     assert ReplyError("ERR x").kind == "ResponseError"
     assert issubclass(ReplyError, RespError)
     assert script("publish").sha  # the sync publisher runs the same script
+
+
+def test_script_pack_and_ids() -> None:
+    lua = Script("return 1", "a" * 40)
+    args = ["p", "q\u00e9", 3, 1.5, b"\x00raw"]
+    assert lua.pack(*args) == encode_command(*lua.command(*args))
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in list(ids)[:50]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

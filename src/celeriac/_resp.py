@@ -588,10 +588,13 @@ class Connection:
 
     def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Run commands in one write; their replies in order (errors as values)."""
-        data = encode_commands(commands)
+        return self.pipeline_packed(encode_commands(commands), len(commands))
+
+    def pipeline_packed(self, data: bytes, count: int) -> list[Any]:
+        """Send ``count`` commands packed in ``data``; their replies in order."""
         try:
             self.send(data)
-            return [self.read() for _ in commands]
+            return [self.read() for _ in range(count)]
         except BaseException:
             self.close()  # replies may be left unread: the connection is out of step
             raise
@@ -610,16 +613,28 @@ class Script:
     def __init__(self, text: str, sha: str) -> None:
         self.text = text.encode("utf-8")
         self.sha = sha.encode("ascii")
+        self._head = encode_command("EVALSHA", self.sha, 0)[4:]  # without the "*3\r\n"
 
     def command(self, *args: Arg) -> tuple[Arg, ...]:
         return ("EVALSHA", self.sha, 0, *args)
+
+    def pack(self, *args: Arg) -> bytes:
+        """``encode_command(*self.command(*args))``, with its constant head packed once."""
+        parts = [b"*%d\r\n" % (len(args) + 3), self._head]
+        for arg in args:
+            raw = _arg_bytes(arg)
+            parts += (b"$%d\r\n" % len(raw), raw, b"\r\n")
+        return b"".join(parts)
 
     def run(
         self, conn: Connection, args: Sequence[Arg], before: Sequence[Sequence[Arg]] = ()
     ) -> Any:
         """Run the script on ``conn`` after the commands ``before`` (in one write);
         returns its reply, raising the first error reply."""
-        replies = conn.pipeline([*before, self.command(*args)])
+        if before:
+            replies = conn.pipeline([*before, self.command(*args)])
+        else:
+            replies = conn.pipeline_packed(self.pack(*args), 1)
         for reply in replies[:-1]:
             if isinstance(reply, ReplyError):
                 raise reply

@@ -198,6 +198,15 @@ class TaskCall:
     content_type: str = JSON
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())`` at half the cost."""
+    h = os.urandom(16).hex()
+    # version 4; variant 10xx: the 17th hex digit becomes one of 8, 9, a, b
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab" * 4
+
 _origin: tuple[int, str] = (0, "")
 
 
@@ -260,7 +269,7 @@ def build_task_message(
     origin: str | None = None,
 ) -> Message:
     """Build a protocol v2 task message, with every header Celery 5 sends."""
-    task_id = task_id or str(uuid.uuid4())
+    task_id = task_id or new_id()
     kwargs = kwargs or {}
     args = list(args)
     headers: dict[str, Any] = {
@@ -309,20 +318,25 @@ def build_task_message(
 # --------------------------------------------------------------------------- envelope
 
 
+_envelope_encoder = json.JSONEncoder(separators=(", ", ": "), ensure_ascii=False)
+
+
 def encode_envelope(message: Message, *, queue: str | None = None) -> bytes:
     """The kombu JSON envelope Celery's Redis transport stores (and our SQLite/memory)."""
     properties = dict(message.properties)
-    properties.setdefault("delivery_info", {"exchange": "", "routing_key": queue or "celery"})
+    if "delivery_info" not in properties:
+        properties["delivery_info"] = {"exchange": "", "routing_key": queue or "celery"}
     properties["body_encoding"] = "base64"
-    properties.setdefault("delivery_tag", str(uuid.uuid4()))
+    if "delivery_tag" not in properties:
+        properties["delivery_tag"] = new_id()
     envelope = {
-        "body": base64.b64encode(message.body).decode("ascii"),
+        "body": binascii.b2a_base64(message.body, newline=False).decode("ascii"),
         "content-encoding": message.content_encoding,
         "content-type": message.content_type,
         "headers": message.headers,
         "properties": properties,
     }
-    return json.dumps(envelope, separators=(", ", ": "), ensure_ascii=False).encode("utf-8")
+    return _envelope_encoder.encode(envelope).encode("utf-8")
 
 
 def decode_envelope(raw: bytes | str) -> Message:
