@@ -34,12 +34,15 @@ from redis.asyncio.connection import AbstractConnection
 from celeriac import states
 from celeriac._lua import (
     close_client,
+    fast_connection,
     key_prefix,
     make_client,
     script,
     split_url,
     translated_errors,
 )
+from celeriac._resp import ReplyError
+from celeriac._resp_async import AsyncConnection
 from celeriac.backends.base import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
@@ -230,6 +233,7 @@ class RedisBackend(ResultBackend):
         self.group_prefix = self.global_prefix + "celery-taskset-meta-"
         self._client: redis.asyncio.Redis | None = None
         self._listener: _Listener | None = None
+        self._fast = fast_connection(self._url, self.options)  # the worker's stores
 
     def key(self, task_id: str) -> str:
         return self.prefix + task_id
@@ -247,6 +251,8 @@ class RedisBackend(ResultBackend):
             await self._redis().ping()
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -260,6 +266,9 @@ class RedisBackend(ResultBackend):
     async def store_many(self, items: Sequence[tuple[str, dict[str, Any], float | None]]) -> None:
         if not items:
             return
+        if self._fast is not None:
+            await self._store_fast(self._fast, items)
+            return
         with self._errors():
             async with self._redis().pipeline(transaction=True) as pipe:
                 for task_id, meta, ttl in items:
@@ -272,6 +281,29 @@ class RedisBackend(ResultBackend):
                         pipe.set(key, text, px=max(1, round(ttl * 1000)))
                     pipe.publish(key, text)
                 await pipe.execute()
+
+    async def _store_fast(
+        self, conn: AsyncConnection, items: Sequence[tuple[str, dict[str, Any], float | None]]
+    ) -> None:
+        """``store_many`` in one write: MULTI, SET and PUBLISH per result, EXEC."""
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        for task_id, meta, ttl in items:
+            key, text = self.key(task_id), json_dumps(meta)
+            if ttl is None:
+                commands.append(("SET", key, text))
+            elif float(ttl).is_integer():
+                commands.append(("SET", key, text, "EX", max(1, int(ttl))))
+            else:
+                commands.append(("SET", key, text, "PX", max(1, round(ttl * 1000))))
+            commands.append(("PUBLISH", key, text))
+        commands.append(("EXEC",))
+        with self._errors():
+            replies = await conn.pipeline(commands)
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise reply
+            if replies[-1] is None:
+                raise ReplyError("EXECABORT the transaction was discarded")
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         with self._errors():
