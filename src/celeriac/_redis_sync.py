@@ -23,6 +23,7 @@ import asyncio
 import copy
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -293,6 +294,18 @@ def _close_state(state: _AppState) -> None:
     for part in (state.publisher, state.waiter):
         if part is not None:
             part.close()
+
+
+def _after_fork() -> None:
+    """A lock held by another thread at the fork stays held in the child: make new ones.
+    (Connections need nothing here: each checks its pid before use.)"""
+    global _states_lock
+    _states_lock = threading.Lock()
+    for state in list(_states.values()):
+        state.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def close(app: Celeriac) -> None:
