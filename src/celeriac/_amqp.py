@@ -19,6 +19,7 @@ from pamqp import encode
 from pamqp.commands import Basic
 from yarl import URL
 
+from celeriac._amqp_control import Bucket
 from celeriac.brokers.base import Delivery
 from celeriac.protocol import JSON, Message
 
@@ -85,6 +86,7 @@ class Session:
         self.consume = consume  # consumers, acks, basic.get
         self.publish: AbstractChannel | None = None  # publishes, with confirms
         self.admin: AbstractChannel | None = None  # declarations; reopened after an error
+        self.rate: AbstractChannel | None = None  # global token buckets
         self.declared: set[str] = set()
         self.delays: dict[str, set[int]] = {}  # queue -> delay levels declared
         self.cascade = False
@@ -96,11 +98,27 @@ class Session:
         self.held = 0  # handed to the caller, not settled
         self.error: BaseException | None = None
         self.wake = asyncio.Event()
+        self.following = False  # reading the revocation stream
+        self.markers: dict[str, asyncio.Future[None]] = {}
+        self.buckets: dict[str, Bucket] = {}  # global token buckets (rate channel)
 
     def fail(self, exc: BaseException | None) -> None:
         if self.error is None:
             self.error = exc or ConnectionError("connection closed")
         self.wake.set()
+        self.drop_buckets()
+        for marker in self.markers.values():
+            if not marker.done():
+                marker.set_exception(self.error)
+                marker.exception()  # retrieved: nobody may be waiting any more
+        self.markers.clear()
+
+    def drop_buckets(self) -> None:
+        """Forget the buckets of the rate channel (it closed: RabbitMQ requeued batons)."""
+        for bucket in self.buckets.values():
+            if bucket.refill is not None:
+                bucket.refill.cancel()
+        self.buckets.clear()
 
     def on_close(self, future: asyncio.Future[Any]) -> None:
         self.fail(None if future.cancelled() else future.exception())

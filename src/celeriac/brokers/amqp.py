@@ -68,6 +68,7 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
@@ -77,16 +78,18 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
+    ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
 from aiormq.exceptions import PublishError as Returned
 from pamqp.commands import Basic
 
 from celeriac import _amqp
+from celeriac import _amqp_control as _ctl
 from celeriac._amqp import Session
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
-from celeriac.protocol import Message
+from celeriac.protocol import JSON, Message
 from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -124,6 +127,13 @@ class AMQPBroker(Broker):
         self._sessions = 0
         _amqp.quiet_aiormq()
         self._lock = asyncio.Lock()
+        self._qos_lock = asyncio.Lock()  # a qos change and the consumers it is meant for
+        self._follow_lock = asyncio.Lock()
+        self._join_lock = asyncio.Lock()
+        self._log = _ctl.RevocationLog()
+        self._retention = float(opts.get("revoke_retention", _ctl.DEFAULT_RETENTION))
+        self._warned_retention = False
+        self._buckets_made = 0
 
     # -- lifecycle --------------------------------------------------------
     async def connect(self) -> None:
@@ -181,6 +191,10 @@ class AMQPBroker(Broker):
     @staticmethod
     def _cancelled(s: Session, frame: Basic.Cancel) -> None:
         """RabbitMQ cancelled a consumer (its queue was deleted): declare it again."""
+        if frame.consumer_tag == _stream_tag(s):  # the revocation stream was deleted
+            s.following = False
+            s.declared.discard(_ctl.REVOKED_STREAM)
+            return
         queue = s.queue_of.get(frame.consumer_tag or "", "")
         s.consumers.pop(queue, None)
         s.declared.discard(queue)
@@ -364,21 +378,24 @@ class AMQPBroker(Broker):
             if gone:
                 s.buffer = deque((q, m) for q, m in s.buffer if q in queues)
                 await self._release(s, gone)
-        if restart:
-            await s.consume.basic_qos(prefetch_count=need, global_=False)
-            s.prefetch = need
+        if not restart and all(q in s.consumers for q in queues):
+            return
 
         async def on_message(message: DeliveredMessage) -> None:
             tag = getattr(message.delivery, "consumer_tag", None) or ""
             s.buffer.append((s.queue_of.get(tag, ""), message))
             s.wake.set()
 
-        for queue in queues:
-            if queue not in s.consumers:  # tag known first: deliveries precede ConsumeOk
-                tag = f"celeriac.{s.number}.{len(s.queue_of)}"
-                s.consumers[queue], s.queue_of[tag] = tag, queue
-                await s.consume.basic_consume(queue, on_message, no_ack=False, consumer_tag=tag)
-                s.fresh = True
+        async with self._qos_lock:  # the revocation stream sets its own prefetch
+            if restart:
+                await s.consume.basic_qos(prefetch_count=need, global_=False)
+                s.prefetch = need
+            for queue in queues:
+                if queue not in s.consumers:  # tag known first: deliveries precede ConsumeOk
+                    tag = f"celeriac.{s.number}.{len(s.queue_of)}"
+                    s.consumers[queue], s.queue_of[tag] = tag, queue
+                    await s.consume.basic_consume(queue, on_message, no_ack=False, consumer_tag=tag)
+                    s.fresh = True
 
     async def _collect(
         self, s: Session, queues: Sequence[str], max_count: int, timeout: float
@@ -583,6 +600,235 @@ class AMQPBroker(Broker):
                 )
                 for h, body in reversed(letters[-limit:])
             ]  # fmt: skip
+
+    # -- control state: durable revocations, global rate limits -------------------
+    # (the design, and why, is in celeriac._amqp_control)
+    supports_revoke = True
+    supports_global_rate_limit = True
+
+    async def revoke(
+        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:  # fmt: skip
+        """Append one record to the revocation stream (confirmed before returning)."""
+        if not task_ids:
+            return
+        if ttl > self._retention and not self._warned_retention:
+            self._warned_retention = True
+            logger.warning(
+                "Revocations last %.0f s (worker_revoke_expires) but the revocation stream "
+                "keeps %.0f s (broker_transport_options revoke_retention)",
+                ttl, self._retention,
+            )  # fmt: skip
+        body = _ctl.revocation_record(list(task_ids), time.time() + ttl, terminate, signal)
+        async with self._errors():
+            await self._append(await self._session(), body)
+        self._log.read(body)
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        """From memory, once this connection has read the stream up to a marker of its
+        own (the first call waits for that)."""
+        if not task_ids:
+            return {}
+        async with self._errors():
+            s = await self._session()
+            if not s.following:
+                async with self._follow_lock:
+                    if not s.following:
+                        await self._follow(s)
+        return self._log.lookup(task_ids)
+
+    async def _declare_stream(self, s: Session) -> None:
+        if _ctl.REVOKED_STREAM in s.declared:
+            return
+        ch = await self._channel(s, "admin")
+        args = _ctl.stream_arguments(self._retention)
+        try:
+            await ch.queue_declare(_ctl.REVOKED_STREAM, durable=True, arguments=args)
+        except ChannelPreconditionFailed:  # made with another retention: use it as it is
+            ch = await self._channel(s, "admin")
+            await ch.queue_declare(_ctl.REVOKED_STREAM, passive=True)
+        s.declared.add(_ctl.REVOKED_STREAM)
+
+    async def _append(self, s: Session, body: bytes) -> None:
+        props = _amqp.Properties(content_type=JSON, delivery_mode=2)
+        for attempt in (1, 2):
+            await self._declare_stream(s)
+            ch = await self._channel(s, "publish")
+            try:
+                await ch.basic_publish(
+                    body, routing_key=_ctl.REVOKED_STREAM, properties=props, mandatory=True
+                )
+                return
+            except Returned:  # the stream was deleted behind our back
+                if attempt == 2:
+                    raise BrokerError("RabbitMQ routed a revocation to no queue") from None
+                s.declared.discard(_ctl.REVOKED_STREAM)
+
+    async def _follow(self, s: Session) -> None:
+        """Consume the revocation stream on the task consumers' channel (see the module
+        of the design for why that channel), then wait until a marker appended now has
+        been read back."""
+        await self._declare_stream(s)
+        loop = asyncio.get_running_loop()
+        marker = uuid.uuid4().hex
+        seen = s.markers[marker] = loop.create_future()
+        log = self._log
+
+        async def on_record(message: DeliveredMessage) -> None:
+            offset = (message.header.properties.headers or {}).get("x-stream-offset")
+            if isinstance(offset, int):
+                log.next_offset = offset + 1
+            found = log.read(message.body)
+            if found is not None:
+                waiter = s.markers.pop(found, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            with contextlib.suppress(*_ERRORS):
+                await s.consume.basic_ack(_delivery_tag(message), wait=False)
+
+        start: int | str = "first" if log.next_offset is None else log.next_offset
+        async with self._qos_lock:
+            await s.consume.basic_qos(prefetch_count=_ctl.STREAM_PREFETCH, global_=False)
+            try:
+                await s.consume.basic_consume(
+                    _ctl.REVOKED_STREAM, on_record, no_ack=False,
+                    consumer_tag=_stream_tag(s), arguments={"x-stream-offset": start},
+                )  # fmt: skip
+            finally:
+                if s.prefetch:  # a per-consumer prefetch applies to later consumers only
+                    await s.consume.basic_qos(prefetch_count=s.prefetch, global_=False)
+        await self._append(s, _ctl.marker_record(marker))
+        read = log.next_offset
+        while True:  # a long stream may take a while: wait as long as reading goes on
+            try:
+                await asyncio.wait_for(asyncio.shield(seen), self._timeout)
+                break
+            except asyncio.TimeoutError:
+                if log.next_offset == read:
+                    s.markers.pop(marker, None)
+                    raise BrokerError("RabbitMQ stopped delivering the revocation stream") from None
+                read = log.next_offset
+        s.following = True
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        """``basic.get`` a token from the bucket's queue (joining its leader election on
+        first use); without one, the seconds until just after the next refill."""
+        async with self._errors():
+            s = await self._session()
+            for attempt in (1, 2):
+                ch = await self._rate_channel(s)
+                try:
+                    bucket = s.buckets.get(key)
+                    if bucket is None:
+                        async with self._join_lock:  # one candidate per key and connection
+                            bucket = s.buckets.get(key)
+                            if bucket is None:
+                                bucket = await self._join(s, ch, key, rate, capacity)
+                    bucket.rate, bucket.used = rate, time.monotonic()
+                    got = await ch.basic_get(_ctl.tokens_queue(key), no_ack=True)
+                    break
+                except (ChannelNotFoundEntity, ChannelPreconditionFailed) as exc:
+                    # a queue expired or was deleted: the channel closed; declare again
+                    s.drop_buckets()
+                    if attempt == 2:
+                        raise BrokerError(f"RabbitMQ token bucket {key!r}: {exc!r}") from exc
+        if isinstance(got.delivery, Basic.GetOk):
+            return 0.0
+        return _ctl.token_wait(rate, time.time())
+
+    async def _rate_channel(self, s: Session) -> AbstractChannel:
+        ch = s.rate
+        if ch is None or ch.is_closed:
+            s.drop_buckets()
+            ch = s.rate = await s.conn.channel(publisher_confirms=False)
+            opened = ch
+
+            def closed(_: object) -> None:
+                if s.rate is opened:  # its consumers are gone: RabbitMQ requeued batons
+                    s.drop_buckets()
+
+            ch.closing.add_done_callback(closed)
+            ch.on_consumer_cancel_callbacks.add(lambda frame: self._bucket_gone(s, frame))
+            await ch.basic_qos(prefetch_count=10, global_=False)
+        return ch
+
+    @staticmethod
+    def _bucket_gone(s: Session, frame: Basic.Cancel) -> None:
+        """RabbitMQ cancelled a leader-queue consumer (the queue went): forget it."""
+        for key, bucket in list(s.buckets.items()):
+            if bucket.tag == frame.consumer_tag:
+                s.buckets.pop(key)
+                if bucket.refill is not None:
+                    bucket.refill.cancel()
+
+    async def _join(
+        self, s: Session, ch: AbstractChannel, key: str, rate: float, capacity: float
+    ) -> _ctl.Bucket:
+        """Declare the bucket's queues, consume its leader queue and add a baton."""
+        leader = _ctl.leader_queue(key)
+        await ch.queue_declare(_ctl.tokens_queue(key), arguments=_ctl.tokens_arguments(capacity))
+        await ch.queue_declare(leader, arguments=_ctl.leader_arguments())
+        self._buckets_made += 1
+        bucket = _ctl.Bucket(
+            key, rate, capacity, tag=f"celeriac.{s.number}.rate.{self._buckets_made}"
+        )
+        s.buckets[key] = bucket
+
+        async def on_baton(message: DeliveredMessage) -> None:
+            tag = _delivery_tag(message)
+            with contextlib.suppress(*_ERRORS):
+                if s.buckets.get(key) is not bucket:  # resigned meanwhile: pass it on
+                    await ch.basic_reject(tag, requeue=True)
+                elif bucket.baton is not None:  # one is enough
+                    await ch.basic_ack(tag)
+                else:
+                    bucket.baton = tag
+                    bucket.refill = asyncio.get_running_loop().create_task(
+                        self._refill(s, ch, bucket)
+                    )
+
+        await ch.basic_consume(leader, on_baton, no_ack=False, consumer_tag=bucket.tag)
+        await ch.basic_publish(b"", routing_key=leader)
+        return bucket
+
+    async def _refill(self, s: Session, ch: AbstractChannel, bucket: _ctl.Bucket) -> None:
+        """The leader's clock: one token at each grid point of ``1/rate`` seconds."""
+        queue = _ctl.tokens_queue(bucket.key)
+        rate = bucket.rate
+        index = math.floor(time.time() * rate)
+        try:
+            while True:
+                if time.monotonic() - bucket.used > _ctl.RESIGN_AFTER:
+                    await self._resign(s, ch, bucket)
+                    return
+                if bucket.rate != rate:
+                    rate, index = bucket.rate, math.floor(time.time() * bucket.rate)
+                await asyncio.sleep(max(0.0, (index + 1) / rate - time.time()))
+                now = math.floor(time.time() * rate)
+                if now <= index:
+                    continue
+                index = now  # one token per grid point, never a backlog
+                await ch.basic_publish(b"", routing_key=queue)
+        except _ERRORS:
+            return  # the channel closed: RabbitMQ requeued the baton
+
+    @staticmethod
+    async def _resign(s: Session, ch: AbstractChannel, bucket: _ctl.Bucket) -> None:
+        """Idle: leave the election and hand the baton to the next candidate."""
+        if s.buckets.get(bucket.key) is bucket:
+            del s.buckets[bucket.key]
+        await ch.basic_cancel(bucket.tag)
+        if bucket.baton is not None:
+            await ch.basic_reject(bucket.baton, requeue=True)
+
+
+def _delivery_tag(message: DeliveredMessage) -> int:
+    return int(getattr(message.delivery, "delivery_tag", 0) or 0)
+
+
+def _stream_tag(s: Session) -> str:
+    return f"celeriac.{s.number}.revoked"
 
 
 __all__ = ["DEAD_LETTER_QUEUE", "AMQPBroker"]
