@@ -4,7 +4,8 @@
   way round; each side's client reads the final result. (The retry goes to a queue only
   the other side consumes: a celeriac worker on the same queue would move the message to
   its delayed store, which a Celery worker does not read.)
-- A celeriac revoke stores REVOKED, which a Celery client reads as its own state.
+- A celeriac revoke stores REVOKED, which a Celery client reads as its own state, and is
+  broadcast as Celery's remote-control request, which a running Celery worker obeys.
 """
 
 from __future__ import annotations
@@ -92,4 +93,18 @@ def test_celeriac_revoke_is_read_by_a_celery_client(db_url: str, tmp_path: Path)
     with pytest.raises(celery.exceptions.TaskRevokedError):
         theirs.get(timeout=5)
     close_celery_app(client)
+    app.close()
+
+
+def test_celeriac_revoke_reaches_a_running_celery_worker(db_url: str, tmp_path: Path) -> None:
+    modules(tmp_path, db_url)
+    app = celeriac.Celery("rtasks", broker=db_url, backend=db_url, set_as_current=False)
+    task_id = "c0ffee00-0000-4000-8000-000000000001"
+    with celery_worker(tmp_path / "theirs", "rtasks", "-Q", "celery") as theirs:
+        theirs.wait_for(r"ready\.")
+        app.control.revoke(task_id)  # Celery's pidbox broadcast, besides our own store
+        theirs.wait_for(rf"Tasks flagged as revoked: {task_id}")
+        sent = app.send_task("rtasks.retry_once", task_id=task_id)
+        theirs.wait_for(rf"Discarding revoked task: rtasks\.retry_once\[{task_id}\]")
+    assert sent.state == "REVOKED"
     app.close()

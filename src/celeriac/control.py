@@ -3,7 +3,9 @@
 Revocations are durable: they are kept in the broker's store (with an expiry,
 ``worker_revoke_expires``), so they reach queued, delayed and future messages on every
 worker, including workers started after the revoke. ``terminate=True`` also stops the task
-if it is running (workers check running tasks against the store once a second).
+if it is running (workers check running tasks against the store once a second). A revoke
+is also broadcast as Celery's remote-control request, so Celery workers running on the
+same broker flag the task as revoked too (in their memory, as Celery does).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol import control_message
 from celeriac.worker.core import revoked_meta
 
 if TYPE_CHECKING:
@@ -46,6 +49,9 @@ class Control:
             )
         ttl = float(self.app.conf["worker_revoke_expires"])
         await broker.revoke(ids, ttl, terminate=terminate, signal=signal)
+        # Celery workers on the same broker keep revocations in memory, told by broadcast
+        arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
+        await broker.broadcast_control(control_message("revoke", arguments))
         backend = await self.app.get_backend()
         if backend.needs_reply_to:
             return

@@ -339,6 +339,27 @@ def encode_envelope(message: Message, *, queue: str | None = None) -> bytes:
     return _envelope_encoder.encode(envelope).encode("utf-8")
 
 
+def control_message(method: str, arguments: dict[str, Any]) -> Message:
+    """A Celery remote-control (pidbox) request to every worker, wanting no reply; sent
+    to the ``celery.pidbox`` fanout exchange."""
+    body = {
+        "method": method,
+        "arguments": arguments,
+        "destination": None,
+        "pattern": None,
+        "matcher": None,
+    }
+    return Message(
+        headers={"clock": 1, "expires": 0},
+        body=json_dumps(body).encode("utf-8"),
+        properties={
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
+            "priority": 0,
+        },
+    )
+
+
 def decode_envelope(raw: bytes | str) -> Message:
     """Parse a kombu JSON envelope. Raises :class:`MessageError` with a precise reason."""
     try:

@@ -188,6 +188,12 @@ class Broker(abc.ABC):
         ids = [d.message.task_id for d in deliveries if d.message is not None]
         return await self.revoked([task_id for task_id in ids if task_id])
 
+    async def broadcast_control(self, message: Message) -> None:
+        """Send a Celery remote-control request (:func:`celeriac.protocol.control_message`)
+        to the Celery workers on this broker, the way Celery's clients do; brokers where
+        Celery has no remote control (or that cannot reach it) do nothing."""
+        return None
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
         most ``capacity``): 0.0 when taken, else the seconds until one is available."""

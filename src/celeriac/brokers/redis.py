@@ -429,6 +429,17 @@ class RedisBroker(Broker):
             return {}
         return await super().revoked_among(deliveries)
 
+    async def broadcast_control(self, message: Message) -> None:
+        """PUBLISH on ``/<db>.celery.pidbox``, where Celery's workers listen (kombu's
+        fanout exchanges are pub/sub channels named after the database)."""
+        if self._fast is not None:
+            db = self._fast.endpoint.db
+        else:
+            db = int(self._redis().connection_pool.connection_kwargs.get("db") or 0)
+        raw = encode_envelope(message)
+        with self._errors():
+            await self._redis().publish(f"/{db}.celery.pidbox", raw)
+
     def _revoked_key(self, task_id: str) -> str:
         return f"{self.prefix}celeriac.revoked.{task_id}"
 
