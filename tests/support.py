@@ -163,3 +163,96 @@ def wait_until(predicate: Any, timeout: float = 10, what: str = "condition") -> 
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+class TLSProxy:
+    """A TLS endpoint on a free loopback port that forwards each connection in plain TCP
+    to ``127.0.0.1:<target_port>``: lets the tests speak ``amqps://`` and ``rediss://`` to
+    the test servers, which have no TLS listener. Its certificate is self-signed for
+    ``localhost`` and 127.0.0.1 (made by the ``openssl`` command); ``ca_file`` is the file
+    a client trusts to verify it."""
+
+    def __init__(self, directory: Path, target_port: int) -> None:
+        self.directory = directory
+        self.target_port = target_port
+        self.ca_file = str(directory / "tls-cert.pem")
+        self.port = 0
+        self.connections = 0
+        self._loop: Any = None
+        self._stop: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> TLSProxy:
+        import asyncio
+        import ssl
+
+        key = self.directory / "tls-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", self.ca_file],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.ca_file, str(key))
+        loop = self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def pipe(reader: Any, writer: Any) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: Any, writer: Any) -> None:
+            self.connections += 1
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        stop = self._stop = asyncio.Event()
+        handlers: set[Any] = set()
+
+        async def track(reader: Any, writer: Any) -> None:
+            task = asyncio.current_task()
+            handlers.add(task)
+            try:
+                await handle(reader, writer)
+            finally:
+                handlers.discard(task)
+
+        async def serve() -> None:
+            server = await asyncio.start_server(track, "127.0.0.1", 0, ssl=context)
+            self.port = server.sockets[0].getsockname()[1]
+            started.set()
+            await stop.wait()
+            server.close()
+            for task in list(handlers):
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            await server.wait_closed()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(serve())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="tls-proxy", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the TLS proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)

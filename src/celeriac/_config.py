@@ -103,6 +103,18 @@ def _mapping(name: str, value: Any) -> Any:
     raise _fail(name, value, "a mapping")
 
 
+def _tls_setting(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        return _mapping(name, value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise _fail(name, value, "True, False or a mapping of TLS options")
+
+
 def _any(name: str, value: Any) -> Any:
     return value
 
@@ -150,6 +162,8 @@ SETTINGS: dict[str, Setting] = {
     # broker and results
     "broker_url": Setting(None, _str),
     "broker_transport_options": Setting({}, _mapping),
+    "broker_use_ssl": Setting(None, _tls_setting),
+    "redis_backend_use_ssl": Setting(None, _tls_setting),
     "broker_connection_retry_on_startup": Setting(True, _bool),
     "broker_connection_timeout": Setting(4.0, _seconds),
     "result_backend": Setting(None, _str),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol
 from celeriac import _redis_sync
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._tls import apply_tls
 from celeriac.backends import ResultBackend, backend_class, create_backend
 from celeriac.brokers import Broker, broker_class, create_broker
 from celeriac.exceptions import ImproperlyConfigured
@@ -158,18 +159,34 @@ class Celeriac:
 
     @property
     def broker_url(self) -> str:
-        url = self.conf["broker_url"]
-        return str(url) if url else DEFAULT_BROKER_URL
+        """The broker's URL (``broker_use_ssl`` makes it ``amqps://``/``rediss://``)."""
+        return self._broker_tls()[0]
 
     @property
     def backend_url(self) -> str:
+        return self._backend_tls()[0]
+
+    def broker_options(self) -> dict[str, Any]:
+        """The broker's transport options, with those of ``broker_use_ssl``."""
+        return {**self._broker_tls()[1], **self.conf["broker_transport_options"]}
+
+    def backend_options(self) -> dict[str, Any]:
+        """The result backend's transport options, with those of its TLS setting."""
+        return {**self._backend_tls()[1], **self.conf["result_backend_transport_options"]}
+
+    def _broker_tls(self) -> tuple[str, dict[str, Any]]:
+        url = self.conf["broker_url"]
+        url = str(url) if url else DEFAULT_BROKER_URL
+        return apply_tls("broker_use_ssl", url, self.conf["broker_use_ssl"])
+
+    def _backend_tls(self) -> tuple[str, dict[str, Any]]:
         url = self.conf["result_backend"]
         if url:
-            return str(url)
-        broker_url = self.broker_url
+            return apply_tls("redis_backend_use_ssl", str(url), self.conf["redis_backend_use_ssl"])
+        broker_url, options = self._broker_tls()
         if broker_class(broker_url).holds_results:
-            return broker_url
-        return "rpc://"
+            return broker_url, options  # results on the broker's server, as the broker
+        return "rpc://", {}
 
     def check_configuration(self) -> None:
         """Fail now, with a clear message, if the broker or backend URL is unusable."""
@@ -230,8 +247,8 @@ class Celeriac:
             with self._clients_lock:
                 clients = self._clients.get(loop)
                 if clients is None:
-                    opts = self.conf["broker_transport_options"]
-                    bopts = self.conf["result_backend_transport_options"]
+                    opts = self.broker_options()
+                    bopts = self.backend_options()
                     if backend_class(self.backend_url).needs_reply_to:  # rpc: the broker's
                         # server, and this app's reply queue (``reply_to`` of its tasks)
                         bopts = {"broker_url": self.broker_url, "reply_to": self.reply_to, **bopts}

@@ -50,6 +50,14 @@ CLIENT_OPTIONS = (
     "max_connections",
     "health_check_interval",
 )
+#: TLS options (``broker_use_ssl`` and the like), for ``rediss://`` only.
+TLS_OPTIONS = (
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
 _DEFAULTS: dict[str, Any] = {
     "socket_timeout": 30.0,
     "socket_connect_timeout": 5.0,
@@ -94,6 +102,8 @@ def make_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
         url = "unix://" + url.split("://", 1)[1]
     if scheme in {"unix", "redis+socket"}:
         kwargs.pop("socket_keepalive", None)  # TCP only
+    if scheme == "rediss":
+        kwargs.update({k: options[k] for k in TLS_OPTIONS if options.get(k) is not None})
     if scheme not in {"redis", "rediss", "unix", "redis+socket"}:
         raise ImproperlyConfigured(f"{url!r} is not a Redis URL")
     try:

@@ -93,7 +93,7 @@ class Worker:
         """Before any child is forked: the broker can be reached (retried while
         ``broker_connection_retry_on_startup``), and it can do what the tasks ask."""
         conf = self.app.conf
-        broker = create_broker(self.app.broker_url, conf["broker_transport_options"])
+        broker = create_broker(self.app.broker_url, self.app.broker_options())
         attempt = 0
         while True:
             try:

@@ -141,7 +141,7 @@ class Supervisor:
         app = self.worker.app
 
         async def recover() -> int:
-            broker = create_broker(app.broker_url, app.conf["broker_transport_options"])
+            broker = create_broker(app.broker_url, app.broker_options())
             await broker.connect()
             try:
                 return await broker.recover(consumer_id)
