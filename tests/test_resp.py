@@ -11,6 +11,8 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 
 from celeriac import Celery, Middleware, _redis_sync, signals
 from celeriac._loop import loop_thread
-from celeriac._lua import script
+from celeriac._lua import OWN_OPTIONS, script
 from celeriac._resp import (
     NEED_DATA,
     Connection,
@@ -49,7 +51,7 @@ from celeriac.testing import TestWorker
 from celeriac.testing.conformance import opened, run
 from support import wait_until
 from test_conformance_redis import REDIS_URL, require_redis
-from test_redis import PrivateRedis
+from test_redis import PrivateRedis, _free_port
 
 # --------------------------------------------------------------------------- codec
 
@@ -598,6 +600,51 @@ def test_close_closes_this_threads_connections(prefix: str) -> None:
         app.close()
 
 
+def test_publisher_reads_settings_as_the_broker_does() -> None:
+    assert _redis_sync._OWN_OPTIONS == OWN_OPTIONS
+    assert (_redis_sync._script("publish").sha.decode(), _redis_sync._script("publish").text) == (
+        script("publish").sha,
+        script("publish").text.encode(),
+    )
+    items = _messages()
+    for url, options in [
+        (f"{REDIS_URL}?global_keyprefix=01", {}),
+        (f"{REDIS_URL}?global_keyprefix=a.b&eta_in_queue=false&socket_timeout=3", {}),
+        ("redis://:pw@127.0.0.1:1/2?polling_interval=0.5", {"global_keyprefix": "x:"}),
+        ("unix:///tmp/x.sock?db=1&eta_in_queue=no", {"visibility_timeout": 10}),
+    ]:
+        app = Celery("resp", broker=url, broker_transport_options=options)
+        publisher = _redis_sync.publisher(app)
+        assert publisher is not None, url
+        broker = RedisBroker(url, options=options)
+        assert publisher.url == broker.sync_target()[0]
+        for queue, message, priority, not_before in items:
+            assert publisher.arguments(queue, message, priority, not_before) == (
+                broker.publish_arguments(queue, message, priority, not_before)
+            )
+            assert publisher.declare_commands(queue) == broker.declare_commands(queue)
+    for url in (f"{REDIS_URL}?priority_order=sideways", f"{REDIS_URL}?visibility_timeout=soon"):
+        assert _redis_sync.publisher(Celery("resp", broker=url)) is None  # general path: error
+
+
+def test_sync_path_needs_no_redis_py(prefix: str, tmp_path: Path) -> None:
+    code = f"""
+import sys
+from celeriac import Celery
+app = Celery("resp", broker="{REDIS_URL}?global_keyprefix={prefix}")
+result = app.send_task("t.add", (1, 2))
+print(type(result).__name__)
+app.close()
+print(sorted(name for name in sys.modules if name.split(".")[0] == "redis"))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["AsyncResult", "[]"], out.stderr
+    with require_redis() as client:
+        assert client.llen(f"{prefix}celery") == 1
+
+
 def test_errors_carry_redis_py_type_names() -> None:
     assert RespConnectionError("x").kind == "ConnectionError"
     assert ReplyError("ERR x").kind == "ResponseError"
@@ -614,3 +661,105 @@ def test_script_pack_and_ids() -> None:
     for text in list(ids)[:50]:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+class TLSRedis:
+    """``redis-server`` serving TLS only, with a self-signed certificate for localhost."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.cert = directory / "cert.pem"
+        self.proc: subprocess.Popen[bytes] | None = None
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-keyout", str(directory / "key.pem"), "-out", str(self.cert),
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def start(self) -> TLSRedis:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--tls-port", str(self.port), "--save", "",
+             "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.directory / "key.pem"),
+             "--tls-auth-clients", "no", "--bind", "127.0.0.1", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        conn = self.connection()
+        wait_until(lambda: _pings(conn), 10, "the TLS redis-server")
+        conn.close()
+        return self
+
+    def connection(self, **kwargs: Any) -> Connection:
+        endpoint = parse_endpoint(f"rediss://localhost:{self.port}/0", {"ssl_ca_certs": self.cert})
+        assert endpoint is not None
+        return Connection(endpoint, **kwargs)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _pings(conn: Connection) -> bool:
+    try:
+        return bool(conn.execute("PING") == b"PONG")
+    except RespError:
+        return False
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TLSRedis]:
+    if shutil.which("redis-server") is None or shutil.which("openssl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs redis-server and openssl on PATH")
+        pytest.skip("needs redis-server and openssl on PATH")
+    server = TLSRedis(tmp_path)
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
+def test_tls_publish_get_and_restart(tls_server: TLSRedis) -> None:
+    app = Celery(
+        "resp",
+        broker=f"rediss://localhost:{tls_server.port}/0",
+        broker_transport_options={"ssl_ca_certs": str(tls_server.cert)},
+        result_backend_transport_options={"ssl_ca_certs": str(tls_server.cert)},
+    )
+    check = tls_server.connection()
+    try:
+        assert _redis_sync.publisher(app) is not None and _redis_sync.waiter(app) is not None
+        sent = app.send_task("t.add", (1, 2))
+        assert check.execute("LLEN", "celery") == 1
+        channel = f"celery-task-meta-{sent.id}"
+        text = json_dumps(result_meta(sent.id, "SUCCESS", 3))
+
+        def finish() -> None:
+            conn = tls_server.connection()
+            wait_until(lambda: conn.execute("PUBSUB", "NUMSUB", channel)[1] > 0, 10, "subscribe")
+            conn.pipeline([("SET", channel, text), ("PUBLISH", channel, text)])
+            conn.close()
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        assert sent.get(timeout=10) == 3
+        thread.join()
+        with pytest.raises(TimeoutError):
+            app.AsyncResult("never").get(timeout=0.05)
+        tls_server.kill()
+        tls_server.start()  # idle TLS connections to the old server are replaced
+        app.send_task("t.add", (3, 4))
+        with pytest.raises(TimeoutError):
+            app.AsyncResult("never").get(timeout=0.05)
+        fresh = tls_server.connection()
+        assert fresh.execute("LLEN", "celery") == 1  # no persistence: only the new one
+        fresh.close()
+        bad = parse_endpoint(f"rediss://localhost:{tls_server.port}/0")  # system CAs only
+        assert bad is not None
+        with pytest.raises(RespConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            Connection(bad).execute("PING")
+    finally:
+        check.close()
+        app.close()

@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import importlib.util
 import logging
 import math
 import os
 import threading
 import time
 import weakref
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
+from celeriac import states
 from celeriac._resp import (
     NEED_DATA,
     Connection,
@@ -40,13 +46,11 @@ from celeriac._resp import (
     parse_endpoint,
 )
 from celeriac.exceptions import BackendError, BrokerError
-from celeriac.protocol import Message
+from celeriac.protocol import Message, encode_envelope, json_loads
 from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.redis import RedisBackend
-    from celeriac.brokers.redis import RedisBroker
 
 logger = logging.getLogger("celeriac.backends.redis")
 
@@ -57,6 +61,110 @@ _FOREVER = 3600.0  # a wait with no timeout blocks in slices of this
 
 def _redis_url(url: str) -> bool:
     return url.lower().startswith(_SCHEMES)
+
+
+#: Where the schemes' classes live (``celeriac.brokers.BROKERS``/``backends.BACKENDS``):
+#: the fast paths apply to these classes only, and are set up without importing them
+#: (their modules import redis-py, a quarter of a second of a short script's life).
+_BROKER_CLASS = "celeriac.brokers.redis:RedisBroker"
+_BACKEND_CLASS = "celeriac.backends.redis:RedisBackend"
+#: celeriac's own options in a Redis URL's query string (``celeriac._lua.OWN_OPTIONS``;
+#: a test keeps the two equal)
+_OWN_OPTIONS = frozenset(
+    {"global_keyprefix", "visibility_timeout", "polling_interval", "priority_order",
+     "foreign_visibility_timeout", "eta_in_queue", "master_name"}
+)  # fmt: skip
+_NUMBERS = ("visibility_timeout", "polling_interval", "foreign_visibility_timeout",
+            "socket_timeout", "socket_connect_timeout")  # fmt: skip
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _class_path(url: str, kind: str) -> str | None:
+    from celeriac.backends import BACKENDS  # noqa: PLC0415
+    from celeriac.brokers import BROKERS  # noqa: PLC0415
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return (BROKERS if kind == "broker" else BACKENDS).get(scheme)
+
+
+def _number(value: str) -> Any:  # as celeriac._lua.split_url reads option values
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str  # celeriac's own options taken out, as the async clients' URL
+    options: dict[str, Any]
+    endpoint: Endpoint
+    prefix: str
+
+
+def _target(url: str, transport_options: dict[str, Any] | None) -> _Target | None:
+    """Where a URL with its transport options leads, read as the Redis broker and backend
+    read them; None where the fast path does not apply or the general path would fail
+    (it then reports the problem)."""
+    base, _, query = url.partition("?")
+    own: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in _OWN_OPTIONS:
+            own[key] = _number(value)
+        else:
+            rest.append((key, value))
+    stripped = f"{base}?{urlencode(rest)}" if rest else base
+    options = {**own, **(transport_options or {})}
+    if options.get("priority_order", "higher_first") not in ("higher_first", "lower_first"):
+        return None
+    try:
+        for key in _NUMBERS:
+            if options.get(key) is not None:
+                float(options[key])
+        endpoint = parse_endpoint(stripped, options)
+    except (TypeError, ValueError):
+        return None
+    if endpoint is None:
+        return None
+    return _Target(stripped, options, endpoint, str(options.get("global_keyprefix") or ""))
+
+
+def _script(name: str) -> Script:
+    """``celeriac/_lua/<name>.lua`` with ``common.lua`` prepended, as ``celeriac._lua``
+    runs it, read without importing that package (it imports redis-py)."""
+    spec = importlib.util.find_spec("celeriac._lua")
+    folder = Path(next(iter(spec.submodule_search_locations or ()), "")) if spec else None
+    try:
+        assert folder is not None
+        common = (folder / "common.lua").read_text(encoding="utf-8")
+        text = common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+    except (AssertionError, OSError):  # not on the file system (a zip): ask the package
+        from celeriac._lua import script  # noqa: PLC0415
+
+        text = script(name).text
+    return Script(text, hashlib.sha1(text.encode("utf-8")).hexdigest())
+
+
+def _bucket(priority: int) -> str:  # celeriac.brokers.redis.bucket
+    return "9" if priority >= 9 else "6" if priority >= 6 else "3" if priority >= 3 else "0"
+
+
+def _when(not_before: float | None) -> str:
+    return "" if not_before is None else repr(float(not_before))
+
+
+def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The meta if it is a finished task's (``celeriac.backends.redis._ready_meta``)."""
+    if raw is None:
+        return None
+    try:
+        meta = json_loads(raw)
+    except ValueError:  # not a result meta (another program's key): never ready
+        return None
+    if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
+        return meta
+    return None
 
 
 class _Link:
@@ -81,23 +189,39 @@ class _Link:
 
 
 class Publisher:
-    """Publishes as :meth:`RedisBroker.publish` does, on this thread's connection."""
+    """Publishes as :meth:`RedisBroker.publish` does, on this thread's connection: the
+    same ``publish.lua`` with the same arguments, and Celery's binding on first use of a
+    queue (as :meth:`RedisBroker.declare`)."""
 
-    def __init__(self, broker: RedisBroker, endpoint: Endpoint) -> None:
-        from celeriac._lua import script  # noqa: PLC0415 - needs the redis extra
-
-        self.broker = broker
-        self.url = broker.sync_target()[0]
-        lua = script("publish")
-        self._script = Script(lua.text, lua.sha)
-        self._link = _Link(endpoint)
+    def __init__(self, target: _Target) -> None:
+        self.url = target.url
+        self.prefix = target.prefix
+        flag = str(target.options.get("eta_in_queue", True)).lower()
+        self._eta_in_queue = flag not in _FALSE
+        self._script = _script("publish")
+        self._link = _Link(target.endpoint)
         self._declared: set[str] = set()
+
+    def arguments(
+        self, queue: str, message: Message, priority: int = 0, not_before: float | None = None
+    ) -> list[Any]:
+        """The script's arguments (as :meth:`RedisBroker.publish_arguments`)."""
+        raw = encode_envelope(message, queue=queue)
+        visible = self._eta_in_queue and message.headers.get("eta")
+        return [self.prefix, queue, _bucket(priority), "" if visible else _when(not_before), raw]
+
+    def declare_commands(self, queue: str) -> list[tuple[str, str, str]]:
+        member = f"{queue}\x06\x16\x06\x16{queue}"
+        return [
+            ("SADD", f"{self.prefix}_kombu.binding.{queue}", member),
+            ("SADD", f"{self.prefix}_kombu.binding_permanent.{queue}", member),
+        ]
 
     def publish(
         self, queue: str, message: Message, priority: int, not_before: float | None
     ) -> None:
-        args = self.broker.publish_arguments(queue, message, priority, not_before)
-        before = () if queue in self._declared else self.broker.declare_commands(queue)
+        args = self.arguments(queue, message, priority, not_before)
+        before = () if queue in self._declared else self.declare_commands(queue)
         try:
             self._script.run(self._link.connection(), args, before)
         except RespError as exc:
@@ -115,13 +239,11 @@ class Waiter:
     is seen), then block on the socket for the message. The channel is unsubscribed in
     the next wait's write."""
 
-    def __init__(self, backend: RedisBackend, endpoint: Endpoint) -> None:
-        from celeriac.backends.redis import _ready_meta  # noqa: PLC0415
-
+    def __init__(self, target: _Target) -> None:
+        self.url = target.url
+        self.prefix = target.prefix + "celery-task-meta-"
         self._ready_meta = _ready_meta
-        self.url = backend.sync_target()[0]
-        self.prefix = backend.prefix
-        self._link = _Link(endpoint, resp3=True)
+        self._link = _Link(target.endpoint, resp3=True)
         self._lingering = threading.local()  # channels to unsubscribe next time
 
     def wait(self, task_id: str, timeout: float | None) -> dict[str, Any] | None:
@@ -210,14 +332,15 @@ _states: weakref.WeakKeyDictionary[Celeriac, _AppState] = weakref.WeakKeyDiction
 _states_lock = threading.Lock()
 
 
+#: The settings the fast paths depend on: when one changes, they are set up again.
+_KEY_SETTINGS = (
+    "broker_url", "result_backend", "broker_transport_options",
+    "result_backend_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
+)  # fmt: skip
+
+
 def _state(app: Celeriac) -> _AppState:
-    conf = app.conf
-    key = (  # settings changed since the last call: start again
-        conf["broker_url"],
-        conf["result_backend"],
-        conf["broker_transport_options"],
-        conf["result_backend_transport_options"],
-    )
+    key = tuple(_setting(app, name) for name in _KEY_SETTINGS)
     state = _states.get(app)
     if state is None or state.key != key:
         with _states_lock:
@@ -256,38 +379,55 @@ def waiter(app: Celeriac) -> Waiter | None:
 
 
 def _make_publisher(app: Celeriac) -> Publisher | None:
-    url = app.broker_url
-    if not _redis_url(url):
-        return None
     try:
-        from celeriac.backends import backend_class  # noqa: PLC0415
-        from celeriac.brokers import broker_class  # noqa: PLC0415
-        from celeriac.brokers.redis import RedisBroker  # noqa: PLC0415
-
-        if broker_class(url) is not RedisBroker or backend_class(app.backend_url).needs_reply_to:
+        url = app.broker_url
+        if _class_path(url, "broker") != _BROKER_CLASS:
             return None
-        broker = RedisBroker(url, options=app.conf["broker_transport_options"])
-        endpoint = parse_endpoint(*broker.sync_target())
-    except Exception:  # a bad URL or a missing extra: the general path reports it
+        options = _options(app, "broker")
+        if _setting(app, "result_backend"):
+            results = _class_path(app.backend_url, "backend")
+        else:  # a Redis broker holds the results: the Redis backend, on its server
+            results = _BACKEND_CLASS
+        if results is None:  # an unknown scheme: the general path reports it
+            return None
+        if results != _BACKEND_CLASS:
+            from celeriac.backends import backend_class  # noqa: PLC0415
+
+            if backend_class(app.backend_url).needs_reply_to:  # rpc://
+                return None
+    except Exception:  # a bad setting or a missing extra: the general path reports it
         return None
-    return None if endpoint is None else Publisher(broker, endpoint)
+    target = _target(url, options)
+    return None if target is None else Publisher(target)
 
 
 def _make_waiter(app: Celeriac) -> Waiter | None:
-    url = app.backend_url
-    if not _redis_url(url):
-        return None
     try:
-        from celeriac.backends import backend_class  # noqa: PLC0415
-        from celeriac.backends.redis import RedisBackend  # noqa: PLC0415
-
-        if backend_class(url) is not RedisBackend:
+        url = app.backend_url
+        if _class_path(url, "backend") != _BACKEND_CLASS:
             return None
-        backend = RedisBackend(url, options=app.conf["result_backend_transport_options"])
-        endpoint = parse_endpoint(*backend.sync_target())
+        options = _options(app, "backend")
     except Exception:
         return None
-    return None if endpoint is None else Waiter(backend, endpoint)
+    target = _target(url, options)
+    return None if target is None else Waiter(target)
+
+
+def _options(app: Celeriac, part: str) -> dict[str, Any]:
+    """The transport options the app gives its broker (backend): with those of its TLS
+    setting where the app has them."""
+    method = getattr(app, f"{part}_options", None)
+    if method is not None:
+        return dict(method())
+    name = "broker_transport_options" if part == "broker" else "result_backend_transport_options"
+    return dict(app.conf[name] or {})
+
+
+def _setting(app: Celeriac, name: str) -> Any:
+    try:
+        return app.conf[name]
+    except Exception:  # a setting this version does not have
+        return None
 
 
 def _close_state(state: _AppState) -> None:

@@ -473,17 +473,31 @@ class Connection:
             return None
         assert self._poll is not None
         if self._poll.poll(0) and not self._pending:
-            try:
-                data = sock.recv(_RECV, socket.MSG_DONTWAIT)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                return sock
-            except OSError:
-                data = b""
+            data = self._recv_now(sock)
+            if data is None:
+                return sock  # a TLS record not complete yet
             if not data or not self.resp3:
                 self.close()  # EOF (a restarted server), or a reply out of step
                 return None
             self._reader.feed(data)  # pushes: the reader of a RESP3 connection skips them
         return sock
+
+    def _recv_now(self, sock: socket.socket) -> bytes | None:
+        """What can be read without waiting: b"" at EOF (or on an error), None if
+        nothing."""
+        tls = isinstance(sock, ssl.SSLSocket)
+        try:
+            if tls:
+                sock.settimeout(0.0)
+                return sock.recv(_RECV)
+            return sock.recv(_RECV, socket.MSG_DONTWAIT)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None
+        except OSError:
+            return b""
+        finally:
+            if tls:
+                sock.settimeout(self.endpoint.socket_timeout)
 
     def send(self, data: bytes) -> bool:
         """Send packed commands, connecting first if needed (the handshake goes in the
