@@ -26,6 +26,8 @@ import importlib.util
 import logging
 import math
 import os
+import select
+import socket
 import threading
 import time
 import weakref
@@ -378,7 +380,16 @@ def waiter(app: Celeriac) -> Waiter | None:
     return state.waiter
 
 
+def _plain_sockets() -> bool:
+    """False under gevent's or eventlet's monkey patching: their sockets and poll behave
+    otherwise (a kernel receive timeout is ignored, ``select.poll`` may be gone), so the
+    general path serves there."""
+    return hasattr(select, "poll") and socket.socket.__module__ == "socket"
+
+
 def _make_publisher(app: Celeriac) -> Publisher | None:
+    if not _plain_sockets():
+        return None
     try:
         url = app.broker_url
         if _class_path(url, "broker") != _BROKER_CLASS:
@@ -402,6 +413,8 @@ def _make_publisher(app: Celeriac) -> Publisher | None:
 
 
 def _make_waiter(app: Celeriac) -> Waiter | None:
+    if not _plain_sockets():
+        return None
     try:
         url = app.backend_url
         if _class_path(url, "backend") != _BACKEND_CLASS:
