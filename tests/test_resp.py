@@ -544,6 +544,32 @@ def test_get_survives_a_restart_and_reports_an_outage(private_server: PrivateRed
         app.close()
 
 
+def test_get_survives_its_connection_being_killed(prefix: str) -> None:
+    client = require_redis()
+    app = Celery("resp", broker=f"{REDIS_URL}?global_keyprefix={prefix}")
+    try:
+        waiter = _redis_sync.waiter(app)
+        assert waiter is not None
+        conn_id = waiter._link.connection().execute("CLIENT", "ID")
+        result = app.AsyncResult("killed")
+        channel = f"{prefix}celery-task-meta-{result.id}"
+
+        def kill_then_finish() -> None:
+            wait_until(lambda: _subscribed(client, channel), 10, "the subscription")
+            assert client.client_kill_filter(_id=conn_id) == 1
+            wait_until(lambda: _subscribed(client, channel), 10, "the new subscription")
+            _store(client, prefix, result.id, result_meta(result.id, "SUCCESS", "back"))
+
+        thread = threading.Thread(target=kill_then_finish)
+        thread.start()
+        assert result.get(timeout=10) == "back"
+        thread.join()
+        assert str(conn_id) not in {c["id"] for c in client.client_list()}
+    finally:
+        app.close()
+        client.close()
+
+
 # --------------------------------------------------------------------------- processes
 
 

@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.backends.redis")
 
 _SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
-_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # as the async wait's
+_RETRY_DELAYS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # the first at once: a killed
+# connection (CLIENT KILL, a restarted server found idle) is usually back at once
 _FOREVER = 3600.0  # a wait with no timeout blocks in slices of this
 
 
