@@ -14,6 +14,7 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import encode
 from pamqp.commands import Basic
@@ -52,6 +53,61 @@ def quiet_aiormq() -> None:
     aiormq_log = logging.getLogger("aiormq.connection")
     if not any(isinstance(f, _QuietConnect) for f in aiormq_log.filters):
         aiormq_log.addFilter(_QuietConnect())
+
+
+class _Coalescing:
+    """A transport that hands every frame written in one event-loop pass to the socket
+    in one write. aiormq writes each frame on its own, a ``send`` system call each: an
+    ack, a publish and a result reply per task. Writes keep their order; a close sends
+    what is buffered first."""
+
+    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport")
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._buffer: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._buffer:
+            return
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+        self._buffer.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _CoalescingFactory(TransportFactory):
+    def __init__(self, inner: TransportFactory) -> None:
+        self.inner = inner
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self.inner.create(url, **kwargs)
+        writer._transport = _Coalescing(writer._transport)  # type: ignore[attr-defined]
+        return reader, writer
+
+
+def connection(url: str) -> aiormq.Connection:
+    """An aiormq connection whose frames of one loop pass go out in one write."""
+    inner = TLSTransportFactory() if URL(url).scheme == "amqps" else TCPTransportFactory()
+    return aiormq.Connection(url, transport_factory=_CoalescingFactory(inner))
 
 
 def connection_url(url: str, heartbeat: Any = None) -> str:
@@ -96,6 +152,7 @@ class Session:
         self.fresh = False  # consumers just started: RabbitMQ sends a burst
         self.buffer: deque[tuple[str, DeliveredMessage]] = deque()
         self.held = 0  # handed to the caller, not settled
+        self.outstanding: set[int] = set()  # delivery tags of ``consume`` not acked yet
         self.error: BaseException | None = None
         self.wake = asyncio.Event()
         self.following = False  # reading the revocation stream
@@ -360,6 +417,7 @@ __all__ = [
     "Session",
     "cancelled_by_caller",
     "clean_headers",
+    "connection",
     "connection_url",
     "copy_properties",
     "declare_cascade",

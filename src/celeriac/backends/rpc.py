@@ -40,7 +40,7 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from celeriac import states
-from celeriac._amqp import connection_url, quiet_aiormq
+from celeriac._amqp import connection, connection_url, quiet_aiormq
 from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import BackendError, CeleriacError, MessageError
 from celeriac.protocol import deserialize, serialize
@@ -94,7 +94,7 @@ class RPCBackend(ResultBackend):
             if self._ch is not None and not self._ch.is_closed:
                 return self._ch
             await self.close()
-            conn = aiormq.Connection(self._url)
+            conn = connection(self._url)
             await asyncio.wait_for(conn.connect(), float(self.options.get("connect_timeout", 10)))
             ch = await conn.channel(publisher_confirms=True)
             self._conn, self._ch, self._consuming = conn, ch, False

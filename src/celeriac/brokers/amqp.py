@@ -73,7 +73,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
@@ -170,7 +169,7 @@ class AMQPBroker(Broker):
             return self._s
 
     async def _open(self) -> Session:
-        conn = aiormq.Connection(self._url)
+        conn = _amqp.connection(self._url)
         try:
             await asyncio.wait_for(conn.connect(), self._timeout)
             consume = await conn.channel(publisher_confirms=False)
@@ -383,6 +382,7 @@ class AMQPBroker(Broker):
 
         async def on_message(message: DeliveredMessage) -> None:
             tag = getattr(message.delivery, "consumer_tag", None) or ""
+            s.outstanding.add(_delivery_tag(message))
             s.buffer.append((s.queue_of.get(tag, ""), message))
             s.wake.set()
 
@@ -440,6 +440,7 @@ class AMQPBroker(Broker):
                 got = await s.consume.basic_get(queue, no_ack=False)
                 if isinstance(got.delivery, Basic.GetEmpty):
                     break
+                s.outstanding.add(_delivery_tag(got))
                 s.buffer.append((queue, got))
         await asyncio.sleep(0)
 
@@ -486,12 +487,25 @@ class AMQPBroker(Broker):
         ]  # fmt: skip
 
     async def _ack(self, s: Session, deliveries: Sequence[Delivery]) -> None:
+        """One ``basic.ack`` with ``multiple`` for the tags below every tag still
+        outstanding on the channel (the usual case: tasks finish in order), one each for
+        the others."""
         live = self._live(s, deliveries)
-        for i, d in enumerate(live):
+        if not live:
+            return
+        tags = []
+        for d in live:
             d.extra["settled"] = True
             s.held -= 1
-            tag = d.extra["amqp"][1].delivery.delivery_tag
-            await s.consume.basic_ack(tag, wait=i == len(live) - 1)
+            tags.append(_delivery_tag(d.extra["amqp"][1]))
+        s.outstanding.difference_update(tags)
+        low = min(s.outstanding, default=math.inf)
+        rest = sorted(t for t in tags if t > low)
+        covered = max((t for t in tags if t < low), default=0)
+        if covered:
+            await s.consume.basic_ack(covered, multiple=True, wait=not rest)
+        for i, tag in enumerate(rest):
+            await s.consume.basic_ack(tag, wait=i == len(rest) - 1)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         async with self._errors():
@@ -684,8 +698,10 @@ class AMQPBroker(Broker):
                 waiter = s.markers.pop(found, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+            tag = _delivery_tag(message)
+            s.outstanding.discard(tag)
             with contextlib.suppress(*_ERRORS):
-                await s.consume.basic_ack(_delivery_tag(message), wait=False)
+                await s.consume.basic_ack(tag, wait=False)
 
         start: int | str = "first" if log.next_offset is None else log.next_offset
         async with self._qos_lock:
