@@ -15,6 +15,7 @@ import pytest
 from celeriac import Celery, states
 from celeriac.exceptions import NotRegistered, TaskRevokedError, WorkerLostError
 from celeriac.protocol import build_task_message
+from celeriac.worker.consumer import prefetch_limit
 from support import WorkerProcess, wait_until, write_module
 
 TASKS = """
@@ -281,3 +282,30 @@ def test_await_result_from_asyncio(tasks_dir: Path, client: Celery) -> None:
 
     with WorkerProcess(tasks_dir, "wtasks", "-P", "asyncio", "-c", "4"):
         assert asyncio.run(main()) == [2, 4]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "window", "expected"),
+    [
+        (None, 0.02, 4),  # nothing measured yet: Celery's limit
+        (0.5, 0.02, 4),  # long tasks: Celery's limit exactly
+        (0.005, 0.02, 4),  # 4 fit in the window: no more than the limit
+        (0.002, 0.02, 10),  # 10 fit
+        (0.0001, 0.02, 32),  # very short: capped at PREFETCH_GROWTH times the limit
+        (0.0001, 0.0, 4),  # worker_prefetch_window = 0: off
+    ],
+)
+def test_prefetch_limit_grows_only_for_short_tasks(
+    runtime: float | None, window: float, expected: int
+) -> None:
+    assert prefetch_limit(4, 1, window, runtime) == expected
+    assert prefetch_limit(8, 2, window, runtime) == expected * 2  # per pool slot
+
+
+def test_a_worker_fetches_short_tasks_in_larger_batches(tasks_dir: Path, client: Celery) -> None:
+    results = [client.send_task("wtasks.add", (i, i)) for i in range(300)]
+    with WorkerProcess(tasks_dir, "wtasks", "-P", "solo", "-l", "debug") as worker:
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(300)]
+        limits = [int(line.split("Prefetch limit now ")[1].split()[0])
+                  for line in worker.wait_for(r"Prefetch limit now \d+")]  # fmt: skip
+    assert max(limits) > 4  # solo, multiplier 4: Celery's limit is 4

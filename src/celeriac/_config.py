@@ -200,6 +200,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_concurrency": Setting(None, _int(1)),
     "worker_pool": Setting("prefork", _choice("prefork", "threads", "asyncio", "solo")),
     "worker_prefetch_multiplier": Setting(4, _int(1)),
+    "worker_prefetch_window": Setting(0.02, _seconds),
     "worker_max_tasks_per_child": Setting(None, _int(1)),
     "worker_max_memory_per_child": Setting(None, _int(1)),
     "worker_shutdown_timeout": Setting(None, _seconds),

@@ -1,6 +1,7 @@
 """The consumer: one asyncio loop that fetches, dispatches to a pool, and settles.
 
-It holds at most ``concurrency * prefetch_multiplier`` deliveries. Outcomes are settled in
+It holds ``concurrency * prefetch_multiplier`` deliveries (Celery's prefetch limit), more
+when tasks are short (see :func:`prefetch_limit`). Outcomes are settled in
 batches, in the order the at-least-once guarantee needs: store results, publish follow-up
 messages, then ack (or requeue, or dead-letter). Leases of held deliveries are extended
 while they are held. A warm stop returns unstarted deliveries and waits for running ones;
@@ -44,6 +45,24 @@ EXIT_ABANDONED = 75
 #: How long settling waits for more outcomes while the pool is busy (batching).
 SETTLE_LINGER = 0.001
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: The prefetch limit grows at most this many times for short tasks.
+PREFETCH_GROWTH = 8
+#: Weight of the latest task in the running average of task run times.
+RUNTIME_WEIGHT = 0.1
+
+
+def prefetch_limit(base: int, concurrency: int, window: float, runtime: float | None) -> int:
+    """How many deliveries a consumer holds: ``base`` (Celery's prefetch limit), or, for
+    tasks that take ``runtime`` seconds on average, as many as the pool runs in
+    ``window`` seconds, up to ``PREFETCH_GROWTH`` times ``base``.
+
+    Holding a few more tasks of a millisecond costs no one any waiting, and it lets one
+    round trip fetch, and one settle, many of them; tasks of ``window`` or longer keep the
+    configured limit exactly. ``window`` 0 turns this off."""
+    if window <= 0 or runtime is None:
+        return base
+    fits = int(window * concurrency / max(runtime, 1e-6))
+    return max(base, min(fits, base * PREFETCH_GROWTH))
 
 
 class Consumer:
@@ -62,7 +81,10 @@ class Consumer:
         self.pool = pool
         self.queues = list(queues)
         self.hostname = hostname
-        self.limit = max(1, pool.concurrency * prefetch_multiplier)
+        self.base_limit = max(1, pool.concurrency * prefetch_multiplier)
+        self.limit = self.base_limit
+        self._window = float(app.conf["worker_prefetch_window"] or 0.0)
+        self._runtime: float | None = None  # running average of task run times
         self.max_tasks = max_tasks
         self.consumer_id = consumer_id
         self.handler = Handler(app, hostname)
@@ -161,9 +183,9 @@ class Consumer:
         broker, space = self.broker, self._space
         assert broker is not None and space is not None
         failures = 0
-        low_water = max(1, self.limit // 2)
         while not self._stopping:
             room = self.limit - len(self.held)
+            low_water = max(1, self.limit // 2)
             # refill in batches: wait until half the prefetch window is free (or all of it
             # is idle), so one round trip acks the last batch and brings the next
             if room <= 0 or (self.held and room < low_water):
@@ -353,6 +375,8 @@ class Consumer:
             self.held.pop(outcome.delivery, None)
             if outcome.job is not None:
                 self.processed += 1
+                if outcome.job.started:
+                    self._observe(outcome.runtime)
                 if outcome.job.abandoned and self.exit_on_abandon:
                     self._exit_after_abandon(outcome.job)
         if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
@@ -361,6 +385,18 @@ class Consumer:
         assert self._space is not None and self._settled is not None
         self._space.set()
         self._settled.set()
+
+    def _observe(self, runtime: float) -> None:
+        average = self._runtime
+        if average is None:
+            average = runtime
+        else:
+            average += RUNTIME_WEIGHT * (runtime - average)
+        self._runtime = average
+        limit = prefetch_limit(self.base_limit, self.pool.concurrency, self._window, average)
+        if limit != self.limit:
+            logger.debug("Prefetch limit now %d (tasks take %.2g s on average)", limit, average)
+            self.limit = limit
 
     async def _release(self, batch: list[Outcome], broker: Broker) -> None:
         """Ack, requeue or dead-letter each settled delivery."""
