@@ -275,6 +275,27 @@ def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:  # noqa: F8
     asyncio.run(main())
 
 
+def test_rpc_replies_without_confirms(rabbit: str) -> None:  # noqa: F811
+    reply_to = f"reply-{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        client = RPCBackend("rpc://", options={"broker_url": rabbit, "reply_to": reply_to})
+        options = {"broker_url": rabbit, "confirm_publish": False}
+        worker = RPCBackend("rpc://", options=options)
+        async with opened(client), opened(worker):
+            await client.get("x")  # consuming
+            metas = [(reply_to, f"t{n}", result_meta(f"t{n}", "SUCCESS", n)) for n in range(50)]
+            await worker.store_replies(metas)
+            got = await client.wait([f"t{n}" for n in range(50)], 5)
+            while len(got) < 50:
+                more = await client.wait([f"t{n}" for n in range(50) if f"t{n}" not in got], 5)
+                assert more, "replies missing"
+                got.update(more)
+            assert {t: m["result"] for t, m in got.items()} == {f"t{n}": n for n in range(50)}
+
+    asyncio.run(main())
+
+
 def test_rpc_is_the_default_backend_and_amqp_works_with_redis(rabbit: str, queue: str) -> None:  # noqa: F811
     require_redis()
     redis_url = REDIS_URL.rsplit("/", 1)[0] + "/11"

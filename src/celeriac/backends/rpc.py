@@ -23,6 +23,10 @@ idle connection and auto-delete the reply queue with it. A worker process declar
 own app's reply queue too (for the results of tasks its tasks send); unconsumed, it goes
 after ``x-expires``. Prefork children share their app's ``reply_to``, so results of tasks
 sent from tasks may reach a sibling child. Chords need a backend that stores results.
+Replies are published with confirms (a worker acks a task once its reply is on the
+server); ``confirm_publish=False`` (``result_backend_transport_options``) sends them as
+Celery does, without. Frames of one event-loop pass go out in one socket write
+(:func:`celeriac._amqp.connection`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class RPCBackend(ResultBackend):
         self.reply_to: str | None = opts.get("reply_to") or None
         self._expires_ms = int(float(opts.get("reply_queue_expires", 86400)) * 1000)
         self._max = int(opts.get("max_results", 100_000))
+        self._confirm = bool(opts.get("confirm_publish", True))
         self._accept = frozenset(opts.get("accept_content") or ["json", "msgpack"])
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._conn: aiormq.Connection | None = None
@@ -96,7 +101,7 @@ class RPCBackend(ResultBackend):
             await self.close()
             conn = connection(self._url)
             await asyncio.wait_for(conn.connect(), float(self.options.get("connect_timeout", 10)))
-            ch = await conn.channel(publisher_confirms=True)
+            ch = await conn.channel(publisher_confirms=self._confirm)
             self._conn, self._ch, self._consuming = conn, ch, False
             ch.closing.add_done_callback(lambda _: self._wake())
             if self.reply_to:

@@ -58,7 +58,20 @@ count in the header before it is handed out, so the poison limit
 (``task_max_redeliveries``) works on both queue types. A delivery held longer than the
 server's ``consumer_timeout`` (30 min by default; raise it for longer tasks) closes the
 channel and is redelivered. Other options: ``heartbeat`` (s, default 60),
-``connect_timeout`` (s, default 10), ``confirm_publish`` (default True).
+``connect_timeout`` (s, default 10), ``confirm_publish`` (default True),
+``revoke_retention`` (s, default 86400: how long the revocation stream keeps records).
+
+**Revocations and global rate limits** live in RabbitMQ too: a stream every broker
+instance reads from its start and then follows (``revoked`` answers from memory), and per
+rate-limited task a bounded token queue refilled by one worker elected through a
+single-active-consumer queue. The design, and why it beat the alternatives, is in
+:mod:`celeriac._amqp_control`.
+
+**Speed**: aiormq writes every frame with its own ``send``; the connection's transport
+here gathers the frames of one event-loop pass into one write (an ack, a fetch's qos and
+a reply go together). Acks of deliveries that finish in order are one ``basic.ack`` with
+``multiple`` (the channel's outstanding tags are tracked, so it never covers a delivery
+still held); the others are acked one by one.
 """
 
 from __future__ import annotations
