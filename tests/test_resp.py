@@ -37,6 +37,7 @@ from celeriac._resp import (
     ReplyError,
     RespConnectionError,
     RespError,
+    RespTimeoutError,
     Script,
     encode_command,
     encode_commands,
@@ -293,6 +294,18 @@ def test_reconnects_after_a_server_restart(private_server: PrivateRedis) -> None
     assert conn.execute("GET", "k") == b"1"
     conn.close()
     resp3.close()
+
+
+def test_socket_timeout(prefix: str) -> None:
+    conn = _conn(REDIS_URL, socket_timeout=0.2)
+    try:
+        with pytest.raises(RespTimeoutError, match="Timeout reading"):
+            conn.execute("BLPOP", prefix + "nothing", 5)  # the server answers in 5 s
+        assert not conn.connected  # its reply would come later: out of step, dropped
+        assert conn.execute("PING") == b"PONG"
+        assert conn.execute("BLPOP", prefix + "nothing", 0.05) is None  # within the timeout
+    finally:
+        conn.close()
 
 
 def test_unix_socket(private_server: PrivateRedis) -> None:
