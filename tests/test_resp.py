@@ -253,9 +253,9 @@ def test_auth_and_select(private_server: PrivateRedis) -> None:
         assert conn.execute("CLIENT", "INFO").split(b" db=")[1].startswith(b"2 ")
         conn.close()
         wrong = _conn(f"redis://alice:nope@{base}/0")
-        with pytest.raises(ReplyError, match="WRONGPASS") as info:
+        with pytest.raises(RespConnectionError, match="refused the connection: WRONGPASS") as info:
             wrong.execute("PING")
-        assert info.value.kind == "ResponseError" and not wrong.connected
+        assert info.value.kind == "ConnectionError" and not wrong.connected
     finally:
         admin.close()
 

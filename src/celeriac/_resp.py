@@ -575,9 +575,9 @@ class Connection:
                     raise RespTimeoutError(f"Timeout reading from {self.endpoint.where}")
                 continue
             self._pending -= 1
-            if isinstance(reply, ReplyError):
+            if isinstance(reply, ReplyError):  # AUTH, HELLO or SELECT refused
                 self.close()
-                raise reply
+                raise RespConnectionError(f"Redis refused the connection: {reply}")
 
     def read(self, deadline: float | None = None) -> Any:
         """The next reply (a :class:`ReplyError` is returned, not raised); NEED_DATA if
