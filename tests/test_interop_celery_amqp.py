@@ -189,3 +189,34 @@ def _ready(url: str, queue: str) -> int:
         return queue_counts(url, queue)[0]
     except (Exception, asyncio.CancelledError):  # not declared yet (aiormq may cancel)
         return 0
+
+
+REVOKE_TASKS = """
+from celery import Celery
+
+app = Celery("vtasks", broker="{url}", backend="rpc://")
+app.conf.task_default_queue = "{queue}"
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+def test_celeriac_revoke_reaches_a_running_celery_worker(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    write_module(tmp_path, "vtasks", REVOKE_TASKS.format(url=rabbit, queue=queue))
+    app = celeriac.Celery("client", broker=rabbit, task_default_queue=queue)
+    task_id = "c0ffee00-0000-4000-8000-000000000002"
+    try:
+        with celery_worker(tmp_path, "vtasks", "-Q", queue) as theirs:
+            theirs.wait_for(r"ready\.")
+            app.control.revoke(task_id)  # Celery's pidbox broadcast, besides our stream
+            theirs.wait_for(rf"Tasks flagged as revoked: {task_id}")
+            app.send_task("vtasks.add", (1, 1), task_id=task_id)
+            theirs.wait_for(rf"Discarding revoked task: vtasks\.add\[{task_id}\]")
+    finally:
+        run_sync(app.close_clients())

@@ -665,6 +665,22 @@ class AMQPBroker(Broker):
                         await self._follow(s)
         return self._log.lookup(task_ids)
 
+    async def broadcast_control(self, message: Message) -> None:
+        """Publish to Celery's ``celery.pidbox`` fanout exchange (declared as Celery
+        declares it), where each Celery worker's control queue is bound."""
+        async with self._errors():
+            s = await self._session()
+            if "celery.pidbox" not in s.declared:
+                ch = await self._channel(s, "admin")
+                with contextlib.suppress(ChannelPreconditionFailed):  # made otherwise: use it
+                    await ch.exchange_declare(
+                        "celery.pidbox", exchange_type="fanout", durable=False
+                    )
+                s.declared.add("celery.pidbox")
+            ch = await self._channel(s, "publish")
+            props = _amqp.message_properties(message, 0)
+            await ch.basic_publish(message.body, exchange="celery.pidbox", properties=props)
+
     async def _declare_stream(self, s: Session) -> None:
         if _ctl.REVOKED_STREAM in s.declared:
             return
