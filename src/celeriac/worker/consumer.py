@@ -559,7 +559,8 @@ def check_capabilities(app: Celeriac, broker: Broker) -> None:
             raise ImproperlyConfigured(
                 f"task {task.name} has rate_limit_scope='global', which needs a broker "
                 f"that can keep a shared token bucket ({type(broker).__name__} cannot); "
-                "use rate_limit_scope='worker' or a Redis, SQLite or memory broker"
+                "use rate_limit_scope='worker' or a broker that keeps one (SQLite, Redis, "
+                "RabbitMQ, memory)"
             )
 
 
