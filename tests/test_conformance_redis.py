@@ -90,10 +90,18 @@ def redis_db() -> Iterator[str]:
 @pytest.fixture
 def prefixed_url() -> Iterator[str]:
     """The test server's URL with a fresh key prefix; the prefix's keys go afterwards."""
-    client = require_redis()
-    prefix = f"conformance-{uuid.uuid4().hex}:"
-    try:
+    with scratch_prefix("conformance") as prefix:
         yield f"{REDIS_URL}?global_keyprefix={prefix}"
+
+
+@contextlib.contextmanager
+def scratch_prefix(label: str) -> Iterator[str]:
+    """A fresh key prefix (``<label>-<uuid>:``) on the test server; its keys are deleted
+    afterwards. Skips (fails under CI) when there is no server."""
+    client = require_redis()
+    prefix = f"{label}-{uuid.uuid4().hex}:"
+    try:
+        yield prefix
     finally:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -39,22 +38,15 @@ from celeriac.protocol import (
 )
 from celeriac.testing.conformance import message, number, opened, run
 from support import WorkerProcess, wait_until, write_module
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 
 SEP = b"\x06\x16"
 
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    client = require_redis()
-    value = f"test-redis-{uuid.uuid4().hex}:"
-    try:
+    with scratch_prefix("test-redis") as value:
         yield value
-    finally:
-        keys = list(client.scan_iter(match=f"{value}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.fixture

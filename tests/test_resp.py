@@ -51,7 +51,7 @@ from celeriac.protocol import Message, build_task_message, json_dumps, new_id, r
 from celeriac.testing import TestWorker
 from celeriac.testing.conformance import opened, run
 from support import wait_until
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 from test_redis import PrivateRedis, _free_port
 
 # --------------------------------------------------------------------------- codec
@@ -194,15 +194,8 @@ def private_server(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    client = require_redis()
-    value = f"test-resp-{uuid.uuid4().hex}:"
-    try:
+    with scratch_prefix("test-resp") as value:
         yield value
-    finally:
-        keys = list(client.scan_iter(match=f"{value}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def _conn(url: str, **options: Any) -> Connection:

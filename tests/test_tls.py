@@ -9,12 +9,10 @@ certificate talks TLS to it end to end, and one that does not is refused.
 from __future__ import annotations
 
 import ssl
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from yarl import URL
 
 from celeriac import Celery
@@ -22,7 +20,7 @@ from celeriac._tls import apply_tls
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from support import TLSProxy, WorkerProcess, write_module
 from test_conformance_amqp import amqp_vhost, rabbit  # noqa: F401 - fixtures
-from test_conformance_redis import REDIS_URL, require_redis
+from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 
 TASKS = """
 import json, os
@@ -103,13 +101,8 @@ def redis_tls(tmp_path: Path) -> Iterator[TLSProxy]:
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    name = f"tls-{uuid.uuid4().hex}:"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with scratch_prefix("tls") as value:
+        yield value
 
 
 def _run_add(tmp_path: Path, broker: str, backend: str | None, settings: str) -> int:

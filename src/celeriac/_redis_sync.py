@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from celeriac import states
 from celeriac._resp import (
     NEED_DATA,
     Connection,
@@ -48,7 +47,7 @@ from celeriac._resp import (
     parse_endpoint,
 )
 from celeriac.exceptions import BackendError, BrokerError
-from celeriac.protocol import Message, encode_envelope, json_loads
+from celeriac.protocol import Message, encode_envelope, ready_meta
 from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
@@ -157,19 +156,6 @@ def _when(not_before: float | None) -> str:
     return "" if not_before is None else repr(float(not_before))
 
 
-def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
-    """The meta if it is a finished task's (``celeriac.backends.redis._ready_meta``)."""
-    if raw is None:
-        return None
-    try:
-        meta = json_loads(raw)
-    except ValueError:  # not a result meta (another program's key): never ready
-        return None
-    if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
-        return meta
-    return None
-
-
 class _Link:
     """One connection per thread (and per process) to an endpoint."""
 
@@ -245,7 +231,7 @@ class Waiter:
     def __init__(self, target: _Target) -> None:
         self.url = target.url
         self.prefix = target.prefix + "celery-task-meta-"
-        self._ready_meta = _ready_meta
+        self._ready_meta = ready_meta
         self._link = _Link(target.endpoint, resp3=True)
         self._lingering = threading.local()  # channels to unsubscribe next time
 

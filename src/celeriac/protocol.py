@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
 
+from celeriac import states
 from celeriac.exceptions import ContentDisallowed, DecodeError, MessageError
 
 JSON = "application/json"
@@ -337,6 +338,20 @@ def encode_envelope(message: Message, *, queue: str | None = None) -> bytes:
         "properties": properties,
     }
     return _envelope_encoder.encode(envelope).encode("utf-8")
+
+
+def ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A stored result meta (JSON) if it is a finished task's, else None: not there yet,
+    still PENDING/STARTED/RETRY, or not a result meta at all (another program's key)."""
+    if raw is None:
+        return None
+    try:
+        meta = json_loads(raw)
+    except ValueError:
+        return None
+    if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
+        return meta
+    return None
 
 
 def control_message(method: str, arguments: dict[str, Any]) -> Message:

@@ -31,7 +31,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 
-from celeriac import states
 from celeriac._lua import (
     close_client,
     fast_connection,
@@ -51,25 +50,13 @@ from celeriac.backends.base import (
     ResultBackend,
 )
 from celeriac.exceptions import BackendError
-from celeriac.protocol import json_dumps, json_loads
+from celeriac.protocol import json_dumps, json_loads, ready_meta
 from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.backends.redis")
 
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _Ready = dict[str, dict[str, Any]]
-
-
-def _ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        meta = json_loads(raw)
-    except ValueError:  # not a result meta (another program's key): never ready
-        return None
-    if isinstance(meta, dict) and meta.get("status") in states.READY_STATES:
-        return meta
-    return None
 
 
 _LOST = object()  # a reply that will never come: the connection was lost
@@ -187,7 +174,7 @@ class _Listener:
         task_id = channel[len(self._prefix) :].decode("utf-8", "replace")
         waiters = self._waiters.get(task_id)
         if waiters:
-            meta = _ready_meta(data)
+            meta = ready_meta(data)
             if meta is not None:
                 for waiter in waiters:
                     if not waiter.done():
@@ -322,7 +309,7 @@ class RedisBackend(ResultBackend):
     async def _ready(self, task_ids: Sequence[str]) -> _Ready:
         with self._errors():
             values = await self._redis().mget([self.key(t) for t in task_ids])
-        ready = {t: _ready_meta(v) for t, v in zip(task_ids, values, strict=True)}
+        ready = {t: ready_meta(v) for t, v in zip(task_ids, values, strict=True)}
         return {t: meta for t, meta in ready.items() if meta is not None}
 
     async def forget(self, task_id: str) -> None:
@@ -348,7 +335,7 @@ class RedisBackend(ResultBackend):
                 try:
                     values = await self._until(listener.check(channels), deadline)
                     if values is not None:
-                        ready = {t: _ready_meta(v) for t, v in zip(ids, values, strict=True)}
+                        ready = {t: ready_meta(v) for t, v in zip(ids, values, strict=True)}
                         if any(ready.values()):
                             return {t: meta for t, meta in ready.items() if meta is not None}
                         result = await self._until(asyncio.shield(waiter), deadline)
