@@ -29,6 +29,8 @@ def _sender(system: str, module: Any, task: str) -> Callable[[], Any]:
     if system == "rq":
         queue, func = module.queue, getattr(module, task)
         return lambda: queue.enqueue(func)
+    if system == "huey":
+        return getattr(module, task)  # calling a Huey task enqueues it
     raise SystemExit(f"unknown system {system!r}")
 
 
@@ -52,6 +54,8 @@ def _waiter(system: str, module: Any, timeout: float) -> Callable[[Any], Any]:
             return result.return_value
 
         return wait
+    if system == "huey":
+        return lambda handle: handle.get(blocking=True, timeout=timeout)
     raise SystemExit(f"unknown system {system!r}")
 
 

@@ -167,6 +167,37 @@ def sleepy():
 """
 
 
+HUEY_TASKS = """\
+import os
+import sys
+import time
+
+from huey import RedisHuey
+from redis import ConnectionPool
+
+# results stored for None too (the other systems store every result); results announced
+# on pub/sub, so a blocking get() wakes at once instead of polling; a pool big enough for
+# 500 greenlets
+_pool = ConnectionPool.from_url(os.environ["BENCH_BROKER_URL"], max_connections=2000)
+huey = RedisHuey("bench", connection_pool=_pool, store_none=True, notify_result=True)
+
+
+@huey.on_startup()
+def _announce():
+    print("BENCH-READY", os.getpid(), file=sys.stderr, flush=True)
+
+
+@huey.task()
+def noop():
+    return None
+
+
+@huey.task()
+def sleepy():
+    time.sleep(0.02)
+"""
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -360,6 +391,9 @@ class System:
         if self.name == "rq":
             client = _redis(self.env["BENCH_BROKER_URL"])
             return lambda: int(client.zcard("rq:finished:default"))
+        if self.name == "huey":
+            client = _redis(self.env["BENCH_BROKER_URL"])
+            return lambda: int(client.hlen("huey.results.bench"))
         raise ValueError(self.name)
 
     def verify(self, expected: int) -> dict[str, Any]:
@@ -400,6 +434,9 @@ class System:
                 "stored": int(client.zcard("rq:finished:default")),
                 "failed": int(client.zcard("rq:failed:default")),
             }
+        if self.name == "huey":
+            client = _redis(self.env["BENCH_BROKER_URL"])
+            return {"stored": int(client.hlen("huey.results.bench"))}
         raise ValueError(self.name)
 
 
@@ -605,6 +642,44 @@ def rq(python: str, bin_dir: Path, redis_base: str, *, io_workers: int, simple: 
         cpu_desc=cpu_desc,
         redis_base=redis_base,
         redis_dbs=(15,),
+        env={"BENCH_BROKER_URL": url},
+    )
+
+
+def huey(python: str, bin_dir: Path, redis_base: str, *, gevent: bool) -> System:
+    mod = "bench_huey_tasks"
+    consumer = [str(bin_dir / "huey_consumer"), f"{mod}.huey"]
+    pools = [
+        IoPool(
+            "threads",
+            [[*consumer, "-k", "thread", "-w", "100"]],
+            (READY_LINE, 1),  # the consumer starts its workers together
+            "-k thread -w 100, task: time.sleep(0.02)",
+        )
+    ]
+    if gevent:
+        pools.append(
+            IoPool(
+                "greenlets",
+                [[*consumer, "-k", "greenlet", "-w", "500"]],
+                (READY_LINE, 1),
+                "-k greenlet -w 500, task: time.sleep(0.02)",
+            )
+        )
+    url = redis_db_url(redis_base, 13)  # Celery's result db: systems run one at a time
+    return System(
+        name="huey",
+        python=python,
+        module=mod,
+        source=HUEY_TASKS,
+        noop_task="noop",
+        io_task="sleepy",
+        cpu_argv=[[*consumer, "-k", "process", "-w", "2"]],
+        io_pools=pools,
+        cpu_ready=(READY_LINE, 2),
+        cpu_desc="-k process -w 2 (2 worker processes), results stored and notified",
+        redis_base=redis_base,
+        redis_dbs=(13,),
         env={"BENCH_BROKER_URL": url},
     )
 

@@ -1,13 +1,15 @@
-"""Benchmark celeriac against Celery, Dramatiq and RQ, side by side, in one run.
+"""Benchmark celeriac against Celery, Dramatiq, RQ and Huey, side by side, in one run.
 
-    python bench/run.py [--broker sqlite|redis|amqp|all] [--systems celeriac,celery,dramatiq,rq]
+    python bench/run.py [--broker sqlite|redis|amqp|all]
+                        [--systems celeriac,celery,dramatiq,rq,huey]
                         [--n 10000] [--repeat K] [--quick]
 
 Workloads, per system:
 
 - enqueue: one synchronous loop of N ``delay()`` calls of a no-op task (tasks/s);
 - drain: those N tasks waiting, a worker of 2 processes started (celeriac ``-P prefork
-  -c 2``, Celery ``-P prefork -c 2``, Dramatiq ``-p 2 -t 1``, RQ 2 workers); timed from
+  -c 2``, Celery ``-P prefork -c 2``, Dramatiq ``-p 2 -t 1``, RQ 2 workers, Huey ``-k
+  process -w 2``); timed from
   the moment the worker reports ready (tasks finished before that moment are counted
   and left out) until every result is stored (tasks/s);
 - round trip: ``delay().get()`` one after the other against that running worker,
@@ -56,10 +58,12 @@ import _procs  # noqa: E402
 import _source  # noqa: E402
 import _systems  # noqa: E402
 
-PEERS = ("celery", "dramatiq", "rq")
+PEERS = ("celery", "dramatiq", "rq", "huey")
 ALL_SYSTEMS = ("celeriac", *PEERS)
 #: hiredis too: celeriac's own venv has it, and redis-py uses it when present
-PEER_REQUIREMENTS = ["celery[redis]==5.7.*", "dramatiq[redis]", "rq", "redis", "hiredis"]
+PEER_REQUIREMENTS = [
+    "celery[redis]==5.7.*", "dramatiq[redis]", "rq", "huey", "redis", "hiredis",
+]  # fmt: skip
 OPTIONAL_PEER_REQUIREMENTS = ["gevent"]
 READY_TIMEOUT = 90.0
 STALL_TIMEOUT = 30.0
@@ -90,8 +94,9 @@ def ensure_peers_venv(venv: Path) -> dict[str, Any]:
     python = venv / "bin" / "python"
     probe = (
         "import json, importlib.metadata as m\n"
-        "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, redis, hiredis\n"
-        "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'redis', 'hiredis')}\n"
+        "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, huey, redis\n"
+        "import hiredis\n"
+        "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'huey', 'redis', 'hiredis')}\n"
         "try:\n    v['gevent'] = m.version('gevent')\nexcept m.PackageNotFoundError:\n"
         "    v['gevent'] = None\n"
         "print(json.dumps(v))\n"
@@ -506,6 +511,7 @@ def _redis_systems(
         "rq": lambda: _systems.rq(
             python, bin_dir, base, io_workers=args.rq_io_workers, simple=args.rq_simple
         ),
+        "huey": lambda: _systems.huey(python, bin_dir, base, gevent=gevent),
     }
     systems += [makers[name]() for name in peers]
     return systems, unavailable, versions
