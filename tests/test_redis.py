@@ -392,6 +392,34 @@ def test_unix_socket_and_sentinel_urls(private_redis: PrivateRedis, tmp_path: Pa
         sentinel.wait(10)
 
 
+def test_worker_hot_path_authenticates_and_selects_the_database(
+    private_redis: PrivateRedis,
+) -> None:
+    admin = redis.Redis(port=private_redis.port)
+    admin.config_set("requirepass", "s3cret")
+    admin.close()
+    url = f"redis://:s3cret@127.0.0.1:{private_redis.port}/2"
+
+    async def main() -> None:
+        async with opened(RedisBroker(url)) as b:  # fetch, ack: celeriac's own connection
+            await b.publish("q", message(7))
+            got = await b.fetch(["q"], 1, 2.0)
+            assert [number(d) for d in got] == [7]
+            await b.ack(got)
+        async with opened(RedisBackend(url)) as be:  # a batch of results: the same
+            await be.store_many([("t1", result_meta("t1", "SUCCESS", 1), 60)])
+            assert (await be.get("t1") or {}).get("result") == 1
+        wrong = RedisBroker(f"redis://:nope@127.0.0.1:{private_redis.port}/2")
+        with pytest.raises(BrokerError, match=r"WRONGPASS|invalid password"):
+            await wrong.fetch(["q"], 1, 0.0)
+        await wrong.close()
+
+    run(main())
+    with redis.Redis(port=private_redis.port, password="s3cret", db=2) as check:
+        assert check.exists("celery-task-meta-t1")  # in database 2, where the URL says
+        assert check.llen("q") == 0
+
+
 def test_broker_error_while_down_then_reconnects(private_redis: PrivateRedis) -> None:
     async def main() -> None:
         async with opened(RedisBroker(private_redis.url)) as b:
