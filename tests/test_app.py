@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,3 +240,44 @@ def test_bad_rate_limit_options_fail_when_the_task_is_defined(app: Celery) -> No
         app.task(rate_limit="10/x")(lambda: None)
     with pytest.raises(ImproperlyConfigured, match=r"rate_limit_scope='cluster' is invalid"):
         app.task(rate_limit="1/s", rate_limit_scope="cluster")(lambda: None)
+
+
+def test_the_embedded_broker_needs_no_optional_package(tmp_path: Path) -> None:
+    """What ``pip install celeriac`` gives (no extras) runs the quick start: none of the
+    extras' packages is imported on the way (they are made unimportable here)."""
+    code = """
+import importlib.abc, sys
+EXTRAS = {"redis", "hiredis", "aiormq", "aio_pika", "pamqp", "yarl", "psycopg", "msgpack"}
+
+class NoExtras(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ImportError(f"{name} is an optional package")
+        return None
+
+sys.meta_path.insert(0, NoExtras())
+from celeriac import Celery
+from celeriac.testing import TestWorker
+
+app = Celery("plain", broker="sqlite:///plain.db")
+
+@app.task
+def add(x, y):
+    return x + y
+
+with TestWorker(app) as worker:
+    result = add.delay(2, 3)
+    worker.join()
+    print(result.get(timeout=10))
+app.close()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from celeriac import Celery, Middleware, _redis_sync, signals
 from celeriac._loop import loop_thread
-from celeriac._lua import OWN_OPTIONS, script
+from celeriac._lua import script
+from celeriac._redis_layout import publish_group
 from celeriac._resp import (
     NEED_DATA,
     Connection,
@@ -633,7 +634,6 @@ def test_close_closes_this_threads_connections(prefix: str) -> None:
 
 
 def test_publisher_reads_settings_as_the_broker_does() -> None:
-    assert _redis_sync._OWN_OPTIONS == OWN_OPTIONS
     assert (_redis_sync._script("publish").sha.decode(), _redis_sync._script("publish").text) == (
         script("publish").sha,
         script("publish").text.encode(),
@@ -650,11 +650,15 @@ def test_publisher_reads_settings_as_the_broker_does() -> None:
         assert publisher is not None, url
         broker = RedisBroker(url, options=options)
         assert publisher.url == broker.sync_target()[0]
+        assert publisher.prefix == broker.prefix  # the binding's keys too
         for queue, message, priority, not_before in items:
-            assert publisher.arguments(queue, message, priority, not_before) == (
-                broker.publish_arguments(queue, message, priority, not_before)
-            )
-            assert publisher.declare_commands(queue) == broker.declare_commands(queue)
+            group = publish_group(
+                queue, message, priority, not_before, eta_visible=broker._eta_in_queue
+            )  # what the broker's publish_many sends
+            assert publisher.arguments(queue, message, priority, not_before) == [
+                broker.prefix,
+                *group,
+            ]
     for url in (f"{REDIS_URL}?priority_order=sideways", f"{REDIS_URL}?visibility_timeout=soon"):
         assert _redis_sync.publisher(Celery("resp", broker=url)) is None  # general path: error
 

@@ -8,6 +8,7 @@ certificate talks TLS to it end to end, and one that does not is refused.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,7 +110,7 @@ def _run_add(tmp_path: Path, broker: str, backend: str | None, settings: str) ->
     write_module(tmp_path, "tlstasks", TASKS)
     env = {"TLS_BROKER": broker, "TLS_SETTINGS": settings, "TLS_BACKEND": backend or ""}
     app = Celery("tlstasks", broker=broker, backend=backend or None, set_as_current=False)
-    app.conf.broker_use_ssl = __import__("json").loads(settings)
+    app.conf.broker_use_ssl = json.loads(settings)
     if backend:
         app.conf.redis_backend_use_ssl = app.conf.broker_use_ssl
     try:

@@ -34,8 +34,14 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
 
+from celeriac._redis_layout import (
+    declare_commands,
+    eta_in_queue,
+    key_prefix,
+    publish_group,
+    split_url,
+)
 from celeriac._resp import (
     NEED_DATA,
     Connection,
@@ -47,7 +53,7 @@ from celeriac._resp import (
     parse_endpoint,
 )
 from celeriac.exceptions import BackendError, BrokerError
-from celeriac.protocol import Message, encode_envelope, ready_meta
+from celeriac.protocol import Message, ready_meta
 from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
@@ -70,15 +76,8 @@ def _redis_url(url: str) -> bool:
 #: (their modules import redis-py, a quarter of a second of a short script's life).
 _BROKER_CLASS = "celeriac.brokers.redis:RedisBroker"
 _BACKEND_CLASS = "celeriac.backends.redis:RedisBackend"
-#: celeriac's own options in a Redis URL's query string (``celeriac._lua.OWN_OPTIONS``;
-#: a test keeps the two equal)
-_OWN_OPTIONS = frozenset(
-    {"global_keyprefix", "visibility_timeout", "polling_interval", "priority_order",
-     "foreign_visibility_timeout", "eta_in_queue", "master_name"}
-)  # fmt: skip
 _NUMBERS = ("visibility_timeout", "polling_interval", "foreign_visibility_timeout",
             "socket_timeout", "socket_connect_timeout")  # fmt: skip
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _class_path(url: str, kind: str) -> str | None:
@@ -87,13 +86,6 @@ def _class_path(url: str, kind: str) -> str | None:
 
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     return (BROKERS if kind == "broker" else BACKENDS).get(scheme)
-
-
-def _number(value: str) -> Any:  # as celeriac._lua.split_url reads option values
-    try:
-        return float(value) if "." in value else int(value)
-    except ValueError:
-        return value
 
 
 @dataclass(frozen=True)
@@ -108,15 +100,7 @@ def _target(url: str, transport_options: dict[str, Any] | None) -> _Target | Non
     """Where a URL with its transport options leads, read as the Redis broker and backend
     read them; None where the fast path does not apply or the general path would fail
     (it then reports the problem)."""
-    base, _, query = url.partition("?")
-    own: dict[str, Any] = {}
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in _OWN_OPTIONS:
-            own[key] = _number(value)
-        else:
-            rest.append((key, value))
-    stripped = f"{base}?{urlencode(rest)}" if rest else base
+    stripped, own = split_url(url)
     options = {**own, **(transport_options or {})}
     if options.get("priority_order", "higher_first") not in ("higher_first", "lower_first"):
         return None
@@ -129,7 +113,7 @@ def _target(url: str, transport_options: dict[str, Any] | None) -> _Target | Non
         return None
     if endpoint is None:
         return None
-    return _Target(stripped, options, endpoint, str(options.get("global_keyprefix") or ""))
+    return _Target(stripped, options, endpoint, key_prefix(options))
 
 
 def _script(name: str) -> Script:
@@ -146,14 +130,6 @@ def _script(name: str) -> Script:
 
         text = script(name).text
     return Script(text, hashlib.sha1(text.encode("utf-8")).hexdigest())
-
-
-def _bucket(priority: int) -> str:  # celeriac.brokers.redis.bucket
-    return "9" if priority >= 9 else "6" if priority >= 6 else "3" if priority >= 3 else "0"
-
-
-def _when(not_before: float | None) -> str:
-    return "" if not_before is None else repr(float(not_before))
 
 
 class _Link:
@@ -185,8 +161,7 @@ class Publisher:
     def __init__(self, target: _Target) -> None:
         self.url = target.url
         self.prefix = target.prefix
-        flag = str(target.options.get("eta_in_queue", True)).lower()
-        self._eta_in_queue = flag not in _FALSE
+        self._eta_in_queue = eta_in_queue(target.options)
         self._script = _script("publish")
         self._link = _Link(target.endpoint)
         self._declared: set[str] = set()
@@ -194,23 +169,15 @@ class Publisher:
     def arguments(
         self, queue: str, message: Message, priority: int = 0, not_before: float | None = None
     ) -> list[Any]:
-        """The script's arguments (as :meth:`RedisBroker.publish_arguments`)."""
-        raw = encode_envelope(message, queue=queue)
-        visible = self._eta_in_queue and message.headers.get("eta")
-        return [self.prefix, queue, _bucket(priority), "" if visible else _when(not_before), raw]
-
-    def declare_commands(self, queue: str) -> list[tuple[str, str, str]]:
-        member = f"{queue}\x06\x16\x06\x16{queue}"
-        return [
-            ("SADD", f"{self.prefix}_kombu.binding.{queue}", member),
-            ("SADD", f"{self.prefix}_kombu.binding_permanent.{queue}", member),
-        ]
+        """The script's arguments, as :meth:`RedisBroker.publish_many` passes them."""
+        group = publish_group(queue, message, priority, not_before, eta_visible=self._eta_in_queue)
+        return [self.prefix, *group]
 
     def publish(
         self, queue: str, message: Message, priority: int, not_before: float | None
     ) -> None:
         args = self.arguments(queue, message, priority, not_before)
-        before = () if queue in self._declared else self.declare_commands(queue)
+        before = () if queue in self._declared else declare_commands(self.prefix, queue)
         try:
             self._script.run(self._link.connection(), args, before)
         except RespError as exc:

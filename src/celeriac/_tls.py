@@ -22,8 +22,7 @@ import difflib
 import ssl
 from collections.abc import Mapping
 from typing import Any
-
-from yarl import URL
+from urllib.parse import parse_qsl, urlencode
 
 from celeriac.exceptions import ImproperlyConfigured
 
@@ -74,14 +73,14 @@ def apply_tls(setting: str, url: str, use_ssl: Any) -> tuple[str, dict[str, Any]
     scheme = scheme.lower()
     if scheme in _AMQP:
         _check_keys(setting, given, [*_AMQP_KEYS, "cert_reqs"])
-        parsed = URL(f"amqps://{rest}")
-        query = dict(parsed.query)
+        base, _, query_text = rest.partition("?")
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
         for key, option in _AMQP_KEYS.items():
             if given.get(key):
                 query[option] = str(given[key])
         if "cert_reqs" in given and _cert_reqs(setting, given["cert_reqs"]) == "none":
             query["no_verify_ssl"] = "1"
-        return str(parsed.with_query(query) if query else parsed), {}
+        return f"amqps://{base}" + (f"?{urlencode(query)}" if query else ""), {}
     if scheme in _REDIS:
         _check_keys(setting, given, [*_REDIS_KEYS, "ssl_cert_reqs"])
         options = {key: given[key] for key in _REDIS_KEYS if given.get(key) is not None}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import importlib
 import re
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -315,11 +316,8 @@ class Celeriac:
         if publisher is None:
             run_sync(self._publish(queue, message, priority, not_before))
         else:  # Redis from sync code: a blocking socket, no event loop (same bytes)
-            for mw in self.middleware:
-                mw.before_publish(self, message, queue)
-            publisher.publish(queue, message, priority, not_before)
-            for mw in self.middleware:
-                mw.after_publish(self, message, queue)
+            with self._publishing(message, queue):
+                publisher.publish(queue, message, priority, not_before)
         return AsyncResult(message.headers["id"], task_name=name, app=self)
 
     async def asend_task(
@@ -337,12 +335,18 @@ class Celeriac:
     async def _publish(
         self, queue: str, message: Message, priority: int, not_before: float | None
     ) -> None:
+        with self._publishing(message, queue):
+            if self._clients_for_loop().backend.needs_reply_to:
+                await self.get_backend()  # rpc: the reply queue must exist before an answer
+            broker = await self.get_broker()
+            await broker.publish(queue, message, priority=priority, not_before=not_before)
+
+    @contextlib.contextmanager
+    def _publishing(self, message: Message, queue: str) -> Iterator[None]:
+        """The middleware's before/after publish hooks around one publish."""
         for mw in self.middleware:
             mw.before_publish(self, message, queue)
-        if self._clients_for_loop().backend.needs_reply_to:
-            await self.get_backend()  # rpc: the reply queue must exist before a worker answers
-        broker = await self.get_broker()
-        await broker.publish(queue, message, priority=priority, not_before=not_before)
+        yield
         for mw in self.middleware:
             mw.after_publish(self, message, queue)
 

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -24,24 +24,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from celeriac._redis_layout import key_prefix, split_url
 from celeriac._resp import RespError, parse_endpoint
 from celeriac._resp_async import AsyncConnection, run_script
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.utils.log import mask_url
 
-#: Options celeriac reads itself; taken out of a URL's query string, the rest of which
-#: goes to redis-py (``?ssl_cert_reqs=none``, ``?socket_timeout=5``, ...).
-OWN_OPTIONS = frozenset(
-    {
-        "global_keyprefix",
-        "visibility_timeout",
-        "polling_interval",
-        "priority_order",
-        "foreign_visibility_timeout",
-        "eta_in_queue",
-        "master_name",
-    }
-)
 #: Transport options handed to redis-py's connections.
 CLIENT_OPTIONS = (
     "socket_timeout",
@@ -63,26 +51,6 @@ _DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": 5.0,
     "socket_keepalive": True,
 }
-
-
-def _number(value: str) -> Any:
-    try:
-        return float(value) if "." in value else int(value)
-    except ValueError:
-        return value
-
-
-def split_url(url: str) -> tuple[str, dict[str, Any]]:
-    """Take celeriac's own options out of ``url``'s query string."""
-    base, _, query = url.partition("?")
-    own: dict[str, Any] = {}
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in OWN_OPTIONS:
-            own[key] = _number(value)
-        else:
-            rest.append((key, value))
-    return (f"{base}?{urlencode(rest)}" if rest else base), own
 
 
 def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
@@ -151,10 +119,6 @@ async def close_client(client: redis.asyncio.Redis) -> None:
     for sentinel in getattr(manager, "sentinels", ()):
         with contextlib.suppress(redis.RedisError, OSError):
             await sentinel.aclose()
-
-
-def key_prefix(options: dict[str, Any]) -> str:
-    return str(options.get("global_keyprefix") or "")
 
 
 class Script:

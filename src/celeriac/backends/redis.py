@@ -41,7 +41,6 @@ from celeriac._lua import (
     translated_errors,
 )
 from celeriac._resp import ReplyError
-from celeriac._resp_async import AsyncConnection
 from celeriac.backends.base import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
@@ -251,29 +250,10 @@ class RedisBackend(ResultBackend):
         await self.store_many([(task_id, meta, ttl)])
 
     async def store_many(self, items: Sequence[tuple[str, dict[str, Any], float | None]]) -> None:
+        """One transaction in one write: SET and PUBLISH per result."""
         if not items:
             return
-        if self._fast is not None:
-            await self._store_fast(self._fast, items)
-            return
-        with self._errors():
-            async with self._redis().pipeline(transaction=True) as pipe:
-                for task_id, meta, ttl in items:
-                    key, text = self.key(task_id), json_dumps(meta)
-                    if ttl is None:
-                        pipe.set(key, text)
-                    elif float(ttl).is_integer():
-                        pipe.set(key, text, ex=max(1, int(ttl)))
-                    else:
-                        pipe.set(key, text, px=max(1, round(ttl * 1000)))
-                    pipe.publish(key, text)
-                await pipe.execute()
-
-    async def _store_fast(
-        self, conn: AsyncConnection, items: Sequence[tuple[str, dict[str, Any], float | None]]
-    ) -> None:
-        """``store_many`` in one write: MULTI, SET and PUBLISH per result, EXEC."""
-        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        commands: list[tuple[Any, ...]] = []
         for task_id, meta, ttl in items:
             key, text = self.key(task_id), json_dumps(meta)
             if ttl is None:
@@ -283,9 +263,14 @@ class RedisBackend(ResultBackend):
             else:
                 commands.append(("SET", key, text, "PX", max(1, round(ttl * 1000))))
             commands.append(("PUBLISH", key, text))
-        commands.append(("EXEC",))
         with self._errors():
-            replies = await conn.pipeline(commands)
+            if self._fast is None:  # redis-py (sentinel)
+                async with self._redis().pipeline(transaction=True) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    await pipe.execute()
+                return
+            replies = await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)])
             for reply in replies:
                 if isinstance(reply, ReplyError):
                     raise reply

@@ -91,6 +91,13 @@ from celeriac._lua import (
     split_url,
     translated_errors,
 )
+from celeriac._redis_layout import (
+    bucket,
+    declare_commands,
+    eta_in_queue,
+    publish_group,
+    when,
+)
 from celeriac._resp import ReplyError
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
@@ -104,11 +111,6 @@ _BLOCK_SLACK = 0.1
 _FAST_POLL = 0.02  # after a poll found messages that came without a wake-up token
 _FAST_POLL_FOR = 60.0
 _SWEEP_INTERVAL = 1.0  # at most; a quarter of the lease when that is shorter
-
-
-def bucket(priority: int) -> str:
-    """Celery's priority bucket: the priority rounded down to 0, 3, 6 or 9."""
-    return "9" if priority >= 9 else "6" if priority >= 6 else "3" if priority >= 3 else "0"
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
@@ -149,8 +151,7 @@ class RedisBroker(Broker):
         # after `visibility_timeout` too (Celery's default: an hour)
         foreign = self.options.get("visibility_timeout", 3600.0)
         self._foreign = float(self.options.get("foreign_visibility_timeout", foreign))
-        flag = str(self.options.get("eta_in_queue", True)).lower()
-        self._eta_in_queue = flag not in {"0", "false", "no", "off"}
+        self._eta_in_queue = eta_in_queue(self.options)
         timeout = self.options.get("socket_timeout", 30.0)
         self._max_block = math.inf if not timeout else float(timeout) / 2
         self._client: redis.asyncio.Redis | None = None
@@ -204,11 +205,10 @@ class RedisBroker(Broker):
     async def declare(self, queue: str) -> None:
         """Record Celery's binding of the queue (also done on the first publish to it)."""
         self._declared.add(queue)
-        member = f"{queue}\x06\x16\x06\x16{queue}"
         with self._errors():
             async with self._redis().pipeline(transaction=False) as pipe:
-                pipe.sadd(f"{self.prefix}_kombu.binding.{queue}", member)
-                pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{queue}", member)
+                for command in declare_commands(self.prefix, queue):
+                    pipe.execute_command(*command)
                 await pipe.execute()
 
     # -- producing ------------------------------------------------------------
@@ -223,10 +223,9 @@ class RedisBroker(Broker):
         for start in range(0, len(items), _MAX_BATCH):
             args: list[Any] = []
             for queue, message, priority, not_before in items[start : start + _MAX_BATCH]:
-                raw = encode_envelope(message, queue=queue)
-                # a Celery worker must see an ETA task message; a celeriac one delays it
-                visible = self._eta_in_queue and message.headers.get("eta")
-                args += [queue, bucket(priority), "" if visible else _when(not_before), raw]
+                args += publish_group(
+                    queue, message, priority, not_before, eta_visible=self._eta_in_queue
+                )
             await self._run("publish", *args)
 
     async def publish_raw(
@@ -235,7 +234,7 @@ class RedisBroker(Broker):
         """Store ``raw`` bytes as they are (tests use it to inject undecodable messages)."""
         if queue not in self._declared:
             await self.declare(queue)
-        await self._run("publish", queue, bucket(priority), _when(not_before), bytes(raw))
+        await self._run("publish", queue, bucket(priority), when(not_before), bytes(raw))
 
     # -- consuming ------------------------------------------------------------
     async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:
@@ -281,7 +280,7 @@ class RedisBroker(Broker):
         if sweep:
             self._next_sweep = now + min(_SWEEP_INTERVAL, self.lease_seconds / 4)
         args = [
-            self.prefix, max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
+            max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
             self._foreign, self._order, len(order), *order, _leases(acks),
         ]  # fmt: skip
         return order, args
@@ -290,12 +289,7 @@ class RedisBroker(Broker):
         self, queues: Sequence[str], max_count: int, acks: Sequence[Delivery]
     ) -> tuple[list[Delivery], float | None]:
         order, args = self._fetch_args(queues, max_count, acks)
-        with self._errors():
-            if self._fast is not None:
-                reply = await run_fast(self._fast, "fetch", *args)
-            else:
-                reply = await script("fetch")(self._redis(), *args)
-        return _leased(order, reply)
+        return _leased(order, await self._run("fetch", *args))
 
     async def _block_and_lease(
         self, queues: Sequence[str], max_count: int, seconds: float
@@ -305,6 +299,7 @@ class RedisBroker(Broker):
         ``seconds`` passed), so a wake-up costs no extra round trip. Returns (woken by a
         token, leased, next due)."""
         order, args = self._fetch_args(queues, max_count, ())
+        args = [self.prefix, *args]
         fetch = script("fetch")
         keys = [self._notify(q) for q in queues]
         if self._fast_blocking is not None:
@@ -341,7 +336,7 @@ class RedisBroker(Broker):
     ) -> None:
         if deliveries:
             count = "1" if count_delivery else "0"
-            await self._run("requeue", _when(not_before), count, _leases(deliveries))
+            await self._run("requeue", when(not_before), count, _leases(deliveries))
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         entry = {
@@ -470,23 +465,6 @@ class RedisBroker(Broker):
         """The URL (celeriac's options taken out) and the options to connect with."""
         return self._url, self.options
 
-    def publish_arguments(
-        self, queue: str, message: Message, priority: int = 0, not_before: float | None = None
-    ) -> list[Any]:
-        """The ``publish`` script's arguments for one message, as :meth:`publish_many`
-        passes them: the sync publisher puts the same bytes in Redis."""
-        raw = encode_envelope(message, queue=queue)
-        visible = self._eta_in_queue and message.headers.get("eta")
-        return [self.prefix, queue, bucket(priority), "" if visible else _when(not_before), raw]
-
-    def declare_commands(self, queue: str) -> list[tuple[str, str, str]]:
-        """The commands of :meth:`declare`, for a sync connection."""
-        member = f"{queue}\x06\x16\x06\x16{queue}"
-        return [
-            ("SADD", f"{self.prefix}_kombu.binding.{queue}", member),
-            ("SADD", f"{self.prefix}_kombu.binding_permanent.{queue}", member),
-        ]
-
 
 def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], float | None]:
     """Deliveries and next due time (seconds) from the fetch script's reply."""
@@ -504,10 +482,6 @@ def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], flo
             delivery.extra["no_revocations"] = True
     due_ms = int(reply[0])
     return found, None if due_ms < 0 else due_ms / 1000
-
-
-def _when(not_before: float | None) -> str:
-    return "" if not_before is None else repr(float(not_before))
 
 
 __all__ = ["RedisBroker", "bucket"]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -237,7 +237,7 @@ class Consumer:
     async def _accept_batch(self, deliveries: list[Delivery]) -> None:
         broker = self.broker
         assert broker is not None
-        revoked = await self._revocations(broker.revoked_among(deliveries))
+        revoked = await self._revocations(partial(broker.revoked_among, deliveries))
         for delivery in deliveries:
             task_id = delivery.message.task_id if delivery.message else None
             decided = self.handler.accept_delivery(delivery, revoked.get(task_id or ""))
@@ -251,14 +251,13 @@ class Consumer:
                 self._on_outcomes([decided])
 
     async def _revocations(
-        self, lookup: Coroutine[Any, Any, dict[str, Revocation]]
+        self, lookup: Callable[[], Awaitable[dict[str, Revocation]]]
     ) -> dict[str, Revocation]:
         broker = self.broker
         if broker is None or not broker.supports_revoke:
-            lookup.close()
             return {}
         try:
-            return await lookup
+            return await lookup()
         except (OSError, BrokerError) as exc:  # the messages run; revocation is best effort
             logger.warning("Could not read revocations: %s", exc)
             return {}
@@ -492,7 +491,7 @@ class Consumer:
             if now - last_revoke_check >= 1.0 and self.broker and self.broker.supports_revoke:
                 last_revoke_check = now
                 ids = [j.call.id for j in running]
-                revoked = await self._revocations(self.broker.revoked(ids))
+                revoked = await self._revocations(partial(self.broker.revoked, ids))
                 for job in running:
                     how = revoked.get(job.call.id)
                     if how is not None and how.terminate and _running(job):
