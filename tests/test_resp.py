@@ -25,7 +25,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celeriac import Celery, Middleware, _redis_sync, signals
+from celeriac import Celery, Middleware, _redis_sync, _resp, signals
 from celeriac._loop import loop_thread
 from celeriac._lua import script
 from celeriac._redis_layout import publish_group
@@ -222,6 +222,21 @@ def test_connection_commands_and_pipelining(prefix: str) -> None:
         big = os.urandom(300_000)
         assert conn.execute("SET", prefix + "big", big) == b"OK"
         assert conn.execute("GET", prefix + "big") == big
+    finally:
+        conn.close()
+
+
+def test_replies_are_polled_for_only_while_polling_pays(prefix: str) -> None:
+    conn = _conn(REDIS_URL)
+    try:
+        for _ in range(10):  # a near server: every reply is caught polling
+            assert conn.execute("PING") == b"PONG"
+        assert conn._misses == 0 and conn._rest == 0
+        for _ in range(_resp._SPIN_MISSES):  # replies later than the polling lasts
+            assert conn.execute("BLPOP", prefix + "empty", 0.01) is None
+        assert conn._rest == _resp._SPIN_REST  # so the next reads sleep at once
+        assert conn.execute("PING") == b"PONG"
+        assert conn._rest == _resp._SPIN_REST - 1
     finally:
         conn.close()
 
@@ -444,12 +459,34 @@ def test_publish_errors_are_broker_errors(private_server: PrivateRedis) -> None:
             app.send_task("t.add", (2,))
         text = str(info.value)
         assert text.startswith(f"Redis broker {private_server.url}: ConnectionError: ")
-        private_server.start()  # script cache empty: NOSCRIPT, then EVAL
+        private_server.start()
         app.send_task("t.add", (3,))
         with redis.Redis(port=private_server.port) as check:
             assert check.llen("celery") == 2
     finally:
         app.close()
+
+
+def test_a_refused_publish_is_a_broker_error_on_both_paths(prefix: str) -> None:
+    client = require_redis()
+    client.set(prefix + "celery", "not a list")  # the queue's key holds a string
+    app = Celery("resp", broker=f"{REDIS_URL}?global_keyprefix={prefix}")
+    try:
+        with pytest.raises(BrokerError, match="WRONGTYPE"):
+            app.send_task("t.add", (1,))  # the sync path: MULTI/EXEC on a socket
+
+        async def main() -> None:
+            with pytest.raises(BrokerError, match="WRONGTYPE"):
+                await app.asend_task("t.add", (2,))  # the worker's connection
+
+        run(main())
+        client.delete(prefix + "celery")
+        app.send_task("t.add", (3,))  # the connection is still in step
+        assert client.llen(prefix + "celery") == 1
+        assert client.llen(prefix + "celeriac.notify.celery") == 1
+    finally:
+        app.close()
+        client.close()
 
 
 # --------------------------------------------------------------------------- waiting

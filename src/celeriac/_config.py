@@ -257,6 +257,9 @@ class Settings(MutableMapping[str, Any]):
         self.finalized = False
 
     def __getitem__(self, key: str) -> Any:
+        values = self._values
+        if key in values:  # stored under canonical names: a hit needs no look-up
+            return values[key]
         name = canonical_name(key)
         if name in self._values:
             return self._values[name]

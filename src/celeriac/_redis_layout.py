@@ -8,6 +8,7 @@ here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -80,6 +81,52 @@ def publish_group(
     return [queue, bucket(priority), "" if visible else when(not_before), raw]
 
 
+def list_key(prefix: str, queue: str, digit: str) -> str:
+    """The list of ``queue``'s priority bucket ``digit`` (Celery's names)."""
+    return f"{prefix}{queue}" if digit == "0" else f"{prefix}{queue}\x06\x16{digit}"
+
+
+def notify_key(prefix: str, queue: str) -> str:
+    """The list holding ``queue``'s wake-up token (at most one)."""
+    return f"{prefix}celeriac.notify.{queue}"
+
+
+def immediate_commands(prefix: str, args: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+    """What ``publish.lua`` does with ``args`` (groups of four, as :func:`publish_group`
+    makes them), as plain commands in one MULTI/EXEC, when every message is due now;
+    None if one is delayed (the script compares its due time with the server's clock).
+
+    The common publish costs Redis ~4 us this way against ~15 us as a script call (the
+    script carries the shared prelude): each message is LPUSHed to its bucket's list, then
+    each queue is left one wake-up token (LPUSH, then LTRIM to one, which is the script's
+    "push if empty")."""
+    if any(args[i + 2] != "" for i in range(0, len(args), 4)):
+        return None
+    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    queues: dict[str, None] = {}
+    for i in range(0, len(args), 4):
+        queue, digit, raw = args[i], args[i + 1], args[i + 3]
+        commands.append(("LPUSH", list_key(prefix, queue, digit), raw))
+        queues[queue] = None
+    for queue in queues:
+        key = notify_key(prefix, queue)
+        commands += [("LPUSH", key, "1"), ("LTRIM", key, 0, 0)]
+    commands.append(("EXEC",))
+    return commands
+
+
+def exec_error(replies: Sequence[Any]) -> BaseException | None:
+    """The first error among the replies of a MULTI/EXEC pipeline (each command's
+    ``QUEUED`` or its refusal, then EXEC's list, or EXEC's own refusal), or None."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            return reply
+    for reply in replies[-1] or ():
+        if isinstance(reply, BaseException):
+            return reply
+    return None
+
+
 def declare_commands(prefix: str, queue: str) -> list[tuple[str, str, str]]:
     """Celery's binding of ``queue`` (kombu's binding sets), as commands."""
     member = f"{queue}\x06\x16\x06\x16{queue}"
@@ -94,7 +141,11 @@ __all__ = [
     "bucket",
     "declare_commands",
     "eta_in_queue",
+    "exec_error",
+    "immediate_commands",
     "key_prefix",
+    "list_key",
+    "notify_key",
     "publish_group",
     "split_url",
     "when",

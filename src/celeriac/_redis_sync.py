@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from celeriac._redis_layout import (
     declare_commands,
     eta_in_queue,
+    exec_error,
+    immediate_commands,
     key_prefix,
     publish_group,
     split_url,
@@ -165,6 +167,7 @@ class Publisher:
         self._script = _script("publish")
         self._link = _Link(target.endpoint)
         self._declared: set[str] = set()
+        self._frames: dict[tuple[str, str], tuple[bytes, bytes, int]] = {}
 
     def arguments(
         self, queue: str, message: Message, priority: int = 0, not_before: float | None = None
@@ -179,13 +182,38 @@ class Publisher:
         args = self.arguments(queue, message, priority, not_before)
         before = () if queue in self._declared else declare_commands(self.prefix, queue)
         try:
-            self._script.run(self._link.connection(), args, before)
+            if args[3] != "":  # delayed: the script compares with the server's clock
+                self._script.run(self._link.connection(), args, before)
+            else:
+                head, tail, count = self._frame(queue, args[2])
+                raw = args[4]
+                data = b"".join((head, b"$%d\r\n" % len(raw), raw, b"\r\n", tail))
+                if before:
+                    data, count = encode_commands(before) + data, count + len(before)
+                error = exec_error(self._link.connection().pipeline_packed(data, count))
+                if error is not None:
+                    raise error
         except RespError as exc:
             raise BrokerError(f"Redis broker {mask_url(self.url)}: {exc.kind}: {exc}") from exc
         self._declared.add(queue)
 
+    def _frame(self, queue: str, digit: str) -> tuple[bytes, bytes, int]:
+        """:func:`immediate_commands` for one message to ``queue``'s bucket ``digit``,
+        packed once: the bytes before and after the envelope, and the command count."""
+        frame = self._frames.get((queue, digit))
+        if frame is None:
+            commands = immediate_commands(self.prefix, [queue, digit, "", _HOLE])
+            assert commands is not None
+            head, _, tail = encode_commands(commands).partition(_HOLE_PACKED)
+            frame = self._frames[(queue, digit)] = (head, tail, len(commands))
+        return frame
+
     def close(self) -> None:
         self._link.close()
+
+
+_HOLE = b"\x00celeriac: the envelope goes here\x00"
+_HOLE_PACKED = b"$%d\r\n%s\r\n" % (len(_HOLE), _HOLE)
 
 
 class Waiter:

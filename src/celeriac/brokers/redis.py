@@ -95,6 +95,10 @@ from celeriac._redis_layout import (
     bucket,
     declare_commands,
     eta_in_queue,
+    exec_error,
+    immediate_commands,
+    list_key,
+    notify_key,
     publish_group,
     when,
 )
@@ -180,14 +184,13 @@ class RedisBroker(Broker):
             return await script(name)(self._redis(), self.prefix, *args)
 
     def _lists(self, queue: str) -> list[str]:
-        base = self.prefix + queue
-        return [base, *(f"{base}\x06\x16{digit}" for digit in _BUCKETS[1:])]
+        return [list_key(self.prefix, queue, digit) for digit in _BUCKETS]
 
     def _delayed(self, queue: str) -> str:
         return f"{self.prefix}celeriac.delayed.{queue}"
 
     def _notify(self, queue: str) -> str:
-        return f"{self.prefix}celeriac.notify.{queue}"
+        return notify_key(self.prefix, queue)
 
     # -- lifecycle ------------------------------------------------------------
     async def connect(self) -> None:
@@ -226,7 +229,14 @@ class RedisBroker(Broker):
                 args += publish_group(
                     queue, message, priority, not_before, eta_visible=self._eta_in_queue
                 )
-            await self._run("publish", *args)
+            commands = immediate_commands(self.prefix, args)
+            if commands is None or self._fast is None:
+                await self._run("publish", *args)
+                continue
+            with self._errors():
+                error = exec_error(await self._fast.pipeline(commands))
+                if error is not None:
+                    raise error
 
     async def publish_raw(
         self, queue: str, raw: bytes, priority: int = 0, not_before: float | None = None
