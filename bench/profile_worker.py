@@ -1,10 +1,12 @@
 """Profile celeriac's drain (or enqueue) with py-spy and print the hot spots.
 
-    python bench/profile_worker.py [--phase drain|enqueue] [--broker sqlite|redis] [--n 30000]
-                            [--pool prefork] [--concurrency 2]
+    python bench/profile_worker.py [--phase drain|enqueue] [--broker sqlite|redis|amqp]
+                            [--n 30000] [--pool prefork] [--concurrency 2]
 
 Needs py-spy (``pip install py-spy``). N no-op tasks are enqueued to a fresh SQLite file
-in a temp dir (or Redis databases 10/11, flushed before and after); then the worker
+in a temp dir (or Redis databases 10/11, flushed before and after; or, with ``--broker
+amqp``, a RabbitMQ vhost made for the run with ``rabbitmqctl`` and deleted at the end,
+results by ``rpc://`` as in ``run.py``); then the worker
 (``-P prefork -c 2`` by default) starts, and once it is ready py-spy attaches to each of
 its processes until every result is stored (``--whole``: the worker runs under py-spy
 from its start). ``--phase enqueue`` profiles the ``delay()`` loop instead. The raw samples are kept
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -100,8 +105,12 @@ def _short(frame: str) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", choices=["drain", "enqueue"], default="drain")
-    parser.add_argument("--broker", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--broker", choices=["sqlite", "redis", "amqp"], default="sqlite")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument(
+        "--amqp-url", default="amqp://guest:guest@127.0.0.1:5672", help="RabbitMQ (no vhost)"
+    )
+    parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--n", type=int, default=30_000)
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
@@ -192,12 +201,37 @@ def profile_drain(
     print(f"drained {args.n} tasks in {seconds:.2f}s (under py-spy)")
 
 
+def _reply_queue(stdout: str) -> str | None:
+    """The reply queue the enqueuing driver reported (``rpc://`` results)."""
+    for line in stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            found = json.loads(line.split(" ", 1)[1]).get("reply_queue")
+            return str(found) if found else None
+    return None
+
+
 def main() -> int:
     args = parse_args()
+    vhost = None
+    if args.broker == "amqp":
+        vhost = f"celeriac-profile-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+        user = unquote(urlsplit(args.amqp_url).username or "guest")
+        _systems.add_vhost(args.rabbitmqctl, vhost, user)
+    try:
+        return _main(args, vhost)
+    finally:
+        if vhost is not None:
+            _systems.delete_vhost(args.rabbitmqctl, vhost)
+
+
+def _main(args: argparse.Namespace, vhost: str | None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-profile-"))
     sqlite_dir = workdir if args.broker == "sqlite" else None
     redis_base = args.redis_url if args.broker == "redis" else None
-    system = _systems.celeriac(sys.executable, redis_base=redis_base, sqlite_dir=sqlite_dir)
+    amqp_url = _systems.amqp_vhost_url(args.amqp_url, vhost) if vhost else None
+    system = _systems.celeriac(
+        sys.executable, redis_base=redis_base, sqlite_dir=sqlite_dir, amqp_url=amqp_url
+    )
     (workdir / f"{system.module}.py").write_text(system.source)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERIAC_", "PYTHON"))}
     paths = [str(workdir)]
@@ -218,7 +252,10 @@ def main() -> int:
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("BENCH-RESULT")]
             print(lines[0] if lines else done.stderr.strip())
         else:
-            _procs.run_driver(enqueue, cwd=workdir, env=env, timeout=600)
+            done = _procs.run_driver(enqueue, cwd=workdir, env=env, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"enqueue failed: {done.stderr.strip()[-2000:]}")
+            system.reply_queue = _reply_queue(done.stdout)
             profile_drain(args, system, spy, workdir, env, raw)
     finally:
         _procs.stop_all()

@@ -40,11 +40,18 @@ from typing import Any, ClassVar
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from pamqp.commands import Basic
 from yarl import URL
 
 from celeriac import states
-from celeriac._amqp import connection, connection_url, quiet_aiormq
+from celeriac._amqp import (
+    ConfirmTap,
+    Connection,
+    connection,
+    connection_url,
+    encode_properties,
+    publish_frames,
+    quiet_aiormq,
+)
 from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import BackendError, CeleriacError, MessageError
 from celeriac.protocol import deserialize, serialize
@@ -73,8 +80,9 @@ class RPCBackend(ResultBackend):
         self._confirm = bool(opts.get("confirm_publish", True))
         self._accept = frozenset(opts.get("accept_content") or ["json", "msgpack"])
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._conn: aiormq.Connection | None = None
+        self._conn: Connection | None = None
         self._ch: AbstractChannel | None = None
+        self._confirms: ConfirmTap | None = None  # the fast lane's publishes of ``_ch``
         self._consuming = False
         self._waiters: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
@@ -103,6 +111,10 @@ class RPCBackend(ResultBackend):
             await asyncio.wait_for(conn.connect(), float(self.options.get("connect_timeout", 10)))
             ch = await conn.channel(publisher_confirms=self._confirm)
             self._conn, self._ch, self._consuming = conn, ch, False
+            self._confirms = None
+            if self._confirm:  # replies are published by the fast lane only
+                self._confirms = ConfirmTap(conn.wire, ch)
+                conn.wire.tap(ch, self._confirms)
             ch.closing.add_done_callback(lambda _: self._wake())
             if self.reply_to:
                 await ch.queue_declare(
@@ -203,21 +215,38 @@ class RPCBackend(ResultBackend):
 
     # -- sending (workers) ----------------------------------------------------
     async def store_replies(self, items: Sequence[tuple[str | None, str, dict[str, Any]]]) -> None:
+        """Publish the replies together and wait for their confirms together."""
         replies = [(r, t, m) for r, t, m in items if r]
         if len(replies) < len(items):
             logger.debug("%d result(s) had no reply_to; not sent", len(items) - len(replies))
         for attempt in (1, 2):  # a connection that died while idle: reconnect once
             try:
                 async with self._errors():
-                    ch = await self._channel()
-                    sent = [self._publish(ch, r, t, m) for r, t, m in replies]
-                    for result in await asyncio.gather(*sent, return_exceptions=True):
-                        if isinstance(result, BaseException):
-                            raise result
+                    await self._send(await self._channel(), replies)
                 return
             except BackendError:
                 if attempt == 2:
                     raise
+
+    async def _send(
+        self, ch: AbstractChannel, replies: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        conn, confirms = self._conn, self._confirms
+        assert conn is not None
+        if confirms is None:  # confirm_publish=False: as Celery, written and forgotten
+            for reply_to, task_id, meta in replies:
+                flags, props, body = _reply(task_id, meta)
+                conn.wire.write(
+                    publish_frames(ch.number, "", reply_to, flags, props, body, conn.wire.frame_max)
+                )
+            return
+        sent = []
+        for reply_to, task_id, meta in replies:
+            flags, props, body = _reply(task_id, meta)
+            sent.append(confirms.publish("", reply_to, (flags, props), body))
+        for result in await asyncio.gather(*sent, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
         """Without a task's ``reply_to``, a result can only go to this app's own queue."""
@@ -225,14 +254,15 @@ class RPCBackend(ResultBackend):
             self._remember(task_id, meta)
             await self.store_replies([(self.reply_to, task_id, meta)])
 
-    @staticmethod
-    async def _publish(ch: AbstractChannel, reply_to: str, task_id: str, meta: Any) -> None:
-        body, content_type, encoding = serialize(meta, "json")
-        props = Basic.Properties(
-            content_type=content_type, content_encoding=encoding, headers={},
-            delivery_mode=1, priority=0, correlation_id=task_id,
-        )  # fmt: skip
-        await ch.basic_publish(body, exchange="", routing_key=reply_to, properties=props)
+
+def _reply(task_id: str, meta: Any) -> tuple[int, bytes, bytes]:
+    """The properties (flags, bytes) and body of a reply, as Celery's rpc backend sends."""
+    body, content_type, encoding = serialize(meta, "json")
+    flags, props = encode_properties(
+        content_type=content_type, content_encoding=encoding, headers={},
+        delivery_mode=1, priority=0, correlation_id=task_id,
+    )  # fmt: skip
+    return flags, props, body
 
 
 __all__ = ["RPCBackend"]

@@ -332,7 +332,7 @@ class AMQPBroker(Broker):
         s: Session,
         queue: str,
         body: bytes,
-        props: Basic.Properties,
+        props: Basic.Properties | _amqp.Props,
         not_before: float | None,
         retried: bool = False,
     ) -> None:
@@ -393,11 +393,14 @@ class AMQPBroker(Broker):
         if not restart and all(q in s.consumers for q in queues):
             return
 
-        async def on_message(message: DeliveredMessage) -> None:
+        def on_message(message: _amqp.Incoming) -> None:
             tag = getattr(message.delivery, "consumer_tag", None) or ""
             s.outstanding.add(_delivery_tag(message))
             s.buffer.append((s.queue_of.get(tag, ""), message))
             s.wake.set()
+
+        async def on_message_slow(message: DeliveredMessage) -> None:
+            on_message(message)  # were the fast lane (s.tap) ever to pass one on
 
         async with self._qos_lock:  # the revocation stream sets its own prefetch
             if restart:
@@ -407,7 +410,10 @@ class AMQPBroker(Broker):
                 if queue not in s.consumers:  # tag known first: deliveries precede ConsumeOk
                     tag = f"celeriac.{s.number}.{len(s.queue_of)}"
                     s.consumers[queue], s.queue_of[tag] = tag, queue
-                    await s.consume.basic_consume(queue, on_message, no_ack=False, consumer_tag=tag)
+                    s.tap.callbacks[tag] = on_message
+                    await s.consume.basic_consume(
+                        queue, on_message_slow, no_ack=False, consumer_tag=tag
+                    )
                     s.fresh = True
 
     async def _collect(
@@ -459,7 +465,7 @@ class AMQPBroker(Broker):
 
     async def _take(self, s: Session, queues: Sequence[str], max_count: int) -> list[Delivery]:
         out: list[Delivery] = []
-        keep: list[tuple[str, DeliveredMessage]] = []
+        keep: list[tuple[str, _amqp.Incoming]] = []
         now = time.time()
         while s.buffer and len(out) < max_count:
             queue, message = s.buffer.popleft()
@@ -483,7 +489,7 @@ class AMQPBroker(Broker):
         return out
 
     @staticmethod
-    def _delivery(s: Session, queue: str, message: DeliveredMessage) -> Delivery:
+    def _delivery(s: Session, queue: str, message: _amqp.Incoming) -> Delivery:
         delivery = _amqp.to_delivery(queue, f"{s.number}.", message)
         delivery.extra["amqp"] = (s, message)
         return delivery
@@ -532,7 +538,7 @@ class AMQPBroker(Broker):
         await self._prepare(s, [d.queue for d in live])
         sends = []
         for d in live:
-            message: DeliveredMessage = d.extra["amqp"][1]
+            message: _amqp.Incoming = d.extra["amqp"][1]
             props = message.header.properties
             headers = _amqp.clean_headers(props.headers)
             if base > 0:
@@ -542,7 +548,7 @@ class AMQPBroker(Broker):
         await _amqp.gather(sends)
         await self._ack(s, live)
 
-    async def _release(self, s: Session, items: list[tuple[str, DeliveredMessage]]) -> None:
+    async def _release(self, s: Session, items: list[tuple[str, _amqp.Incoming]]) -> None:
         """Return prefetched messages never handed out, without counting a delivery."""
         for queue, message in items:
             delivery = self._delivery(s, queue, message)
@@ -572,7 +578,7 @@ class AMQPBroker(Broker):
             s = await self._session()
             if not self._live(s, [delivery]):
                 return
-            message: DeliveredMessage = delivery.extra["amqp"][1]
+            message: _amqp.Incoming = delivery.extra["amqp"][1]
             props = message.header.properties
             headers = _amqp.clean_headers(props.headers)
             headers.update(
@@ -868,7 +874,7 @@ class AMQPBroker(Broker):
             await ch.basic_reject(bucket.baton, requeue=True)
 
 
-def _delivery_tag(message: DeliveredMessage) -> int:
+def _delivery_tag(message: _amqp.Incoming) -> int:
     return int(getattr(message.delivery, "delivery_tag", 0) or 0)
 
 
