@@ -21,10 +21,17 @@ import aiormq
 import pytest
 import redis
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from celeriac import Celery
 from celeriac import _amqp_control as _ctl
-from celeriac._amqp import connection_url, delay_queue
+from celeriac._amqp import (
+    Properties,
+    connection_url,
+    decode_properties,
+    delay_queue,
+    encode_properties,
+)
 from celeriac._loop import run_sync
 from celeriac.backends.rpc import RPCBackend
 from celeriac.brokers.amqp import AMQPBroker
@@ -105,6 +112,95 @@ def test_wire_matches_celery(rabbit: str, queue: str) -> None:  # noqa: F811
     # Celery's default topology: a durable direct exchange per queue, bound with its name
     out = rabbitmqctl("list_bindings", "-p", _vhost(rabbit), "source_name", "routing_key", "-q")
     assert f"{queue}\t{queue}" in out.splitlines()
+
+
+def test_fast_lane_reads_and_writes_properties_as_pamqp_does() -> None:
+    """The fast lane's own property decoder and encoder agree with pamqp, for every
+    property and every field type Celery's headers use."""
+    headers = {
+        "task": "tasks.add", "id": "é-1", "eta": None, "retries": 3, "neg": -5, "big": 2**40,
+        "timelimit": [None, 1.5], "ok": True, "nested": {"a": [1, "x", {"q": None}]},
+        "raw": b"\x00\xff",
+    }  # fmt: skip
+    fields: dict[str, Any] = {
+        "content_type": "application/json", "content_encoding": "utf-8", "headers": headers,
+        "delivery_mode": 2, "priority": 3, "correlation_id": "c", "reply_to": "r",
+        "expiration": "100", "message_id": "m", "message_type": "t", "user_id": "guest",
+        "app_id": "a",
+    }  # fmt: skip
+    stamp = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    raw = ContentHeader(0, 10, Properties(**fields, timestamp=stamp)).marshal()
+    flags = int.from_bytes(raw[12:14], "big")
+    theirs = Basic.Properties()
+    theirs.unmarshal(flags, raw[14:])
+    mine = decode_properties(raw, 14, flags)
+    for name in [*fields, "timestamp"]:
+        assert getattr(mine, name) == getattr(theirs, name), name
+    assert encode_properties(**fields, timestamp=int(stamp.timestamp())) == (flags, raw[14:])
+    assert decode_properties(b"\x00\x00", 2, 0).headers is None
+    with pytest.raises(TypeError, match="unknown basic properties"):
+        encode_properties(colour="red")
+
+
+def test_fast_lane_carries_large_and_empty_bodies(rabbit: str, queue: str) -> None:  # noqa: F811
+    """Bodies over RabbitMQ's frame size (several frames, split across socket reads) and
+    empty ones, each way: deliveries to a consumer and rpc replies with confirms; a
+    ``basic.get`` on the consumers' channel still goes through aiormq."""
+    big = "x" * 400_000
+    reply_to = f"reply-{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        client = RPCBackend("rpc://", options={"broker_url": rabbit, "reply_to": reply_to})
+        worker = RPCBackend("rpc://", options={"broker_url": rabbit})
+        async with opened(AMQPBroker(rabbit)) as broker, opened(client), opened(worker):
+            sent = [message(0, kwargs={"blob": big}), message(1), message(2)]
+            await broker.publish_many([(queue, m, 0, None) for m in sent])
+            await broker.publish_raw(queue, b"")
+            got = await broker.fetch([queue], 1, 5.0)  # a consumer with a prefetch of 1
+            assert [number(d) for d in got] == [0]
+            assert json_loads(got[0].message.body)[1] == {"blob": big}  # type: ignore[union-attr]
+            await broker.ack(got)
+            got = await broker.fetch([queue], 10, 5.0)
+            while len(got) < 3:
+                got += await broker.fetch([queue], 10, 5.0)
+            assert [number(d) for d in got[:2]] == [1, 2] and got[2].raw == b""
+            assert got[0].message.headers == sent[1].headers  # type: ignore[union-attr]
+            await broker.ack(got)
+            await client.get("x")  # consuming
+            await worker.store_replies([
+                (reply_to, "big", result_meta("big", "SUCCESS", big)),
+                (reply_to, "small", result_meta("small", "SUCCESS", 1)),
+            ])  # fmt: skip
+            done = await client.wait(["big", "small"], 5)
+            if len(done) < 2:
+                done.update(await client.wait([t for t in ("big", "small") if t not in done], 5))
+            assert done["big"]["result"] == big and done["small"]["result"] == 1
+
+    asyncio.run(main())
+
+
+def test_reply_confirms_fail_when_the_channel_closes(rabbit: str) -> None:  # noqa: F811
+    """A publish RabbitMQ refuses closes the reply channel: the confirms waited for fail
+    (they do not hang), and the next reply goes out on a new connection."""
+    reply_to = f"reply-{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        client = RPCBackend("rpc://", options={"broker_url": rabbit, "reply_to": reply_to})
+        worker = RPCBackend("rpc://", options={"broker_url": rabbit})
+        async with opened(client), opened(worker):
+            await client.get("x")  # consuming
+            confirms = worker._confirms
+            assert confirms is not None
+            props = encode_properties(content_type="application/json")
+            pending = confirms.publish("celeriac-no-such-exchange", "k", props, b"{}")
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await asyncio.wait_for(pending, 10)
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                confirms.publish("", reply_to, props, b"{}")  # the channel is gone
+            await worker.store_replies([(reply_to, "a", result_meta("a", "SUCCESS", 1))])
+            assert (await client.wait(["a"], 5))["a"]["result"] == 1
+
+    asyncio.run(main())
 
 
 def test_countdown_arrives_on_time_without_being_held(rabbit: str, queue: str) -> None:  # noqa: F811
