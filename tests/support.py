@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: see ``stop``
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -105,6 +107,12 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._reader.join(5)
+        if self._reader.is_alive():
+            # a process of the group still holds the output pipe (closing it now would
+            # block on the reader): end them, so one test's leftovers cannot hang the run
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

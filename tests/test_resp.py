@@ -476,8 +476,11 @@ def test_a_refused_publish_is_a_broker_error_on_both_paths(prefix: str) -> None:
             app.send_task("t.add", (1,))  # the sync path: MULTI/EXEC on a socket
 
         async def main() -> None:
-            with pytest.raises(BrokerError, match="WRONGTYPE"):
-                await app.asend_task("t.add", (2,))  # the worker's connection
+            try:
+                with pytest.raises(BrokerError, match="WRONGTYPE"):
+                    await app.asend_task("t.add", (2,))  # the worker's connection
+            finally:
+                await app.close_clients()
 
         run(main())
         client.delete(prefix + "celery")

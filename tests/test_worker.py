@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import os
 import signal
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,30 @@ def test_kill_9_of_a_prefork_child_mid_task_redelivers_it(tasks_dir: Path, clien
         worker.wait_for(r"Returned 1 message\(s\) held by ForkPoolWorker")
         # the supervisor replaced the child: the worker still has two working children
         assert client.send_task("wtasks.add", (1, 2)).get(timeout=10) == 3
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+def test_prefork_children_do_not_outlive_a_killed_supervisor(
+    tasks_dir: Path, client: Celery
+) -> None:
+    with WorkerProcess(tasks_dir, "wtasks", "-P", "prefork", "-c", "2") as worker:
+        assert worker.proc is not None
+        supervisor = worker.proc.pid
+        with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+        assert len(children) == 2 and all(_alive(pid) for pid in children)
+        os.kill(supervisor, signal.SIGKILL)
+        wait_until(lambda: not any(_alive(pid) for pid in children), 20, "the children to end")
+        said = f"main process (pid {supervisor}) is gone"  # each child says why it ends
+        wait_until(lambda: worker.log.count(said) == 2, 20, "both children to say why")
 
 
 def test_poison_message_is_dead_lettered_after_the_redelivery_limit(

@@ -255,23 +255,31 @@ class Settings(MutableMapping[str, Any]):
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
         self.finalized = False
+        #: grows with every assignment or deletion (not with changes made inside a
+        #: value, such as a key set in a dict setting): caches of derived state check it
+        self.version = 0
 
     def __getitem__(self, key: str) -> Any:
         values = self._values
         if key in values:  # stored under canonical names: a hit needs no look-up
             return values[key]
-        name = canonical_name(key)
-        if name in self._values:
-            return self._values[name]
-        default = SETTINGS[name].default
+        spec = SETTINGS.get(key)
+        if spec is None:
+            name = canonical_name(key)
+            if name in values:
+                return values[name]
+            spec = SETTINGS[name]
+        default = spec.default
         return default.copy() if isinstance(default, (dict, list)) else default
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = canonical_name(key)
         self._values[name] = SETTINGS[name].check(name, value)
+        self.version += 1
 
     def __delitem__(self, key: str) -> None:
         del self._values[canonical_name(key)]
+        self.version += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(SETTINGS)
@@ -288,7 +296,7 @@ class Settings(MutableMapping[str, Any]):
             raise AttributeError(str(exc)) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key.startswith("_") or key == "finalized":
+        if key.startswith("_") or key in ("finalized", "version"):
             object.__setattr__(self, key, value)
         else:
             self[key] = value

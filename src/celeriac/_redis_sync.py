@@ -306,6 +306,7 @@ def _value(reply: Any) -> Any:
 class _AppState:
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
+        self.version: int | None = None  # ``app.conf.version`` when ``key`` was checked
         self.publisher: Publisher | None = None
         self.waiter: Waiter | None = None
         self.lock = threading.Lock()
@@ -316,7 +317,8 @@ _states: weakref.WeakKeyDictionary[Celeriac, _AppState] = weakref.WeakKeyDiction
 _states_lock = threading.Lock()
 
 
-#: The settings the fast paths depend on: when one changes, they are set up again.
+#: The settings the fast paths depend on: when one is assigned a different value, they
+#: are set up again (as in Celery, a change made inside a dict setting is not seen).
 _KEY_SETTINGS = (
     "broker_url", "result_backend", "broker_transport_options",
     "result_backend_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
@@ -324,8 +326,11 @@ _KEY_SETTINGS = (
 
 
 def _state(app: Celeriac) -> _AppState:
-    key = tuple(_setting(app, name) for name in _KEY_SETTINGS)
     state = _states.get(app)
+    version = app.conf.version
+    if state is not None and state.version == version:
+        return state  # no setting assigned since the key was checked
+    key = tuple(_setting(app, name) for name in _KEY_SETTINGS)
     if state is None or state.key != key:
         with _states_lock:
             state = _states.get(app)
@@ -333,6 +338,7 @@ def _state(app: Celeriac) -> _AppState:
                 if state is not None:
                     _close_state(state)
                 state = _states[app] = _AppState(copy.deepcopy(key))
+    state.version = version
     return state
 
 

@@ -40,6 +40,7 @@ from celeriac.canvas._signature import (
     Signature,
     emitting,
     plain,
+    record_child,
     result_ttl,
     signature,
 )
@@ -84,8 +85,6 @@ class CanvasMiddleware(Middleware):
 
     def before_publish(self, app: Celeriac, message: Message, queue: str) -> None:
         if not emitting() and message.task_id:
-            from celeriac.canvas._signature import record_child  # noqa: PLC0415
-
             record_child(((message.task_id, None), None))
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,25 @@ if TYPE_CHECKING:
     from celeriac.worker import Worker
 
 logger = logging.getLogger("celeriac.worker")
+
+
+_SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel send this child SIGTERM (a warm shutdown) when its supervisor
+    dies, even by SIGKILL, so that no child outlives it holding messages and its output
+    pipe (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: rely on the supervisor's own signals
+        return
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Child:
@@ -159,24 +179,35 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                code = self._child_main(index)
-            except BaseException:
-                logger.exception("ForkPoolWorker-%d crashed", index)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.children[pid] = Child(index, pid)
+        parent = os.getpid()
+        # A shutdown signal that arrives while forking is held back until the new child
+        # is known here (else the parent's handler would not pass it on, and the child
+        # would outlive the shutdown) and, in the child, until its own handlers are set.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 1
+                try:
+                    code = self._child_main(index, parent, held)
+                except BaseException:
+                    logger.exception("ForkPoolWorker-%d crashed", index)
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            self.children[pid] = Child(index, pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     # -- child ----------------------------------------------------------------
-    def _child_main(self, index: int) -> int:
+    def _child_main(self, index: int, parent: int, mask: set[int | signal.Signals]) -> int:
         """A child: the consumer's event loop on a thread, tasks on the main thread (so a
-        signal can interrupt a task blocked in a system call: soft limits, terminate)."""
+        signal can interrupt a task blocked in a system call: soft limits, terminate).
+        Shutdown signals are blocked on entry (see ``_spawn``) and unblocked, with
+        ``mask``, once the child's handlers are set."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        _end_with_parent(parent)
         os.close(self._wake_r)
         os.close(self._ready_r)
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
@@ -210,6 +241,11 @@ class Supervisor:
             pool.stop()
 
         def on_signal(signum: int, _frame: object) -> None:
+            if state["stop"] is None and os.getppid() != parent:
+                logger.warning(
+                    "ForkPoolWorker-%d: the worker's main process (pid %d) is gone; "
+                    "finishing the current task and exiting", index, parent,
+                )  # fmt: skip
             cold = signum == signal.SIGQUIT or state["stop"] is not None
             state["stop"] = cold
             loop = state["loop"]
@@ -218,6 +254,7 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, on_signal)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         thread = threading.Thread(target=run_loop, name="celeriac-consumer")
         thread.start()
         pool.serve()
