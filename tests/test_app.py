@@ -110,6 +110,7 @@ def test_routing_by_option_task_routes_globs_and_task_queue(app: Celery) -> None
 def test_apply_runs_locally_with_request_context(app: Celery) -> None:
     @app.task(bind=True)
     def who(self: Any, x: int) -> tuple[Any, ...]:
+        self.update_state(state="PROGRESS", meta={"x": x})  # eager: stored nowhere
         return (self.request.id, self.request.is_eager, x)
 
     @app.task
@@ -118,6 +119,7 @@ def test_apply_runs_locally_with_request_context(app: Celery) -> None:
 
     result = who.apply((5,), task_id="t1")
     assert result.get() == ("t1", True, 5) and result.successful()
+    assert app.AsyncResult("t1").state == states.PENDING  # update_state stored nothing
     failed = fails.apply()
     assert failed.state == states.FAILURE and isinstance(failed.result, KeyError)
     with pytest.raises(KeyError):

@@ -150,6 +150,22 @@ def blocker(name):
         time.sleep(0.01)
     return "not terminated"
 
+@app.task(bind=True, track_started=True)
+def progress(self, name):
+    self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
+    note(name, "reported")
+    while not (DIR / f"{name}.release").exists():
+        time.sleep(0.01)
+    return "finished"
+
+@app.task(bind=True)
+async def aprogress(self, name):
+    await self.aupdate_state(state="PROGRESS", meta={"step": "async"})
+    note(name, "reported")
+    while not (DIR / f"{name}.release").exists():
+        await asyncio.sleep(0.01)
+    return "finished"
+
 @app.task
 def ignored():
     raise Ignore()
@@ -403,6 +419,21 @@ def test_track_started_records_started_while_running(env: dict[str, str]) -> Non
         wait_until(lambda: result.state == states.STARTED, timeout=10, what="STARTED")
         (Path(env["dir"]) / "st.release").touch()
         assert result.get(timeout=10) == "done"
+
+
+def test_update_state_reports_progress_while_running(env: dict[str, str]) -> None:
+    app = client(env)
+    with worker(env, "-P", "prefork", "-c", "2"):
+        sync = app.send_task("xtasks.progress", ("p1",))
+        coro = app.send_task("xtasks.aprogress", ("p2",))
+        wait_until(lambda: lines(env, "p1") and lines(env, "p2"), 20, "both to report")
+        # the sync task also tracks STARTED: the worker's STARTED must not replace it
+        assert (sync.state, sync.info) == ("PROGRESS", {"done": 1, "total": 2})
+        assert (coro.state, coro.info) == ("PROGRESS", {"step": "async"})
+        for name in ("p1", "p2"):
+            (Path(env["dir"]) / f"{name}.release").touch()
+        assert sync.get(timeout=10) == coro.get(timeout=10) == "finished"
+        assert sync.state == coro.state == states.SUCCESS
 
 
 def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:

@@ -302,6 +302,17 @@ class Celeriac:
     async def backend_forget(self, task_id: str) -> None:
         await (await self.get_backend()).forget(task_id)
 
+    async def backend_store(
+        self, task_id: str, meta: dict[str, Any], reply_to: str | None = None
+    ) -> None:
+        """Store a state for ``task_id`` as the worker does (``result_expires``); over
+        ``rpc://`` it goes to ``reply_to``, the caller's reply queue."""
+        backend = await self.get_backend()
+        if backend.needs_reply_to:
+            await backend.store_replies([(reply_to, task_id, meta)])
+        else:
+            await backend.store(task_id, meta, self.conf["result_expires"] or None)
+
     # -- producing ----------------------------------------------------------
     def send_task(
         self,

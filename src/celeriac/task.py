@@ -53,6 +53,8 @@ class Context:
     chord: Any = None
     ignore_result: bool = False
     delivery_count: int = 1
+    #: the task stored a state of its own (``update_state``) while running
+    state_updated: bool = False
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
@@ -188,6 +190,50 @@ class Task(Generic[P, R]):
         finally:
             _current_request.reset(token)
         return EagerResult(task_id, value, states.SUCCESS, app=self.app)
+
+    # -- states -------------------------------------------------------------
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Store a state of a task (this one while it runs, unless ``task_id`` is given):
+        ``self.update_state(state="PROGRESS", meta={"done": 3, "total": 10})``. Callers
+        see it as ``AsyncResult.state`` and ``.info``; the final state replaces it. Not
+        stored when the task runs eagerly or is called directly."""
+        stored = self._state_update(task_id, state, meta)
+        if stored is not None:
+            from celeriac._loop import run_sync  # noqa: PLC0415
+
+            run_sync(self.app.backend_store(*stored))
+
+    async def aupdate_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """``update_state`` for ``async def`` tasks."""
+        stored = self._state_update(task_id, state, meta)
+        if stored is not None:
+            await self.app.backend_store(*stored)
+
+    def _state_update(
+        self, task_id: str | None, state: str | None, meta: Any
+    ) -> tuple[str, dict[str, Any], str | None] | None:
+        from celeriac.protocol import result_meta  # noqa: PLC0415
+
+        request = self.request
+        if task_id is None:
+            if request.called_directly or request.is_eager or request.id is None:
+                return None  # not running as a task: nowhere to report to
+            task_id = request.id
+        if task_id == request.id:
+            request.state_updated = True  # the worker's own STARTED must not replace it
+        return task_id, result_meta(task_id, state or states.PENDING, meta), request.reply_to
 
     # -- retries ------------------------------------------------------------
     def retry(

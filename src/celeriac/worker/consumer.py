@@ -345,6 +345,9 @@ class Consumer:
 
     async def _store_results(self, batch: list[Outcome], backend: ResultBackend) -> None:
         ttl = self.handler.result_ttl
+        # a STARTED report that a state the task stored itself (update_state) overtook
+        # is left out: it must not replace that state
+        batch = [o for o in batch if not (o.action is Action.PROGRESS and _overtaken(o))]
         if backend.needs_reply_to:  # rpc: results go to each caller's reply queue
             replies = [(_reply_to(o), o.meta["task_id"], o.meta) for o in batch if o.meta]
             if replies:
@@ -565,6 +568,10 @@ def check_capabilities(app: Celeriac, broker: Broker) -> None:
 
 def _running(job: Job) -> bool:
     return job.started and not job.finished and not job.abandoned
+
+
+def _overtaken(outcome: Outcome) -> bool:
+    return outcome.job is not None and outcome.job.request.state_updated
 
 
 def _acked(delivery: Delivery) -> bool:
