@@ -38,11 +38,14 @@ local K_REVOCATIONS = PREFIX .. 'celeriac.revocations'
 -- list for good, so these per-tag keys carry one such entry (it never matches a tag).
 local INDEXED = 'celeriac: this entry keeps the key a hash table (O(1) lookups), not a listpack'
 
+-- The four keys get theirs together and never lose it (only tags are removed), so one
+-- present means all are: a fetch checks one, not four.
 local function indexed()
-  redis.call('HSETNX', K_OWNER, INDEXED, INDEXED)
-  redis.call('HSETNX', K_QUEUE, INDEXED, INDEXED)
-  redis.call('HSETNX', K_DELIVERIES, INDEXED, INDEXED)
-  redis.call('ZADD', K_LEASES, 'NX', 'inf', INDEXED)
+  if redis.call('HSETNX', K_OWNER, INDEXED, INDEXED) == 1 then
+    redis.call('HSETNX', K_QUEUE, INDEXED, INDEXED)
+    redis.call('HSETNX', K_DELIVERIES, INDEXED, INDEXED)
+    redis.call('ZADD', K_LEASES, 'NX', 'inf', INDEXED)
+  end
 end
 
 local function now()
