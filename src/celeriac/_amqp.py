@@ -124,24 +124,23 @@ _OCTETS = frozenset({"delivery_mode", "priority"})
 
 
 class Props:
-    """Decoded basic properties (the attributes of pamqp's ``Basic.Properties``)."""
+    """Decoded basic properties (the attributes of pamqp's ``Basic.Properties``); an
+    absent property reads None."""
 
-    __slots__ = tuple(name for name, _ in _PROPERTY_FLAGS)
-
-    content_type: str | None
-    content_encoding: str | None
-    headers: dict[str, Any] | None
-    delivery_mode: int | None
-    priority: int | None
-    correlation_id: str | None
-    reply_to: str | None
-    expiration: str | None
-    message_id: str | None
-    timestamp: Any
-    message_type: str | None
-    user_id: str | None
-    app_id: str | None
-    cluster_id: str | None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: dict[str, Any] | None = None
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: Any = None
+    message_type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
 
 
 class DeliverFrame:
@@ -195,10 +194,24 @@ def _decode_table(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
     if end > len(buf):
         raise ValueError("field table longer than its frame")
     table: dict[str, Any] = {}
-    while pos < end:
+    while pos < end:  # long strings and voids (most of Celery's headers) inline
         n = buf[pos]
-        key = buf[pos + 1 : pos + 1 + n].decode("utf-8")
-        table[key], pos = _decode_value(buf, pos + 1 + n)
+        key = buf[pos + 1 : pos + 1 + n].decode()
+        pos += 1 + n
+        kind = buf[pos]
+        if kind == 0x53:  # S
+            (n,) = _U32.unpack_from(buf, pos + 1)
+            raw = buf[pos + 5 : pos + 5 + n]
+            pos += 5 + n
+            try:
+                table[key] = raw.decode()
+            except UnicodeDecodeError:
+                table[key] = raw
+        elif kind == 0x56:  # V
+            table[key] = None
+            pos += 1
+        else:
+            table[key], pos = _decode_value(buf, pos)
     return table, end
 
 
@@ -246,23 +259,29 @@ _FIXED = {
 }  # fmt: skip
 
 
+#: (name, flag bit, how it is encoded: 0 short string, 1 table, 2 octet, 3 timestamp)
+_CODES = {"headers": 1, "delivery_mode": 2, "priority": 2, "timestamp": 3}
+_PROPERTY_CODES = tuple((name, bit, _CODES.get(name, 0)) for name, bit in _PROPERTY_FLAGS)
+
+
 def decode_properties(buf: bytes, pos: int, flags: int) -> Props:
     props = Props()
-    for name, bit in _PROPERTY_FLAGS:
+    found = props.__dict__
+    for name, bit, code in _PROPERTY_CODES:
         if not flags & bit:
-            setattr(props, name, None)
-        elif name == "headers":
-            props.headers, pos = _decode_table(buf, pos)
-        elif name in _OCTETS:
-            setattr(props, name, buf[pos])
+            continue
+        if code == 0:
+            n = buf[pos]
+            found[name] = buf[pos + 1 : pos + 1 + n].decode()
+            pos += 1 + n
+        elif code == 1:
+            found[name], pos = _decode_table(buf, pos)
+        elif code == 2:
+            found[name] = buf[pos]
             pos += 1
-        elif name == "timestamp":
-            used, stamp = decode.timestamp(buf[pos : pos + 8])
-            props.timestamp = stamp
-            pos += used
         else:
-            value, pos = _short(buf, pos)
-            setattr(props, name, value)
+            used, found[name] = decode.timestamp(buf[pos : pos + 8])
+            pos += used
     return props
 
 
@@ -774,7 +793,7 @@ def to_delivery(queue: str, tag_prefix: str, message: Incoming) -> Delivery:
     header (copies we republished) + 1 + RabbitMQ's count: ``x-delivery-count`` on quorum
     queues, else 1 when the message is flagged redelivered."""
     props, frame = message.header.properties, message.delivery
-    headers = dict(props.headers or {})
+    headers = props.headers or {}  # read only: clean_headers below copies
     redelivered = bool(getattr(frame, "redelivered", False))
     native, base = headers.get("x-delivery-count"), headers.get(H_COUNT)
     count = (base if isinstance(base, int) else 0) + 1

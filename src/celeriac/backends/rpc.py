@@ -255,14 +255,23 @@ class RPCBackend(ResultBackend):
             await self.store_replies([(self.reply_to, task_id, meta)])
 
 
+#: encoded reply properties up to the correlation id (the last one), by content type
+_REPLY_PROPS: dict[tuple[str, str], tuple[int, bytes]] = {}
+
+
 def _reply(task_id: str, meta: Any) -> tuple[int, bytes, bytes]:
-    """The properties (flags, bytes) and body of a reply, as Celery's rpc backend sends."""
+    """The properties (flags, bytes) and body of a reply, as Celery's rpc backend sends:
+    content type and encoding, empty headers, delivery mode 1, priority 0, correlation id
+    = task id."""
     body, content_type, encoding = serialize(meta, "json")
-    flags, props = encode_properties(
-        content_type=content_type, content_encoding=encoding, headers={},
-        delivery_mode=1, priority=0, correlation_id=task_id,
-    )  # fmt: skip
-    return flags, props, body
+    head = _REPLY_PROPS.get((content_type, encoding))
+    if head is None:
+        head = _REPLY_PROPS[content_type, encoding] = encode_properties(
+            content_type=content_type, content_encoding=encoding, headers={},
+            delivery_mode=1, priority=0,
+        )  # fmt: skip
+    flags, tail = encode_properties(correlation_id=task_id)
+    return head[0] | flags, head[1] + tail, body
 
 
 __all__ = ["RPCBackend"]
