@@ -25,8 +25,8 @@ after ``x-expires``. Prefork children share their app's ``reply_to``, so results
 sent from tasks may reach a sibling child. Chords need a backend that stores results.
 Replies are published with confirms (a worker acks a task once its reply is on the
 server); ``confirm_publish=False`` (``result_backend_transport_options``) sends them as
-Celery does, without. Frames of one event-loop pass go out in one socket write
-(:func:`celeriac._amqp.connection`).
+Celery does, without. A batch's replies are written as frames directly (the fast lane,
+:class:`celeriac._amqp.Wire`) in one socket write, and their confirms awaited together.
 """
 
 from __future__ import annotations
