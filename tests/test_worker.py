@@ -316,7 +316,8 @@ def test_await_result_from_asyncio(tasks_dir: Path, client: Celery) -> None:
         (0.5, 0.02, 4),  # long tasks: Celery's limit exactly
         (0.005, 0.02, 4),  # 4 fit in the window: no more than the limit
         (0.002, 0.02, 10),  # 10 fit
-        (0.0001, 0.02, 32),  # very short: capped at PREFETCH_GROWTH times the limit
+        (0.0001, 0.02, 200),  # 200 fit
+        (0.00001, 0.02, 256),  # very short: capped at PREFETCH_GROWTH times the limit
         (0.0001, 0.0, 4),  # worker_prefetch_window = 0: off
     ],
 )

@@ -46,7 +46,7 @@ EXIT_ABANDONED = 75
 SETTLE_LINGER = 0.001
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 #: The prefetch limit grows at most this many times for short tasks.
-PREFETCH_GROWTH = 8
+PREFETCH_GROWTH = 64
 #: Weight of the latest task in the running average of task run times.
 RUNTIME_WEIGHT = 0.1
 
