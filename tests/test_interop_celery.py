@@ -151,3 +151,31 @@ def test_iso_eta_from_celeriac_client_reaches_celery_worker_as_eta(db_url: str) 
     r.close()
     eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
     assert timedelta(seconds=25) < eta - datetime.now(timezone.utc) <= timedelta(seconds=30)
+
+
+def test_celery_remote_control_reaches_a_celeriac_worker(db_url: str, tmp_path: Path) -> None:
+    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=db_url))
+    client = celery.Celery("itasks", broker=db_url, backend=db_url)
+    add = client.task(name="itasks.add")(_add)
+    try:
+        with WorkerProcess(
+            tmp_path, "itasks", "-P", "prefork", "-c", "2", "-n", "rc1@test", "-l", "info"
+        ) as worker:
+            # one answer per worker, not one per child process (other tests' workers
+            # may share the broker: ask this one by name)
+            replies = client.control.ping(destination=["rc1@test"], timeout=1.5)
+            assert replies == [{"rc1@test": {"ok": "pong"}}]
+            assert client.control.ping(destination=["other@test"], timeout=0.5) == []
+            with redis.Redis.from_url(db_url) as r:  # garbage on the channel: one line
+                db = r.connection_pool.connection_kwargs.get("db", 0)
+                r.publish(f"/{db}.celery.pidbox", b"not an envelope")
+            worker.wait_for(r"Remote control: ignored an unreadable request")
+            later = add.apply_async((1, 2), countdown=2)
+            client.control.revoke(later.id)  # `celery control revoke <id>`
+            worker.wait_for(r"Remote control: revoke")
+            with pytest.raises(celery.exceptions.TaskRevokedError):
+                later.get(timeout=15)
+            assert later.state == "REVOKED"
+            assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
+    finally:
+        close_celery_app(client)

@@ -220,3 +220,29 @@ def test_celeriac_revoke_reaches_a_running_celery_worker(
             theirs.wait_for(rf"Discarding revoked task: vtasks\.add\[{task_id}\]")
     finally:
         run_sync(app.close_clients())
+
+
+def test_celery_remote_control_reaches_a_celeriac_worker(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=rabbit, backend=None, queue=queue))
+    client = celery.Celery("itasks", broker=rabbit, backend="rpc://")
+    client.conf.update(task_default_queue=queue, task_queue_max_priority=10)
+    add = client.task(name="itasks.add")(_add)
+    try:
+        with WorkerProcess(
+            tmp_path, "itasks", "-P", "prefork", "-c", "2", "-n", "rc2@test", "-l", "info"
+        ) as worker:
+            # one answer per worker, not one per child process (other tests' workers
+            # may share the broker: ask this one by name)
+            replies = client.control.ping(destination=["rc2@test"], timeout=1.5)
+            assert replies == [{"rc2@test": {"ok": "pong"}}]
+            later = add.apply_async((1, 2), countdown=2)
+            client.control.revoke(later.id)  # `celery control revoke <id>`
+            worker.wait_for(r"Remote control: revoke")
+            worker.wait_for(rf"Discarding revoked task itasks\.add\[{later.id}\]", timeout=20)
+            assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
+    finally:
+        close_celery_app(client)

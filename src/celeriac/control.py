@@ -6,6 +6,11 @@ worker, including workers started after the revoke. ``terminate=True`` also stop
 if it is running (workers check running tasks against the store once a second). A revoke
 is also broadcast as Celery's remote-control request, so Celery workers running on the
 same broker flag the task as revoked too (in their memory, as Celery does).
+
+Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
+per worker): a ``revoke`` from a Celery client becomes a durable revocation as above, and
+``ping`` is answered; requests celeriac broadcast itself carry a header that its workers
+skip.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.protocol import control_message
+from celeriac.protocol import ControlRequest, control_message
 from celeriac.worker.core import revoked_meta
 
 if TYPE_CHECKING:
@@ -39,7 +44,12 @@ class Control:
         run_sync(self.arevoke(task_id, terminate=terminate, signal=signal))
 
     async def arevoke(
-        self, task_id: str | Sequence[str], *, terminate: bool = False, signal: str | None = None
+        self,
+        task_id: str | Sequence[str],
+        *,
+        terminate: bool = False,
+        signal: str | None = None,
+        broadcast: bool = True,
     ) -> None:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         broker = await self.app.get_broker()
@@ -49,9 +59,9 @@ class Control:
             )
         ttl = float(self.app.conf["worker_revoke_expires"])
         await broker.revoke(ids, ttl, terminate=terminate, signal=signal)
-        # Celery workers on the same broker keep revocations in memory, told by broadcast
-        arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
-        await broker.broadcast_control(control_message("revoke", arguments))
+        if broadcast:  # Celery workers on the broker keep revocations in memory
+            arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
+            await broker.broadcast_control(control_message("revoke", arguments))
         backend = await self.app.get_backend()
         if backend.needs_reply_to:
             return
@@ -74,4 +84,28 @@ class Control:
         return run_sync(purge())
 
 
-__all__ = ["Control"]
+async def remote_command(app: Celeriac, request: ControlRequest) -> Any:
+    """A worker's answer to a Celery remote-control request (``celery control revoke``,
+    ``celery inspect ping``): ``ping`` and ``revoke`` are carried out; ``hello`` (a
+    starting Celery worker's greeting) gets an empty answer; anything else an error that
+    names what is answered."""
+    method, args = request.method, request.arguments
+    if method == "ping":
+        return {"ok": "pong"}
+    if method == "revoke":
+        given = args.get("task_id")
+        ids = [str(given)] if isinstance(given, str) else [str(i) for i in given or ()]
+        if not ids:
+            return {"ok": "no task id given"}
+        signal = args.get("signal")
+        await app.control.arevoke(
+            ids, terminate=bool(args.get("terminate")),
+            signal=str(signal) if signal else None, broadcast=False,
+        )  # fmt: skip
+        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+    if method == "hello":
+        return {"revoked": {}, "clock": 0}
+    return {"error": f"No such command: {method!r} (celeriac workers answer ping and revoke)"}
+
+
+__all__ = ["Control", "remote_command"]

@@ -356,7 +356,8 @@ def ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
 
 def control_message(method: str, arguments: dict[str, Any]) -> Message:
     """A Celery remote-control (pidbox) request to every worker, wanting no reply; sent
-    to the ``celery.pidbox`` fanout exchange."""
+    to the ``celery.pidbox`` fanout exchange. It carries a ``celeriac`` header, so that
+    celeriac workers (which act on the request's effect already) skip it."""
     body = {
         "method": method,
         "arguments": arguments,
@@ -365,11 +366,65 @@ def control_message(method: str, arguments: dict[str, Any]) -> Message:
         "matcher": None,
     }
     return Message(
-        headers={"clock": 1, "expires": 0},
+        headers={"clock": 1, "expires": 0, "celeriac": 1},
         body=json_dumps(body).encode("utf-8"),
         properties={
             "delivery_mode": 2,
             "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
+            "priority": 0,
+        },
+    )
+
+
+@dataclass(slots=True)
+class ControlRequest:
+    """A Celery remote-control request as a worker reads it."""
+
+    method: str
+    arguments: dict[str, Any]
+    destination: list[str] | None
+    ticket: str | None
+    reply_key: str | None  # routing key of the caller's reply queue, if it wants replies
+    expires: float  # epoch seconds, 0 for never
+    ours: bool  # sent by celeriac (its effect is in place already)
+
+
+def parse_control(message: Message) -> ControlRequest:
+    """Read a pidbox request; raises :class:`MessageError` for what is not one."""
+    try:
+        body = json_loads(message.body)
+    except ValueError as exc:
+        raise DecodeError(f"control request is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        raise MessageError("control request without a method")
+    arguments = body.get("arguments") or {}
+    destination = body.get("destination")
+    reply_to = body.get("reply_to") if isinstance(body.get("reply_to"), dict) else {}
+    key = reply_to.get("routing_key") if reply_to else None
+    try:
+        expires = float(message.headers.get("expires") or 0)
+    except (TypeError, ValueError):
+        expires = 0.0
+    return ControlRequest(
+        method=body["method"],
+        arguments=arguments if isinstance(arguments, dict) else {},
+        destination=[str(d) for d in destination] if isinstance(destination, list) else None,
+        ticket=str(body["ticket"]) if body.get("ticket") else None,
+        reply_key=str(key) if key else None,
+        expires=expires,
+        ours=bool(message.headers.get("celeriac")),
+    )
+
+
+def control_reply(hostname: str, request: ControlRequest, result: Any) -> Message:
+    """A worker's answer to ``request``: ``{hostname: result}``, for the caller's reply
+    queue (exchange ``reply.celery.pidbox``, routing key ``request.reply_key``)."""
+    return Message(
+        headers={"ticket": request.ticket, "clock": 1},
+        body=json_dumps({hostname: result}).encode("utf-8"),
+        properties={
+            "delivery_mode": 1,
+            "delivery_info": {"exchange": "reply.celery.pidbox", "routing_key": request.reply_key},
             "priority": 0,
         },
     )
@@ -627,9 +682,11 @@ __all__ = [
     "JSON",
     "MSGPACK",
     "PICKLE",
+    "ControlRequest",
     "Message",
     "TaskCall",
     "build_task_message",
+    "control_reply",
     "countdown_to_eta",
     "decode_envelope",
     "decode_exception",
@@ -639,6 +696,7 @@ __all__ = [
     "encode_exception",
     "json_dumps",
     "json_loads",
+    "parse_control",
     "result_meta",
     "serialize",
 ]

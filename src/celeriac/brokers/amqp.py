@@ -86,7 +86,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -149,6 +149,7 @@ class AMQPBroker(Broker):
         self._retention = float(opts.get("revoke_retention", _ctl.DEFAULT_RETENTION))
         self._warned_retention = False
         self._buckets_made = 0
+        self._control_channel: AbstractChannel | None = None
 
     # -- lifecycle --------------------------------------------------------
     async def connect(self) -> None:
@@ -689,6 +690,75 @@ class AMQPBroker(Broker):
             ch = await self._channel(s, "publish")
             props = _amqp.message_properties(message, 0)
             await ch.basic_publish(message.body, exchange="celery.pidbox", properties=props)
+
+    supports_control = True
+
+    async def listen_control(
+        self,
+        hostname: str,
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        """Celery's per-worker control queue (``<hostname>.celery.pidbox``: exclusive,
+        auto-delete, bound to the ``celery.pidbox`` fanout exchange), on a connection of
+        its own so that control never waits behind task traffic."""
+        queue = f"{hostname}.celery.pidbox"
+        failures = 0
+        while True:
+            conn = _amqp.connection(self._url)
+            try:
+                await asyncio.wait_for(conn.connect(), self._timeout)
+                ch = await conn.channel()
+                for exchange, kind in (
+                    ("celery.pidbox", "fanout"),
+                    ("reply.celery.pidbox", "direct"),
+                ):
+                    try:
+                        await ch.exchange_declare(exchange, exchange_type=kind, durable=False)
+                    except ChannelPreconditionFailed:  # made otherwise: use it as it is
+                        ch = await conn.channel()
+                await ch.queue_declare(
+                    queue, exclusive=True, auto_delete=True,
+                    arguments={"x-expires": 10_000, "x-message-ttl": 300_000},
+                )  # fmt: skip
+                await ch.queue_bind(queue, "celery.pidbox", routing_key="")
+
+                async def on_request(delivered: DeliveredMessage) -> None:
+                    props = delivered.header.properties
+                    message = Message(
+                        headers=dict(props.headers or {}), body=delivered.body,
+                        content_type=props.content_type or JSON,
+                        content_encoding=props.content_encoding or "utf-8",
+                    )  # fmt: skip
+                    await handler(message)
+
+                await ch.basic_consume(queue, on_request, no_ack=True)
+                self._control_channel = ch
+                if listening is not None:
+                    listening()
+                if failures:
+                    logger.info("Remote control: listening on %s again", queue)
+                    failures = 0
+                await conn.closing
+            except (*_ERRORS, CeleriacError) as exc:
+                if failures == 0:
+                    logger.warning("Remote control: lost %s (%r); reconnecting", queue, exc)
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.25 * failures))
+            finally:
+                self._control_channel = None
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def reply_control(self, routing_key: str, message: Message) -> None:
+        ch = self._control_channel
+        if ch is None or ch.is_closed:
+            raise BrokerError("RabbitMQ: the remote-control channel is not open")
+        async with self._errors():
+            await ch.basic_publish(
+                message.body, exchange="reply.celery.pidbox", routing_key=routing_key,
+                properties=_amqp.message_properties(message, 0),
+            )  # fmt: skip
 
     async def _declare_stream(self, s: Session) -> None:
         if _ctl.REVOKED_STREAM in s.declared:

@@ -15,7 +15,7 @@ Nothing above this layer knows which broker it talks to.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -193,6 +193,24 @@ class Broker(abc.ABC):
         to the Celery workers on this broker, the way Celery's clients do; brokers where
         Celery has no remote control (or that cannot reach it) do nothing."""
         return None
+
+    #: True when ``listen_control``/``reply_control`` speak Celery's remote control.
+    supports_control: ClassVar[bool] = False
+
+    async def listen_control(
+        self,
+        hostname: str,
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        """Receive the Celery remote-control requests broadcast on this broker (as a
+        worker named ``hostname``) and pass each to ``handler``, until cancelled;
+        reconnects by itself. ``listening`` is called each time requests can arrive."""
+        raise NotImplementedError(f"{type(self).__name__} has no remote control")
+
+    async def reply_control(self, routing_key: str, message: Message) -> None:
+        """Send a control reply to the caller's reply queue (``routing_key``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no remote control")
 
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at

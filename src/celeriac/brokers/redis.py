@@ -73,9 +73,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import redis
@@ -104,10 +105,13 @@ from celeriac._redis_layout import (
 )
 from celeriac._resp import ReplyError
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
-from celeriac.exceptions import BrokerError, ImproperlyConfigured
+from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 
+logger = logging.getLogger("celeriac.brokers.redis")
+
 _BUCKETS = ("0", "3", "6", "9")
+_SUBSCRIBE_TIMEOUT = 10.0
 _ORDERS = {"higher_first": "9630", "lower_first": "0369"}
 _MAX_BATCH = 1000  # messages per script call
 _BLOCK_MIN = 0.2  # shorter waits sleep: Redis times out blocked clients at ~10 Hz
@@ -434,16 +438,79 @@ class RedisBroker(Broker):
             return {}
         return await super().revoked_among(deliveries)
 
-    async def broadcast_control(self, message: Message) -> None:
-        """PUBLISH on ``/<db>.celery.pidbox``, where Celery's workers listen (kombu's
-        fanout exchanges are pub/sub channels named after the database)."""
+    def _pidbox_channel(self) -> str:
+        """``/<db>.celery.pidbox``: kombu's fanout exchanges are pub/sub channels named
+        after the database."""
         if self._fast is not None:
             db = self._fast.endpoint.db
         else:
             db = int(self._redis().connection_pool.connection_kwargs.get("db") or 0)
+        return f"/{db}.celery.pidbox"
+
+    async def broadcast_control(self, message: Message) -> None:
+        """PUBLISH on Celery's pidbox channel, where Celery's workers listen."""
         raw = encode_envelope(message)
         with self._errors():
-            await self._redis().publish(f"/{db}.celery.pidbox", raw)
+            await self._redis().publish(self._pidbox_channel(), raw)
+
+    supports_control = True
+
+    async def listen_control(
+        self,
+        hostname: str,
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        channel = self._pidbox_channel()
+        failures = 0
+        while True:
+            pubsub = self._redis().pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:  # requests published from now on reach us once this comes
+                    item = await pubsub.get_message(timeout=_SUBSCRIBE_TIMEOUT)
+                    if item is None:
+                        raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
+                    if item.get("type") == "subscribe":
+                        break
+                if listening is not None:
+                    listening()
+                if failures:
+                    logger.info("Remote control: listening on %s again", channel)
+                    failures = 0
+                while True:
+                    item = await pubsub.get_message(timeout=None)
+                    if item is None or item.get("type") != "message":
+                        continue
+                    try:
+                        message = decode_envelope(item["data"])
+                    except MessageError as exc:
+                        logger.warning("Remote control: ignored an unreadable request: %s", exc)
+                        continue
+                    await handler(message)
+            except (redis.RedisError, OSError) as exc:
+                if failures == 0:
+                    logger.warning("Remote control: lost %s (%s); reconnecting", channel, exc)
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.25 * failures))
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def reply_control(self, routing_key: str, message: Message) -> None:
+        """LPUSH to the reply queues bound to ``reply.celery.pidbox`` with
+        ``routing_key`` (kombu's direct exchange on Redis: its binding set names them); a
+        caller that has gone has no binding left, so nothing is left behind."""
+        raw = encode_envelope(message)
+        with self._errors():
+            members = await self._redis().smembers(
+                f"{self.prefix}_kombu.binding.reply.celery.pidbox"
+            )
+            for member in members:
+                text = member.decode("utf-8", "replace") if isinstance(member, bytes) else member
+                parts = text.split("\x06\x16")  # routing key, pattern, queue
+                if len(parts) == 3 and parts[0] == routing_key and parts[2]:
+                    await self._redis().lpush(self.prefix + parts[2], raw)
 
     def _revoked_key(self, task_id: str) -> str:
         return f"{self.prefix}celeriac.revoked.{task_id}"

@@ -129,6 +129,7 @@ class Worker:
 
     async def _run_single(self) -> int:
         consumer = self.make_consumer(self.pool, self.concurrency, f"{self.hostname}:{os.getpid()}")
+        consumer.control = True
         install_stop_handlers(consumer.stop)
 
         def ready() -> None:

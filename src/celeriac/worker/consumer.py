@@ -19,15 +19,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Broker, Delivery, Revocation
+from celeriac.control import remote_command
 from celeriac.exceptions import (
     BackendError,
     BrokerError,
+    CeleriacError,
     ImproperlyConfigured,
+    MessageError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     Terminated,
     TimeLimitExceeded,
 )
+from celeriac.protocol import Message, control_reply, parse_control
 from celeriac.worker.core import Action, Handler, Job, Outcome
 from celeriac.worker.limits import LocalBucket, parse_rate
 from celeriac.worker.pools import Pool
@@ -39,6 +43,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FETCH_TIMEOUT = 1.0
+#: How long start-up waits for the remote-control listener before going on without it
+#: (it keeps trying, and logs why)
+CONTROL_START_TIMEOUT = 5.0
 WATCHDOG_INTERVAL = 0.05
 #: exit code of a prefork child that stopped a task it could not interrupt
 EXIT_ABANDONED = 75
@@ -104,6 +111,8 @@ class Consumer:
         #: a prefork child exits after settling a job it had to stop, so that the
         #: thread still running it dies with the process
         self.exit_on_abandon = False
+        #: this consumer answers Celery's remote control for the worker (one per worker)
+        self.control = False
         self.exit_code = 0
         self._stopping = False
         self._closing = False
@@ -146,25 +155,62 @@ class Consumer:
         self.pool.start(loop, self.handler, self._on_outcomes)
         for mw in self.app.middleware:
             mw.worker_start(self.app, self.hostname)
+        helpers: list[asyncio.Task[None]] = []
+        if self.control and self.broker.supports_control:
+            # listening before "ready": a request sent right after it must not be lost
+            listening = asyncio.Event()
+            helpers.append(loop.create_task(self._listen_control(listening.set)))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(listening.wait(), CONTROL_START_TIMEOUT)
         if on_ready is not None:
             on_ready()
         settler = loop.create_task(self._settle_loop())
-        extender = loop.create_task(self._extend_loop())
-        watchdog = loop.create_task(self._watchdog())
+        helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
         try:
             await self._fetch_loop()
             await self._drain()
         finally:
-            extender.cancel()
-            watchdog.cancel()
+            for helper in helpers:
+                helper.cancel()
             self._stopping = True
             self._closing = True  # the drain is over: nothing more will be settled
             self._wake.set()
-            await asyncio.gather(settler, extender, watchdog, return_exceptions=True)
+            await asyncio.gather(settler, *helpers, return_exceptions=True)
             self.pool.stop()
             for mw in self.app.middleware:
                 mw.worker_shutdown(self.app, self.hostname)
             await self.app.close_clients()
+
+    # -- remote control -----------------------------------------------------------
+    async def _listen_control(self, listening: Callable[[], None]) -> None:
+        assert self.broker is not None
+        await self.broker.listen_control(self.hostname, self._on_control, listening)
+
+    async def _on_control(self, message: Message) -> None:
+        """Carry out a Celery remote-control request meant for this worker, and answer
+        it if the caller waits for answers."""
+        try:
+            request = parse_control(message)
+        except MessageError as exc:
+            logger.warning("Remote control: ignored a request: %s", exc)
+            return
+        if request.ours or (request.expires and request.expires < time.time()):
+            return  # celeriac's own broadcast (in effect already), or too late
+        if request.destination is not None and self.hostname not in request.destination:
+            return
+        try:
+            result = await remote_command(self.app, request)
+        except (OSError, CeleriacError) as exc:
+            logger.error("Remote control: %s failed: %s", request.method, exc)
+            result = {"error": f"{request.method} failed: {exc}"}
+        else:
+            logger.info("Remote control: %s %s", request.method, request.arguments or "")
+        if request.reply_key and self.broker is not None:
+            reply = control_reply(self.hostname, request, result)
+            try:
+                await self.broker.reply_control(request.reply_key, reply)
+            except (OSError, CeleriacError) as exc:
+                logger.warning("Remote control: could not answer %s: %s", request.method, exc)
 
     async def _connect_broker(self) -> Broker:
         attempt = 0

@@ -215,6 +215,7 @@ class Supervisor:
         consumer = worker.make_consumer("prefork-child", 1, self._consumer_id(os.getpid()))
         consumer.max_tasks = worker.max_tasks_per_child
         consumer.exit_on_abandon = True
+        consumer.control = index == 1  # one child answers the worker's remote control
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
         state: dict[str, Any] = {"loop": None, "stop": None}
