@@ -177,5 +177,10 @@ def test_celery_remote_control_reaches_a_celeriac_worker(db_url: str, tmp_path: 
                 later.get(timeout=15)
             assert later.state == "REVOKED"
             assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
+            inspect = client.control.inspect(destination=["rc1@test"], timeout=1.5)
+            assert inspect.registered() == {"rc1@test": ["itasks.add", "itasks.fail"]}
+            client.control.shutdown(destination=["rc1@test"])  # a warm shutdown
+            assert worker.wait(timeout=20) == 0
+            assert "Warm shutdown (SIGTERM)" in worker.log
     finally:
         close_celery_app(client)

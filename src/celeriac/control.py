@@ -8,13 +8,15 @@ is also broadcast as Celery's remote-control request, so Celery workers running 
 same broker flag the task as revoked too (in their memory, as Celery does).
 
 Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
-per worker): a ``revoke`` from a Celery client becomes a durable revocation as above, and
-``ping`` is answered; requests celeriac broadcast itself carry a header that its workers
-skip.
+per worker): a ``revoke`` from a Celery client becomes a durable revocation as above;
+``ping``, ``registered`` and ``shutdown`` are carried out. Requests celeriac broadcast
+itself carry a header that its workers skip.
 """
 
 from __future__ import annotations
 
+import os
+import signal as signal_module
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -84,14 +86,24 @@ class Control:
         return run_sync(purge())
 
 
-async def remote_command(app: Celeriac, request: ControlRequest) -> Any:
+#: the remote-control commands a celeriac worker carries out
+COMMANDS = ("ping", "registered", "revoke", "shutdown")
+
+
+async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int) -> Any:
     """A worker's answer to a Celery remote-control request (``celery control revoke``,
-    ``celery inspect ping``): ``ping`` and ``revoke`` are carried out; ``hello`` (a
-    starting Celery worker's greeting) gets an empty answer; anything else an error that
-    names what is answered."""
+    ``celery inspect ping``): the :data:`COMMANDS` are carried out (``shutdown`` is a warm
+    shutdown: SIGTERM to ``worker_pid``, the worker's main process); ``hello`` (a starting
+    Celery worker's greeting) gets an empty answer; anything else an error naming what is
+    answered."""
     method, args = request.method, request.arguments
     if method == "ping":
         return {"ok": "pong"}
+    if method == "registered":
+        return sorted(name for name in app.tasks if not name.startswith("celery."))
+    if method == "shutdown":
+        os.kill(worker_pid, signal_module.SIGTERM)
+        return {"ok": "shutting down"}
     if method == "revoke":
         given = args.get("task_id")
         ids = [str(given)] if isinstance(given, str) else [str(i) for i in given or ()]
@@ -105,7 +117,8 @@ async def remote_command(app: Celeriac, request: ControlRequest) -> Any:
         return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
     if method == "hello":
         return {"revoked": {}, "clock": 0}
-    return {"error": f"No such command: {method!r} (celeriac workers answer ping and revoke)"}
+    known = ", ".join(COMMANDS)
+    return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
 
 
-__all__ = ["Control", "remote_command"]
+__all__ = ["COMMANDS", "Control", "remote_command"]

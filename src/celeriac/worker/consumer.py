@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -113,6 +114,8 @@ class Consumer:
         self.exit_on_abandon = False
         #: this consumer answers Celery's remote control for the worker (one per worker)
         self.control = False
+        #: the worker's main process (a prefork child's is its supervisor)
+        self.worker_pid = os.getpid()
         self.exit_code = 0
         self._stopping = False
         self._closing = False
@@ -199,7 +202,7 @@ class Consumer:
         if request.destination is not None and self.hostname not in request.destination:
             return
         try:
-            result = await remote_command(self.app, request)
+            result = await remote_command(self.app, request, self.worker_pid)
         except (OSError, CeleriacError) as exc:
             logger.error("Remote control: %s failed: %s", request.method, exc)
             result = {"error": f"{request.method} failed: {exc}"}

@@ -216,6 +216,7 @@ class Supervisor:
         consumer.max_tasks = worker.max_tasks_per_child
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
+        consumer.worker_pid = parent
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
         state: dict[str, Any] = {"loop": None, "stop": None}
