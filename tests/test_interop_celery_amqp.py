@@ -246,3 +246,24 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
             assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
     finally:
         close_celery_app(client)
+
+
+def test_two_celeriac_workers_with_one_name_both_answer(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=rabbit, backend=None, queue=queue))
+    client = celery.Celery("itasks", broker=rabbit, backend="rpc://")
+    args = ("-P", "solo", "-n", "dup@test", "-l", "info")
+    try:
+        # the second starts once the first is ready (``with`` enters them in order)
+        with WorkerProcess(tmp_path, "itasks", *args) as first, \
+                WorkerProcess(tmp_path, "itasks", *args) as second:  # fmt: skip
+            # the control queue's name is taken: the second binds one of its own
+            second.wait_for(r"another worker is named dup@test")
+            assert "another worker" not in first.log
+            replies = client.control.ping(destination=["dup@test"], timeout=1.5)
+            assert replies == [{"dup@test": {"ok": "pong"}}] * 2
+    finally:
+        close_celery_app(client)

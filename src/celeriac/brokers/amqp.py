@@ -93,6 +93,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
+    ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
@@ -113,6 +114,8 @@ DEAD_LETTER_QUEUE = "celeriac.dead_letter"
 #: after consumers start, how long a fetch waits for more of the burst RabbitMQ sends
 FILL_WINDOW = 0.005
 DEAD_LETTER_SCAN = 10_000
+#: a worker's control queue's arguments, as Celery declares them
+_PIDBOX_QUEUE_ARGS: dict[str, Any] = {"x-expires": 10_000, "x-message-ttl": 300_000}
 _ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
@@ -717,10 +720,18 @@ class AMQPBroker(Broker):
                         await ch.exchange_declare(exchange, exchange_type=kind, durable=False)
                     except ChannelPreconditionFailed:  # made otherwise: use it as it is
                         ch = await conn.channel()
-                await ch.queue_declare(
-                    queue, exclusive=True, auto_delete=True,
-                    arguments={"x-expires": 10_000, "x-message-ttl": 300_000},
-                )  # fmt: skip
+                try:
+                    await ch.queue_declare(queue, exclusive=True, auto_delete=True,
+                                           arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
+                except ChannelLockedResource:  # another worker has this name
+                    logger.warning(
+                        "Remote control: another worker is named %s; give each worker its "
+                        "own name (-n) so that requests can tell them apart", hostname,
+                    )  # fmt: skip
+                    queue = f"{hostname}.{uuid.uuid4().hex[:12]}.celery.pidbox"
+                    ch = await conn.channel()
+                    await ch.queue_declare(queue, exclusive=True, auto_delete=True,
+                                           arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
                 await ch.queue_bind(queue, "celery.pidbox", routing_key="")
 
                 async def on_request(delivered: DeliveredMessage) -> None:
