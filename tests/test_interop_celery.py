@@ -153,9 +153,15 @@ def test_iso_eta_from_celeriac_client_reaches_celery_worker_as_eta(db_url: str) 
     assert timedelta(seconds=25) < eta - datetime.now(timezone.utc) <= timedelta(seconds=30)
 
 
-def test_celery_remote_control_reaches_a_celeriac_worker(db_url: str, tmp_path: Path) -> None:
-    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=db_url))
+@pytest.mark.parametrize("prefix", ["", "pfx:"])
+def test_celery_remote_control_reaches_a_celeriac_worker(
+    db_url: str, tmp_path: Path, prefix: str
+) -> None:
+    url = f"{db_url}?global_keyprefix={prefix}" if prefix else db_url
+    write_module(tmp_path, "itasks", CELERIAC_TASKS.format(url=url))
     client = celery.Celery("itasks", broker=db_url, backend=db_url)
+    options = {"global_keyprefix": prefix} if prefix else {}
+    client.conf.broker_transport_options = client.conf.result_backend_transport_options = options
     add = client.task(name="itasks.add")(_add)
     try:
         with WorkerProcess(
@@ -168,7 +174,7 @@ def test_celery_remote_control_reaches_a_celeriac_worker(db_url: str, tmp_path: 
             assert client.control.ping(destination=["other@test"], timeout=0.5) == []
             with redis.Redis.from_url(db_url) as r:  # garbage on the channel: one line
                 db = r.connection_pool.connection_kwargs.get("db", 0)
-                r.publish(f"/{db}.celery.pidbox", b"not an envelope")
+                r.publish(f"{prefix}/{db}.celery.pidbox", b"not an envelope")
             worker.wait_for(r"Remote control: ignored an unreadable request")
             later = add.apply_async((1, 2), countdown=2)
             client.control.revoke(later.id)  # `celery control revoke <id>`

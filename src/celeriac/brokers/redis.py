@@ -439,13 +439,13 @@ class RedisBroker(Broker):
         return await super().revoked_among(deliveries)
 
     def _pidbox_channel(self) -> str:
-        """``/<db>.celery.pidbox``: kombu's fanout exchanges are pub/sub channels named
-        after the database."""
+        """``<prefix>/<db>.celery.pidbox``: kombu's fanout exchanges are pub/sub channels
+        named after the database (and prefixed with ``global_keyprefix``, as kombu does)."""
         if self._fast is not None:
             db = self._fast.endpoint.db
         else:
             db = int(self._redis().connection_pool.connection_kwargs.get("db") or 0)
-        return f"/{db}.celery.pidbox"
+        return f"{self.prefix}/{db}.celery.pidbox"
 
     async def broadcast_control(self, message: Message) -> None:
         """PUBLISH on Celery's pidbox channel, where Celery's workers listen."""
