@@ -186,8 +186,33 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
             assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
             inspect = client.control.inspect(destination=["rc1@test"], timeout=1.5)
             assert inspect.registered() == {"rc1@test": ["itasks.add", "itasks.fail"]}
+            # and a celeriac client asks the same way
+            ours = celeriac.Celery("itasks", broker=url)
+            try:
+                assert ours.control.ping(timeout=1) == [{"rc1@test": {"ok": "pong"}}]
+                asked = ours.control.inspect(destination=["rc1@test"], timeout=1.5)
+                assert asked.registered() == {"rc1@test": ["itasks.add", "itasks.fail"]}
+                assert "No such command" in asked.active()["rc1@test"]["error"]
+            finally:
+                ours.close()
             client.control.shutdown(destination=["rc1@test"])  # a warm shutdown
             assert worker.wait(timeout=20) == 0
             assert "Warm shutdown (SIGTERM)" in worker.log
     finally:
         close_celery_app(client)
+
+
+def test_celeriac_client_inspects_a_celery_worker(db_url: str, tmp_path: Path) -> None:
+    write_module(tmp_path, "ctasks", CELERY_TASKS.format(url=db_url))
+    app = celeriac.Celery("client", broker=db_url)
+    try:
+        with celery_worker(tmp_path, "ctasks", "-n", "theirs@test"):
+            # Celery's worker subscribes to its pidbox just after "ready": ask until heard
+            pinged = wait_until(lambda: app.control.ping(timeout=0.5), 20, "an answer")
+            assert pinged == [{"theirs@test": {"ok": "pong"}}]
+            registered = app.control.inspect(timeout=1).registered()
+            assert registered is not None
+            assert {"ctasks.add", "ctasks.fail"} <= set(registered["theirs@test"])
+            assert app.control.inspect(destination=["nobody@test"], timeout=0.3).ping() is None
+    finally:
+        app.close()

@@ -255,6 +255,16 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
             worker.wait_for(r"Remote control: revoke")
             worker.wait_for(rf"Discarding revoked task itasks\.add\[{later.id}\]", timeout=20)
             assert add.delay(2, 2).get(timeout=10) == 4  # the worker carries on
+            # and a celeriac client asks the same way
+            ours = celeriac.Celery("itasks", broker=rabbit)
+            try:
+                replies = ours.control.ping(timeout=1)
+                assert [r for r in replies if "rc2@test" in r] == [{"rc2@test": {"ok": "pong"}}]
+                asked = ours.control.inspect(destination=["rc2@test"], timeout=1.5)
+                assert asked.registered() == {"rc2@test": ["itasks.add", "itasks.fail",
+                                                           "itasks.stamp"]}  # fmt: skip
+            finally:
+                run_sync(ours.close_clients())
     finally:
         close_celery_app(client)
 
@@ -280,3 +290,24 @@ def test_two_celeriac_workers_with_one_name_both_answer(
             assert replies == [{"dup@test": {"ok": "pong"}}]
     finally:
         close_celery_app(client)
+
+
+def test_celeriac_client_inspects_a_celery_worker(
+    rabbit: str,  # noqa: F811
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    write_module(tmp_path, "vtasks", REVOKE_TASKS.format(url=rabbit, queue=queue))
+    app = celeriac.Celery("client", broker=rabbit, task_default_queue=queue)
+    try:
+        with celery_worker(tmp_path, "vtasks", "-Q", queue, "-n", "theirs2@test"):
+
+            def answered() -> list[dict[str, object]]:
+                replies = app.control.ping(destination=["theirs2@test"], timeout=0.5)
+                return replies or []
+
+            assert wait_until(answered, 20, "an answer") == [{"theirs2@test": {"ok": "pong"}}]
+            registered = app.control.inspect(destination=["theirs2@test"], timeout=1).registered()
+            assert registered is not None and "vtasks.add" in registered["theirs2@test"]
+    finally:
+        run_sync(app.close_clients())

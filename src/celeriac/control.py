@@ -1,4 +1,5 @@
-"""``app.control``: revoke and purge.
+"""``app.control``: revoke, purge, and asking workers (``ping``, ``inspect()``,
+``broadcast``) the way Celery's clients do.
 
 Revocations are durable: they are kept in the broker's store (with an expiry,
 ``worker_revoke_expires``), so they reach queued, delayed and future messages on every
@@ -9,8 +10,8 @@ same broker flag the task as revoked too (in their memory, as Celery does).
 
 Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
 per worker): a ``revoke`` from a Celery client becomes a durable revocation as above;
-``ping``, ``registered`` and ``shutdown`` are carried out. Requests celeriac broadcast
-itself carry a header that its workers skip.
+``ping``, ``registered`` and ``shutdown`` are carried out. A revoke celeriac broadcast
+itself carries a header that its workers skip (its effect is in place already).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.protocol import ControlRequest, control_message
+from celeriac.protocol import ControlRequest, control_message, json_loads, new_id
 from celeriac.worker.core import revoked_meta
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Control:
         await broker.revoke(ids, ttl, terminate=terminate, signal=signal)
         if broadcast:  # Celery workers on the broker keep revocations in memory
             arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
-            await broker.broadcast_control(control_message("revoke", arguments))
+            await broker.broadcast_control(control_message("revoke", arguments, in_effect=True))
         backend = await self.app.get_backend()
         if backend.needs_reply_to:
             return
@@ -76,6 +77,72 @@ class Control:
         if pending:
             await backend.store_many(pending)
 
+    # -- asking workers (Celery's broadcast / inspect) ----------------------
+    def broadcast(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        reply: bool = False,
+        timeout: float = 1.0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Send a remote-control command to the workers (Celery's and celeriac's) on the
+        broker; with ``reply``, their answers (``[{worker: answer}, ...]``) collected for
+        ``timeout`` seconds, or until ``limit`` came (by default, one per ``destination``
+        when it is given)."""
+        return run_sync(self.abroadcast(command, arguments, destination, reply, timeout, limit))
+
+    async def abroadcast(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        reply: bool = False,
+        timeout: float = 1.0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]] | None:
+        broker = await self.app.get_broker()
+        if not reply:
+            message = control_message(command, arguments or {}, destination=destination)
+            await broker.broadcast_control(message)
+            return None
+        if not broker.supports_control:
+            raise ImproperlyConfigured(
+                f"the {type(broker).__name__} broker has no remote control (Redis and "
+                f"RabbitMQ have)"
+            )
+        if limit is None and destination is not None:
+            limit = len(destination)
+        key = new_id()
+        message = control_message(
+            command, arguments or {}, destination=destination, reply_key=key, timeout=timeout
+        )
+        ticket = json_loads(message.body)["ticket"]
+        answers: list[dict[str, Any]] = []
+        for got in await broker.request_control(message, key, timeout, limit):
+            if got.headers.get("ticket") not in (None, ticket):
+                continue
+            try:
+                body = json_loads(got.body)
+            except ValueError:
+                continue
+            if isinstance(body, dict):
+                answers.append(body)
+        return answers
+
+    def ping(
+        self, destination: Sequence[str] | None = None, timeout: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """``[{worker: {"ok": "pong"}}, ...]`` from the workers that answer in time."""
+        return self.broadcast("ping", destination=destination, reply=True, timeout=timeout) or []
+
+    def inspect(self, destination: Sequence[str] | None = None, timeout: float = 1.0) -> Inspect:
+        """Celery's ``app.control.inspect()``: ``.ping()``, ``.registered()``,
+        ``.active()``, ``.stats()``, ... each a ``{worker: answer}`` dict (None when no
+        worker answered)."""
+        return Inspect(self, destination, timeout)
+
     def purge(self) -> int:
         """Delete every waiting message of the default queue; return how many."""
 
@@ -84,6 +151,42 @@ class Control:
             return await broker.purge(self.app.conf["task_default_queue"])
 
         return run_sync(purge())
+
+
+class Inspect:
+    """Asks workers about themselves; see :meth:`Control.inspect`."""
+
+    def __init__(self, control: Control, destination: Sequence[str] | None, timeout: float) -> None:
+        self.control = control
+        self.destination = destination
+        self.timeout = timeout
+
+    def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
+        answers = self.control.broadcast(
+            command, arguments, self.destination, reply=True, timeout=self.timeout
+        )
+        merged: dict[str, Any] = {}
+        for answer in answers or ():
+            merged.update(answer)
+        return merged or None
+
+    def ping(self) -> dict[str, Any] | None:
+        return self._ask("ping")
+
+    def registered(self) -> dict[str, Any] | None:
+        return self._ask("registered")
+
+    def active(self) -> dict[str, Any] | None:
+        return self._ask("active")
+
+    def reserved(self) -> dict[str, Any] | None:
+        return self._ask("reserved")
+
+    def scheduled(self) -> dict[str, Any] | None:
+        return self._ask("scheduled")
+
+    def stats(self) -> dict[str, Any] | None:
+        return self._ask("stats")
 
 
 #: the remote-control commands a celeriac worker carries out
@@ -121,4 +224,4 @@ async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int
     return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
 
 
-__all__ = ["COMMANDS", "Control", "remote_command"]
+__all__ = ["COMMANDS", "Control", "Inspect", "remote_command"]

@@ -16,7 +16,9 @@ import os
 import pickle
 import socket
 import sys
+import time as _time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -354,19 +356,36 @@ def ready_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     return None
 
 
-def control_message(method: str, arguments: dict[str, Any]) -> Message:
-    """A Celery remote-control (pidbox) request to every worker, wanting no reply; sent
-    to the ``celery.pidbox`` fanout exchange. It carries a ``celeriac`` header, so that
-    celeriac workers (which act on the request's effect already) skip it."""
-    body = {
+def control_message(
+    method: str,
+    arguments: dict[str, Any],
+    *,
+    destination: Sequence[str] | None = None,
+    reply_key: str | None = None,
+    timeout: float = 0.0,
+    in_effect: bool = False,
+) -> Message:
+    """A Celery remote-control (pidbox) request, for the ``celery.pidbox`` fanout
+    exchange: to ``destination`` (worker names; None: all); with ``reply_key`` (the
+    routing key of the caller's reply queue) the workers answer, and ignore it after
+    ``timeout`` seconds. ``in_effect``: its effect is in place already (a celeriac
+    revoke), so celeriac workers skip it (a ``celeriac`` header tells them)."""
+    body: dict[str, Any] = {
         "method": method,
         "arguments": arguments,
-        "destination": None,
+        "destination": list(destination) if destination is not None else None,
         "pattern": None,
         "matcher": None,
     }
+    headers: dict[str, Any] = {"clock": 1, "expires": 0}
+    if reply_key is not None:
+        body["ticket"] = new_id()
+        body["reply_to"] = {"exchange": "reply.celery.pidbox", "routing_key": reply_key}
+        headers["expires"] = _time.time() + timeout if timeout else 0
+    if in_effect:
+        headers["celeriac"] = 1
     return Message(
-        headers={"clock": 1, "expires": 0, "celeriac": 1},
+        headers=headers,
         body=json_dumps(body).encode("utf-8"),
         properties={
             "delivery_mode": 2,

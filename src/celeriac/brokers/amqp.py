@@ -711,15 +711,7 @@ class AMQPBroker(Broker):
             conn = _amqp.connection(self._url)
             try:
                 await asyncio.wait_for(conn.connect(), self._timeout)
-                ch = await conn.channel()
-                for exchange, kind in (
-                    ("celery.pidbox", "fanout"),
-                    ("reply.celery.pidbox", "direct"),
-                ):
-                    try:
-                        await ch.exchange_declare(exchange, exchange_type=kind, durable=False)
-                    except ChannelPreconditionFailed:  # made otherwise: use it as it is
-                        ch = await conn.channel()
+                ch = await self._pidbox_channel(conn)
                 try:
                     await ch.queue_declare(queue, exclusive=True, auto_delete=True,
                                            arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
@@ -735,13 +727,7 @@ class AMQPBroker(Broker):
                 await ch.queue_bind(queue, "celery.pidbox", routing_key="")
 
                 async def on_request(delivered: DeliveredMessage) -> None:
-                    props = delivered.header.properties
-                    message = Message(
-                        headers=dict(props.headers or {}), body=delivered.body,
-                        content_type=props.content_type or JSON,
-                        content_encoding=props.content_encoding or "utf-8",
-                    )  # fmt: skip
-                    await handler(message)
+                    await handler(_control_message(delivered))
 
                 await ch.basic_consume(queue, on_request, no_ack=True)
                 self._control_channel = ch
@@ -760,6 +746,59 @@ class AMQPBroker(Broker):
                 self._control_channel = None
                 with contextlib.suppress(Exception):
                     await conn.close()
+
+    async def request_control(
+        self, message: Message, reply_key: str, timeout: float, limit: int | None
+    ) -> list[Message]:
+        """The reply queue is exclusive to a connection of the request's own, bound to
+        ``reply.celery.pidbox`` with ``reply_key``; it goes with the connection."""
+        queue = f"{reply_key}.reply.celery.pidbox"
+        replies: asyncio.Queue[Message] = asyncio.Queue()
+        out: list[Message] = []
+        conn = _amqp.connection(self._url)
+        try:
+            async with self._errors():
+                await asyncio.wait_for(conn.connect(), self._timeout)
+                ch = await self._pidbox_channel(conn)
+                await ch.queue_declare(
+                    queue, exclusive=True, auto_delete=True, arguments=_PIDBOX_QUEUE_ARGS
+                )
+                await ch.queue_bind(queue, "reply.celery.pidbox", routing_key=reply_key)
+
+                async def on_reply(delivered: DeliveredMessage) -> None:
+                    replies.put_nowait(_control_message(delivered))
+
+                await ch.basic_consume(queue, on_reply, no_ack=True)
+                await ch.basic_publish(
+                    message.body, exchange="celery.pidbox",
+                    properties=_amqp.message_properties(message, 0),
+                )  # fmt: skip
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + timeout
+                while limit is None or len(out) < limit:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        out.append(await asyncio.wait_for(replies.get(), left))
+                    except asyncio.TimeoutError:
+                        break
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        return out
+
+    @staticmethod
+    async def _pidbox_channel(conn: _amqp.Connection) -> AbstractChannel:
+        """A channel on ``conn`` with Celery's two control exchanges declared (as
+        Celery declares them; made otherwise, they are used as they are)."""
+        ch = await conn.channel()
+        for exchange, kind in (("celery.pidbox", "fanout"), ("reply.celery.pidbox", "direct")):
+            try:
+                await ch.exchange_declare(exchange, exchange_type=kind, durable=False)
+            except ChannelPreconditionFailed:
+                ch = await conn.channel()
+        return ch
 
     async def reply_control(self, routing_key: str, message: Message) -> None:
         ch = self._control_channel
@@ -956,6 +995,16 @@ class AMQPBroker(Broker):
         await ch.basic_cancel(bucket.tag)
         if bucket.baton is not None:
             await ch.basic_reject(bucket.baton, requeue=True)
+
+
+def _control_message(delivered: DeliveredMessage) -> Message:
+    """A control request or reply as read from its queue."""
+    props = delivered.header.properties
+    return Message(
+        headers=dict(props.headers or {}), body=delivered.body,
+        content_type=props.content_type or JSON,
+        content_encoding=props.content_encoding or "utf-8",
+    )  # fmt: skip
 
 
 def _delivery_tag(message: _amqp.Incoming) -> int:

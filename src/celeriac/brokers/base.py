@@ -212,6 +212,14 @@ class Broker(abc.ABC):
         """Send a control reply to the caller's reply queue (``routing_key``)."""
         raise NotImplementedError(f"{type(self).__name__} has no remote control")
 
+    async def request_control(
+        self, message: Message, reply_key: str, timeout: float, limit: int | None
+    ) -> list[Message]:
+        """Broadcast a control request that wants answers (``control_message`` with
+        ``reply_key``) and collect the answers from a reply queue made for it, for
+        ``timeout`` seconds or until ``limit`` came, as Celery's clients do."""
+        raise NotImplementedError(f"{type(self).__name__} has no remote control")
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
         most ``capacity``): 0.0 when taken, else the seconds until one is available."""

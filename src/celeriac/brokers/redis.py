@@ -497,6 +497,38 @@ class RedisBroker(Broker):
                 with contextlib.suppress(redis.RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def request_control(
+        self, message: Message, reply_key: str, timeout: float, limit: int | None
+    ) -> list[Message]:
+        """The reply queue is a list bound to ``reply.celery.pidbox`` by a member of
+        kombu's binding set (so workers find it), removed with the list afterwards."""
+        queue = f"{reply_key}.reply.celery.pidbox"
+        binding = f"{self.prefix}_kombu.binding.reply.celery.pidbox"
+        member = f"{reply_key}\x06\x16\x06\x16{queue}"
+        loop = asyncio.get_running_loop()
+        replies: list[Message] = []
+        with self._errors():
+            client = self._redis()
+            await client.sadd(binding, member)
+            try:
+                await client.publish(self._pidbox_channel(), encode_envelope(message))
+                deadline = loop.time() + timeout
+                while limit is None or len(replies) < limit:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    item = await client.brpop([self.prefix + queue], timeout=min(left, 1.0))
+                    if item is None:
+                        continue
+                    try:
+                        replies.append(decode_envelope(item[1]))
+                    except MessageError as exc:
+                        logger.warning("Remote control: ignored an unreadable reply: %s", exc)
+            finally:
+                await client.srem(binding, member)
+                await client.delete(self.prefix + queue)
+        return replies
+
     async def reply_control(self, routing_key: str, message: Message) -> None:
         """LPUSH to the reply queues bound to ``reply.celery.pidbox`` with
         ``routing_key`` (kombu's direct exchange on Redis: its binding set names them); a
