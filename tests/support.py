@@ -159,6 +159,24 @@ def write_module(directory: Path, name: str, source: str) -> Path:
     return path
 
 
+def repeat_until_logged(
+    action: Any, worker: WorkerProcess, pattern: str, timeout: float = 20
+) -> None:
+    """Run ``action`` (idempotent) until ``worker`` logs ``pattern``, waiting a second
+    for the line after each run: a pub/sub or fanout broadcast reaches a worker only
+    once it has subscribed or bound its queue, which may come after "ready"."""
+
+    def heard() -> bool:
+        action()
+        try:
+            worker.wait_for(pattern, timeout=1)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(heard, timeout, f"{pattern!r} in the worker's log")
+
+
 def wait_until(predicate: Any, timeout: float = 10, what: str = "condition") -> Any:
     """Poll ``predicate`` (a cheap check of an external effect) until it is truthy."""
     deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import celery
@@ -23,7 +24,14 @@ import celeriac
 import celeriac.exceptions
 from celeriac._amqp import delay_queue
 from celeriac._loop import run_sync
-from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
+from support import (
+    WorkerProcess,
+    celery_worker,
+    close_celery_app,
+    repeat_until_logged,
+    wait_until,
+    write_module,
+)
 from test_amqp import unacked
 from test_conformance_amqp import (
     amqp_vhost,  # noqa: F401 - fixture
@@ -214,18 +222,9 @@ def test_celeriac_revoke_reaches_a_running_celery_worker(
     try:
         with celery_worker(tmp_path, "vtasks", "-Q", queue) as theirs:
             theirs.wait_for(r"ready\.")
-
-            def revoked() -> bool:
-                # a fanout reaches the worker's control queue only once it is bound, so
-                # revoke (idempotent) until the worker says it heard it
-                app.control.revoke(task_id)  # Celery's pidbox broadcast, and our stream
-                try:
-                    theirs.wait_for(rf"Tasks flagged as revoked: {task_id}", timeout=1)
-                except AssertionError:
-                    return False
-                return True
-
-            wait_until(revoked, 20, "the Celery worker to hear the revoke")
+            # Celery's pidbox broadcast, besides our stream
+            revoke = partial(app.control.revoke, task_id)
+            repeat_until_logged(revoke, theirs, f"Tasks flagged as revoked: {task_id}")
             app.send_task("vtasks.add", (1, 1), task_id=task_id)
             theirs.wait_for(rf"Discarding revoked task: vtasks\.add\[{task_id}\]")
     finally:

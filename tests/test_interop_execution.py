@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import celery
@@ -18,7 +19,14 @@ import celery.exceptions
 import pytest
 
 import celeriac
-from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
+from support import (
+    WorkerProcess,
+    celery_worker,
+    close_celery_app,
+    repeat_until_logged,
+    wait_until,
+    write_module,
+)
 from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
@@ -100,22 +108,12 @@ def test_celeriac_revoke_reaches_a_running_celery_worker(db_url: str, tmp_path: 
     modules(tmp_path, db_url)
     app = celeriac.Celery("rtasks", broker=db_url, backend=db_url, set_as_current=False)
     task_id = "c0ffee00-0000-4000-8000-000000000001"
-    flagged = f"Tasks flagged as revoked: {task_id}"
-
-    def revoked() -> bool:
-        # a broadcast is pub/sub: it reaches the worker only once it has subscribed
-        # (after "ready"), so revoke (idempotent) until the worker says it heard it
-        app.control.revoke(task_id)  # Celery's pidbox broadcast, besides our own store
-        try:
-            theirs.wait_for(flagged, timeout=1)
-        except AssertionError:
-            return False
-        return True
-
     try:
         with celery_worker(tmp_path / "theirs", "rtasks", "-Q", "celery") as theirs:
             theirs.wait_for(r"ready\.")
-            wait_until(revoked, 20, "the Celery worker to hear the revoke")
+            # Celery's pidbox broadcast, besides our own store
+            revoke = partial(app.control.revoke, task_id)
+            repeat_until_logged(revoke, theirs, f"Tasks flagged as revoked: {task_id}")
             sent = app.send_task("rtasks.retry_once", task_id=task_id)
             theirs.wait_for(rf"Discarding revoked task: rtasks\.retry_once\[{task_id}\]")
         assert sent.state == "REVOKED"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from celeriac._resp import ReplyError
 from celeriac.protocol import Message, encode_envelope
 
 #: Options celeriac reads itself; taken out of a URL's query string, the rest of which
@@ -121,23 +122,42 @@ def exec_error(replies: Sequence[Any]) -> BaseException | None:
     for reply in replies:
         if isinstance(reply, BaseException):
             return reply
-    for reply in replies[-1] or ():
+    if replies[-1] is None:
+        return ReplyError("EXECABORT the transaction was discarded")
+    for reply in replies[-1]:
         if isinstance(reply, BaseException):
             return reply
     return None
 
 
+#: separates the fields of a member of kombu's binding sets
+BINDING_SEP = "\x06\x16"
+
+
+def binding_key(prefix: str, exchange: str) -> str:
+    """kombu's binding set of ``exchange``: the queues bound to it, one member each."""
+    return f"{prefix}_kombu.binding.{exchange}"
+
+
+def binding_member(routing_key: str, queue: str) -> str:
+    """A member of a binding set: routing key, pattern (empty), queue."""
+    return f"{routing_key}{BINDING_SEP}{BINDING_SEP}{queue}"
+
+
 def declare_commands(prefix: str, queue: str) -> list[tuple[str, str, str]]:
     """Celery's binding of ``queue`` (kombu's binding sets), as commands."""
-    member = f"{queue}\x06\x16\x06\x16{queue}"
+    member = binding_member(queue, queue)
     return [
-        ("SADD", f"{prefix}_kombu.binding.{queue}", member),
+        ("SADD", binding_key(prefix, queue), member),
         ("SADD", f"{prefix}_kombu.binding_permanent.{queue}", member),
     ]
 
 
 __all__ = [
+    "BINDING_SEP",
     "OWN_OPTIONS",
+    "binding_key",
+    "binding_member",
     "bucket",
     "declare_commands",
     "eta_in_queue",

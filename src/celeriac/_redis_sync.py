@@ -156,9 +156,10 @@ class _Link:
 
 
 class Publisher:
-    """Publishes as :meth:`RedisBroker.publish` does, on this thread's connection: the
-    same ``publish.lua`` with the same arguments, and Celery's binding on first use of a
-    queue (as :meth:`RedisBroker.declare`)."""
+    """Publishes as :meth:`RedisBroker.publish` does, on this thread's connection: a
+    message due now as :func:`immediate_commands` (packed once per queue and bucket), a
+    delayed one with ``publish.lua``, and Celery's binding on first use of a queue (as
+    :meth:`RedisBroker.declare`)."""
 
     def __init__(self, target: _Target) -> None:
         self.url = target.url

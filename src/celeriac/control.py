@@ -114,11 +114,11 @@ class Control:
             )
         if limit is None and destination is not None:
             limit = len(destination)
-        key = new_id()
+        key, ticket = new_id(), new_id()
         message = control_message(
-            command, arguments or {}, destination=destination, reply_key=key, timeout=timeout
-        )
-        ticket = json_loads(message.body)["ticket"]
+            command, arguments or {}, destination=destination, reply=(key, ticket),
+            timeout=timeout,
+        )  # fmt: skip
         answers: list[dict[str, Any]] = []
         for got in await broker.request_control(message, key, timeout, limit):
             if got.headers.get("ticket") not in (None, ticket):
@@ -161,9 +161,9 @@ class Inspect:
         self.destination = destination
         self.timeout = timeout
 
-    def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
+    def _ask(self, command: str) -> dict[str, Any] | None:
         answers = self.control.broadcast(
-            command, arguments, self.destination, reply=True, timeout=self.timeout
+            command, destination=self.destination, reply=True, timeout=self.timeout
         )
         merged: dict[str, Any] = {}
         for answer in answers or ():

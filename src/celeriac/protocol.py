@@ -361,15 +361,15 @@ def control_message(
     arguments: dict[str, Any],
     *,
     destination: Sequence[str] | None = None,
-    reply_key: str | None = None,
+    reply: tuple[str, str] | None = None,
     timeout: float = 0.0,
     in_effect: bool = False,
 ) -> Message:
     """A Celery remote-control (pidbox) request, for the ``celery.pidbox`` fanout
-    exchange: to ``destination`` (worker names; None: all); with ``reply_key`` (the
-    routing key of the caller's reply queue) the workers answer, and ignore it after
-    ``timeout`` seconds. ``in_effect``: its effect is in place already (a celeriac
-    revoke), so celeriac workers skip it (a ``celeriac`` header tells them)."""
+    exchange: to ``destination`` (worker names; None: all); with ``reply`` (the routing
+    key of the caller's reply queue, and the ticket answers carry) the workers answer,
+    and ignore it after ``timeout`` seconds. ``in_effect``: its effect is in place
+    already (a celeriac revoke), so celeriac workers skip it (a ``celeriac`` header)."""
     body: dict[str, Any] = {
         "method": method,
         "arguments": arguments,
@@ -378,8 +378,8 @@ def control_message(
         "matcher": None,
     }
     headers: dict[str, Any] = {"clock": 1, "expires": 0}
-    if reply_key is not None:
-        body["ticket"] = new_id()
+    if reply is not None:
+        reply_key, body["ticket"] = reply
         body["reply_to"] = {"exchange": "reply.celery.pidbox", "routing_key": reply_key}
         headers["expires"] = _time.time() + timeout if timeout else 0
     if in_effect:

@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
+from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.protocol import result_meta
 from celeriac.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -205,8 +207,6 @@ class Task(Generic[P, R]):
         stored when the task runs eagerly or is called directly."""
         stored = self._state_update(task_id, state, meta)
         if stored is not None:
-            from celeriac._loop import run_sync  # noqa: PLC0415
-
             run_sync(self.app.backend_store(*stored))
 
     async def aupdate_state(
@@ -224,8 +224,6 @@ class Task(Generic[P, R]):
     def _state_update(
         self, task_id: str | None, state: str | None, meta: Any
     ) -> tuple[str, dict[str, Any], str | None] | None:
-        from celeriac.protocol import result_meta  # noqa: PLC0415
-
         request = self.request
         if task_id is None:
             if request.called_directly or request.is_eager or request.id is None:

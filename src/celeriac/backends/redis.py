@@ -40,7 +40,7 @@ from celeriac._lua import (
     split_url,
     translated_errors,
 )
-from celeriac._resp import ReplyError
+from celeriac._redis_layout import exec_error
 from celeriac.backends.base import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
@@ -270,12 +270,9 @@ class RedisBackend(ResultBackend):
                         pipe.execute_command(*command)
                     await pipe.execute()
                 return
-            replies = await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)])
-            for reply in replies:
-                if isinstance(reply, ReplyError):
-                    raise reply
-            if replies[-1] is None:
-                raise ReplyError("EXECABORT the transaction was discarded")
+            error = exec_error(await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)]))
+            if error is not None:
+                raise error
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         with self._errors():

@@ -712,18 +712,22 @@ class AMQPBroker(Broker):
             try:
                 await asyncio.wait_for(conn.connect(), self._timeout)
                 ch = await self._pidbox_channel(conn)
-                try:
-                    await ch.queue_declare(queue, exclusive=True, auto_delete=True,
-                                           arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
-                except ChannelLockedResource:  # another worker has this name
-                    logger.warning(
-                        "Remote control: another worker is named %s; give each worker its "
-                        "own name (-n) so that requests can tell them apart", hostname,
-                    )  # fmt: skip
-                    queue = f"{hostname}.{uuid.uuid4().hex[:12]}.celery.pidbox"
-                    ch = await conn.channel()
-                    await ch.queue_declare(queue, exclusive=True, auto_delete=True,
-                                           arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
+                # Celery's name, or one of our own when another worker has that name
+                names = (
+                    f"{hostname}.celery.pidbox",
+                    f"{hostname}.{uuid.uuid4().hex[:12]}.celery.pidbox",
+                )
+                for queue in names:
+                    try:
+                        await ch.queue_declare(queue, exclusive=True, auto_delete=True,
+                                               arguments=_PIDBOX_QUEUE_ARGS)  # fmt: skip
+                        break
+                    except ChannelLockedResource:  # the channel is closed: a new one
+                        logger.warning(
+                            "Remote control: another worker is named %s; give each worker "
+                            "its own name (-n) so that requests can tell them apart", hostname,
+                        )  # fmt: skip
+                        ch = await conn.channel()
                 await ch.queue_bind(queue, "celery.pidbox", routing_key="")
 
                 async def on_request(delivered: DeliveredMessage) -> None:

@@ -93,6 +93,9 @@ from celeriac._lua import (
     translated_errors,
 )
 from celeriac._redis_layout import (
+    BINDING_SEP,
+    binding_key,
+    binding_member,
     bucket,
     declare_commands,
     eta_in_queue,
@@ -503,8 +506,8 @@ class RedisBroker(Broker):
         """The reply queue is a list bound to ``reply.celery.pidbox`` by a member of
         kombu's binding set (so workers find it), removed with the list afterwards."""
         queue = f"{reply_key}.reply.celery.pidbox"
-        binding = f"{self.prefix}_kombu.binding.reply.celery.pidbox"
-        member = f"{reply_key}\x06\x16\x06\x16{queue}"
+        binding = binding_key(self.prefix, "reply.celery.pidbox")
+        member = binding_member(reply_key, queue)
         loop = asyncio.get_running_loop()
         replies: list[Message] = []
         with self._errors():
@@ -535,12 +538,10 @@ class RedisBroker(Broker):
         caller that has gone has no binding left, so nothing is left behind."""
         raw = encode_envelope(message)
         with self._errors():
-            members = await self._redis().smembers(
-                f"{self.prefix}_kombu.binding.reply.celery.pidbox"
-            )
+            members = await self._redis().smembers(binding_key(self.prefix, "reply.celery.pidbox"))
             for member in members:
                 text = member.decode("utf-8", "replace") if isinstance(member, bytes) else member
-                parts = text.split("\x06\x16")  # routing key, pattern, queue
+                parts = text.split(BINDING_SEP)  # routing key, pattern, queue
                 if len(parts) == 3 and parts[0] == routing_key and parts[2]:
                     await self._redis().lpush(self.prefix + parts[2], raw)
 
