@@ -409,6 +409,14 @@ class AMQPBroker(Broker):
         async def on_message_slow(message: DeliveredMessage) -> None:
             on_message(message)  # were the fast lane (s.tap) ever to pass one on
 
+        # The revocation stream shares this channel: follow it before taking deliveries.
+        # Right after RabbitMQ restarts the stream may not be up yet; failing now (and
+        # retrying) costs nothing, while failing later would close the channel under
+        # deliveries already running, which RabbitMQ would then deliver again.
+        if not s.following:
+            async with self._follow_lock:
+                if not s.following:
+                    await self._follow(s)
         async with self._qos_lock:  # the revocation stream sets its own prefetch
             if restart:
                 await s.consume.basic_qos(prefetch_count=need, global_=False)
