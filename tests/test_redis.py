@@ -285,20 +285,28 @@ def test_result_backend_uses_celerys_keys_and_channel(prefix: str, r: redis.Redi
     pubsub.close()
 
 
-def test_wait_resubscribes_when_its_pubsub_connection_drops(prefix: str, r: redis.Redis) -> None:
+def test_wait_resubscribes_when_its_pubsub_connection_drops(
+    prefix: str, private_redis: PrivateRedis
+) -> None:
+    # a server of its own: the test kills every pub/sub connection on it
+    url, r = private_redis.url, redis.Redis(port=private_redis.port)
+
     async def main() -> None:
         options = {"global_keyprefix": prefix}
-        async with opened(RedisBackend(REDIS_URL, options=options)) as be:
+        async with opened(RedisBackend(url, options=options)) as be:
             waiting = asyncio.create_task(be.wait(["a"], 10.0))
             channel = f"{prefix}celery-task-meta-a"
             await asyncio.to_thread(wait_until, lambda: r.pubsub_numsub(channel)[0][1] == 1, 5)
             r.client_kill_filter(_type="pubsub", skipme=True)
             await asyncio.to_thread(wait_until, lambda: r.pubsub_numsub(channel)[0][1] == 1, 5)
-            async with opened(RedisBackend(REDIS_URL, options=options)) as other:
+            async with opened(RedisBackend(url, options=options)) as other:
                 await other.store("a", result_meta("a", "SUCCESS", 1), 60)
             assert (await asyncio.wait_for(waiting, 5))["a"]["result"] == 1
 
-    run(main())
+    try:
+        run(main())
+    finally:
+        r.close()
 
 
 # -- a private redis-server ----------------------------------------------------------
