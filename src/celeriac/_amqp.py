@@ -350,8 +350,12 @@ class ConsumerTap(Tap):
     and handed to its (synchronous) callback. Deliveries to other consumers, ``basic.get``
     answers and every other frame go to aiormq."""
 
-    def __init__(self) -> None:
+    def __init__(self, outstanding: set[int] | None = None) -> None:
         self.callbacks: dict[str, Callable[[Received], None]] = {}
+        #: every delivery's tag is added here as its frame arrives, whichever consumer it
+        #: is for, so an ack with ``multiple`` never covers one not acked yet (the
+        #: revocation stream's records share the channel and are acked one by one)
+        self.outstanding = outstanding
         self._mine = False  # the content frames that follow belong to a message of ours
         self._deliver: DeliverFrame | None = None
         self._header: Header | None = None
@@ -364,9 +368,11 @@ class ConsumerTap(Tap):
             if _METHOD.unpack_from(buf, start) != _DELIVER:
                 return False
             tag, pos = _short(buf, start + 4)
+            (delivery_tag,) = _U64.unpack_from(buf, pos)
+            if self.outstanding is not None:
+                self.outstanding.add(delivery_tag)
             if tag not in self.callbacks:
                 return False
-            (delivery_tag,) = _U64.unpack_from(buf, pos)
             redelivered = bool(buf[pos + 8] & 1)
             exchange, pos = _short(buf, pos + 9)
             key, pos = _short(buf, pos)
@@ -617,7 +623,8 @@ class Session:
         self.number = number
         self.conn = conn
         self.consume = consume  # consumers, acks, basic.get
-        self.tap = ConsumerTap()  # the fast lane for our consumers' deliveries
+        self.outstanding: set[int] = set()  # delivery tags of ``consume`` not acked yet
+        self.tap = ConsumerTap(self.outstanding)  # the fast lane for our consumers
         conn.wire.tap(consume, self.tap)
         self.publish: AbstractChannel | None = None  # publishes, with confirms
         self.admin: AbstractChannel | None = None  # declarations; reopened after an error
@@ -631,7 +638,6 @@ class Session:
         self.fresh = False  # consumers just started: RabbitMQ sends a burst
         self.buffer: deque[tuple[str, Incoming]] = deque()
         self.held = 0  # handed to the caller, not settled
-        self.outstanding: set[int] = set()  # delivery tags of ``consume`` not acked yet
         self.error: BaseException | None = None
         self.wake = asyncio.Event()
         self.following = False  # reading the revocation stream
