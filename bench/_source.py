@@ -57,7 +57,10 @@ def git_state(ref_sha: str | None) -> dict[str, Any]:
 def probe_celeriac(python: str, src: Path | None) -> dict[str, Any]:
     """Import celeriac the way its workers will, and say what it offers."""
     code = (
-        "import json, celeriac, celeriac.brokers as b, celeriac.backends as k\n"
+        "import json, celeriac\n"
+        "try:\n    import celeriac.transports as b, celeriac.transports as k\n"
+        "except ImportError:  # a commit before the transports/ layout\n"
+        "    import celeriac.brokers as b, celeriac.backends as k\n"
         "print(json.dumps({'version': celeriac.__version__, 'file': celeriac.__file__,"
         " 'redis_broker': 'redis' in b.BROKERS, 'redis_backend': 'redis' in k.BACKENDS,"
         " 'amqp_broker': 'amqp' in b.BROKERS, 'rpc_backend': 'rpc' in k.BACKENDS}))\n"

@@ -25,22 +25,22 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from celeriac import Celery
-from celeriac import _amqp_control as _ctl
-from celeriac._amqp import (
+from celeriac._loop import run_sync
+from celeriac.exceptions import BrokerError, ImproperlyConfigured, TaskRevokedError, WorkerLostError
+from celeriac.protocol import build_task_message, json_loads, result_meta
+from celeriac.testing import TestWorker
+from celeriac.testing.conformance import message, number, opened
+from celeriac.transports.amqp import control as _ctl
+from celeriac.transports.amqp.broker import AMQPBroker
+from celeriac.transports.amqp.connection import (
     Properties,
     connection_url,
     decode_properties,
     delay_queue,
     encode_properties,
 )
-from celeriac._loop import run_sync
-from celeriac.backends.rpc import RPCBackend
-from celeriac.brokers.amqp import AMQPBroker
-from celeriac.brokers.base import Revocation
-from celeriac.exceptions import BrokerError, ImproperlyConfigured, TaskRevokedError, WorkerLostError
-from celeriac.protocol import build_task_message, json_loads, result_meta
-from celeriac.testing import TestWorker
-from celeriac.testing.conformance import message, number, opened
+from celeriac.transports.amqp.rpc import RPCBackend
+from celeriac.transports.broker import Revocation
 from support import WorkerProcess, wait_until, write_module
 from test_conformance_amqp import (
     amqp_vhost,  # noqa: F401 - fixture

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, chain, chord, chunks, group, signature, xmap, xstarmap
-from celeriac.brokers import broker_class
 from celeriac.canvas import Signature
 from celeriac.canvas._signature import Emit
 from celeriac.exceptions import ChordError, IncompleteStream, TaskRevokedError
 from celeriac.protocol import decode_task, json_dumps, json_loads
 from celeriac.result import AsyncResult, GroupResult, result_from_tuple
 from celeriac.testing import TestWorker
+from celeriac.transports import broker_class
 from support import WorkerProcess, wait_until, write_module
 
 REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

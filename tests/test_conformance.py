@@ -8,12 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.backends.memory import MemoryBackend
-from celeriac.backends.memory import clear_stores as clear_results
-from celeriac.backends.sqlite import SQLiteBackend
-from celeriac.brokers.memory import MemoryBroker
-from celeriac.brokers.memory import clear_stores as clear_queues
-from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.testing.conformance import (
     BackendConformance,
     BackendFactory,
@@ -21,6 +15,12 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     url_factory,
 )
+from celeriac.transports.memory.backend import MemoryBackend
+from celeriac.transports.memory.backend import clear_stores as clear_results
+from celeriac.transports.memory.broker import MemoryBroker
+from celeriac.transports.memory.broker import clear_stores as clear_queues
+from celeriac.transports.sqlite.backend import SQLiteBackend
+from celeriac.transports.sqlite.broker import SQLiteBroker
 
 
 class TestMemoryBroker(BrokerConformance):

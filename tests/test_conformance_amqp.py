@@ -27,10 +27,10 @@ import aiormq
 import pytest
 from yarl import URL
 
-from celeriac._amqp import LEVELS, delay_queue
-from celeriac.brokers.amqp import DEAD_LETTER_QUEUE, AMQPBroker
-from celeriac.brokers.base import Broker
 from celeriac.testing.conformance import QUEUE, BrokerConformance, BrokerFactory
+from celeriac.transports.amqp.broker import DEAD_LETTER_QUEUE, AMQPBroker
+from celeriac.transports.amqp.connection import LEVELS, delay_queue
+from celeriac.transports.broker import Broker
 
 AMQP_URL = os.environ.get("CELERIAC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 LOCK_PATH = Path(os.environ.get("TMPDIR", "/tmp")) / "celeriac-test-rabbitmq.lock"

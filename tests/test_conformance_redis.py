@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from celeriac.backends.redis import RedisBackend
-from celeriac.brokers.redis import RedisBroker
 from celeriac.testing.conformance import (
     BackendConformance,
     BackendFactory,
@@ -27,6 +25,8 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     url_factory,
 )
+from celeriac.transports.redis.backend import RedisBackend
+from celeriac.transports.redis.broker import RedisBroker
 
 REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

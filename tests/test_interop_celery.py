@@ -23,9 +23,9 @@ import redis
 import celeriac
 import celeriac.exceptions
 from celeriac._loop import run_sync
-from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import build_task_message
 from celeriac.testing.conformance import opened
+from celeriac.transports.redis.broker import RedisBroker
 from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 from test_conformance_redis import leased_database
 

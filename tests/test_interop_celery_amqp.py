@@ -22,8 +22,8 @@ import pytest
 
 import celeriac
 import celeriac.exceptions
-from celeriac._amqp import delay_queue
 from celeriac._loop import run_sync
+from celeriac.transports.amqp.connection import delay_queue
 from support import (
     WorkerProcess,
     celery_worker,

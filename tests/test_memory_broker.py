@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from celeriac.brokers.memory import MemoryBroker, clear_stores
 from celeriac.exceptions import TimeoutError
 from celeriac.testing.conformance import message, number, opened, run
+from celeriac.transports.memory.broker import MemoryBroker, clear_stores
 
 
 @pytest.fixture

@@ -26,8 +26,6 @@ from typing import Any
 import pytest
 import redis
 
-from celeriac.backends.redis import RedisBackend
-from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import BrokerError
 from celeriac.protocol import (
     build_task_message,
@@ -37,6 +35,8 @@ from celeriac.protocol import (
     result_meta,
 )
 from celeriac.testing.conformance import message, number, opened, run
+from celeriac.transports.redis.backend import RedisBackend
+from celeriac.transports.redis.broker import RedisBroker
 from support import WorkerProcess, wait_until, write_module
 from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 

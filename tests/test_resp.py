@@ -1,5 +1,5 @@
-"""The sync Redis fast paths: the RESP codec and blocking connection (``celeriac._resp``),
-the sync publisher and result waiter (``celeriac._redis_sync``), against real Redis.
+"""The sync Redis fast paths: the RESP codec and blocking connection (``transports.redis.resp``),
+the sync publisher and result waiter (``transports.redis.sync``), against real Redis.
 
 Tests on the shared server use their own key prefix; AUTH, NOSCRIPT and restart tests
 run a private ``redis-server`` (see ``PrivateRedis`` in ``test_redis``).
@@ -25,11 +25,17 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celeriac import Celery, Middleware, _redis_sync, _resp, signals
+from celeriac import Celery, Middleware, signals
 from celeriac._loop import loop_thread
-from celeriac._lua import script
-from celeriac._redis_layout import publish_group
-from celeriac._resp import (
+from celeriac.exceptions import BackendError, BrokerError, TimeoutError
+from celeriac.protocol import Message, build_task_message, json_dumps, new_id, result_meta
+from celeriac.testing import TestWorker
+from celeriac.testing.conformance import opened, run
+from celeriac.transports.redis import resp as _resp
+from celeriac.transports.redis import sync as _redis_sync
+from celeriac.transports.redis.broker import RedisBroker
+from celeriac.transports.redis.layout import publish_group
+from celeriac.transports.redis.resp import (
     NEED_DATA,
     Connection,
     Endpoint,
@@ -46,11 +52,7 @@ from celeriac._resp import (
     make_reader,
     parse_endpoint,
 )
-from celeriac.brokers.redis import RedisBroker
-from celeriac.exceptions import BackendError, BrokerError, TimeoutError
-from celeriac.protocol import Message, build_task_message, json_dumps, new_id, result_meta
-from celeriac.testing import TestWorker
-from celeriac.testing.conformance import opened, run
+from celeriac.transports.redis.scripts import script
 from support import wait_until
 from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 from test_redis import PrivateRedis, _free_port

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from celeriac import _sql
-from celeriac.backends.sqlite import SQLiteBackend
-from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import result_meta
 from celeriac.testing.conformance import message, number, opened, run
+from celeriac.transports.sqlite import db as _sql
+from celeriac.transports.sqlite.backend import SQLiteBackend
+from celeriac.transports.sqlite.broker import SQLiteBroker
 
 CONSUMER = """
 import asyncio, json, os, sys, time
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.transports.sqlite.broker import SQLiteBroker
 from celeriac.testing.conformance import number
 
 async def main(url, barrier, parties):
@@ -53,7 +53,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 PRODUCER = """
 import asyncio, sys, time
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.transports.sqlite.broker import SQLiteBroker
 from celeriac.testing.conformance import message
 
 async def produce(url, total):

@@ -17,8 +17,8 @@ import pytest
 from yarl import URL
 
 from celeriac import Celery
-from celeriac._tls import apply_tls
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
+from celeriac.transports.tls import apply_tls
 from support import TLSProxy, WorkerProcess, write_module
 from test_conformance_amqp import amqp_vhost, rabbit  # noqa: F401 - fixtures
 from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix

@@ -14,17 +14,23 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from celeriac import _redis_sync
 from celeriac._config import Settings
 from celeriac._loop import run_sync
-from celeriac._tls import apply_tls
-from celeriac.backends import ResultBackend, backend_class, create_backend
-from celeriac.brokers import Broker, broker_class, create_broker
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task_class
+from celeriac.transports import (
+    Broker,
+    ResultBackend,
+    backend_class,
+    broker_class,
+    create_backend,
+    create_broker,
+)
+from celeriac.transports.redis import sync as _redis_sync
+from celeriac.transports.tls import apply_tls
 
 if TYPE_CHECKING:
     from celeriac.control import Control

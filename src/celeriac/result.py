@@ -10,10 +10,11 @@ from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from celeriac import _redis_sync, states
+from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import IncompleteStream, TaskRevokedError, TimeoutError
 from celeriac.protocol import decode_exception
+from celeriac.transports.redis import sync as _redis_sync
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -27,9 +27,9 @@ from celeriac.task import Task, _current_request
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultBackend
-    from celeriac.brokers.base import Broker
     from celeriac.protocol import Message
+    from celeriac.transports.backend import ResultBackend
+    from celeriac.transports.broker import Broker
 
     PublishItem = tuple[str, Message, int, float | None]
 

@@ -32,7 +32,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.backends.base import ChordClaim, ChordPart
 from celeriac.canvas._maps import chunks
 from celeriac.canvas._signature import (
     SENT,
@@ -48,13 +47,14 @@ from celeriac.exceptions import ChordError, MessageError
 from celeriac.middleware import Middleware
 from celeriac.protocol import decode_exception, decode_task, encode_exception, result_meta, utcnow
 from celeriac.task import Context
+from celeriac.transports.backend import ChordClaim, ChordPart
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultBackend
-    from celeriac.brokers.base import Broker
     from celeriac.protocol import Message
     from celeriac.task import Task
+    from celeriac.transports.backend import ResultBackend
+    from celeriac.transports.broker import Broker
     from celeriac.worker.core import Outcome
 
 logger = logging.getLogger("celeriac.canvas")

@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 
-from celeriac.brokers.base import Broker, Delivery, Revocation
 from celeriac.protocol import build_task_message
 from celeriac.testing._support import (
     QUEUE,
@@ -21,6 +20,7 @@ from celeriac.testing._support import (
     run,
     run_in_threads,
 )
+from celeriac.transports.broker import Broker, Delivery, Revocation
 
 
 class BrokerConformance:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
-from celeriac.backends.base import ResultBackend
-from celeriac.brokers.base import Broker, Delivery
 from celeriac.protocol import Message, build_task_message, json_loads
+from celeriac.transports.backend import ResultBackend
+from celeriac.transports.broker import Broker, Delivery
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from celeriac import __version__
-from celeriac.brokers import create_broker
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
+from celeriac.transports import create_broker
 from celeriac.utils.log import mask_url, setup_logging
 from celeriac.worker.consumer import Consumer, check_capabilities
 from celeriac.worker.pools import POOLS, make_pool

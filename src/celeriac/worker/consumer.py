@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers.base import Broker, Delivery, Revocation
 from celeriac.control import remote_command
 from celeriac.exceptions import (
     BackendError,
@@ -33,13 +32,14 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
 )
 from celeriac.protocol import Message, control_reply, parse_control
+from celeriac.transports.broker import Broker, Delivery, Revocation
 from celeriac.worker.core import Action, Handler, Job, Outcome
 from celeriac.worker.limits import LocalBucket, parse_rate
 from celeriac.worker.pools import Pool
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultBackend
+    from celeriac.transports.backend import ResultBackend
 
 logger = logging.getLogger("celeriac.worker")
 

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.brokers.base import Delivery, Revocation
 from celeriac.exceptions import (
     ContentDisallowed,
     Ignore,
@@ -44,6 +43,7 @@ from celeriac.protocol import (
     serialize,
 )
 from celeriac.task import Context, Task, _current_request
+from celeriac.transports.broker import Delivery, Revocation
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

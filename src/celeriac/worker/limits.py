@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from celeriac.brokers.base import bucket_take
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.transports.broker import bucket_take
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 

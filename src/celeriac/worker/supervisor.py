@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers import create_broker
+from celeriac.transports import create_broker
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
 

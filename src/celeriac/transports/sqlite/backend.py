@@ -5,7 +5,7 @@ URL forms as for the SQLite broker: ``sqlite:///relative.db``, ``sqlite:////abso
 (``protocol.json_dumps``) in ``celeriac_results``; rows past their expiry are invisible
 and deleted lazily (at most every ``cleanup_interval`` seconds, default 60, by a writer).
 ``wait`` polls ``PRAGMA data_version`` (no lock, no row reads) and reads the rows only
-when another connection committed. SQL lives in ``celeriac/_sql/backend_queries.sql``.
+when another connection committed. SQL lives in ``sql/backend_queries.sql``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from celeriac import _sql, states
-from celeriac.backends.base import (
+from celeriac import states
+from celeriac.exceptions import BackendError
+from celeriac.protocol import json_dumps, json_loads
+from celeriac.transports.backend import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
     ChordClaim,
     ChordPart,
     ResultBackend,
 )
-from celeriac.exceptions import BackendError
-from celeriac.protocol import json_dumps, json_loads
+from celeriac.transports.sqlite import db as _sql
 
 _READY_JSON = json.dumps(sorted(states.READY_STATES))
 

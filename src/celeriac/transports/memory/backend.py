@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from celeriac import states
-from celeriac.backends.base import (
+from celeriac.protocol import json_dumps, json_loads
+from celeriac.transports.backend import (
     CHORD_CLAIM_SECONDS,
     CHORD_DONE_SECONDS,
     ChordClaim,
     ChordPart,
     ResultBackend,
 )
-from celeriac.protocol import json_dumps, json_loads
 
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", frozenset[str]]
 

@@ -1,5 +1,5 @@
 """Control state on RabbitMQ, with RabbitMQ as the only store: durable revocations and
-global (all-worker) token buckets. :class:`celeriac.brokers.amqp.AMQPBroker` wires these
+global (all-worker) token buckets. :class:`celeriac.transports.amqp.broker.AMQPBroker` wires these
 into its connection; this module holds the names, the formats and the bookkeeping.
 
 **Revocations: one stream** (``celeriac.revoked``, ``x-queue-type: stream``). ``revoke``
@@ -64,7 +64,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.brokers.base import Revocation
+from celeriac.transports.broker import Revocation
 
 REVOKED_STREAM = "celeriac.revoked"
 #: records the stream consumer may hold unacked

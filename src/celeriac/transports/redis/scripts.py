@@ -14,7 +14,6 @@ import contextlib
 import functools
 import hashlib
 from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,10 +23,10 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from celeriac._redis_layout import key_prefix, split_url
-from celeriac._resp import RespError, parse_endpoint
-from celeriac._resp_async import AsyncConnection, run_script
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.transports.redis.layout import key_prefix, script_source, split_url
+from celeriac.transports.redis.resp import RespError, parse_endpoint
+from celeriac.transports.redis.resp_async import AsyncConnection, run_script
 from celeriac.utils.log import mask_url
 
 #: Transport options handed to redis-py's connections.
@@ -126,7 +125,7 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.text = _source(name)
+        self.text = script_source(name)
         self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
     async def __call__(self, client: redis.asyncio.Redis, *args: Any) -> Any:
@@ -134,13 +133,6 @@ class Script:
             return await client.evalsha(self.sha, 0, *args)
         except redis.exceptions.NoScriptError:
             return await client.eval(self.text, 0, *args)
-
-
-@functools.cache
-def _source(name: str) -> str:
-    folder = resources.files(__name__)
-    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
-    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 @functools.cache

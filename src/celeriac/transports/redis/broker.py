@@ -12,7 +12,7 @@ still finds our unacked messages. Our own lease records sit beside them:
 ``celeriac.leases`` (zset tag -> deadline), ``celeriac.lease_owner``,
 ``celeriac.lease_queue`` and ``celeriac.deliveries`` (the delivery count, which also
 serves as the lease token). Dead letters go to the list ``celeriac.dead_letter``. The full
-key list is in ``celeriac/_lua/common.lua``; ``global_keyprefix`` prefixes every key.
+key list is in ``lua/common.lua``; ``global_keyprefix`` prefixes every key.
 
 **Priorities.** The broker contract serves a higher number first; Celery's Redis worker
 serves the *lower* buckets first. We keep Celery's lists (a priority-9 message goes to
@@ -82,17 +82,10 @@ from typing import Any, ClassVar
 import redis
 import redis.asyncio
 
-from celeriac._lua import (
-    close_client,
-    fast_connection,
-    key_prefix,
-    make_client,
-    run_fast,
-    script,
-    split_url,
-    translated_errors,
-)
-from celeriac._redis_layout import (
+from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
+from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
+from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
     binding_member,
@@ -106,12 +99,19 @@ from celeriac._redis_layout import (
     publish_group,
     when,
 )
-from celeriac._resp import ReplyError
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
-from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
-from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.transports.redis.resp import ReplyError
+from celeriac.transports.redis.scripts import (
+    close_client,
+    fast_connection,
+    key_prefix,
+    make_client,
+    run_fast,
+    script,
+    split_url,
+    translated_errors,
+)
 
-logger = logging.getLogger("celeriac.brokers.redis")
+logger = logging.getLogger("celeriac.transports.redis.broker")
 
 _BUCKETS = ("0", "3", "6", "9")
 _SUBSCRIBE_TIMEOUT = 10.0
@@ -570,7 +570,7 @@ class RedisBroker(Broker):
             )
         return out
 
-    # -- the sync publisher (celeriac._redis_sync) builds on these -------------
+    # -- the sync publisher (celeriac.transports.redis.sync) builds on these -------------
     def sync_target(self) -> tuple[str, dict[str, Any]]:
         """The URL (celeriac's options taken out) and the options to connect with."""
         return self._url, self.options

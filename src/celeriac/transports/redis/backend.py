@@ -31,7 +31,17 @@ import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 
-from celeriac._lua import (
+from celeriac.exceptions import BackendError
+from celeriac.protocol import json_dumps, json_loads, ready_meta
+from celeriac.transports.backend import (
+    CHORD_CLAIM_SECONDS,
+    CHORD_DONE_SECONDS,
+    ChordClaim,
+    ChordPart,
+    ResultBackend,
+)
+from celeriac.transports.redis.layout import exec_error
+from celeriac.transports.redis.scripts import (
     close_client,
     fast_connection,
     key_prefix,
@@ -40,19 +50,9 @@ from celeriac._lua import (
     split_url,
     translated_errors,
 )
-from celeriac._redis_layout import exec_error
-from celeriac.backends.base import (
-    CHORD_CLAIM_SECONDS,
-    CHORD_DONE_SECONDS,
-    ChordClaim,
-    ChordPart,
-    ResultBackend,
-)
-from celeriac.exceptions import BackendError
-from celeriac.protocol import json_dumps, json_loads, ready_meta
 from celeriac.utils.log import mask_url
 
-logger = logging.getLogger("celeriac.backends.redis")
+logger = logging.getLogger("celeriac.transports.redis.backend")
 
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _Ready = dict[str, dict[str, Any]]
@@ -401,7 +401,7 @@ class RedisBackend(ResultBackend):
 
     def sync_target(self) -> tuple[str, dict[str, Any]]:
         """The URL (celeriac's options taken out) and the options to connect with, for
-        the sync result waiter (``celeriac._redis_sync``)."""
+        the sync result waiter (``celeriac.transports.redis.sync``)."""
         return self._url, self.options
 
 

@@ -12,7 +12,7 @@ The stdlib ``sqlite3`` module is called directly on the event-loop thread: WAL m
 than the call. A waiting fetch takes no lock: it polls ``PRAGMA data_version`` (1 ms,
 backing off to ``polling_interval``) and wakes when a delayed message or a lease comes
 due. Options: ``visibility_timeout`` (s, default 60), ``polling_interval`` (s, default
-0.05), ``busy_timeout`` (s, default 5). SQL lives in ``celeriac/_sql/broker_queries.sql``.
+0.05), ``busy_timeout`` (s, default 5). SQL lives in ``sql/broker_queries.sql``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from celeriac import _sql
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.exceptions import BrokerError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
+from celeriac.transports.sqlite import db as _sql
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:

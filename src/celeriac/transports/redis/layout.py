@@ -1,5 +1,5 @@
 """How celeriac reads a Redis URL and lays out a published message, shared by the Redis
-broker (``celeriac.brokers.redis``) and the sync publisher (``celeriac._redis_sync``).
+broker (``.broker``) and the sync publisher (``.sync``).
 
 This module imports no redis-py (a quarter of a second of a short script's life), so the
 sync path can use it; the two paths put the same bytes in Redis because both build them
@@ -8,12 +8,14 @@ here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from celeriac._resp import ReplyError
 from celeriac.protocol import Message, encode_envelope
+from celeriac.transports.redis.resp import ReplyError
 
 #: Options celeriac reads itself; taken out of a URL's query string, the rest of which
 #: goes to the client (``?ssl_cert_reqs=none``, ``?socket_timeout=5``, ...).
@@ -170,3 +172,11 @@ __all__ = [
     "split_url",
     "when",
 ]
+
+
+@functools.cache
+def script_source(name: str) -> str:
+    """The Lua script ``lua/<name>.lua`` with ``lua/common.lua`` prepended, read once."""
+    folder = resources.files(__package__).joinpath("lua")
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """AMQP 0-9-1 plumbing shared by the RabbitMQ broker and the ``rpc://`` result backend:
 URLs, header tables as Celery's py-amqp writes them, and the delay cascade's names and
-declarations (the design is in :mod:`celeriac.brokers.amqp`)."""
+declarations (the design is in :mod:`celeriac.transports.amqp.broker`)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from pamqp import decode, encode
 from pamqp.commands import Basic
 from yarl import URL
 
-from celeriac._amqp_control import Bucket
-from celeriac.brokers.base import Delivery
 from celeriac.protocol import JSON, Message
+from celeriac.transports.amqp.control import Bucket
+from celeriac.transports.broker import Delivery
 
 #: delay levels: level k holds a message 2**k ms, so delays up to 2**LEVELS - 1 ms
 LEVELS = 32

@@ -65,12 +65,12 @@ channel and is redelivered. Other options: ``heartbeat`` (s, default 60),
 instance reads from its start and then follows (``revoked`` answers from memory), and per
 rate-limited task a bounded token queue refilled by one worker elected through a
 single-active-consumer queue. The design, and why it beat the alternatives, is in
-:mod:`celeriac._amqp_control`.
+:mod:`celeriac.transports.amqp.control`.
 
 **Speed**: aiormq writes every frame with its own ``send``; the connection's transport
 here gathers the frames of one event-loop pass into one write (an ack, a fetch's qos and
 a reply go together). Deliveries to our consumers skip aiormq: the connection's protocol
-splits frames itself and assembles those messages at once (:class:`celeriac._amqp.Wire`;
+splits frames itself and assembles those messages at once (:class:`.connection.Wire`;
 aiormq's two queue hops and task per message cost more than the rest of the worker).
 Acks of deliveries that finish in order are one ``basic.ack`` with
 ``multiple`` (the channel's outstanding tags are tracked, so it never covers a delivery
@@ -100,15 +100,15 @@ from aiormq.exceptions import (
 from aiormq.exceptions import PublishError as Returned
 from pamqp.commands import Basic
 
-from celeriac import _amqp
-from celeriac import _amqp_control as _ctl
-from celeriac._amqp import Session
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
 from celeriac.protocol import JSON, Message
+from celeriac.transports.amqp import connection as _amqp
+from celeriac.transports.amqp import control as _ctl
+from celeriac.transports.amqp.connection import Session
+from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.utils.log import mask_url
 
-logger = logging.getLogger("celeriac.brokers.amqp")
+logger = logging.getLogger("celeriac.transports.amqp.broker")
 
 DEAD_LETTER_QUEUE = "celeriac.dead_letter"
 #: after consumers start, how long a fetch waits for more of the burst RabbitMQ sends
@@ -650,7 +650,7 @@ class AMQPBroker(Broker):
             ]  # fmt: skip
 
     # -- control state: durable revocations, global rate limits -------------------
-    # (the design, and why, is in celeriac._amqp_control)
+    # (the design, and why, is in celeriac.transports.amqp.control)
     supports_revoke = True
     supports_global_rate_limit = True
 

@@ -26,7 +26,7 @@ sent from tasks may reach a sibling child. Chords need a backend that stores res
 Replies are published with confirms (a worker acks a task once its reply is on the
 server); ``confirm_publish=False`` (``result_backend_transport_options``) sends them as
 Celery does, without. A batch's replies are written as frames directly (the fast lane,
-:class:`celeriac._amqp.Wire`) in one socket write, and their confirms awaited together.
+:class:`.connection.Wire`) in one socket write, and their confirms awaited together.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from yarl import URL
 
 from celeriac import states
-from celeriac._amqp import (
+from celeriac.exceptions import BackendError, CeleriacError, MessageError
+from celeriac.protocol import deserialize, serialize
+from celeriac.transports.amqp.connection import (
     ConfirmTap,
     Connection,
     connection,
@@ -52,12 +54,10 @@ from celeriac._amqp import (
     publish_frames,
     quiet_aiormq,
 )
-from celeriac.backends.base import ResultBackend
-from celeriac.exceptions import BackendError, CeleriacError, MessageError
-from celeriac.protocol import deserialize, serialize
+from celeriac.transports.backend import ResultBackend
 from celeriac.utils.log import mask_url
 
-logger = logging.getLogger("celeriac.backends.rpc")
+logger = logging.getLogger("celeriac.transports.amqp.rpc")
 
 READY = states.READY_STATES
 _ERRORS = (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError, OSError, TimeoutError)

@@ -1,19 +1,19 @@
 """Sync fast paths on Redis: ``send_task`` publishes, and ``AsyncResult.get`` waits,
-on a blocking socket of the calling thread (:mod:`celeriac._resp`) instead of running a
+on a blocking socket of the calling thread (:mod:`.resp`) instead of running a
 coroutine on the thread's event loop: a sync ``delay()`` costs one ``sendall`` and one
 ``recv``.
 
 They apply only where they cannot change behaviour: a sync caller with no event loop
-running in its thread, the Redis broker (backend) class itself, a URL :mod:`celeriac._resp`
+running in its thread, the Redis broker (backend) class itself, a URL :mod:`.resp`
 fully handles (not sentinel), and for publishing a result backend that needs no reply
 queue (not ``rpc://``). Otherwise :func:`publisher` and :func:`waiter` return None and
 the caller takes the general path. Both put in Redis exactly what the async path puts
 (the same Lua script and arguments, the same keys), and raise the same errors
 (:class:`BrokerError`, :class:`BackendError`, worded as
-:func:`celeriac._lua.translated_errors` words them).
+:func:`celeriac.transports.redis.scripts.translated_errors` words them).
 
 Connections are per thread and per process: a forked child makes its own
-(:class:`celeriac._resp.Connection` checks the pid), and ``app.close()`` closes the
+(:class:`celeriac.transports.redis.resp.Connection` checks the pid), and ``app.close()`` closes the
 calling thread's.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import importlib.util
 import logging
 import math
 import os
@@ -32,19 +31,22 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celeriac._redis_layout import (
+from celeriac.exceptions import BackendError, BrokerError
+from celeriac.protocol import Message, ready_meta
+from celeriac.transports import BACKENDS, BROKERS, class_path
+from celeriac.transports.redis.layout import (
     declare_commands,
     eta_in_queue,
     exec_error,
     immediate_commands,
     key_prefix,
     publish_group,
+    script_source,
     split_url,
 )
-from celeriac._resp import (
+from celeriac.transports.redis.resp import (
     NEED_DATA,
     Connection,
     Endpoint,
@@ -54,14 +56,12 @@ from celeriac._resp import (
     encode_commands,
     parse_endpoint,
 )
-from celeriac.exceptions import BackendError, BrokerError
-from celeriac.protocol import Message, ready_meta
 from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
-logger = logging.getLogger("celeriac.backends.redis")
+logger = logging.getLogger("celeriac.transports.redis.backend")
 
 _SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
 _RETRY_DELAYS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # the first at once: a killed
@@ -73,21 +73,17 @@ def _redis_url(url: str) -> bool:
     return url.lower().startswith(_SCHEMES)
 
 
-#: Where the schemes' classes live (``celeriac.brokers.BROKERS``/``backends.BACKENDS``):
+#: Where the schemes' classes live (``celeriac.transports.BROKERS``/``BACKENDS``):
 #: the fast paths apply to these classes only, and are set up without importing them
 #: (their modules import redis-py, a quarter of a second of a short script's life).
-_BROKER_CLASS = "celeriac.brokers.redis:RedisBroker"
-_BACKEND_CLASS = "celeriac.backends.redis:RedisBackend"
+_BROKER_CLASS = "celeriac.transports.redis.broker:RedisBroker"
+_BACKEND_CLASS = "celeriac.transports.redis.backend:RedisBackend"
 _NUMBERS = ("visibility_timeout", "polling_interval", "foreign_visibility_timeout",
             "socket_timeout", "socket_connect_timeout")  # fmt: skip
 
 
 def _class_path(url: str, kind: str) -> str | None:
-    from celeriac.backends import BACKENDS  # noqa: PLC0415
-    from celeriac.brokers import BROKERS  # noqa: PLC0415
-
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    return (BROKERS if kind == "broker" else BACKENDS).get(scheme)
+    return class_path(url, BROKERS if kind == "broker" else BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -119,18 +115,8 @@ def _target(url: str, transport_options: dict[str, Any] | None) -> _Target | Non
 
 
 def _script(name: str) -> Script:
-    """``celeriac/_lua/<name>.lua`` with ``common.lua`` prepended, as ``celeriac._lua``
-    runs it, read without importing that package (it imports redis-py)."""
-    spec = importlib.util.find_spec("celeriac._lua")
-    folder = Path(next(iter(spec.submodule_search_locations or ()), "")) if spec else None
-    try:
-        assert folder is not None
-        common = (folder / "common.lua").read_text(encoding="utf-8")
-        text = common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
-    except (AssertionError, OSError):  # not on the file system (a zip): ask the package
-        from celeriac._lua import script  # noqa: PLC0415
-
-        text = script(name).text
+    """``lua/<name>.lua`` with ``common.lua`` prepended, as the async scripts run it."""
+    text = script_source(name)
     return Script(text, hashlib.sha1(text.encode("utf-8")).hexdigest())
 
 
@@ -391,7 +377,7 @@ def _make_publisher(app: Celeriac) -> Publisher | None:
         if results is None:  # an unknown scheme: the general path reports it
             return None
         if results != _BACKEND_CLASS:
-            from celeriac.backends import backend_class  # noqa: PLC0415
+            from celeriac.transports import backend_class  # noqa: PLC0415
 
             if backend_class(app.backend_url).needs_reply_to:  # rpc://
                 return None

@@ -6,15 +6,15 @@ settles a batch of tasks in two commands, so that cost is most of a no-op task's
 connection is an :class:`asyncio.Protocol`: a call packs its commands (one or a
 pipeline) into one ``transport.write`` and awaits one future per reply, which
 ``data_received`` resolves in order as the reader (hiredis when installed, see
-:mod:`celeriac._resp`) parses them. Several coroutines may share it; a blocking command
+:mod:`.resp`) parses them. Several coroutines may share it; a blocking command
 (BLPOP) gets a connection of its own.
 
 The connection is made on first use (AUTH and SELECT pipelined with nothing behind
 them) and again after it is lost: ``connection_lost`` fails the pending calls with
-:class:`~celeriac._resp.RespConnectionError` and the next call reconnects, so a server
+:class:`~.resp.RespConnectionError` and the next call reconnects, so a server
 restart costs the calls in flight and never a stale connection later. A call that gets
 no reply within the socket timeout (plus the block time it asked for) fails with
-:class:`~celeriac._resp.RespTimeoutError` and drops the connection: the replies it
+:class:`~celeriac.transports.redis.resp.RespTimeoutError` and drops the connection: the replies it
 still owes would belong to the wrong callers.
 """
 
@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from celeriac._resp import (
+from celeriac.transports.redis.resp import (
     NEED_DATA,
     Arg,
     Endpoint,

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.exceptions import TimeoutError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]

@@ -275,7 +275,9 @@ def parse_queries(text: str) -> dict[str, str]:
 @functools.cache
 def load_queries(filename: str) -> dict[str, str]:
     """The named queries of ``filename`` in this package, parsed once per process."""
-    text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
+    text = (
+        resources.files(__package__).joinpath("sql").joinpath(filename).read_text(encoding="utf-8")
+    )
     return parse_queries(text)
 
 
@@ -285,7 +287,7 @@ def load_queries(filename: str) -> dict[str, str]:
 @functools.cache
 def migrations() -> tuple[tuple[int, str], ...]:
     """``(version, sql)`` for every ``migrations/NNNN_*.sql`` file, in order."""
-    folder = resources.files(__name__).joinpath("migrations")
+    folder = resources.files(__package__).joinpath("sql").joinpath("migrations")
     steps: list[tuple[int, str]] = []
     for item in folder.iterdir():
         match = re.match(r"^(\d+)_\w+\.sql$", item.name)
