@@ -22,10 +22,12 @@ from celeriac.protocol import Message, build_task_message, utcnow
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task_class
 from celeriac.transports import (
+    BACKENDS,
     Broker,
     ResultBackend,
     backend_class,
     broker_class,
+    class_path,
     create_backend,
     create_broker,
 )
@@ -191,7 +193,8 @@ class Celeriac:
         if url:
             return apply_tls("redis_backend_use_ssl", str(url), self.conf["redis_backend_use_ssl"])
         broker_url, options = self._broker_tls()
-        if broker_class(broker_url).holds_results:
+        broker_class(broker_url)  # an unknown scheme or a missing extra fails here
+        if class_path(broker_url, BACKENDS) is not None:
             return broker_url, options  # results on the broker's server, as the broker
         return "rpc://", {}
 

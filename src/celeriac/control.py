@@ -25,6 +25,7 @@ from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import ControlRequest, control_message, json_loads, new_id
+from celeriac.transports.capabilities import Broadcast, RemoteControl, RevocationStore
 from celeriac.worker.core import revoked_meta
 
 if TYPE_CHECKING:
@@ -56,13 +57,13 @@ class Control:
     ) -> None:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         broker = await self.app.get_broker()
-        if not broker.supports_revoke:
+        if not isinstance(broker, RevocationStore):
             raise ImproperlyConfigured(
                 f"the {type(broker).__name__} broker cannot store revocations"
             )
         ttl = float(self.app.conf["worker_revoke_expires"])
         await broker.revoke(ids, ttl, terminate=terminate, signal=signal)
-        if broadcast:  # Celery workers on the broker keep revocations in memory
+        if broadcast and isinstance(broker, Broadcast):  # Celery workers keep them in memory
             arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
             await broker.broadcast_control(control_message("revoke", arguments, in_effect=True))
         backend = await self.app.get_backend()
@@ -104,10 +105,11 @@ class Control:
     ) -> list[dict[str, Any]] | None:
         broker = await self.app.get_broker()
         if not reply:
-            message = control_message(command, arguments or {}, destination=destination)
-            await broker.broadcast_control(message)
+            if isinstance(broker, Broadcast):  # else no worker of this broker listens
+                message = control_message(command, arguments or {}, destination=destination)
+                await broker.broadcast_control(message)
             return None
-        if not broker.supports_control:
+        if not isinstance(broker, RemoteControl):
             raise ImproperlyConfigured(
                 f"the {type(broker).__name__} broker has no remote control (Redis and "
                 f"RabbitMQ have)"

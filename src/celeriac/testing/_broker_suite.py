@@ -21,6 +21,7 @@ from celeriac.testing._support import (
     run_in_threads,
 )
 from celeriac.transports.broker import Broker, Delivery, Revocation
+from celeriac.transports.capabilities import DeadLetterStore, LeaseRecovery, RevocationStore
 
 
 class BrokerConformance:
@@ -219,6 +220,7 @@ class BrokerConformance:
                 await broker.dead_letter(got, "conformance: poison")
                 assert await broker.fetch([QUEUE], 1, 0.0) == []
                 assert await broker.size(QUEUE) == 0
+                assert isinstance(broker, DeadLetterStore)
                 letters = await broker.dead_letters()
                 assert [(x.queue, x.raw, x.reason) for x in letters] == [
                     (QUEUE, got.raw, "conformance: poison")
@@ -235,6 +237,7 @@ class BrokerConformance:
 
         async def main() -> None:
             async with opened(broker_factory()) as a, opened(broker_factory()) as b:
+                assert isinstance(a, LeaseRecovery)
                 a.consumer_id, b.consumer_id = "conformance-a", "conformance-b"
                 await a.publish_many([(QUEUE, message(n), 0, None) for n in range(4)])
                 mine = await a.fetch([QUEUE], 2, 5.0)
@@ -253,7 +256,7 @@ class BrokerConformance:
     ) -> None:
         async def main() -> None:
             async with opened(broker_factory()) as b:
-                if not b.supports_revoke:
+                if not isinstance(b, RevocationStore):
                     pytest.skip("broker keeps no revocations")
                 first, second = message(1), message(2)
                 ids = [first.task_id or "", second.task_id or ""]
@@ -285,6 +288,7 @@ class BrokerConformance:
 
         async def main() -> None:
             async with opened(broker_factory()) as a:
+                assert isinstance(a, LeaseRecovery)
                 a.consumer_id = "conformance-live"
                 await a.publish_many([(QUEUE, message(n), 0, None) for n in range(3)])
                 held = await a.fetch([QUEUE], 3, 5.0)
@@ -360,6 +364,7 @@ class BrokerConformance:
                 assert got.message is None and got.error
                 assert got.raw == garbage and got.queue == QUEUE
                 await broker.dead_letter(got, got.error)
+                assert isinstance(broker, DeadLetterStore)
                 assert (await broker.dead_letters())[0].raw == garbage
 
         run(main())

@@ -9,13 +9,16 @@ broker's delayed store and become visible at that time; no worker holds them mea
 Priorities: a higher number is served first (0-9, as Celery documents for AMQP). The
 Redis broker keeps Celery's list layout on the wire; see its module.
 
-Nothing above this layer knows which broker it talks to.
+This is the core every transport implements; what only some can do (lease recovery,
+revocations, rate limits, remote control, dead letters) is a capability, in
+:mod:`celeriac.transports.capabilities`. Nothing above this layer knows which broker it
+talks to.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -70,8 +73,6 @@ class Broker(abc.ABC):
 
     #: URL schemes this class serves (``sqlite``, ``redis``, ...).
     schemes: ClassVar[tuple[str, ...]] = ()
-    #: True when results can live in the same store (``backend`` defaults to it).
-    holds_results: ClassVar[bool] = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -146,15 +147,6 @@ class Broker(abc.ABC):
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Extend the leases of messages still being worked on."""
 
-    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
-        """Return every message leased by ``consumer_id`` to its queue, except ``keep``.
-
-        For a dead process (``keep`` empty), and for a live one whose fetch lost its
-        reply (``keep`` = what it holds): the leases it never heard of go back at once
-        instead of when they expire. Brokers with native unacked tracking need not
-        override this."""
-        return 0
-
     # -- administration ---------------------------------------------------
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:
@@ -163,71 +155,6 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (ready and delayed, not leased)."""
-
-    # -- control state (durable revocations, global rate limits) ------------
-    #: True when ``revoke``/``revoked`` keep revocations in the broker's store.
-    supports_revoke: ClassVar[bool] = False
-    #: True when ``take_token`` keeps a token bucket in the broker's store.
-    supports_global_rate_limit: ClassVar[bool] = False
-
-    async def revoke(
-        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
-        signal: str | None = None,
-    ) -> None:  # fmt: skip
-        """Record ``task_ids`` as revoked for ``ttl`` seconds, for every worker."""
-        raise NotImplementedError(f"{type(self).__name__} cannot store revocations")
-
-    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
-        """The revocations among ``task_ids`` (id -> how it was revoked)."""
-        return {}
-
-    async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
-        """The revocations of the tasks of ``deliveries``, which this broker just fetched.
-        A broker whose fetch already told it that no revocation exists answers without
-        asking its store again."""
-        ids = [d.message.task_id for d in deliveries if d.message is not None]
-        return await self.revoked([task_id for task_id in ids if task_id])
-
-    async def broadcast_control(self, message: Message) -> None:
-        """Send a Celery remote-control request (:func:`celeriac.protocol.control_message`)
-        to the Celery workers on this broker, the way Celery's clients do; brokers where
-        Celery has no remote control (or that cannot reach it) do nothing."""
-        return None
-
-    #: True when ``listen_control``/``reply_control`` speak Celery's remote control.
-    supports_control: ClassVar[bool] = False
-
-    async def listen_control(
-        self,
-        hostname: str,
-        handler: Callable[[Message], Awaitable[None]],
-        listening: Callable[[], None] | None = None,
-    ) -> None:
-        """Receive the Celery remote-control requests broadcast on this broker (as a
-        worker named ``hostname``) and pass each to ``handler``, until cancelled;
-        reconnects by itself. ``listening`` is called each time requests can arrive."""
-        raise NotImplementedError(f"{type(self).__name__} has no remote control")
-
-    async def reply_control(self, routing_key: str, message: Message) -> None:
-        """Send a control reply to the caller's reply queue (``routing_key``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no remote control")
-
-    async def request_control(
-        self, message: Message, reply_key: str, timeout: float, limit: int | None
-    ) -> list[Message]:
-        """Broadcast a control request that wants answers (``control_message`` with
-        ``reply_key``) and collect the answers from a reply queue made for it, for
-        ``timeout`` seconds or until ``limit`` came, as Celery's clients do."""
-        raise NotImplementedError(f"{type(self).__name__} has no remote control")
-
-    async def take_token(self, key: str, rate: float, capacity: float) -> float:
-        """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
-        most ``capacity``): 0.0 when taken, else the seconds until one is available."""
-        raise NotImplementedError(f"{type(self).__name__} cannot keep a global rate limit")
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The most recent dead-lettered messages."""
-        return []
 
     @property
     def lease_seconds(self) -> float:

@@ -33,6 +33,12 @@ from celeriac.exceptions import (
 )
 from celeriac.protocol import Message, control_reply, parse_control
 from celeriac.transports.broker import Broker, Delivery, Revocation
+from celeriac.transports.capabilities import (
+    LeaseRecovery,
+    RateLimitStore,
+    RemoteControl,
+    RevocationStore,
+)
 from celeriac.worker.core import Action, Handler, Job, Outcome
 from celeriac.worker.limits import LocalBucket, parse_rate
 from celeriac.worker.pools import Pool
@@ -124,6 +130,9 @@ class Consumer:
         self._space: asyncio.Event | None = None
         self._settled: asyncio.Event | None = None
         self.broker: Broker | None = None
+        #: the broker's capabilities, asked once at start (None: it has not got it)
+        self._revocation_store: RevocationStore | None = None
+        self._rate_store: RateLimitStore | None = None
         self.backend: ResultBackend | None = None
 
     @property
@@ -151,6 +160,10 @@ class Consumer:
         self._wake, self._space, self._settled = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.broker = await self._connect_broker()
         self.broker.consumer_id = self.consumer_id
+        if isinstance(self.broker, RevocationStore):
+            self._revocation_store = self.broker
+        if isinstance(self.broker, RateLimitStore):
+            self._rate_store = self.broker
         self.backend = await self.app.get_backend()
         check_capabilities(self.app, self.broker)
         for queue in self.queues:
@@ -159,7 +172,7 @@ class Consumer:
         for mw in self.app.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
-        if self.control and self.broker.supports_control:
+        if self.control and isinstance(self.broker, RemoteControl):
             # listening before "ready": a request sent right after it must not be lost
             listening = asyncio.Event()
             helpers.append(loop.create_task(self._listen_control(listening.set)))
@@ -186,7 +199,7 @@ class Consumer:
 
     # -- remote control -----------------------------------------------------------
     async def _listen_control(self, listening: Callable[[], None]) -> None:
-        assert self.broker is not None
+        assert isinstance(self.broker, RemoteControl)
         await self.broker.listen_control(self.hostname, self._on_control, listening)
 
     async def _on_control(self, message: Message) -> None:
@@ -208,7 +221,7 @@ class Consumer:
             result = {"error": f"{request.method} failed: {exc}"}
         else:
             logger.info("Remote control: %s %s", request.method, request.arguments or "")
-        if request.reply_key and self.broker is not None:
+        if request.reply_key and isinstance(self.broker, RemoteControl):
             reply = control_reply(self.hostname, request, result)
             try:
                 await self.broker.reply_control(request.reply_key, reply)
@@ -266,7 +279,8 @@ class Consumer:
         """A fetch that failed may have leased messages whose reply never came (the
         connection broke after the broker ran it): return every lease of ours that we do
         not hold, now rather than when the lease expires."""
-        assert self.broker is not None
+        if not isinstance(self.broker, LeaseRecovery):
+            return  # the broker returns them by itself
         keep = [*self.held, *self._pending_acks, *fetched]
         try:
             back = await self.broker.recover(self.consumer_id, keep)
@@ -284,9 +298,7 @@ class Consumer:
             await self._retrying(lambda: broker.ack(acks))
 
     async def _accept_batch(self, deliveries: list[Delivery]) -> None:
-        broker = self.broker
-        assert broker is not None
-        revoked = await self._revocations(partial(broker.revoked_among, deliveries))
+        revoked = await self._revocations(lambda store: store.revoked_among(deliveries))
         for delivery in deliveries:
             task_id = delivery.message.task_id if delivery.message else None
             decided = self.handler.accept_delivery(delivery, revoked.get(task_id or ""))
@@ -300,13 +312,13 @@ class Consumer:
                 self._on_outcomes([decided])
 
     async def _revocations(
-        self, lookup: Callable[[], Awaitable[dict[str, Revocation]]]
+        self, lookup: Callable[[RevocationStore], Awaitable[dict[str, Revocation]]]
     ) -> dict[str, Revocation]:
-        broker = self.broker
-        if broker is None or not broker.supports_revoke:
+        store = self._revocation_store
+        if store is None:
             return {}
         try:
-            return await lookup()
+            return await lookup(store)
         except (OSError, BrokerError) as exc:  # the messages run; revocation is best effort
             logger.warning("Could not read revocations: %s", exc)
             return {}
@@ -328,14 +340,13 @@ class Consumer:
 
     async def _gate(self, job: Job, rate: float) -> None:
         """Hold ``job`` until its task's token bucket gives it a token."""
-        broker = self.broker
-        assert broker is not None
+        store = self._rate_store
         name = job.task.name
         scope = getattr(job.task, "rate_limit_scope", "worker")
         while True:
-            if scope == "global" and broker.supports_global_rate_limit:
+            if scope == "global" and store is not None:
                 try:
-                    wait = await broker.take_token(f"celeriac.rate.{name}", rate, 1.0)
+                    wait = await store.take_token(f"celeriac.rate.{name}", rate, 1.0)
                 except (OSError, BrokerError) as exc:
                     logger.warning("Could not take a rate-limit token: %s", exc)
                     wait = 1.0 / rate
@@ -540,10 +551,10 @@ class Consumer:
                     logger.error("Hard time limit (%ss) exceeded for %s[%s]",
                                  job.hard_limit, job.call.name, job.call.id)  # fmt: skip
                     self._stop_job(job, TimeLimitExceeded(text), TimeLimitExceeded)
-            if now - last_revoke_check >= 1.0 and self.broker and self.broker.supports_revoke:
+            if now - last_revoke_check >= 1.0 and self._revocation_store:
                 last_revoke_check = now
                 ids = [j.call.id for j in running]
-                revoked = await self._revocations(partial(self.broker.revoked, ids))
+                revoked = await self._revocations(partial(_revoked, ids))
                 for job in running:
                     how = revoked.get(job.call.id)
                     if how is not None and how.terminate and _running(job):
@@ -603,7 +614,7 @@ def _reply_to(outcome: Outcome) -> str | None:
 
 def check_capabilities(app: Celeriac, broker: Broker) -> None:
     """A task that needs what this broker cannot do fails the start, saying so."""
-    if broker.supports_global_rate_limit:
+    if isinstance(broker, RateLimitStore):
         return
     for task in app.tasks.values():
         if task.rate_limit and task.rate_limit_scope == "global":
@@ -625,3 +636,7 @@ def _overtaken(outcome: Outcome) -> bool:
 
 def _acked(delivery: Delivery) -> bool:
     return bool(delivery.extra.get("acked"))
+
+
+def _revoked(ids: list[str], store: RevocationStore) -> Awaitable[dict[str, Revocation]]:
+    return store.revoked(ids)

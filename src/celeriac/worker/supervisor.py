@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from celeriac.transports import create_broker
+from celeriac.transports.capabilities import LeaseRecovery
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
 
@@ -164,6 +165,8 @@ class Supervisor:
             broker = create_broker(app.broker_url, app.broker_options())
             await broker.connect()
             try:
+                if not isinstance(broker, LeaseRecovery):
+                    return 0  # the broker returns a dead consumer's messages by itself
                 return await broker.recover(consumer_id)
             finally:
                 await broker.close()

@@ -106,6 +106,12 @@ from celeriac.transports.amqp import connection as _amqp
 from celeriac.transports.amqp import control as _ctl
 from celeriac.transports.amqp.connection import Session
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
+from celeriac.transports.capabilities import (
+    DeadLetterStore,
+    RateLimitStore,
+    RemoteControl,
+    RevocationStore,
+)
 from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.transports.amqp.broker")
@@ -119,11 +125,10 @@ _PIDBOX_QUEUE_ARGS: dict[str, Any] = {"x-expires": 10_000, "x-message-ttl": 300_
 _ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
-class AMQPBroker(Broker):
+class AMQPBroker(Broker, RevocationStore, RateLimitStore, RemoteControl, DeadLetterStore):
     """RabbitMQ broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp")
-    holds_results: ClassVar[bool] = False
 
     def __init__(self, url: str = "amqp://", *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -651,8 +656,6 @@ class AMQPBroker(Broker):
 
     # -- control state: durable revocations, global rate limits -------------------
     # (the design, and why, is in celeriac.transports.amqp.control)
-    supports_revoke = True
-    supports_global_rate_limit = True
 
     async def revoke(
         self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
@@ -701,8 +704,6 @@ class AMQPBroker(Broker):
             ch = await self._channel(s, "publish")
             props = _amqp.message_properties(message, 0)
             await ch.basic_publish(message.body, exchange="celery.pidbox", properties=props)
-
-    supports_control = True
 
     async def listen_control(
         self,

@@ -26,6 +26,12 @@ from typing import Any, ClassVar
 from celeriac.exceptions import TimeoutError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
+from celeriac.transports.capabilities import (
+    DeadLetterStore,
+    LeaseRecovery,
+    RateLimitStore,
+    RevocationStore,
+)
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -186,7 +192,7 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
         return Delivery(queue, tag, raw, None, count, error=str(reason))
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
     """In-process broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
@@ -329,8 +335,6 @@ class MemoryBroker(Broker):
         return len(mine)
 
     # -- control state ----------------------------------------------------
-    supports_revoke = True
-    supports_global_rate_limit = True
 
     async def revoke(
         self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,

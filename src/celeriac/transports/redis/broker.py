@@ -85,6 +85,13 @@ import redis.asyncio
 from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
+from celeriac.transports.capabilities import (
+    DeadLetterStore,
+    LeaseRecovery,
+    RateLimitStore,
+    RemoteControl,
+    RevocationStore,
+)
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -140,7 +147,9 @@ def _leases(deliveries: Sequence[Delivery]) -> bytes:
     )
 
 
-class RedisBroker(Broker):
+class RedisBroker(
+    Broker, LeaseRecovery, RevocationStore, RateLimitStore, RemoteControl, DeadLetterStore
+):
     """Redis broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+socket", "sentinel")
@@ -401,8 +410,6 @@ class RedisBroker(Broker):
         return sum(int(n) for n in counts)
 
     # -- control state: durable revocations, global rate limits ---------------
-    supports_revoke = True
-    supports_global_rate_limit = True
 
     async def revoke(
         self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
@@ -455,8 +462,6 @@ class RedisBroker(Broker):
         raw = encode_envelope(message)
         with self._errors():
             await self._redis().publish(self._pidbox_channel(), raw)
-
-    supports_control = True
 
     async def listen_control(
         self,

@@ -26,6 +26,12 @@ from typing import Any, ClassVar
 from celeriac.exceptions import BrokerError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
+from celeriac.transports.capabilities import (
+    DeadLetterStore,
+    LeaseRecovery,
+    RateLimitStore,
+    RevocationStore,
+)
 from celeriac.transports.sqlite import db as _sql
 
 
@@ -46,7 +52,7 @@ def _parse_tag(tag: str) -> tuple[int, int]:
     return int(row_id), int(token)
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
     """SQLite broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -230,8 +236,6 @@ class SQLiteBroker(Broker):
         return count
 
     # -- control state ----------------------------------------------------
-    supports_revoke = True
-    supports_global_rate_limit = True
 
     async def revoke(
         self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,

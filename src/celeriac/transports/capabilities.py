@@ -1,0 +1,134 @@
+"""What only some transports can do, as small runtime-checkable Protocols.
+
+A broker offers a capability by having its methods (most also subclass the Protocol to
+say so and to inherit its defaults); the layers above ask with ``isinstance`` once, when
+they start, never per message. :mod:`celeriac.testing.conformance` has one test mixin per
+capability, run against every transport that claims it.
+
+| capability | methods | memory | sqlite | redis | amqp |
+|---|---|---|---|---|---|
+| :class:`LeaseRecovery` | ``recover`` | yes | yes | yes | no: unacked messages return natively |
+| :class:`RevocationStore` | ``revoke``, ``revoked``, ``revoked_among`` | yes | yes | yes | yes |
+| :class:`RateLimitStore` | ``take_token`` | yes | yes | yes | yes |
+| :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
+|  | ``request_control``, ``broadcast_control`` | no | no | yes | yes |
+| :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
+
+``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
+of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from celeriac.protocol import Message
+from celeriac.transports.broker import DeadLetter, Delivery, Revocation
+
+
+@runtime_checkable
+class LeaseRecovery(Protocol):
+    """Leases that a supervisor can hand back when their consumer dies."""
+
+    async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
+        """Return every message leased by ``consumer_id`` to its queue, except ``keep``.
+
+        For a dead process (``keep`` empty), and for a live one whose fetch lost its
+        reply (``keep`` = what it holds): the leases it never heard of go back at once
+        instead of when they expire."""
+        ...
+
+
+@runtime_checkable
+class RevocationStore(Protocol):
+    """Durable revocations, seen by every worker (and by workers started later)."""
+
+    async def revoke(
+        self,
+        task_ids: Sequence[str],
+        ttl: float,
+        *,
+        terminate: bool = False,
+        signal: str | None = None,
+    ) -> None:
+        """Record ``task_ids`` as revoked for ``ttl`` seconds, for every worker."""
+        ...
+
+    async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
+        """The revocations among ``task_ids`` (id -> how it was revoked)."""
+        ...
+
+    async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
+        """The revocations of the tasks of ``deliveries``, which this broker just fetched.
+        A broker whose fetch already told it that no revocation exists answers without
+        asking its store again."""
+        ids = [d.message.task_id for d in deliveries if d.message is not None]
+        return await self.revoked([task_id for task_id in ids if task_id])
+
+
+@runtime_checkable
+class RateLimitStore(Protocol):
+    """Token buckets shared by all workers (``rate_limit_scope="global"``)."""
+
+    async def take_token(self, key: str, rate: float, capacity: float) -> float:
+        """Take one token from the bucket ``key`` (refilled at ``rate`` per second, at
+        most ``capacity``): 0.0 when taken, else the seconds until one is available."""
+        ...
+
+
+@runtime_checkable
+class Broadcast(Protocol):
+    """Sending Celery's remote-control requests that want no answer."""
+
+    async def broadcast_control(self, message: Message) -> None:
+        """Send a request (:func:`celeriac.protocol.control_message`) to every worker,
+        Celery's and celeriac's, the way Celery's clients do."""
+        ...
+
+
+@runtime_checkable
+class RemoteControl(Broadcast, Protocol):
+    """Celery's remote control, both sides: workers listen and reply, clients ask."""
+
+    async def listen_control(
+        self,
+        hostname: str,
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        """Receive the requests broadcast on this broker (as a worker named
+        ``hostname``) and pass each to ``handler``, until cancelled; reconnects by
+        itself. ``listening`` is called each time requests can arrive."""
+        ...
+
+    async def reply_control(self, routing_key: str, message: Message) -> None:
+        """Send a control reply to the caller's reply queue (``routing_key``)."""
+        ...
+
+    async def request_control(
+        self, message: Message, reply_key: str, timeout: float, limit: int | None
+    ) -> list[Message]:
+        """Broadcast a request that wants answers (``control_message`` with
+        ``reply_key``) and collect them from a reply queue made for it, for ``timeout``
+        seconds or until ``limit`` came, as Celery's clients do."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Reading back what the broker set aside."""
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead-lettered messages."""
+        ...
+
+
+__all__ = [
+    "Broadcast",
+    "DeadLetterStore",
+    "LeaseRecovery",
+    "RateLimitStore",
+    "RemoteControl",
+    "RevocationStore",
+]
