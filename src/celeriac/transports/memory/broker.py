@@ -337,9 +337,13 @@ class MemoryBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadL
     # -- control state ----------------------------------------------------
 
     async def revoke(
-        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        self,
+        task_ids: Sequence[str],
+        ttl: float,
+        *,
+        terminate: bool = False,
         signal: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         store = self._store()
         expires = time.time() + ttl
         with store.lock:

@@ -106,8 +106,11 @@ class SQLiteBackend(ResultBackend):
     def _canvas_cleanup(self, conn: sqlite3.Connection, now: float) -> None:
         if now >= self._next_canvas_cleanup:
             self._next_canvas_cleanup = now + self._cleanup_interval
-            for name in ("delete_expired_groups", "delete_expired_chord_parts",
-                         "delete_expired_chords"):  # fmt: skip
+            for name in (
+                "delete_expired_groups",
+                "delete_expired_chord_parts",
+                "delete_expired_chords",
+            ):
                 conn.execute(self._cq[name], {"now": now})
 
     async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
@@ -178,9 +181,13 @@ class SQLiteBackend(ResultBackend):
             return None
         conn.execute(
             self._cq["chord_add_part"],
-            {"group_id": gid, "task_id": part.task_id, "idx": part.index,
-             "part": json_dumps([1, part.task_id, part.state, part.result])},
-        )  # fmt: skip
+            {
+                "group_id": gid,
+                "task_id": part.task_id,
+                "idx": part.index,
+                "part": json_dumps([1, part.task_id, part.state, part.result]),
+            },
+        )
         params = {"group_id": gid, "size": part.size, "expires": _expiry(now, ttl)}
         conn.execute(self._cq["chord_touch"], params)
         size = row[0] if row is not None and row[0] is not None else part.size

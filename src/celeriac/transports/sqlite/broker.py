@@ -238,9 +238,13 @@ class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadL
     # -- control state ----------------------------------------------------
 
     async def revoke(
-        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        self,
+        task_ids: Sequence[str],
+        ttl: float,
+        *,
+        terminate: bool = False,
         signal: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         now = time.time()
         rows = [
             {"task_id": t, "expires": now + ttl, "terminate": int(terminate), "signal": signal}
@@ -263,8 +267,9 @@ class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadL
         now = time.time()
         with _sql.Transaction(conn, BrokerError):
             row = conn.execute(self._q["bucket_get"], {"key": key}).fetchone()
-            tokens, wait = bucket_take(row[0] if row else None, row[1] if row else now,
-                                       now, rate, capacity)  # fmt: skip
+            tokens, wait = bucket_take(
+                row[0] if row else None, row[1] if row else now, now, rate, capacity
+            )
             conn.execute(self._q["bucket_set"], {"key": key, "tokens": tokens, "now": now})
         return wait
 
