@@ -27,7 +27,15 @@ import aiormq
 import pytest
 from yarl import URL
 
-from celeriac.testing.conformance import QUEUE, BrokerConformance, BrokerFactory
+from celeriac.testing.conformance import (
+    QUEUE,
+    BrokerConformance,
+    BrokerFactory,
+    DeadLetterConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    RevocationConformance,
+)
 from celeriac.transports.amqp.broker import DEAD_LETTER_QUEUE, AMQPBroker
 from celeriac.transports.amqp.connection import LEVELS, delay_queue
 from celeriac.transports.broker import Broker
@@ -168,9 +176,15 @@ class AMQPFactory:
         return AMQPBroker(self.url, options={**self.fixed, **(options or {})})
 
 
-class TestAMQPBroker(BrokerConformance):
-    supports_recover = False  # RabbitMQ requeues a dead consumer's messages itself
-    supports_lease_expiry = False  # no leases: a delivery is held until its channel closes
+class TestAMQPBroker(
+    BrokerConformance,
+    RevocationConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    DeadLetterConformance,
+):
+    """No LeaseRecovery: RabbitMQ has no leases (a delivery is held until its channel
+    closes) and requeues a dead consumer's messages itself."""
 
     @pytest.fixture
     def broker_factory(self, rabbit: str) -> Iterator[BrokerFactory]:

@@ -1,4 +1,5 @@
-"""The result-backend half of the conformance suite; see
+"""The core result-backend contract's conformance tests (store, get, wait, forget);
+groups and chord counters are in :mod:`celeriac.testing._canvas_suite`. See
 :mod:`celeriac.testing.conformance`."""
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ def _meta(task_id: str, status: str = states.SUCCESS, result: Any = None) -> dic
 
 
 class BackendConformance:
-    """Behaviour every result backend shows. Needs a ``backend_factory`` fixture."""
+    """Behaviour every result backend shows (the core contract). Needs a
+    ``backend_factory`` fixture; compose it with the mixins of what else it offers."""
+
+    def test_claimed_capabilities_match_the_backend(self, backend_factory: BackendFactory) -> None:
+        """The test class composes the mixin of exactly the optional parts of the
+        contract the backend class implements (overrides instead of inheriting the
+        ``NotImplementedError`` defaults)."""
+        from celeriac.testing._registry import BACKEND_MIXINS, backend_offers  # noqa: PLC0415
+
+        cls = type(backend_factory())
+        offered = {name for name in BACKEND_MIXINS if backend_offers(cls, name)}
+        tested = {name for name, mixin in BACKEND_MIXINS.items() if isinstance(self, mixin)}
+        assert tested == offered, f"{cls.__name__}: mixins for {offered}, not {tested}"
 
     def test_store_get_round_trip_with_tagged_types(self, backend_factory: BackendFactory) -> None:
         value = {
