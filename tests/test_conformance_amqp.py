@@ -29,15 +29,19 @@ from yarl import URL
 
 from celeriac.testing.conformance import (
     QUEUE,
+    BackendFactory,
     BrokerConformance,
     BrokerFactory,
     DeadLetterConformance,
     RateLimitConformance,
     RemoteControlConformance,
+    ReplyConformance,
     RevocationConformance,
 )
 from celeriac.transports.amqp.broker import DEAD_LETTER_QUEUE, AMQPBroker
 from celeriac.transports.amqp.connection import LEVELS, delay_queue
+from celeriac.transports.amqp.rpc import RPCBackend
+from celeriac.transports.backend import ResultBackend
 from celeriac.transports.broker import Broker
 
 AMQP_URL = os.environ.get("CELERIAC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -193,3 +197,21 @@ class TestAMQPBroker(
         # on queues without it, as Celery's default queues are)
         yield AMQPFactory(rabbit, queue_max_priority=10)
         delete_queues(rabbit, SUITE_QUEUES)
+
+
+class RPCFactory:
+    """Makes ``rpc://`` backends on the test's vhost (``broker_url``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, options: dict[str, Any] | None = None) -> ResultBackend:
+        return RPCBackend("rpc://", options={"broker_url": self.url, **(options or {})})
+
+
+class TestRPCBackend(ReplyConformance):
+    """``rpc://`` stores nothing by id: results go to the caller's reply queue."""
+
+    @pytest.fixture
+    def backend_factory(self, rabbit: str) -> BackendFactory:
+        return RPCFactory(rabbit)

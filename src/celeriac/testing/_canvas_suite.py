@@ -19,6 +19,7 @@ from celeriac.transports.backend import ChordClaim, ChordPart, ResultBackend
 BACKEND_PARTS: dict[str, tuple[str, ...]] = {
     "groups": ("save_group", "restore_group", "forget_group"),
     "chord counters": ("chord_start", "chord_join", "chord_done"),
+    "replies": ("store_replies",),  # with ``needs_reply_to``
 }
 
 

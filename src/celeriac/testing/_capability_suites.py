@@ -190,7 +190,7 @@ class RateLimitConformance:
     def test_refill_rate_holds_across_instances(self, broker_factory: BrokerFactory) -> None:
         """Two instances taking as fast as the bucket lets them get ``total`` tokens no
         faster than the rate allows (and in bounded time)."""
-        rate, capacity, total = 10.0, 1.0, 8
+        rate, capacity, total = 20.0, 1.0, 8
         key = f"conformance.rate.{uuid.uuid4().hex}"
         taken: list[float] = []
 

@@ -4,6 +4,7 @@ contract. The core mixins check a test class against these tables."""
 
 from __future__ import annotations
 
+from celeriac.testing._backend_suite import ReplyConformance
 from celeriac.testing._canvas_suite import (
     BACKEND_PARTS,
     ChordCounterConformance,
@@ -42,6 +43,7 @@ BROKER_MIXINS: dict[type, type] = {
 BACKEND_MIXINS: dict[str, type] = {
     "groups": GroupConformance,
     "chord counters": ChordCounterConformance,
+    "replies": ReplyConformance,
 }
 
 assert set(BACKEND_MIXINS) == set(BACKEND_PARTS)

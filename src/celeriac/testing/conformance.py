@@ -14,8 +14,10 @@ contract every broker has; each capability Protocol of
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
-forget), :class:`GroupConformance` saved groups and :class:`ChordCounterConformance`
-chord counters (the optional methods that default to ``NotImplementedError``).
+forget) of backends that store results by task id, :class:`GroupConformance` saved
+groups and :class:`ChordCounterConformance` chord counters (the optional methods that
+default to ``NotImplementedError``), and :class:`ReplyConformance` a backend that sends
+results to the caller's reply queue instead (``needs_reply_to``, ``rpc://``).
 
 A transport's test module composes the core mixin with the mixins of what its classes
 offer, and provides a ``broker_factory`` / ``backend_factory`` fixture: a callable that
@@ -53,7 +55,7 @@ unencoded bytes), so it is not a capability: a broker without it skips those two
 
 from __future__ import annotations
 
-from celeriac.testing._backend_suite import BackendConformance
+from celeriac.testing._backend_suite import BackendConformance, ReplyConformance
 from celeriac.testing._broker_suite import BrokerConformance, publish_raw
 from celeriac.testing._canvas_suite import (
     BACKEND_PARTS,
@@ -100,6 +102,7 @@ __all__ = [
     "LeaseRecoveryConformance",
     "RateLimitConformance",
     "RemoteControlConformance",
+    "ReplyConformance",
     "RevocationConformance",
     "backend_offers",
     "message",
