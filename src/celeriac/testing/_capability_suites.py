@@ -258,7 +258,8 @@ async def _request_with(got: asyncio.Queue[Message], marker: str) -> Message:
     while True:
         request = await asyncio.wait_for(got.get(), BOUND)
         body = json_loads(request.body)
-        if isinstance(body, dict) and body.get("arguments", {}).get("marker") == marker:
+        arguments = body.get("arguments") if isinstance(body, dict) else None
+        if isinstance(arguments, dict) and arguments.get("marker") == marker:
             return request
 
 
