@@ -24,7 +24,10 @@ offer, and provides a ``broker_factory`` / ``backend_factory`` fixture: a callab
 returns a new, not yet connected instance each time it is called. All instances made by
 one factory share one namespace (URL, database file, key prefix) that no other test
 uses; a test that needs two instances (two consumers, a worker and a client) calls the
-factory twice. A third-party transport does the same::
+factory twice, and the capability tests rely on that: two instances of one factory share
+token buckets, revocations and the remote-control channel. ``options`` go to the
+instance (``visibility_timeout``; ``reply_to`` for :class:`ReplyConformance`). A
+third-party transport does the same::
 
     from celeriac.testing.conformance import (
         BrokerConformance, BrokerFactory, DeadLetterConformance, RevocationConformance,
@@ -40,17 +43,19 @@ Composition is checked both ways: each capability mixin first asserts that the i
 implements its Protocol (``isinstance``), so claiming a capability without it fails;
 and the core mixins' ``test_claimed_capabilities_match_*`` fails when the class
 implements a capability (or backend part) whose mixin the test class leaves out, so
-nothing a transport offers goes untested. :data:`BROKER_MIXINS` and
-:data:`BACKEND_MIXINS` are the tables both checks read.
+nothing a transport offers goes untested (:class:`ReplyConformance` runs that check too,
+for a backend that stores nothing by id and so composes no :class:`BackendConformance`).
+:data:`BROKER_MIXINS` and :data:`BACKEND_MIXINS` are the tables both checks read.
 
 The tests are plain synchronous pytest tests that run coroutines with ``asyncio.run``
 (no pytest plugin needed). Waits are bounded fetches or waits with a timeout, never
 sleeps where an event can be awaited (expiry and token refills are time passing: those
 tests poll, or sleep the wait the bucket asked for, bounded).
 
-Two tests put raw bytes on a queue through a ``publish_raw(queue, raw)`` method (sync or
-async). It is a test helper, not part of the contract (producers never publish
-unencoded bytes), so it is not a capability: a broker without it skips those two tests.
+The garbage-bytes tests put raw bytes on a queue through a ``publish_raw(queue, raw)``
+method (sync or async) of the broker. It is a test helper, not part of the contract
+(producers never publish unencoded bytes), so it is neither a capability Protocol nor a
+flag: a broker without it skips those tests, saying why.
 """
 
 from __future__ import annotations
