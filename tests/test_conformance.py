@@ -1,7 +1,9 @@
-"""The conformance suite on every broker and result backend that needs no server."""
+"""The conformance suite on every broker and result backend that needs no server, and
+the check that every capability has its conformance mixin."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +11,23 @@ from pathlib import Path
 import pytest
 
 from celeriac.testing.conformance import (
+    BACKEND_MIXINS,
+    BACKEND_PARTS,
+    BROKER_MIXINS,
     BackendConformance,
     BackendFactory,
     BrokerConformance,
     BrokerFactory,
+    ChordCounterConformance,
+    DeadLetterConformance,
+    GroupConformance,
+    LeaseRecoveryConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    RevocationConformance,
     url_factory,
 )
+from celeriac.transports import capabilities
 from celeriac.transports.memory.backend import MemoryBackend
 from celeriac.transports.memory.backend import clear_stores as clear_results
 from celeriac.transports.memory.broker import MemoryBroker
@@ -23,7 +36,21 @@ from celeriac.transports.sqlite.backend import SQLiteBackend
 from celeriac.transports.sqlite.broker import SQLiteBroker
 
 
-class TestMemoryBroker(BrokerConformance):
+class LocalBrokerSuite(
+    BrokerConformance,
+    LeaseRecoveryConformance,
+    RevocationConformance,
+    RateLimitConformance,
+    DeadLetterConformance,
+):
+    """What the memory and SQLite brokers offer (no remote control)."""
+
+
+class LocalBackendSuite(BackendConformance, GroupConformance, ChordCounterConformance):
+    pass
+
+
+class TestMemoryBroker(LocalBrokerSuite):
     @pytest.fixture
     def broker_factory(self) -> Iterator[BrokerFactory]:
         url = f"memory://conformance-{uuid.uuid4().hex}"
@@ -31,13 +58,13 @@ class TestMemoryBroker(BrokerConformance):
         clear_queues(url)
 
 
-class TestSQLiteBroker(BrokerConformance):
+class TestSQLiteBroker(LocalBrokerSuite):
     @pytest.fixture
     def broker_factory(self, tmp_path: Path) -> BrokerFactory:
         return url_factory(SQLiteBroker, f"sqlite:///{tmp_path / 'broker.db'}")
 
 
-class TestMemoryBackend(BackendConformance):
+class TestMemoryBackend(LocalBackendSuite):
     @pytest.fixture
     def backend_factory(self) -> Iterator[BackendFactory]:
         url = f"memory://conformance-{uuid.uuid4().hex}"
@@ -45,7 +72,53 @@ class TestMemoryBackend(BackendConformance):
         clear_results(url)
 
 
-class TestSQLiteBackend(BackendConformance):
+class TestSQLiteBackend(LocalBackendSuite):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> BackendFactory:
         return url_factory(SQLiteBackend, f"sqlite:///{tmp_path / 'results.db'}")
+
+
+def test_every_capability_protocol_has_a_conformance_mixin() -> None:
+    """A capability added to ``capabilities`` fails here until it has a mixin (and the
+    core mixins then make every transport that offers it compose that mixin)."""
+    protocols = {
+        obj
+        for _, obj in inspect.getmembers(capabilities, inspect.isclass)
+        if obj.__module__ == capabilities.__name__
+        and getattr(obj, "_is_protocol", False)
+        and getattr(obj, "_is_runtime_protocol", False)
+    }
+    assert protocols == set(BROKER_MIXINS)
+    assert set(BACKEND_MIXINS) == set(BACKEND_PARTS)
+
+
+def test_a_capability_mixin_fails_for_a_broker_without_the_capability() -> None:
+    """Claiming a capability a broker lacks fails (the first check), it does not skip."""
+
+    class NoRemoteControl(DeadLetterConformance):
+        pass
+
+    suite = NoRemoteControl()
+    suite.test_dead_letter_store_is_implemented(url_factory(MemoryBroker, "memory://x"))
+    with pytest.raises(AssertionError):
+        RemoteControlConformance().test_remote_control_is_implemented(
+            url_factory(MemoryBroker, "memory://x")
+        )
+
+
+def test_the_composition_check_catches_a_missing_mixin() -> None:
+    class Incomplete(BrokerConformance, LeaseRecoveryConformance):  # no DeadLetter, ...
+        pass
+
+    with pytest.raises(AssertionError, match="DeadLetterStore"):
+        Incomplete().test_claimed_capabilities_match_the_broker(
+            url_factory(MemoryBroker, "memory://x")
+        )
+
+    class NoChords(BackendConformance, GroupConformance):
+        pass
+
+    with pytest.raises(AssertionError, match="chord counters"):
+        NoChords().test_claimed_capabilities_match_the_backend(
+            url_factory(MemoryBackend, "memory://x")
+        )

@@ -27,9 +27,21 @@ import aiormq
 import pytest
 from yarl import URL
 
-from celeriac.testing.conformance import QUEUE, BrokerConformance, BrokerFactory
+from celeriac.testing.conformance import (
+    QUEUE,
+    BackendFactory,
+    BrokerConformance,
+    BrokerFactory,
+    DeadLetterConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    ReplyConformance,
+    RevocationConformance,
+)
 from celeriac.transports.amqp.broker import DEAD_LETTER_QUEUE, AMQPBroker
 from celeriac.transports.amqp.connection import LEVELS, delay_queue
+from celeriac.transports.amqp.rpc import RPCBackend
+from celeriac.transports.backend import ResultBackend
 from celeriac.transports.broker import Broker
 
 AMQP_URL = os.environ.get("CELERIAC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -168,9 +180,15 @@ class AMQPFactory:
         return AMQPBroker(self.url, options={**self.fixed, **(options or {})})
 
 
-class TestAMQPBroker(BrokerConformance):
-    supports_recover = False  # RabbitMQ requeues a dead consumer's messages itself
-    supports_lease_expiry = False  # no leases: a delivery is held until its channel closes
+class TestAMQPBroker(
+    BrokerConformance,
+    RevocationConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    DeadLetterConformance,
+):
+    """No LeaseRecovery: RabbitMQ has no leases (a delivery is held until its channel
+    closes) and requeues a dead consumer's messages itself."""
 
     @pytest.fixture
     def broker_factory(self, rabbit: str) -> Iterator[BrokerFactory]:
@@ -179,3 +197,21 @@ class TestAMQPBroker(BrokerConformance):
         # on queues without it, as Celery's default queues are)
         yield AMQPFactory(rabbit, queue_max_priority=10)
         delete_queues(rabbit, SUITE_QUEUES)
+
+
+class RPCFactory:
+    """Makes ``rpc://`` backends on the test's vhost (``broker_url``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, options: dict[str, Any] | None = None) -> ResultBackend:
+        return RPCBackend("rpc://", options={"broker_url": self.url, **(options or {})})
+
+
+class TestRPCBackend(ReplyConformance):
+    """``rpc://`` stores nothing by id: results go to the caller's reply queue."""
+
+    @pytest.fixture
+    def backend_factory(self, rabbit: str) -> BackendFactory:
+        return RPCFactory(rabbit)

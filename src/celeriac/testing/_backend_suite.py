@@ -1,4 +1,5 @@
-"""The result-backend half of the conformance suite; see
+"""The core result-backend contract's conformance tests (store, get, wait, forget);
+groups and chord counters are in :mod:`celeriac.testing._canvas_suite`. See
 :mod:`celeriac.testing.conformance`."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from celeriac import states
 from celeriac.protocol import result_meta
+from celeriac.testing._canvas_suite import backend_offers
 from celeriac.testing._support import BackendFactory, opened, run
 
 
@@ -19,8 +21,25 @@ def _meta(task_id: str, status: str = states.SUCCESS, result: Any = None) -> dic
     return result_meta(task_id, status, result)
 
 
-class BackendConformance:
-    """Behaviour every result backend shows. Needs a ``backend_factory`` fixture."""
+class BackendClaims:
+    """The check shared by the backend mixins that a test class can start from."""
+
+    def test_claimed_capabilities_match_the_backend(self, backend_factory: BackendFactory) -> None:
+        """The test class composes the mixin of exactly the optional parts of the
+        contract the backend class implements (overrides instead of inheriting the
+        ``NotImplementedError`` defaults)."""
+        from celeriac.testing._registry import BACKEND_MIXINS, backend_offers  # noqa: PLC0415
+
+        cls = type(backend_factory())
+        offered = {name for name in BACKEND_MIXINS if backend_offers(cls, name)}
+        tested = {name for name, mixin in BACKEND_MIXINS.items() if isinstance(self, mixin)}
+        assert tested == offered, f"{cls.__name__}: mixins for {offered}, not {tested}"
+
+
+class BackendConformance(BackendClaims):
+    """Behaviour every backend that stores results by task id shows (the core
+    contract). Needs a ``backend_factory`` fixture; compose it with the mixins of what
+    else it offers."""
 
     def test_store_get_round_trip_with_tagged_types(self, backend_factory: BackendFactory) -> None:
         value = {
@@ -129,4 +148,52 @@ class BackendConformance:
         run(main())
 
 
-__all__ = ["BackendConformance"]
+class ReplyConformance(BackendClaims):
+    """Results sent to the caller's reply queue (``needs_reply_to``, ``store_replies``:
+    ``rpc://``) instead of stored by id. The factory's ``reply_to`` option names the
+    caller's queue."""
+
+    def test_replies_are_implemented(self, backend_factory: BackendFactory) -> None:
+        backend = backend_factory()
+        assert backend.needs_reply_to and backend_offers(type(backend), "replies")
+
+    def test_replies_reach_the_caller(self, backend_factory: BackendFactory) -> None:
+        key, task, other = (str(uuid.uuid4()) for _ in range(3))
+        started, done = _meta(task, states.STARTED), _meta(task, result={"n": 1})
+
+        async def main() -> None:
+            async with (
+                opened(backend_factory({"reply_to": key})) as caller,
+                opened(backend_factory()) as worker,
+            ):
+                await worker.store_replies(
+                    [(key, task, started), (None, other, _meta(other)), (key, task, done)]
+                )
+                assert await caller.wait([task], 10.0) == {task: done}
+                assert await caller.get(task) == done
+                assert await caller.get(other) is None  # it had no reply_to: not sent
+                await caller.forget(task)
+                assert await caller.get(task) is None
+
+        run(main())
+
+    def test_a_waiting_caller_wakes_on_a_reply(self, backend_factory: BackendFactory) -> None:
+        key, task = str(uuid.uuid4()), str(uuid.uuid4())
+
+        async def main() -> None:
+            async with (
+                opened(backend_factory({"reply_to": key})) as caller,
+                opened(backend_factory()) as worker,
+            ):
+                waiting = asyncio.create_task(caller.wait([task], 10.0))
+                await asyncio.sleep(0)  # let the wait start
+                start = time.monotonic()
+                await worker.store_replies([(key, task, _meta(task, result=2))])
+                assert await asyncio.wait_for(waiting, 5) == {task: _meta(task, result=2)}
+                assert time.monotonic() - start < 1.0
+                assert await caller.wait([task, "missing"], 0.1) == {task: _meta(task, result=2)}
+
+        run(main())
+
+
+__all__ = ["BackendClaims", "BackendConformance", "ReplyConformance"]

@@ -1,0 +1,48 @@
+"""Which conformance mixin tests which capability: the broker Protocols of
+:mod:`celeriac.transports.capabilities` and the optional parts of the result-backend
+contract. The core mixins check a test class against these tables."""
+
+from __future__ import annotations
+
+from celeriac.testing._backend_suite import ReplyConformance
+from celeriac.testing._canvas_suite import (
+    ChordCounterConformance,
+    GroupConformance,
+    backend_offers,
+)
+from celeriac.testing._capability_suites import (
+    BroadcastConformance,
+    DeadLetterConformance,
+    LeaseRecoveryConformance,
+    RateLimitConformance,
+    RemoteControlConformance,
+    RevocationConformance,
+)
+from celeriac.transports.capabilities import (
+    Broadcast,
+    DeadLetterStore,
+    LeaseRecovery,
+    RateLimitStore,
+    RemoteControl,
+    RevocationStore,
+)
+
+#: Every broker capability Protocol and the mixin that tests it.
+BROKER_MIXINS: dict[type, type] = {
+    LeaseRecovery: LeaseRecoveryConformance,
+    RevocationStore: RevocationConformance,
+    RateLimitStore: RateLimitConformance,
+    Broadcast: BroadcastConformance,
+    RemoteControl: RemoteControlConformance,
+    DeadLetterStore: DeadLetterConformance,
+}
+
+#: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the
+#: mixin that tests it.
+BACKEND_MIXINS: dict[str, type] = {
+    "groups": GroupConformance,
+    "chord counters": ChordCounterConformance,
+    "replies": ReplyConformance,
+}
+
+__all__ = ["BACKEND_MIXINS", "BROKER_MIXINS", "backend_offers"]
