@@ -146,8 +146,8 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
 
 
 def _leases(deliveries: Sequence[Delivery]) -> bytes:
-    """``tag\\0token\\0tag\\0token...`` in one script argument (redis-py packs one long
-    argument much faster than many short ones); the token is the fetch's delivery count."""
+    """``tag\\0token\\0tag\\0token...`` in one script argument (one long argument packs
+    faster than many short ones); the token is the fetch's delivery count."""
     return b"\0".join(
         b"%s\0%d" % (d.tag.encode("utf-8", "surrogateescape"), d.delivery_count) for d in deliveries
     )
@@ -180,8 +180,7 @@ class RedisBroker(
         self._eta_in_queue = eta_in_queue(self.options)
         timeout = self.options.get("socket_timeout", 30.0)
         self._max_block = math.inf if not timeout else float(timeout) / 2
-        # connected on first use: one connection shared by the scripts and commands, one
-        # for the blocking wait on wake-up tokens
+        # (connected on first use) one for scripts and commands, one for the blocking waits
         self._where: Endpoint | Sentinels = target(self._url, self.options)
         self._fast = connection(self._where)
         self._fast_blocking = connection(self._where)
@@ -486,24 +485,21 @@ class RedisBroker(
         queue = f"{reply_key}.reply.celery.pidbox"
         binding = binding_key(self.prefix, "reply.celery.pidbox")
         member = binding_member(reply_key, queue)
-        loop = asyncio.get_running_loop()
         replies: list[Message] = []
         await self._commands([("SADD", binding, member)])
         waiting = connection(self._where)  # BRPOP blocks its connection
         try:
             with self._errors():
-                await self._fast.execute(
-                    "PUBLISH", self._pidbox_channel(), encode_envelope(message)
-                )
-                deadline = loop.time() + timeout
+                raw = encode_envelope(message)
+                await self._fast.execute("PUBLISH", self._pidbox_channel(), raw)
+                deadline = time.monotonic() + timeout
                 while limit is None or len(replies) < limit:
-                    left = deadline - loop.time()
+                    left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     block = round(min(left, 1.0), 3)
-                    (item,) = first_error(
-                        await waiting.pipeline([("BRPOP", self.prefix + queue, block)], block)
-                    )
+                    brpop = ("BRPOP", self.prefix + queue, block)
+                    (item,) = first_error(await waiting.pipeline([brpop], block))
                     if item is None:
                         continue
                     try:
@@ -566,8 +562,8 @@ class RedisBroker(
 async def _subscribe(
     conn: AsyncConnection, channel: str, items: asyncio.Queue[list[Any] | BaseException]
 ) -> None:
-    """SUBSCRIBE to ``channel``: requests published from now on reach us once its
-    confirmation comes, which this waits for."""
+    """SUBSCRIBE to ``channel`` and wait for the confirmation (from then on, requests
+    published reach us)."""
     await conn.pipeline([("SUBSCRIBE", channel)], replies=0)
     confirmation = [b"subscribe", channel.encode()]
     while True:
