@@ -123,6 +123,9 @@ def encode_reply(value: Any) -> bytes:
 
 
 NEED_DATA: Any = object()  # gets() of a reader: no complete reply buffered yet
+#: The type of a RESP3 push as the reader returns it: ``hiredis.PushNotification`` (a
+#: list) from hiredis 3.2, a plain list before (then every array counts as a push).
+PUSH: type[list[Any]] = getattr(hiredis, "PushNotification", list)
 
 
 def make_reader() -> Any:
@@ -356,6 +359,7 @@ def parse_target(url: str, options: dict[str, Any]) -> Endpoint | Sentinels:
 
 __all__ = [
     "NEED_DATA",
+    "PUSH",
     "Endpoint",
     "ProtocolError",
     "ReplyError",

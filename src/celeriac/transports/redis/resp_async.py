@@ -5,9 +5,10 @@ A connection is an :class:`asyncio.Protocol`: a call packs its commands (one or 
 pipeline) into one ``transport.write`` and awaits one future per reply, which
 ``data_received`` resolves in order as ``hiredis.Reader`` parses them. Several
 coroutines may share it; a blocking command (BLPOP, BRPOP) gets a connection of its own.
-A connection made with ``push=`` speaks RESP3 and hands every array reply (a push:
-pub/sub messages and (un)subscribe confirmations) to that callback; it is for pub/sub
-with commands whose replies are not arrays (GET, PING).
+A connection made with ``push=`` speaks RESP3 and hands every push (pub/sub messages,
+(un)subscribe confirmations) to that callback; hiredis before 3.2 does not tell a push
+from an array reply, so such a connection is for pub/sub with commands whose replies
+are not arrays (GET, PING).
 
 The connection is made on first use (AUTH or HELLO, and SELECT, pipelined with nothing
 behind them) and again after it is lost: ``connection_lost`` fails the pending calls
@@ -31,6 +32,7 @@ from typing import Any
 
 from celeriac.transports.redis.resp import (
     NEED_DATA,
+    PUSH,
     Arg,
     Endpoint,
     ReplyError,
@@ -65,7 +67,7 @@ class _Protocol(asyncio.Protocol):
         reader, waiting, push = self.reader, self.waiting, self.push
         reader.feed(data)
         while (reply := reader.gets()) is not NEED_DATA:
-            if push is not None and isinstance(reply, list):
+            if push is not None and isinstance(reply, PUSH):
                 push(reply)
                 continue
             if not waiting:  # a reply nobody asked for: the stream is out of step
