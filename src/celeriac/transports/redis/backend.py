@@ -156,6 +156,7 @@ class _Listener:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        self._lost()
 
 
 class RedisBackend(ResultBackend):
@@ -354,7 +355,8 @@ def _text(value: bytes | str) -> str:
 def _as_backend_error(exc: BaseException, url: str) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
-    return BackendError(f"Redis result backend {mask_url(url)}: {type(exc).__name__}: {exc}")
+    kind = exc.kind if isinstance(exc, RespError) else type(exc).__name__
+    return BackendError(f"Redis result backend {mask_url(url)}: {kind}: {exc}")
 
 
 __all__ = ["RedisBackend"]

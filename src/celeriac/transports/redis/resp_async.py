@@ -242,8 +242,11 @@ class AsyncConnection:
                 timer.cancel()
 
     def close(self) -> None:
+        """Close the connection (calls in flight fail; ``on_lost`` is not called); the
+        next call connects again."""
         proto, self._protocol = self._protocol, None
         if proto is not None:
+            proto.on_lost = None
             proto.fail(RespConnectionError("Connection closed"))
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
