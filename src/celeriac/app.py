@@ -336,7 +336,7 @@ class Celeriac:
         publisher = sync_publisher(self)
         if publisher is None:
             run_sync(self._publish(queue, message, priority, not_before))
-        else:  # the transport's sync fast path (Redis: a blocking socket)
+        else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
                 publisher.publish(queue, message, priority, not_before)
         return AsyncResult(message.headers["id"], task_name=name, app=self)
