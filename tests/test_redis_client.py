@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ from typing import Any
 import pytest
 import redis
 
+from celeriac import Celery
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
-from celeriac.protocol import result_meta
+from celeriac.protocol import build_task_message, result_meta
 from celeriac.testing.conformance import message, number, opened, run
+from celeriac.transports import close_sync, sync_publisher, sync_waiter
+from celeriac.transports.redis import sync as _redis_sync
 from celeriac.transports.redis.backend import RedisBackend
 from celeriac.transports.redis.broker import RedisBroker
 from celeriac.transports.redis.resp import (
@@ -32,6 +36,7 @@ from celeriac.transports.redis.resp import (
 )
 from celeriac.transports.redis.resp_async import AsyncConnection, resolve_master
 from support import wait_until
+from test_conformance_redis import REDIS_URL, require_redis
 from test_redis import PrivateRedis, _free_port, _pings
 
 
@@ -106,8 +111,10 @@ def test_async_pubsub_pushes_and_reconnect(server: PrivateRedis) -> None:
                 assert await asyncio.wait_for(pushes.get(), 5) == [b"subscribe", b"ch", 1]
                 assert admin.publish("ch", f"hello {attempt}") == 1
                 assert await asyncio.wait_for(pushes.get(), 5) == [
-                    b"message", b"ch", f"hello {attempt}".encode()
-                ]  # fmt: skip
+                    b"message",
+                    b"ch",
+                    f"hello {attempt}".encode(),
+                ]
                 if attempt == 0:
                     assert admin.client_kill_filter(_type="pubsub") == 1
                     await asyncio.to_thread(wait_until, lambda: losses, 5, "the loss noticed")
@@ -158,8 +165,10 @@ def test_urls_the_client_cannot_use_are_refused_clearly() -> None:
     assert spec.addresses == (("h1", 1), ("h2", 26379))
     assert (spec.master.password, spec.master.db, spec.master.socket_timeout) == ("pw", 2, 3.0)
     assert (spec.sentinel.password, spec.sentinel.db, spec.sentinel.socket_timeout) == (
-        "sp", 0, 3.0,
-    )  # fmt: skip
+        "sp",
+        0,
+        3.0,
+    )
 
 
 # --------------------------------------------------------------------------- sentinel
@@ -312,3 +321,36 @@ def test_sentinel_failover_is_followed(
         run(main())
     finally:
         sentinel.stop()
+
+
+# --------------------------------------------------------------------------- sync path
+
+
+def test_sync_fast_path_is_found_through_the_scheme_tables(tmp_path: Path) -> None:
+    r = require_redis()
+    queue = f"sync-path-{uuid.uuid4().hex}"
+    app = Celery("s", broker=REDIS_URL)
+    try:
+        publisher = sync_publisher(app)
+        assert isinstance(publisher, _redis_sync.Publisher)
+        assert sync_publisher(app) is publisher  # cached per app
+        assert isinstance(sync_waiter(app), _redis_sync.Waiter)
+        for url in ("memory://", f"sqlite:///{tmp_path / 'b.db'}"):  # no sync module there
+            other = Celery("o", broker=url)
+            assert sync_publisher(other) is None and sync_waiter(other) is None
+        publisher.publish(queue, build_task_message("t.x", ()), 0, None)
+        assert r.llen(queue) == 1
+        conn = publisher._link.connection()
+        assert conn.connected
+        close_sync(app)  # as app.close() does: this thread's connections
+        assert not conn.connected
+        app.conf.broker_url = "memory://"  # assigned: looked up again
+        assert sync_publisher(app) is None
+    finally:
+        r.delete(
+            queue,
+            f"celeriac.notify.{queue}",
+            f"_kombu.binding.{queue}",
+            f"_kombu.binding_permanent.{queue}",
+        )
+        r.close()

@@ -383,10 +383,9 @@ class RedisBroker(
     # -- administration -------------------------------------------------------
     async def purge(self, queue: str) -> int:
         keys = [*self._lists(queue), self._delayed(queue)]
-        counts = await self._transaction(
-            [*(("LLEN", key) for key in keys[:-1]), ("ZCARD", keys[-1]),
-             ("DEL", *keys, self._notify(queue))]
-        )  # fmt: skip
+        lengths = [("LLEN", key) for key in keys[:-1]]
+        drop = ("DEL", *keys, self._notify(queue))
+        counts = await self._transaction([*lengths, ("ZCARD", keys[-1]), drop])
         return sum(int(n) for n in counts[:-1])
 
     async def size(self, queue: str) -> int:
