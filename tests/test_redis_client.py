@@ -35,7 +35,7 @@ from celeriac.transports.redis.resp import (
     parse_target,
 )
 from celeriac.transports.redis.resp_async import AsyncConnection, resolve_master
-from support import wait_until
+from support import TLSProxy, wait_until
 from test_conformance_redis import REDIS_URL, require_redis
 from test_redis import PrivateRedis, _free_port, _pings
 
@@ -354,3 +354,42 @@ def test_sync_fast_path_is_found_through_the_scheme_tables(tmp_path: Path) -> No
             f"_kombu.binding_permanent.{queue}",
         )
         r.close()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _subscribers(server: PrivateRedis, channel: str) -> int:
+    with redis.Redis(port=server.port) as r:
+        return int(r.pubsub_numsub(channel)[0][1])
+
+
+def test_async_client_over_tls(server: PrivateRedis, tmp_path: Path) -> None:
+    with TLSProxy(tmp_path, server.port) as proxy:
+        url = f"rediss://localhost:{proxy.port}/2"
+        trusted = {"ssl_ca_certs": proxy.ca_file}
+
+        async def main() -> None:
+            async with opened(RedisBroker(url, options=trusted)) as b:  # the async driver
+                await b.publish("q", message(3))
+                got = await b.fetch(["q"], 1, 2.0)
+                assert [number(d) for d in got] == [3]
+                await b.ack(got)
+            async with opened(RedisBackend(url, options=trusted)) as be:  # pub/sub too
+                waiting = asyncio.create_task(be.wait(["t"], 5.0))
+                channel = "celery-task-meta-t"
+                await asyncio.to_thread(wait_until, lambda: _subscribers(server, channel), 5)
+                await be.store("t", result_meta("t", "SUCCESS", 3), 60)
+                assert (await waiting)["t"]["result"] == 3
+            untrusted = RedisBroker(url)  # the system CAs only
+            with pytest.raises(BrokerError, match="certificate verify failed"):
+                await untrusted.connect()
+            await untrusted.close()
+            lax = RedisBroker(url, options={"ssl_cert_reqs": "none"})
+            await lax.connect()
+            await lax.close()
+
+        run(main())
+        assert proxy.connections >= 4  # each of the four clients, through TLS
+    with redis.Redis(port=server.port, db=2) as check:
+        assert check.exists("celery-task-meta-t")
