@@ -148,8 +148,10 @@ _SSL_OPTIONS = (
     "ssl_keyfile",
     "ssl_check_hostname",
 )
-#: Query options the client honours, or may ignore without changing behaviour (it keeps
-#: one connection per use, no pool, and notices a dead connection by itself).
+#: Options the client honours (in the URL's query or the transport options: timeouts,
+#: ``socket_keepalive``, for ``rediss://`` the ``ssl_*`` ones), or accepts and needs
+#: nothing for (``max_connections``, ``health_check_interval``: it keeps one connection
+#: per use, no pool, and a dead connection is noticed by the call that meets it).
 _KNOWN_OPTIONS = frozenset(
     {"db", "password", "username", "socket_keepalive", "max_connections",
      "health_check_interval", "protocol", *_TIMEOUT_OPTIONS, *_SSL_OPTIONS}

@@ -27,25 +27,6 @@ from celeriac.transports.redis.resp import (
 from celeriac.transports.redis.resp_async import AsyncConnection, Push, run_script
 from celeriac.utils.log import mask_url
 
-#: Transport options the client reads (``max_connections`` and
-#: ``health_check_interval`` are accepted and need nothing: there is no pool, and a
-#: dead connection is noticed by the call that meets it, the next call reconnecting).
-CLIENT_OPTIONS = (
-    "socket_timeout",
-    "socket_connect_timeout",
-    "socket_keepalive",
-    "max_connections",
-    "health_check_interval",
-)
-#: TLS options (``broker_use_ssl`` and the like), for ``rediss://`` only.
-TLS_OPTIONS = (
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-    "ssl_check_hostname",
-)
-
 
 def target(url: str, options: dict[str, Any]) -> Endpoint | Sentinels:
     """Where ``url`` (already stripped by :func:`split_url`) leads, or
@@ -108,8 +89,6 @@ def translated_errors(what: str, url: str, error: type[Exception]) -> Iterator[N
 
 
 __all__ = [
-    "CLIENT_OPTIONS",
-    "TLS_OPTIONS",
     "Script",
     "connection",
     "first_error",
