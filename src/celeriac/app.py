@@ -28,10 +28,11 @@ from celeriac.transports import (
     backend_class,
     broker_class,
     class_path,
+    close_sync,
     create_backend,
     create_broker,
+    sync_publisher,
 )
-from celeriac.transports.redis import sync as _redis_sync
 from celeriac.transports.tls import apply_tls
 
 if TYPE_CHECKING:
@@ -296,7 +297,7 @@ class Celeriac:
     def close(self) -> None:
         """Close the broker and backend connections this thread opened (as Celery's
         ``app.close()``); they reopen on next use."""
-        _redis_sync.close(self)
+        close_sync(self)
         run_sync(self.close_clients())
 
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
@@ -332,10 +333,10 @@ class Celeriac:
     ) -> AsyncResult[Any]:
         """Send a task by name (it need not be registered here)."""
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
-        publisher = _redis_sync.publisher(self)
+        publisher = sync_publisher(self)
         if publisher is None:
             run_sync(self._publish(queue, message, priority, not_before))
-        else:  # Redis from sync code: a blocking socket, no event loop (same bytes)
+        else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
                 publisher.publish(queue, message, priority, not_before)
         return AsyncResult(message.headers["id"], task_name=name, app=self)

@@ -14,7 +14,7 @@ from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import IncompleteStream, TaskRevokedError, TimeoutError
 from celeriac.protocol import decode_exception
-from celeriac.transports.redis import sync as _redis_sync
+from celeriac.transports import sync_waiter
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -208,8 +208,8 @@ class AsyncResult(ResultBase, Generic[R]):
         """Wait for the result and return it; re-raise the task's exception if it failed."""
         meta = self._meta
         if meta is None:
-            waiter = _redis_sync.waiter(self.app)
-            if waiter is not None:  # Redis from sync code: a blocking socket, no loop
+            waiter = sync_waiter(self.app)
+            if waiter is not None:  # the transport's sync fast path
                 meta = waiter.wait(self.id, timeout)
             else:
                 found = run_sync(self.app.backend_wait([self.id], timeout, interval))

@@ -5,16 +5,30 @@ The scheme tables below are the one place that maps a URL to a transport. Classe
 imported lazily, so a transport's optional dependencies are needed only when it is used.
 The contracts live beside this module: :mod:`celeriac.transports.broker` (the broker),
 :mod:`celeriac.transports.backend` (the result backend).
+
+**Sync fast path** (a capability): a transport package may have a ``sync`` module with
+``publisher(app)``, ``waiter(app)`` and ``close(app)``, which serve a sync ``delay()``
+and ``AsyncResult.get()`` without an event loop (None where they do not apply).
+:func:`sync_publisher`, :func:`sync_waiter` and :func:`close_sync` find it from the
+broker's (backend's) URL scheme, importing only that module; the layers above name no
+transport. Module functions rather than classmethods on the contracts: the choice
+depends on the broker *and* the backend settings, and needs no import of the broker's
+asyncio client.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import weakref
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.backend import ResultBackend
 from celeriac.transports.broker import Broker, DeadLetter, Delivery
+
+if TYPE_CHECKING:
+    from celeriac.protocol import Message
 
 _PKG = "celeriac.transports"
 
@@ -95,6 +109,73 @@ def create_backend(url: str, options: dict[str, Any] | None = None) -> ResultBac
     return backend_class(url)(url, options=options)
 
 
+class SyncPublisher(Protocol):
+    """What a transport's ``sync.publisher(app)`` returns."""
+
+    def publish(
+        self, queue: str, message: Message, priority: int, not_before: float | None
+    ) -> None: ...
+
+
+class SyncWaiter(Protocol):
+    """What a transport's ``sync.waiter(app)`` returns: the ready meta, or None when
+    ``timeout`` passed first."""
+
+    def wait(self, task_id: str, timeout: float | None) -> dict[str, Any] | None: ...
+
+
+_sync_modules: dict[str, ModuleType | None] = {}  # transport package -> its sync module
+_sync_apps: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _sync_module(url: str, table: dict[str, str]) -> Any:
+    path = class_path(url, table)
+    if path is None:
+        return None
+    package = path.partition(":")[0].rpartition(".")[0]
+    if package not in _sync_modules:
+        try:
+            _sync_modules[package] = importlib.import_module(package + ".sync")
+        except ImportError:  # no fast path (or a missing extra: the general path says)
+            _sync_modules[package] = None
+    return _sync_modules[package]
+
+
+def _sync_for(app: Any) -> tuple[Any, Any, Any]:
+    """(settings version, the broker's sync module, the backend's), per app; looked up
+    again after a setting is assigned."""
+    entry = _sync_apps.get(app)
+    version = app.conf.version
+    if entry is None or entry[0] != version:
+        modules = []
+        for attr, table in (("broker_url", BROKERS), ("backend_url", BACKENDS)):
+            try:
+                modules.append(_sync_module(getattr(app, attr), table))
+            except Exception:  # a bad setting: the general path reports it
+                modules.append(None)
+        entry = _sync_apps[app] = (version, *modules)
+    return entry
+
+
+def sync_publisher(app: Any) -> SyncPublisher | None:
+    """The broker transport's sync publisher for ``app`` in this thread, or None."""
+    module = _sync_for(app)[1]
+    return None if module is None else module.publisher(app)
+
+
+def sync_waiter(app: Any) -> SyncWaiter | None:
+    """The result backend transport's sync waiter for ``app`` in this thread, or None."""
+    module = _sync_for(app)[2]
+    return None if module is None else module.waiter(app)
+
+
+def close_sync(app: Any) -> None:
+    """Close the calling thread's sync connections of ``app``, in every transport."""
+    for module in list(_sync_modules.values()):
+        if module is not None:
+            module.close(app)
+
+
 __all__ = [
     "BACKENDS",
     "BROKERS",
@@ -105,7 +186,10 @@ __all__ = [
     "backend_class",
     "broker_class",
     "class_path",
+    "close_sync",
     "create_backend",
     "create_broker",
     "load_class",
+    "sync_publisher",
+    "sync_waiter",
 ]

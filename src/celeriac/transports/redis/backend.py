@@ -23,13 +23,9 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
-
-import redis
-import redis.asyncio
-from redis.asyncio.connection import AbstractConnection
 
 from celeriac.exceptions import BackendError
 from celeriac.protocol import json_dumps, json_loads, ready_meta
@@ -41,13 +37,14 @@ from celeriac.transports.backend import (
     ResultBackend,
 )
 from celeriac.transports.redis.layout import exec_error
+from celeriac.transports.redis.resp import Endpoint, ReplyError, RespError, Sentinels
+from celeriac.transports.redis.resp_async import AsyncConnection
 from celeriac.transports.redis.scripts import (
-    close_client,
-    fast_connection,
+    connection,
     key_prefix,
-    make_client,
     script,
     split_url,
+    target,
     translated_errors,
 )
 from celeriac.utils.log import mask_url
@@ -58,24 +55,19 @@ _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _Ready = dict[str, dict[str, Any]]
 
 
-_LOST = object()  # a reply that will never come: the connection was lost
-
-
 class _Listener:
-    """One pub/sub connection (RESP3) and the task that reads it. A wait sends SUBSCRIBE
-    for its channels and GET for their keys in one write on this connection, so each GET
-    runs once the subscription is active; results published later wake the waits
-    registered for their task id."""
+    """One pub/sub connection (RESP3: pushes go to ``_push``). A wait sends SUBSCRIBE for
+    its channels and GET for their keys in one write on this connection, so each GET runs
+    once the subscription is active; results published later wake the waits registered
+    for their task id."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: bytes) -> None:
-        self._client = client
+    def __init__(self, where: Endpoint | Sentinels, prefix: bytes) -> None:
+        self._where = where
         self._prefix = prefix
-        self._conn: AbstractConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
         self._refs: Counter[bytes] = Counter()
         self._subscribed: set[bytes] = set()  # on the current connection
-        self._replies: deque[asyncio.Future[Any]] = deque()  # one per GET sent, in order
         self._waiters: dict[str, set[asyncio.Future[_Ready | None]]] = {}
 
     def add(
@@ -112,62 +104,34 @@ class _Listener:
                     if channel in self._subscribed:
                         self._subscribed.discard(channel)
                         gone.append(channel)
-            if gone and self._conn is not None:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self._conn.send_command("UNSUBSCRIBE", *gone, check_health=False)
+            conn = self._conn
+            if gone and conn is not None and conn.connected:
+                with contextlib.suppress(RespError, OSError):
+                    await conn.pipeline([("UNSUBSCRIBE", *gone)], replies=0)
 
     async def check(self, channels: Sequence[bytes]) -> list[Any] | None:
         """Subscribe to ``channels`` where needed and GET their keys behind that, in one
         round trip; None if the connection was lost meanwhile."""
-        loop = asyncio.get_running_loop()
         async with self._lock:
-            conn = await self._connection()
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = connection(self._where, push=self._push, on_lost=self._lost)
+            ready = await conn.ready()  # connected (a new connection has no subscriptions)
             missing = [c for c in channels if c not in self._subscribed]
             commands: list[tuple[Any, ...]] = [("SUBSCRIBE", *missing)] if missing else []
             commands += [("GET", channel) for channel in channels]
-            replies = [loop.create_future() for _ in channels]
             self._subscribed.update(missing)
-            self._replies.extend(replies)
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        # asyncio.wait, not gather: a cancelled wait must leave the reader's futures alone
-        await asyncio.wait(replies)
-        values = [f.result() for f in replies]
-        return None if any(v is _LOST for v in values) else values
+            # calls write in the order they are started: the lock may go
+            call = asyncio.ensure_future(conn.call(ready, commands, replies=len(channels)))
+        # asyncio.wait, not a plain await: a cancelled wait leaves the call alone
+        await asyncio.wait([call])
+        if call.exception() is not None:
+            return None  # lost: subscribe again on the next connection, GET again
+        return [None if isinstance(v, ReplyError) else v for v in call.result()]
 
-    async def _connection(self) -> AbstractConnection:
-        if self._conn is None:
-            pool = self._client.connection_pool
-            # RESP3 whatever the URL asks for: it lets a subscribed connection run GET
-            conn: AbstractConnection = pool.connection_class(
-                **{**pool.connection_kwargs, "protocol": 3}
-            )
-            await conn.connect()  # type: ignore[no-untyped-call]
-            self._conn = conn
-            self._reader = asyncio.get_running_loop().create_task(self._read(conn))
-        return self._conn
-
-    async def _read(self, conn: AbstractConnection) -> None:
-        try:
-            while True:
-                try:
-                    reply = await conn.read_response(timeout=math.inf, push_request=True)
-                except redis.ResponseError as exc:  # e.g. GET on a key of another type
-                    reply = exc
-                if isinstance(reply, list):  # a push: message, (un)subscribe confirmation
-                    if len(reply) == 3 and reply[0] == b"message":
-                        self._dispatch(reply[1], reply[2])
-                elif self._replies:
-                    future = self._replies.popleft()
-                    if not future.done():
-                        future.set_result(None if isinstance(reply, Exception) else reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._conn is conn:
-                logger.warning("Result backend pub/sub connection lost: %s", exc)
-                self._lost()
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+    def _push(self, push: list[Any]) -> None:
+        if len(push) == 3 and push[0] == b"message":
+            self._dispatch(push[1], push[2])
 
     def _dispatch(self, channel: bytes, data: Any) -> None:
         task_id = channel[len(self._prefix) :].decode("utf-8", "replace")
@@ -179,29 +143,20 @@ class _Listener:
                     if not waiter.done():
                         waiter.set_result({task_id: meta})
 
-    def _lost(self) -> None:
-        self._conn = None
+    def _lost(self, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            logger.warning("Result backend pub/sub connection lost: %s", exc)
         self._subscribed.clear()
-        while self._replies:
-            future = self._replies.popleft()
-            if not future.done():
-                future.set_result(_LOST)
         for group in self._waiters.values():
             for waiter in group:
                 if not waiter.done():
                     waiter.set_result(None)  # resynchronise: subscribe again, GET again
 
     async def close(self) -> None:
-        reader, self._reader = self._reader, None
-        conn = self._conn
-        self._lost()
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+            conn.close()
+        self._lost()
 
 
 class RedisBackend(ResultBackend):
@@ -217,34 +172,34 @@ class RedisBackend(ResultBackend):
         self.global_prefix = key_prefix(self.options)
         self.prefix = self.global_prefix + "celery-task-meta-"
         self.group_prefix = self.global_prefix + "celery-taskset-meta-"
-        self._client: redis.asyncio.Redis | None = None
+        self._where: Endpoint | Sentinels = target(self._url, self.options)
         self._listener: _Listener | None = None
-        self._fast = fast_connection(self._url, self.options)  # the worker's stores
+        self._fast = connection(self._where)  # connected on first use
 
     def key(self, task_id: str) -> str:
         return self.prefix + task_id
 
-    def _redis(self) -> redis.asyncio.Redis:
-        if self._client is None:
-            self._client = make_client(self._url, self.options)
-        return self._client
-
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return translated_errors("Redis result backend", self._url, BackendError, self._client)
+        return translated_errors("Redis result backend", self._url, BackendError)
+
+    async def _command(self, *args: Any) -> Any:
+        with self._errors():
+            return await self._fast.execute(*args)
+
+    async def _transaction(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        with self._errors():
+            error = exec_error(await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)]))
+            if error is not None:
+                raise error
 
     async def connect(self) -> None:
-        with self._errors():
-            await self._redis().ping()
+        await self._command("PING")
 
     async def close(self) -> None:
-        if self._fast is not None:
-            self._fast.close()
+        self._fast.close()  # reconnects if used again
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
-        client, self._client = self._client, None
-        if client is not None:
-            await close_client(client)
 
     async def store(self, task_id: str, meta: dict[str, Any], ttl: float | None) -> None:
         await self.store_many([(task_id, meta, ttl)])
@@ -263,40 +218,27 @@ class RedisBackend(ResultBackend):
             else:
                 commands.append(("SET", key, text, "PX", max(1, round(ttl * 1000))))
             commands.append(("PUBLISH", key, text))
-        with self._errors():
-            if self._fast is None:  # redis-py (sentinel)
-                async with self._redis().pipeline(transaction=True) as pipe:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    await pipe.execute()
-                return
-            error = exec_error(await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)]))
-            if error is not None:
-                raise error
+        await self._transaction(commands)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        with self._errors():
-            raw = await self._redis().get(self.key(task_id))
+        raw = await self._command("GET", self.key(task_id))
         return None if raw is None else dict(json_loads(raw))
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
             return {}
-        with self._errors():
-            values = await self._redis().mget([self.key(t) for t in task_ids])
+        values = await self._command("MGET", *(self.key(t) for t in task_ids))
         return {
             t: dict(json_loads(v)) for t, v in zip(task_ids, values, strict=True) if v is not None
         }
 
     async def _ready(self, task_ids: Sequence[str]) -> _Ready:
-        with self._errors():
-            values = await self._redis().mget([self.key(t) for t in task_ids])
+        values = await self._command("MGET", *(self.key(t) for t in task_ids))
         ready = {t: ready_meta(v) for t, v in zip(task_ids, values, strict=True)}
         return {t: meta for t, meta in ready.items() if meta is not None}
 
     async def forget(self, task_id: str) -> None:
-        with self._errors():
-            await self._redis().delete(self.key(task_id))
+        await self._command("DEL", self.key(task_id))
 
     async def wait(
         self, task_ids: Sequence[str], timeout: float | None, interval: float = 0.005
@@ -307,7 +249,7 @@ class RedisBackend(ResultBackend):
             return await self._ready(ids) if ids else {}
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         if self._listener is None:
-            self._listener = _Listener(self._redis(), self.prefix.encode())
+            self._listener = _Listener(self._where, self.prefix.encode())
         listener = self._listener
         channels = [self.key(t).encode() for t in ids]
         waiter = listener.add(ids, channels)
@@ -327,7 +269,7 @@ class RedisBackend(ResultBackend):
                     failures = 0
                 except asyncio.TimeoutError:
                     return {}
-                except (BackendError, redis.RedisError, OSError) as exc:
+                except (BackendError, RespError, OSError) as exc:
                     failures += 1
                     pause = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1]
                     if time.monotonic() + pause >= deadline:
@@ -342,26 +284,23 @@ class RedisBackend(ResultBackend):
     # -- groups and chords (Celery's keys; see chord_join.lua) ---------------
     async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:
         key, text = self.group_prefix + group_id, json_dumps(meta)
-        with self._errors():
-            async with self._redis().pipeline(transaction=True) as pipe:
-                pipe.set(key, text, ex=_whole_seconds(ttl))
-                pipe.publish(key, text)
-                await pipe.execute()
+        ex = _whole_seconds(ttl)
+        await self._transaction(
+            [("SET", key, text, *(() if ex is None else ("EX", ex))), ("PUBLISH", key, text)]
+        )
 
     async def restore_group(self, group_id: str) -> dict[str, Any] | None:
-        with self._errors():
-            raw = await self._redis().get(self.group_prefix + group_id)
+        raw = await self._command("GET", self.group_prefix + group_id)
         return None if raw is None else dict(json_loads(raw))
 
     async def forget_group(self, group_id: str) -> None:
-        with self._errors():
-            await self._redis().delete(self.group_prefix + group_id)
+        await self._command("DEL", self.group_prefix + group_id)
 
     async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
-        with self._errors():
-            await self._redis().set(
-                f"{self.group_prefix}{group_id}.s", size, ex=_whole_seconds(ttl)
-            )
+        ex = _whole_seconds(ttl)
+        await self._command(
+            "SET", f"{self.group_prefix}{group_id}.s", size, *(() if ex is None else ("EX", ex))
+        )
 
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         if not parts:
@@ -373,7 +312,7 @@ class RedisBackend(ResultBackend):
             args += [part.group_id, part.task_id, part.index, size, member]
         with self._errors():
             replies = await script("chord_join")(
-                self._redis(), self.global_prefix, _whole_seconds(ttl) or 0,
+                self._fast, self.global_prefix, _whole_seconds(ttl) or 0,
                 CHORD_CLAIM_SECONDS, *args,
             )  # fmt: skip
         claims = []
@@ -389,7 +328,7 @@ class RedisBackend(ResultBackend):
     async def chord_done(self, group_id: str, token: str) -> None:
         with self._errors():
             await script("chord_done")(
-                self._redis(), self.global_prefix, group_id, token, CHORD_DONE_SECONDS
+                self._fast, self.global_prefix, group_id, token, CHORD_DONE_SECONDS
             )
 
     @staticmethod
@@ -416,7 +355,8 @@ def _text(value: bytes | str) -> str:
 def _as_backend_error(exc: BaseException, url: str) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
-    return BackendError(f"Redis result backend {mask_url(url)}: {type(exc).__name__}: {exc}")
+    kind = exc.kind if isinstance(exc, RespError) else type(exc).__name__
+    return BackendError(f"Redis result backend {mask_url(url)}: {kind}: {exc}")
 
 
 __all__ = ["RedisBackend"]

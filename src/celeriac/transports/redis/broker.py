@@ -58,14 +58,16 @@ Messages a *Celery* worker left in ``unacked`` (no lease of ours) are restored a
 would, after ``foreign_visibility_timeout`` (default: ``visibility_timeout`` if set, else
 3600 s, Celery's default).
 Scripts run by EVALSHA, falling back to EVAL after a server restart. Redis errors are
-raised as :class:`~celeriac.exceptions.BrokerError`; redis-py reconnects on the next
-call. Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery).
+raised as :class:`~celeriac.exceptions.BrokerError`; the next call reconnects (celeriac's
+own client, :mod:`.resp_async`; for sentinel, asking the sentinels for the master
+again). Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery).
 
 **Options** (``broker_transport_options`` or the URL's query string):
 ``global_keyprefix``, ``visibility_timeout``, ``polling_interval``, ``priority_order``,
 ``eta_in_queue``, ``foreign_visibility_timeout``, ``master_name`` and ``sentinel_kwargs``
-(sentinel), and redis-py's ``socket_timeout`` (default 30), ``socket_connect_timeout``
-(default 5), ``socket_keepalive``, ``max_connections``, ``health_check_interval``.
+(sentinel), and the client's ``socket_timeout`` (default 30), ``socket_connect_timeout``
+(default 5), ``socket_keepalive`` (``max_connections`` and ``health_check_interval`` are
+accepted, and need nothing).
 """
 
 from __future__ import annotations
@@ -78,9 +80,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
-
-import redis
-import redis.asyncio
 
 from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
@@ -106,15 +105,22 @@ from celeriac.transports.redis.layout import (
     publish_group,
     when,
 )
-from celeriac.transports.redis.resp import ReplyError
+from celeriac.transports.redis.resp import (
+    Endpoint,
+    ReplyError,
+    RespError,
+    RespTimeoutError,
+    Sentinels,
+)
+from celeriac.transports.redis.resp_async import AsyncConnection
 from celeriac.transports.redis.scripts import (
-    close_client,
-    fast_connection,
+    connection,
+    first_error,
     key_prefix,
-    make_client,
     run_fast,
     script,
     split_url,
+    target,
     translated_errors,
 )
 
@@ -140,8 +146,8 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
 
 
 def _leases(deliveries: Sequence[Delivery]) -> bytes:
-    """``tag\\0token\\0tag\\0token...`` in one script argument (redis-py packs one long
-    argument much faster than many short ones); the token is the fetch's delivery count."""
+    """``tag\\0token\\0tag\\0token...`` in one script argument (one long argument packs
+    faster than many short ones); the token is the fetch's delivery count."""
     return b"\0".join(
         b"%s\0%d" % (d.tag.encode("utf-8", "surrogateescape"), d.delivery_count) for d in deliveries
     )
@@ -174,30 +180,36 @@ class RedisBroker(
         self._eta_in_queue = eta_in_queue(self.options)
         timeout = self.options.get("socket_timeout", 30.0)
         self._max_block = math.inf if not timeout else float(timeout) / 2
-        self._client: redis.asyncio.Redis | None = None
-        # celeriac's own connections for the hot path (None: redis-py for everything):
-        # one shared by the scripts, one for the blocking wait on wake-up tokens
-        self._fast = fast_connection(self._url, self.options)
-        self._fast_blocking = fast_connection(self._url, self.options)
+        # (connected on first use) one for scripts and commands, one for the blocking waits
+        self._where: Endpoint | Sentinels = target(self._url, self.options)
+        self._fast = connection(self._where)
+        self._fast_blocking = connection(self._where)
         self._turn = 0
         self._fast_poll_until = 0.0
         self._next_sweep = 0.0
         self._declared: set[str] = set()
 
     # -- plumbing -----------------------------------------------------------
-    def _redis(self) -> redis.asyncio.Redis:
-        if self._client is None:
-            self._client = make_client(self._url, self.options)
-        return self._client
-
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return translated_errors("Redis broker", self._url, BrokerError, self._client)
+        return translated_errors("Redis broker", self._url, BrokerError)
 
     async def _run(self, name: str, *args: Any) -> Any:
         with self._errors():
-            if self._fast is not None:
-                return await run_fast(self._fast, name, self.prefix, *args)
-            return await script(name)(self._redis(), self.prefix, *args)
+            return await run_fast(self._fast, name, self.prefix, *args)
+
+    async def _commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` in one write; their replies (an error reply is raised)."""
+        with self._errors():
+            return first_error(await self._fast.pipeline(commands))
+
+    async def _transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` in one MULTI/EXEC; EXEC's replies."""
+        with self._errors():
+            replies = await self._fast.pipeline([("MULTI",), *commands, ("EXEC",)])
+            error = exec_error(replies)
+            if error is not None:
+                raise error
+        return list(replies[-1])
 
     def _lists(self, queue: str) -> list[str]:
         return [list_key(self.prefix, queue, digit) for digit in _BUCKETS]
@@ -210,25 +222,16 @@ class RedisBroker(
 
     # -- lifecycle ------------------------------------------------------------
     async def connect(self) -> None:
-        with self._errors():
-            await self._redis().ping()
+        await self._commands([("PING",)])
 
     async def close(self) -> None:
-        for conn in (self._fast, self._fast_blocking):
-            if conn is not None:
-                conn.close()
-        client, self._client = self._client, None
-        if client is not None:
-            await close_client(client)
+        self._fast.close()  # both reconnect if used again
+        self._fast_blocking.close()
 
     async def declare(self, queue: str) -> None:
         """Record Celery's binding of the queue (also done on the first publish to it)."""
         self._declared.add(queue)
-        with self._errors():
-            async with self._redis().pipeline(transaction=False) as pipe:
-                for command in declare_commands(self.prefix, queue):
-                    pipe.execute_command(*command)
-                await pipe.execute()
+        await self._commands(declare_commands(self.prefix, queue))
 
     # -- producing ------------------------------------------------------------
     async def publish(
@@ -246,7 +249,7 @@ class RedisBroker(
                     queue, message, priority, not_before, eta_visible=self._eta_in_queue
                 )
             commands = immediate_commands(self.prefix, args)
-            if commands is None or self._fast is None:
+            if commands is None:
                 await self._run("publish", *args)
                 continue
             with self._errors():
@@ -328,25 +331,15 @@ class RedisBroker(
         args = [self.prefix, *args]
         fetch = script("fetch")
         keys = [self._notify(q) for q in queues]
-        if self._fast_blocking is not None:
-            with self._errors():
-                timeout = round(seconds, 3)
-                token, reply = await self._fast_blocking.pipeline(
-                    [("BLPOP", *keys, timeout), ("EVALSHA", fetch.sha, 0, *args)], block=timeout
-                )
-                if isinstance(token, ReplyError):
-                    raise token
-                if isinstance(reply, ReplyError):  # NOSCRIPT: the server restarted
-                    reply = await run_fast(self._fast_blocking, "fetch", *args)
-            return (token is not None, *_leased(order, reply))
         with self._errors():
-            try:
-                async with self._redis().pipeline(transaction=False) as pipe:
-                    pipe.blpop([self._notify(q) for q in queues], timeout=round(seconds, 3))
-                    pipe.evalsha(fetch.sha, 0, *args)
-                    token, reply = await pipe.execute()
-            except redis.exceptions.NoScriptError:  # the server restarted: load it again
-                token, reply = None, await fetch(self._redis(), *args)
+            timeout = round(seconds, 3)
+            token, reply = await self._fast_blocking.pipeline(
+                [("BLPOP", *keys, timeout), ("EVALSHA", fetch.sha, 0, *args)], block=timeout
+            )
+            if isinstance(token, ReplyError):
+                raise token
+            if isinstance(reply, ReplyError):  # NOSCRIPT: the server restarted
+                reply = await run_fast(self._fast_blocking, "fetch", *args)
         return (token is not None, *_leased(order, reply))
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -390,24 +383,14 @@ class RedisBroker(
     # -- administration -------------------------------------------------------
     async def purge(self, queue: str) -> int:
         keys = [*self._lists(queue), self._delayed(queue)]
-        with self._errors():
-            async with self._redis().pipeline(transaction=True) as pipe:
-                for key in keys[:-1]:
-                    pipe.llen(key)
-                pipe.zcard(keys[-1])
-                pipe.delete(*keys, self._notify(queue))
-                counts = await pipe.execute()
+        lengths = [("LLEN", key) for key in keys[:-1]]
+        drop = ("DEL", *keys, self._notify(queue))
+        counts = await self._transaction([*lengths, ("ZCARD", keys[-1]), drop])
         return sum(int(n) for n in counts[:-1])
 
     async def size(self, queue: str) -> int:
-        keys = self._lists(queue)
-        with self._errors():
-            async with self._redis().pipeline(transaction=True) as pipe:
-                for key in keys:
-                    pipe.llen(key)
-                pipe.zcard(self._delayed(queue))
-                counts = await pipe.execute()
-        return sum(int(n) for n in counts)
+        commands = [*(("LLEN", key) for key in self._lists(queue)), ("ZCARD", self._delayed(queue))]
+        return sum(int(n) for n in await self._transaction(commands))
 
     # -- control state: durable revocations, global rate limits ---------------
 
@@ -417,25 +400,23 @@ class RedisBroker(
     ) -> None:  # fmt: skip
         """One key per revoked id (``Pceleriac.revoked.<id>``), expiring by itself."""
         value = json.dumps({"terminate": terminate, "signal": signal})
-        until = time.time() + ttl
-        with self._errors():
-            async with self._redis().pipeline(transaction=False) as pipe:
-                for task_id in task_ids:
-                    pipe.set(self._revoked_key(task_id), value, px=max(1, int(ttl * 1000)))
-                # the fetch script counts the live ones: while there are none (the usual
-                # case) a fetched batch needs no look-up of its own
-                pipe.zadd(f"{self.prefix}celeriac.revocations", dict.fromkeys(task_ids, until))
-                await pipe.execute()
+        if not task_ids:
+            return
+        until, px = repr(time.time() + ttl), max(1, int(ttl * 1000))
+        commands: list[tuple[Any, ...]] = [
+            ("SET", self._revoked_key(task_id), value, "PX", px) for task_id in task_ids
+        ]
+        # the fetch script counts the live ones: while there are none (the usual case) a
+        # fetched batch needs no look-up of its own
+        scores = [item for task_id in dict.fromkeys(task_ids) for item in (until, task_id)]
+        commands.append(("ZADD", f"{self.prefix}celeriac.revocations", *scores))
+        await self._commands(commands)
 
     async def revoked(self, task_ids: Sequence[str]) -> dict[str, Revocation]:
         if not task_ids:
             return {}
         keys = [self._revoked_key(t) for t in task_ids]
-        with self._errors():
-            if self._fast is not None:
-                values = await self._fast.execute("MGET", *keys)
-            else:
-                values = await self._redis().mget(keys)
+        (values,) = await self._commands([("MGET", *keys)])
         found: dict[str, Revocation] = {}
         for task_id, raw in zip(task_ids, values, strict=True):
             if raw is not None:
@@ -451,17 +432,11 @@ class RedisBroker(
     def _pidbox_channel(self) -> str:
         """``<prefix>/<db>.celery.pidbox``: kombu's fanout exchanges are pub/sub channels
         named after the database (and prefixed with ``global_keyprefix``, as kombu does)."""
-        if self._fast is not None:
-            db = self._fast.endpoint.db
-        else:
-            db = int(self._redis().connection_pool.connection_kwargs.get("db") or 0)
-        return f"{self.prefix}/{db}.celery.pidbox"
+        return f"{self.prefix}/{self._where.db}.celery.pidbox"
 
     async def broadcast_control(self, message: Message) -> None:
         """PUBLISH on Celery's pidbox channel, where Celery's workers listen."""
-        raw = encode_envelope(message)
-        with self._errors():
-            await self._redis().publish(self._pidbox_channel(), raw)
+        await self._commands([("PUBLISH", self._pidbox_channel(), encode_envelope(message))])
 
     async def listen_control(
         self,
@@ -472,38 +447,34 @@ class RedisBroker(
         channel = self._pidbox_channel()
         failures = 0
         while True:
-            pubsub = self._redis().pubsub()
+            items: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
+            conn = connection(self._where, push=items.put_nowait, on_lost=items.put_nowait)
             try:
-                await pubsub.subscribe(channel)
-                while True:  # requests published from now on reach us once this comes
-                    item = await pubsub.get_message(timeout=_SUBSCRIBE_TIMEOUT)
-                    if item is None:
-                        raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
-                    if item.get("type") == "subscribe":
-                        break
+                await _subscribe(conn, channel, items)
                 if listening is not None:
                     listening()
                 if failures:
                     logger.info("Remote control: listening on %s again", channel)
                     failures = 0
                 while True:
-                    item = await pubsub.get_message(timeout=None)
-                    if item is None or item.get("type") != "message":
+                    item = await items.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if len(item) != 3 or item[0] != b"message":
                         continue
                     try:
-                        message = decode_envelope(item["data"])
+                        message = decode_envelope(item[2])
                     except MessageError as exc:
                         logger.warning("Remote control: ignored an unreadable request: %s", exc)
                         continue
                     await handler(message)
-            except (redis.RedisError, OSError) as exc:
+            except (RespError, OSError) as exc:
                 if failures == 0:
                     logger.warning("Remote control: lost %s (%s); reconnecting", channel, exc)
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * failures))
             finally:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                conn.close()
 
     async def request_control(
         self, message: Message, reply_key: str, timeout: float, limit: int | None
@@ -513,28 +484,30 @@ class RedisBroker(
         queue = f"{reply_key}.reply.celery.pidbox"
         binding = binding_key(self.prefix, "reply.celery.pidbox")
         member = binding_member(reply_key, queue)
-        loop = asyncio.get_running_loop()
         replies: list[Message] = []
-        with self._errors():
-            client = self._redis()
-            await client.sadd(binding, member)
-            try:
-                await client.publish(self._pidbox_channel(), encode_envelope(message))
-                deadline = loop.time() + timeout
+        await self._commands([("SADD", binding, member)])
+        waiting = connection(self._where)  # BRPOP blocks its connection
+        try:
+            with self._errors():
+                raw = encode_envelope(message)
+                await self._fast.execute("PUBLISH", self._pidbox_channel(), raw)
+                deadline = time.monotonic() + timeout
                 while limit is None or len(replies) < limit:
-                    left = deadline - loop.time()
+                    left = deadline - time.monotonic()
                     if left <= 0:
                         break
-                    item = await client.brpop([self.prefix + queue], timeout=min(left, 1.0))
+                    block = round(min(left, 1.0), 3)
+                    brpop = ("BRPOP", self.prefix + queue, block)
+                    (item,) = first_error(await waiting.pipeline([brpop], block))
                     if item is None:
                         continue
                     try:
                         replies.append(decode_envelope(item[1]))
                     except MessageError as exc:
                         logger.warning("Remote control: ignored an unreadable reply: %s", exc)
-            finally:
-                await client.srem(binding, member)
-                await client.delete(self.prefix + queue)
+        finally:
+            waiting.close()
+            await self._commands([("SREM", binding, member), ("DEL", self.prefix + queue)])
         return replies
 
     async def reply_control(self, routing_key: str, message: Message) -> None:
@@ -542,13 +515,16 @@ class RedisBroker(
         ``routing_key`` (kombu's direct exchange on Redis: its binding set names them); a
         caller that has gone has no binding left, so nothing is left behind."""
         raw = encode_envelope(message)
-        with self._errors():
-            members = await self._redis().smembers(binding_key(self.prefix, "reply.celery.pidbox"))
-            for member in members:
-                text = member.decode("utf-8", "replace") if isinstance(member, bytes) else member
-                parts = text.split(BINDING_SEP)  # routing key, pattern, queue
-                if len(parts) == 3 and parts[0] == routing_key and parts[2]:
-                    await self._redis().lpush(self.prefix + parts[2], raw)
+        (members,) = await self._commands(
+            [("SMEMBERS", binding_key(self.prefix, "reply.celery.pidbox"))]
+        )
+        pushes = []
+        for member in members:
+            parts = member.decode("utf-8", "replace").split(BINDING_SEP)  # key, pattern, queue
+            if len(parts) == 3 and parts[0] == routing_key and parts[2]:
+                pushes.append(("LPUSH", self.prefix + parts[2], raw))
+        if pushes:
+            await self._commands(pushes)
 
     def _revoked_key(self, task_id: str) -> str:
         return f"{self.prefix}celeriac.revoked.{task_id}"
@@ -559,8 +535,9 @@ class RedisBroker(
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
             return []
-        with self._errors():
-            items = await self._redis().lrange(f"{self.prefix}celeriac.dead_letter", 0, limit - 1)
+        (items,) = await self._commands(
+            [("LRANGE", f"{self.prefix}celeriac.dead_letter", 0, limit - 1)]
+        )
         out = []
         for item in items:
             entry = json.loads(item)
@@ -579,6 +556,24 @@ class RedisBroker(
     def sync_target(self) -> tuple[str, dict[str, Any]]:
         """The URL (celeriac's options taken out) and the options to connect with."""
         return self._url, self.options
+
+
+async def _subscribe(
+    conn: AsyncConnection, channel: str, items: asyncio.Queue[list[Any] | BaseException]
+) -> None:
+    """SUBSCRIBE to ``channel`` and wait for the confirmation (from then on, requests
+    published reach us)."""
+    await conn.pipeline([("SUBSCRIBE", channel)], replies=0)
+    confirmation = [b"subscribe", channel.encode()]
+    while True:
+        try:
+            item = await asyncio.wait_for(items.get(), _SUBSCRIBE_TIMEOUT)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RespTimeoutError(f"no confirmation of SUBSCRIBE {channel}") from None
+        if isinstance(item, BaseException):
+            raise item
+        if item[:2] == confirmation:
+            return
 
 
 def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], float | None]:

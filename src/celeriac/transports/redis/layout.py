@@ -1,9 +1,8 @@
 """How celeriac reads a Redis URL and lays out a published message, shared by the Redis
 broker (``.broker``) and the sync publisher (``.sync``).
 
-This module imports no redis-py (a quarter of a second of a short script's life), so the
-sync path can use it; the two paths put the same bytes in Redis because both build them
-here.
+This module imports no driver, so the sync path can use it; the two paths put the same
+bytes in Redis because both build them here.
 """
 
 from __future__ import annotations

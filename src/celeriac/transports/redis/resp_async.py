@@ -1,65 +1,84 @@
-"""An asyncio Redis connection for the worker's hot path (fetch, ack, store).
+"""celeriac's Redis client, asyncio driver: the broker's, the backend's and pub/sub's
+connections (the codec and the errors are :mod:`.resp`'s).
 
-redis-py's asyncio client costs a few hundred microseconds of Python per command here
-(connection pool, retry and observability layers around a StreamReader); the worker
-settles a batch of tasks in two commands, so that cost is most of a no-op task's. This
-connection is an :class:`asyncio.Protocol`: a call packs its commands (one or a
+A connection is an :class:`asyncio.Protocol`: a call packs its commands (one or a
 pipeline) into one ``transport.write`` and awaits one future per reply, which
-``data_received`` resolves in order as the reader (hiredis when installed, see
-:mod:`.resp`) parses them. Several coroutines may share it; a blocking command
-(BLPOP) gets a connection of its own.
+``data_received`` resolves in order as ``hiredis.Reader`` parses them. Several
+coroutines may share it; a blocking command (BLPOP, BRPOP) gets a connection of its own.
+A connection made with ``push=`` speaks RESP3 and hands every push (pub/sub messages,
+(un)subscribe confirmations) to that callback; hiredis before 3.2 does not tell a push
+from an array reply, so such a connection is for pub/sub with commands whose replies
+are not arrays (GET, PING).
 
-The connection is made on first use (AUTH and SELECT pipelined with nothing behind
-them) and again after it is lost: ``connection_lost`` fails the pending calls with
-:class:`~.resp.RespConnectionError` and the next call reconnects, so a server
-restart costs the calls in flight and never a stale connection later. A call that gets
-no reply within the socket timeout (plus the block time it asked for) fails with
-:class:`~celeriac.transports.redis.resp.RespTimeoutError` and drops the connection: the replies it
-still owes would belong to the wrong callers.
+The connection is made on first use (AUTH or HELLO, and SELECT, pipelined with nothing
+behind them) and again after it is lost: ``connection_lost`` fails the pending calls
+with :class:`~.resp.RespConnectionError` (and calls ``on_lost``), and the next call
+reconnects, so a server restart costs the calls in flight and never a stale connection
+later. For a ``sentinel://`` URL each connection first asks the sentinels, in order,
+``SENTINEL get-master-addr-by-name``, so a reconnection after a failover finds the new
+master. A call that gets no reply within the socket timeout (plus the block time it
+asked for) fails with :class:`~.resp.RespTimeoutError` and drops the connection: the
+replies it still owes would belong to the wrong callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celeriac.transports.redis.resp import (
     NEED_DATA,
+    PUSH,
     Arg,
     Endpoint,
     ReplyError,
     RespConnectionError,
     RespError,
     RespTimeoutError,
-    encode_command,
+    Sentinels,
+    encode_commands,
     make_reader,
 )
 
+Push = Callable[[list[Any]], None]
+
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(
+        self, push: Push | None = None, on_lost: Callable[[BaseException], None] | None = None
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader: Any = make_reader()
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
+        self.push = push
+        self.on_lost = on_lost
+        self.follow_master = False  # a sentinel's master: READONLY means it was demoted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        reader, waiting = self.reader, self.waiting
+        reader, waiting, push = self.reader, self.waiting, self.push
         reader.feed(data)
         while (reply := reader.gets()) is not NEED_DATA:
+            if push is not None and isinstance(reply, PUSH):
+                push(reply)
+                continue
             if not waiting:  # a reply nobody asked for: the stream is out of step
                 self.fail(RespConnectionError("Protocol error: an unexpected reply"))
                 return
             future = waiting.popleft()
             if not future.done():
                 future.set_result(reply)
+            if self.follow_master and isinstance(reply, ReplyError) and reply.code == "READONLY":
+                self.fail(RespConnectionError(f"The master is now a replica: {reply}"))
+                return
 
     def eof_received(self) -> bool | None:
         self.fail(RespConnectionError("Connection closed by server."))
@@ -70,7 +89,8 @@ class _Protocol(asyncio.Protocol):
         self.fail(RespConnectionError(text))
 
     def fail(self, exc: BaseException) -> None:
-        if self.lost is None:
+        first = self.lost is None
+        if first:
             self.lost = exc
         while self.waiting:
             future = self.waiting.popleft()
@@ -79,15 +99,30 @@ class _Protocol(asyncio.Protocol):
                 future.exception()  # its caller may be gone: nothing to log then
         if self.transport is not None:
             self.transport.abort()
+        if first and self.on_lost is not None:
+            self.on_lost(exc)
 
 
 class AsyncConnection:
-    """One pipelining asyncio connection to ``endpoint``; see the module docstring."""
+    """One pipelining asyncio connection to ``target``; see the module docstring."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
+    def __init__(
+        self,
+        target: Endpoint | Sentinels,
+        *,
+        push: Push | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.endpoint = target if isinstance(target, Endpoint) else target.master
+        self._push = push
+        self._on_lost = on_lost
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.lost is None
 
     async def _ready(self) -> _Protocol:
         proto = self._protocol
@@ -102,25 +137,37 @@ class AsyncConnection:
                 self._connecting = None
 
     async def _connect(self) -> _Protocol:
-        ep = self.endpoint
+        target = self.target
+        ep = target if isinstance(target, Endpoint) else await resolve_master(target)
+        self.endpoint = ep
         loop = asyncio.get_running_loop()
+
+        def factory() -> _Protocol:
+            return _Protocol(self._push, self._on_lost)
+
         try:
             if ep.path:
-                connecting = loop.create_unix_connection(_Protocol, ep.path)
+                connecting = loop.create_unix_connection(factory, ep.path)
             else:
                 tls = ep.ssl_context() if ep.tls else None
                 host = ep.host if tls else None
                 connecting = loop.create_connection(
-                    _Protocol, ep.host, ep.port, ssl=tls, server_hostname=host
+                    factory, ep.host, ep.port, ssl=tls, server_hostname=host
                 )
-            _, proto = await asyncio.wait_for(connecting, ep.connect_timeout)
+            transport, proto = await asyncio.wait_for(connecting, ep.connect_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             raise RespTimeoutError(f"Timeout connecting to {ep.where}") from None
         except OSError as exc:
             where = ep.where
             raise RespConnectionError(f"Error {exc.errno} connecting to {where}. {exc}") from None
+        if not ep.path:
+            _tune(transport, ep.keepalive)
+        proto.follow_master = not isinstance(target, Endpoint)
         hello: list[tuple[Arg, ...]] = []
-        if ep.password is not None:
+        if self._push is not None:
+            auth = () if ep.password is None else ("AUTH", ep.username or "default", ep.password)
+            hello.append(("HELLO", 3, *auth))
+        elif ep.password is not None:
             hello.append(("AUTH", *([ep.username] if ep.username else []), ep.password))
         if ep.db:
             hello.append(("SELECT", ep.db))
@@ -132,11 +179,14 @@ class AsyncConnection:
                     raise RespConnectionError(f"Redis refused the connection: {reply}")
         return proto
 
-    async def pipeline(self, commands: Sequence[Sequence[Arg]], block: float = 0.0) -> list[Any]:
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], block: float = 0.0, replies: int | None = None
+    ) -> list[Any]:
         """Send ``commands`` in one write; their replies, error replies as
         :class:`ReplyError` values. ``block``: how long a blocking command among them
-        may wait, on top of the socket timeout."""
-        return await self._call(await self._ready(), commands, block)
+        may wait, on top of the socket timeout. ``replies``: how many replies to wait
+        for, when some commands answer by a push only (SUBSCRIBE on RESP3)."""
+        return await self._call(await self._ready(), commands, block, replies)
 
     async def execute(self, *args: Arg) -> Any:
         """One command's reply; an error reply is raised."""
@@ -145,15 +195,35 @@ class AsyncConnection:
             raise reply
         return reply
 
+    async def ready(self) -> object:
+        """Connect if needed; a handle on this connection for :meth:`call`."""
+        return await self._ready()
+
+    async def call(
+        self, handle: object, commands: Sequence[Sequence[Arg]], replies: int | None = None
+    ) -> list[Any]:
+        """:meth:`pipeline` on the connection :meth:`ready` returned (its commands are
+        written when the call starts; if that connection is gone meanwhile, fail with
+        :class:`~.resp.RespConnectionError` rather than send on the next one)."""
+        assert isinstance(handle, _Protocol)
+        return await self._call(handle, commands, 0.0, replies)
+
     async def _call(
-        self, proto: _Protocol, commands: Sequence[Sequence[Arg]], block: float
+        self,
+        proto: _Protocol,
+        commands: Sequence[Sequence[Arg]],
+        block: float,
+        replies: int | None = None,
     ) -> list[Any]:
         if proto.lost is not None:
             raise RespConnectionError(str(proto.lost))
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
         assert proto.transport is not None
-        proto.transport.write(b"".join(encode_command(*c) for c in commands))
+        proto.transport.write(encode_commands(commands))
+        if replies == 0:
+            return []
+        count = len(commands) if replies is None else replies
+        futures = [loop.create_future() for _ in range(count)]
         proto.waiting.extend(futures)
         timeout = self.endpoint.socket_timeout
         timer = None
@@ -172,17 +242,41 @@ class AsyncConnection:
                 timer.cancel()
 
     def close(self) -> None:
+        """Close the connection (calls in flight fail; ``on_lost`` is not called); the
+        next call connects again."""
         proto, self._protocol = self._protocol, None
         if proto is not None:
+            proto.on_lost = None
             proto.fail(RespConnectionError("Connection closed"))
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
 
 
-def error_text(exc: RespError) -> str:
-    """``<redis-py type name>: <message>``, as redis-py's errors read in our messages."""
-    return f"{exc.kind}: {exc}"
+def _tune(transport: asyncio.BaseTransport, keepalive: bool) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and keepalive:  # asyncio already sets TCP_NODELAY
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+async def resolve_master(sentinels: Sentinels) -> Endpoint:
+    """The master's endpoint, as the first sentinel that knows it says."""
+    problems = []
+    for host, port in sentinels.addresses:
+        conn = AsyncConnection(sentinels.at(host, port, master=False))
+        try:
+            name = sentinels.master_name
+            reply = await conn.execute("SENTINEL", "get-master-addr-by-name", name)
+        except RespError as exc:
+            problems.append(f"{host}:{port}: {exc}")
+            continue
+        finally:
+            conn.close()
+        if isinstance(reply, list) and len(reply) == 2:
+            return sentinels.at(reply[0].decode(), int(reply[1]))
+        problems.append(f"{host}:{port}: no master named {sentinels.master_name!r}")
+    raise RespConnectionError(f"No master found for {sentinels.where}: {'; '.join(problems)}")
 
 
 async def run_script(conn: AsyncConnection, text: str, sha: str, *args: Arg) -> Any:
@@ -195,4 +289,4 @@ async def run_script(conn: AsyncConnection, text: str, sha: str, *args: Arg) -> 
     return reply
 
 
-__all__ = ["AsyncConnection", "error_text", "run_script"]
+__all__ = ["AsyncConnection", "resolve_master", "run_script"]

@@ -1,11 +1,11 @@
 """Sync fast paths on Redis: ``send_task`` publishes, and ``AsyncResult.get`` waits,
-on a blocking socket of the calling thread (:mod:`.resp`) instead of running a
+on a blocking socket of the calling thread (:mod:`.resp_blocking`) instead of running a
 coroutine on the thread's event loop: a sync ``delay()`` costs one ``sendall`` and one
 ``recv``.
 
 They apply only where they cannot change behaviour: a sync caller with no event loop
-running in its thread, the Redis broker (backend) class itself, a URL :mod:`.resp`
-fully handles (not sentinel), and for publishing a result backend that needs no reply
+running in its thread, the Redis broker (backend) class itself, a URL naming one server
+(not sentinel), and for publishing a result backend that needs no reply
 queue (not ``rpc://``). Otherwise :func:`publisher` and :func:`waiter` return None and
 the caller takes the general path. Both put in Redis exactly what the async path puts
 (the same Lua script and arguments, the same keys), and raise the same errors
@@ -13,8 +13,8 @@ the caller takes the general path. Both put in Redis exactly what the async path
 :func:`celeriac.transports.redis.scripts.translated_errors` words them).
 
 Connections are per thread and per process: a forked child makes its own
-(:class:`celeriac.transports.redis.resp.Connection` checks the pid), and ``app.close()`` closes the
-calling thread's.
+(:class:`celeriac.transports.redis.resp_blocking.Connection` checks the pid), and
+``app.close()`` closes the calling thread's.
 """
 
 from __future__ import annotations
@@ -48,14 +48,13 @@ from celeriac.transports.redis.layout import (
 )
 from celeriac.transports.redis.resp import (
     NEED_DATA,
-    Connection,
     Endpoint,
     ReplyError,
     RespError,
-    Script,
     encode_commands,
     parse_endpoint,
 )
+from celeriac.transports.redis.resp_blocking import Connection, Script
 from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def _redis_url(url: str) -> bool:
 
 #: Where the schemes' classes live (``celeriac.transports.BROKERS``/``BACKENDS``):
 #: the fast paths apply to these classes only, and are set up without importing them
-#: (their modules import redis-py, a quarter of a second of a short script's life).
+#: (a short script that only sends tasks never needs the asyncio client).
 _BROKER_CLASS = "celeriac.transports.redis.broker:RedisBroker"
 _BACKEND_CLASS = "celeriac.transports.redis.backend:RedisBackend"
 _NUMBERS = ("visibility_timeout", "polling_interval", "foreign_visibility_timeout",
