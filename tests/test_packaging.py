@@ -136,8 +136,8 @@ def test_the_base_install_runs_on_sqlite_and_names_the_extras(
 
 def test_the_redis_extra_runs_the_redis_transport(wheel: Path, tmp_path: Path, queue: str) -> None:
     python = fresh_env(tmp_path / "env", wheel, "redis")
-    found = imports(python, tmp_path, "hiredis", "aiormq", "pamqp")
-    assert found == {"hiredis": True, "aiormq": False, "pamqp": False}
+    found = imports(python, tmp_path, "hiredis", "redis", "aiormq", "pamqp")
+    assert found == {"hiredis": True, "redis": False, "aiormq": False, "pamqp": False}
     with scratch_prefix("packaging") as prefix:
         head = f"URL = '{REDIS_URL}?global_keyprefix={prefix}'\nQUEUE = {queue!r}\n"
         assert run_in(python, head + textwrap.dedent(TASK_ROUND_TRIP), tmp_path).strip() == "5"
