@@ -393,3 +393,18 @@ def test_async_client_over_tls(server: PrivateRedis, tmp_path: Path) -> None:
         assert proxy.connections >= 4  # each of the four clients, through TLS
     with redis.Redis(port=server.port, db=2) as check:
         assert check.exists("celery-task-meta-t")
+
+
+def test_pool_options_that_do_nothing_say_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from celeriac.transports.redis import scripts
+
+    monkeypatch.setattr(scripts, "_warned", set())
+    with caplog.at_level("WARNING", logger="celeriac.transports.redis"):
+        RedisBroker("redis://127.0.0.1:6379/0?max_connections=10")
+        RedisBackend("redis://127.0.0.1:6379/0", options={"max_connections": 10})
+        RedisBroker("redis://127.0.0.1:6379/0")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert "max_connections=" in lines[0] and "does nothing here" in lines[0]

@@ -67,7 +67,7 @@ again). Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery)
 ``eta_in_queue``, ``foreign_visibility_timeout``, ``master_name`` and ``sentinel_kwargs``
 (sentinel), and the client's ``socket_timeout`` (default 30), ``socket_connect_timeout``
 (default 5), ``socket_keepalive`` (``max_connections`` and ``health_check_interval`` are
-accepted, and need nothing).
+accepted and do nothing: one warning line says so).
 """
 
 from __future__ import annotations

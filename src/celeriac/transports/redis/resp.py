@@ -150,12 +150,16 @@ _SSL_OPTIONS = (
 )
 #: Options the client honours (in the URL's query or the transport options: timeouts,
 #: ``socket_keepalive``, for ``rediss://`` the ``ssl_*`` ones), or accepts and needs
-#: nothing for (``max_connections``, ``health_check_interval``: it keeps one connection
-#: per use, no pool, and a dead connection is noticed by the call that meets it).
+#: nothing for (``max_connections``, ``health_check_interval``: ``scripts.target`` logs
+#: once that they do nothing here).
 _KNOWN_OPTIONS = frozenset(
-    {"db", "password", "username", "socket_keepalive", "max_connections",
-     "health_check_interval", "protocol", *_TIMEOUT_OPTIONS, *_SSL_OPTIONS}
-)  # fmt: skip
+    {
+        *("db", "password", "username", "socket_keepalive", "protocol"),
+        *("max_connections", "health_check_interval"),
+        *_TIMEOUT_OPTIONS,
+        *_SSL_OPTIONS,
+    }
+)
 _CERT_REQS = {
     "none": ssl.CERT_NONE,
     "optional": ssl.CERT_OPTIONAL,

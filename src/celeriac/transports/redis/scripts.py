@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,10 +28,28 @@ from celeriac.transports.redis.resp import (
 from celeriac.transports.redis.resp_async import AsyncConnection, Push, run_script
 from celeriac.utils.log import mask_url
 
+logger = logging.getLogger("celeriac.transports.redis")
+
+
+#: Options of redis-py's pool that this client accepts but has no use for (one
+#: connection per use, no pool; a dead connection is noticed by the call that meets it).
+INERT_OPTIONS = ("max_connections", "health_check_interval")
+_warned: set[str] = set()
+
 
 def target(url: str, options: dict[str, Any]) -> Endpoint | Sentinels:
     """Where ``url`` (already stripped by :func:`split_url`) leads, or
-    :class:`~celeriac.exceptions.ImproperlyConfigured`."""
+    :class:`~celeriac.exceptions.ImproperlyConfigured`. An option set that does nothing
+    here is said once per process, not ignored silently."""
+    for name in INERT_OPTIONS:
+        if options.get(name) is not None and name not in _warned:
+            _warned.add(name)
+            logger.warning(
+                "Redis option %s=%r does nothing here: celeriac's client keeps no "
+                "connection pool; remove it to silence this line",
+                name,
+                options[name],
+            )
     return parse_target(url, options)
 
 
