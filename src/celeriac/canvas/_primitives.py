@@ -89,8 +89,9 @@ class chain(_TaskList):
             steps.extend(sig.tasks if isinstance(sig, chain) else [sig])
         if app is None:
             app = next((s._app for s in steps if s._app is not None), None)
-        super().__init__("celery.chain", (), {"tasks": steps}, options,
-                         subtask_type="chain", app=app)  # fmt: skip
+        super().__init__(
+            "celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app
+        )
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, chain):
@@ -144,8 +145,11 @@ class chain(_TaskList):
         self._normalise()
         if not self.tasks:
             raise ValueError("an empty chain cannot be sent")
-        leaf = {k: v for k, v in (("group_id", group_id), ("chord", chord),
-                                  ("group_index", group_index)) if v is not None}  # fmt: skip
+        leaf = {
+            k: v
+            for k, v in (("group_id", group_id), ("chord", chord), ("group_index", group_index))
+            if v is not None
+        }
         if leaf:
             self.tasks[-1].set_leaf(plain(leaf))
         previous: ResultBase | None = None
@@ -223,8 +227,9 @@ class group(_TaskList):
         members = [maybe_signature(t, app=app) for t in tasks]
         if app is None:
             app = next((s._app for s in members if s._app is not None), None)
-        super().__init__("celery.group", (), {"tasks": members}, options,
-                         subtask_type="group", app=app)  # fmt: skip
+        super().__init__(
+            "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
+        )
 
     def __len__(self) -> int:  # Celery's len(group) is its number of tasks
         return len(self.tasks)
@@ -356,11 +361,18 @@ class chord(Signature):
                 head = group(*header, app=app)
         app = app or head._app or getattr(body, "_app", None)
         super().__init__(
-            task, args,
-            {**(kwargs or {}), "header": head, "body": maybe_signature(body, app=app),
-             "kwargs": (kwargs or {}).get("kwargs", {})},
-            options, subtask_type="chord", app=app,
-        )  # fmt: skip
+            task,
+            args,
+            {
+                **(kwargs or {}),
+                "header": head,
+                "body": maybe_signature(body, app=app),
+                "kwargs": (kwargs or {}).get("kwargs", {}),
+            },
+            options,
+            subtask_type="chord",
+            app=app,
+        )
 
     def _adopt(self) -> None:
         header = self.kwargs.get("header") or []
@@ -438,8 +450,11 @@ class chord(Signature):
     ) -> ResultBase:
         """Assign the ids (header group, members, body; ``_id`` is the body's unless it
         has one) and return the body's result, whose parent is the header's."""
-        leaf = {k: v for k, v in (("group_id", group_id), ("chord", chord),
-                                  ("group_index", group_index)) if v is not None}  # fmt: skip
+        leaf = {
+            k: v
+            for k, v in (("group_id", group_id), ("chord", chord), ("group_index", group_index))
+            if v is not None
+        }
         if leaf:
             self.body.set_leaf(plain(leaf))
         gid, members = self._prepare()
@@ -485,9 +500,11 @@ class chord(Signature):
             emit.chord_start(gid, len(members))
         for i, member in enumerate(members):
             member._build(
-                emit, args, kwargs,
+                emit,
+                args,
+                kwargs,
                 {**header_opts, "group_id": gid, "group_index": i, "chord": body},
-            )  # fmt: skip
+            )
         return body_result
 
     def apply(

@@ -366,8 +366,13 @@ class Signature(dict[str, Any]):
             opts["task_id"] = _id
         elif not opts.get("task_id"):
             opts["task_id"] = new_id()
-        for key, value in (("group_id", group_id), ("chord", chord), ("root_id", root_id),
-                           ("parent_id", parent_id), ("group_index", group_index)):  # fmt: skip
+        for key, value in (
+            ("group_id", group_id),
+            ("chord", chord),
+            ("root_id", root_id),
+            ("parent_id", parent_id),
+            ("group_index", group_index),
+        ):
             if value is not None:
                 opts[key] = plain(value) if key == "chord" else value
         return AsyncResult(str(opts["task_id"]), app=self.app, task_name=self.task)
