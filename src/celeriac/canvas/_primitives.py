@@ -1,19 +1,10 @@
 """The composite signatures ``chain``, ``group`` and ``chord`` (``chunks``, ``xmap`` and
-``xstarmap`` are in ``_maps``). Their dicts are Celery's: ``{"task": "celery.group",
-"kwargs": {"tasks": [...]}, "subtask_type": "group", ...}``, ``{"task": "celery.chord",
-"kwargs": {"header": <group>, "body": <sig>, "kwargs": {}}, "subtask_type": "chord",
-...}`` and so on.
+``xstarmap`` are in ``_maps``), as Celery's signature dicts (``"task": "celery.chain"``,
+``"celery.group"``, ``"celery.chord"``, told apart by ``subtask_type``).
 
-How they travel (protocol v2, as Celery):
-
-* chain: only the first step is sent; its ``chain`` embed holds the rest, reversed, with
-  task ids assigned up front, so ``chain(...)()`` returns the last result at once. A
-  group followed by another step becomes a chord with that step as its body.
-* group: one message per member with the ``group`` id and ``group_index`` headers, all
-  published in one ``publish_many``.
-* chord: the header is a group whose members carry the body in their ``chord`` embed; the
-  producer records the header size in the result backend first, and the worker that
-  completes the header sends the body with the ordered results (see ``_worker``).
+How each travels (protocol v2, as Celery: chain steps in the ``chain`` embed, group
+members with ``group``/``group_index`` headers, the chord body in every header member's
+``chord`` embed): ``docs/internals/canvas.md``.
 """
 
 from __future__ import annotations
