@@ -137,9 +137,13 @@ def _serializer(name: str, value: Any) -> Any:
 def _content(name: str, value: Any) -> Any:
     value = _list(name, value)
     allowed = {
-        "json", "msgpack", "pickle", "application/json", "application/x-msgpack",
+        "json",
+        "msgpack",
+        "pickle",
+        "application/json",
+        "application/x-msgpack",
         "application/x-python-serialize",
-    }  # fmt: skip
+    }
     for item in value or []:
         if item not in allowed:
             raise _fail(name, value, f"serializer names from {sorted(allowed)}")

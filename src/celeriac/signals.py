@@ -53,9 +53,10 @@ class Signal:
         with self._lock:
             before = len(self._receivers)
             self._receivers = [
-                entry for entry in self._receivers
+                entry
+                for entry in self._receivers
                 if not (self._resolve(entry) is receiver and entry[1] == sender)
-            ]  # fmt: skip
+            ]
             return len(self._receivers) != before
 
     @staticmethod

@@ -70,14 +70,39 @@ _current_request: contextvars.ContextVar[Context] = contextvars.ContextVar(
 #: Options ``@app.task(...)`` accepts; anything else is an error at decoration time.
 TASK_OPTIONS = frozenset(
     {
-        "name", "bind", "base", "ignore_result", "acks_late", "queue", "priority",
-        "serializer", "max_retries", "default_retry_delay", "autoretry_for", "retry_kwargs",
-        "retry_backoff", "retry_backoff_max", "retry_jitter", "rate_limit", "time_limit",
-        "soft_time_limit", "track_started", "store_errors_even_if_ignored", "typing",
-        "reject_on_worker_lost", "acks_on_failure_or_timeout", "expires", "shared",
-        "throws", "trail", "routing_key", "exchange", "rate_limit_scope", "pydantic",
+        "name",
+        "bind",
+        "base",
+        "ignore_result",
+        "acks_late",
+        "queue",
+        "priority",
+        "serializer",
+        "max_retries",
+        "default_retry_delay",
+        "autoretry_for",
+        "retry_kwargs",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "rate_limit",
+        "time_limit",
+        "soft_time_limit",
+        "track_started",
+        "store_errors_even_if_ignored",
+        "typing",
+        "reject_on_worker_lost",
+        "acks_on_failure_or_timeout",
+        "expires",
+        "shared",
+        "throws",
+        "trail",
+        "routing_key",
+        "exchange",
+        "rate_limit_scope",
+        "pydantic",
     }
-)  # fmt: skip
+)
 
 
 class Task(Generic[P, R]):

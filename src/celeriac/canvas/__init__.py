@@ -2,7 +2,8 @@
 
 ``add.s(2, 2)`` is a :class:`Signature`; ``chain`` (also ``sig | sig``), ``group``,
 ``chord``, ``chunks``, ``xmap`` and ``xstarmap`` compose them. On the wire they are
-Celery's signature dicts, so workflows cross between Celery and celeriac.
+Celery's signature dicts, so workflows cross between Celery and celeriac. Design notes:
+``docs/internals/canvas.md``.
 """
 
 from __future__ import annotations

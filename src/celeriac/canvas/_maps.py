@@ -32,8 +32,15 @@ class _MapSignature(Signature):
     ) -> None:
         sig = maybe_signature(task, app=app)
         app = app or getattr(sig, "_app", None)
-        super().__init__(self.task_name, (), {"task": sig, "it": list(it)}, options,
-                         subtask_type=self.kind, immutable=True, app=app)  # fmt: skip
+        super().__init__(
+            self.task_name,
+            (),
+            {"task": sig, "it": list(it)},
+            options,
+            subtask_type=self.kind,
+            immutable=True,
+            app=app,
+        )
 
     def _adopt(self) -> None:
         self.kwargs["task"] = maybe_signature(self.kwargs.get("task"), app=self._app)
@@ -65,8 +72,15 @@ class chunks(Signature):
     ) -> None:
         sig = maybe_signature(task, app=app)
         app = app or getattr(sig, "_app", None)
-        super().__init__("celery.chunks", (), {"task": sig, "it": list(it), "n": int(n)},
-                         options, subtask_type="chunks", immutable=True, app=app)  # fmt: skip
+        super().__init__(
+            "celery.chunks",
+            (),
+            {"task": sig, "it": list(it), "n": int(n)},
+            options,
+            subtask_type="chunks",
+            immutable=True,
+            app=app,
+        )
 
     def _adopt(self) -> None:
         self.kwargs["task"] = maybe_signature(self.kwargs.get("task"), app=self._app)
@@ -75,8 +89,9 @@ class chunks(Signature):
         """The group of ``celery.starmap`` signatures, one per part."""
         task, items, n = self.kwargs["task"], list(self.kwargs["it"]), int(self.kwargs["n"])
         parts = (list(p) for p in _batched(items, n))
-        return group(*(xstarmap(task, part, app=self._app) for part in parts),
-                     app=self._app, **self.options)  # fmt: skip
+        return group(
+            *(xstarmap(task, part, app=self._app) for part in parts), app=self._app, **self.options
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)

@@ -1,19 +1,10 @@
 """The composite signatures ``chain``, ``group`` and ``chord`` (``chunks``, ``xmap`` and
-``xstarmap`` are in ``_maps``). Their dicts are Celery's: ``{"task": "celery.group",
-"kwargs": {"tasks": [...]}, "subtask_type": "group", ...}``, ``{"task": "celery.chord",
-"kwargs": {"header": <group>, "body": <sig>, "kwargs": {}}, "subtask_type": "chord",
-...}`` and so on.
+``xstarmap`` are in ``_maps``), as Celery's signature dicts (``"task": "celery.chain"``,
+``"celery.group"``, ``"celery.chord"``, told apart by ``subtask_type``).
 
-How they travel (protocol v2, as Celery):
-
-* chain: only the first step is sent; its ``chain`` embed holds the rest, reversed, with
-  task ids assigned up front, so ``chain(...)()`` returns the last result at once. A
-  group followed by another step becomes a chord with that step as its body.
-* group: one message per member with the ``group`` id and ``group_index`` headers, all
-  published in one ``publish_many``.
-* chord: the header is a group whose members carry the body in their ``chord`` embed; the
-  producer records the header size in the result backend first, and the worker that
-  completes the header sends the body with the ordered results (see ``_worker``).
+How each travels (protocol v2, as Celery: chain steps in the ``chain`` embed, group
+members with ``group``/``group_index`` headers, the chord body in every header member's
+``chord`` embed): ``docs/internals/canvas.md``.
 """
 
 from __future__ import annotations
@@ -89,8 +80,9 @@ class chain(_TaskList):
             steps.extend(sig.tasks if isinstance(sig, chain) else [sig])
         if app is None:
             app = next((s._app for s in steps if s._app is not None), None)
-        super().__init__("celery.chain", (), {"tasks": steps}, options,
-                         subtask_type="chain", app=app)  # fmt: skip
+        super().__init__(
+            "celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app
+        )
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, chain):
@@ -144,8 +136,11 @@ class chain(_TaskList):
         self._normalise()
         if not self.tasks:
             raise ValueError("an empty chain cannot be sent")
-        leaf = {k: v for k, v in (("group_id", group_id), ("chord", chord),
-                                  ("group_index", group_index)) if v is not None}  # fmt: skip
+        leaf = {
+            k: v
+            for k, v in (("group_id", group_id), ("chord", chord), ("group_index", group_index))
+            if v is not None
+        }
         if leaf:
             self.tasks[-1].set_leaf(plain(leaf))
         previous: ResultBase | None = None
@@ -223,8 +218,9 @@ class group(_TaskList):
         members = [maybe_signature(t, app=app) for t in tasks]
         if app is None:
             app = next((s._app for s in members if s._app is not None), None)
-        super().__init__("celery.group", (), {"tasks": members}, options,
-                         subtask_type="group", app=app)  # fmt: skip
+        super().__init__(
+            "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
+        )
 
     def __len__(self) -> int:  # Celery's len(group) is its number of tasks
         return len(self.tasks)
@@ -356,11 +352,18 @@ class chord(Signature):
                 head = group(*header, app=app)
         app = app or head._app or getattr(body, "_app", None)
         super().__init__(
-            task, args,
-            {**(kwargs or {}), "header": head, "body": maybe_signature(body, app=app),
-             "kwargs": (kwargs or {}).get("kwargs", {})},
-            options, subtask_type="chord", app=app,
-        )  # fmt: skip
+            task,
+            args,
+            {
+                **(kwargs or {}),
+                "header": head,
+                "body": maybe_signature(body, app=app),
+                "kwargs": (kwargs or {}).get("kwargs", {}),
+            },
+            options,
+            subtask_type="chord",
+            app=app,
+        )
 
     def _adopt(self) -> None:
         header = self.kwargs.get("header") or []
@@ -438,8 +441,11 @@ class chord(Signature):
     ) -> ResultBase:
         """Assign the ids (header group, members, body; ``_id`` is the body's unless it
         has one) and return the body's result, whose parent is the header's."""
-        leaf = {k: v for k, v in (("group_id", group_id), ("chord", chord),
-                                  ("group_index", group_index)) if v is not None}  # fmt: skip
+        leaf = {
+            k: v
+            for k, v in (("group_id", group_id), ("chord", chord), ("group_index", group_index))
+            if v is not None
+        }
         if leaf:
             self.body.set_leaf(plain(leaf))
         gid, members = self._prepare()
@@ -485,9 +491,11 @@ class chord(Signature):
             emit.chord_start(gid, len(members))
         for i, member in enumerate(members):
             member._build(
-                emit, args, kwargs,
+                emit,
+                args,
+                kwargs,
                 {**header_opts, "group_id": gid, "group_index": i, "chord": body},
-            )  # fmt: skip
+            )
         return body_result
 
     def apply(

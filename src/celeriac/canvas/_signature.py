@@ -5,11 +5,9 @@ A signature is ``{"task", "args", "kwargs", "options", "subtask_type", "immutabl
 chord, chunks, xmap, xstarmap) are signatures too, told apart by ``subtask_type``, and
 :func:`signature` turns any such dict back into the right class.
 
-Sending works in two steps, so that one call costs one broker round trip however many
-messages it makes: ``_build`` turns a signature (a private copy: it may rewrite it) into
-messages collected by an :class:`Emit`, and ``Emit.send`` records chord sizes in the
-result backend, then publishes every message with ``Broker.publish_many``. The worker uses
-the same ``_build`` for callbacks, chain steps and chord bodies.
+Sending is ``_build`` (messages into an :class:`Emit`), then ``Emit.send`` (chord sizes,
+then one ``Broker.publish_many``): one broker round trip per call. Design notes:
+``docs/internals/canvas.md``.
 """
 
 from __future__ import annotations
@@ -366,8 +364,13 @@ class Signature(dict[str, Any]):
             opts["task_id"] = _id
         elif not opts.get("task_id"):
             opts["task_id"] = new_id()
-        for key, value in (("group_id", group_id), ("chord", chord), ("root_id", root_id),
-                           ("parent_id", parent_id), ("group_index", group_index)):  # fmt: skip
+        for key, value in (
+            ("group_id", group_id),
+            ("chord", chord),
+            ("root_id", root_id),
+            ("parent_id", parent_id),
+            ("group_index", group_index),
+        ):
             if value is not None:
                 opts[key] = plain(value) if key == "chord" else value
         return AsyncResult(str(opts["task_id"]), app=self.app, task_name=self.task)
