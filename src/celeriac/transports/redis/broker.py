@@ -2,65 +2,12 @@
 ``rediss://``, ``unix:///path?db=N`` or ``redis+socket://``, and
 ``sentinel://h1:26379;sentinel://h2:26379`` with ``master_name`` in the transport options).
 
-**Layout.** Queues are Celery's lists: producers LPUSH the kombu JSON envelope to
-``<queue>`` (priority 0-2) or ``<queue>\\x06\\x163``/``6``/``9`` (Celery's buckets: a
-priority is rounded down to 0, 3, 6 or 9), consumers take from the tail, and a leased
-message sits in Celery's ``unacked`` hash (tag -> ``[envelope, "", queue]``) and
-``unacked_index`` zset, with ``_kombu.binding.<queue>`` recorded. So a Celery client can
-feed a celeriac worker, a celeriac client a Celery worker, and a Celery worker's restore
-still finds our unacked messages. Our own lease records sit beside them:
-``celeriac.leases`` (zset tag -> deadline), ``celeriac.lease_owner``,
-``celeriac.lease_queue`` and ``celeriac.deliveries`` (the delivery count, which also
-serves as the lease token). Dead letters go to the list ``celeriac.dead_letter``. The full
-key list is in ``lua/common.lua``; ``global_keyprefix`` prefixes every key.
-
-**Priorities.** The broker contract serves a higher number first; Celery's Redis worker
-serves the *lower* buckets first. We keep Celery's lists (a priority-9 message goes to
-the same list whichever client sends it) but read them in our contract's order, 9, 6, 3,
-0, so every celeriac broker behaves alike. Within a bucket order is FIFO (priorities 3,
-4 and 5 share one list, as in Celery). A fleet mixing Celery and celeriac workers, or a
-migration that relied on Celery's "0 is most urgent", can set
-``priority_order='lower_first'`` to read the buckets in Celery's order instead.
-
-**Fetching.** One Lua script per batch acks the caller's finished messages
-(``ack_and_fetch``), returns expired leases to their queues (at most every second, or a
-quarter of the lease), moves due delayed messages to their lists, then pops up to N
-messages (bucket by bucket, queue by queue, the queue order rotated on every call for
-fairness) and records each lease, all atomically: a message is never popped without
-being recorded. A blocking pop cannot be used for that (BRPOP cannot run inside Lua, and
-BRPOP-then-record loses the message if the worker dies in between), so an idle consumer
-blocks on ``celeriac.notify.<queue>``, a list holding at most one wake-up token:
-producers leave one with every publish, and the fetch script leaves one while the queue
-still holds messages (the next idle consumer wakes and takes its share) and deletes it
-once the queue is empty. So a publish wakes an idle worker after one round trip, and
-idle workers cost nothing. The BLPOP and the next fetch script are pipelined on one
-connection, so Redis runs the fetch the moment the BLPOP returns: a wake-up costs no
-extra round trip. A fetch also wakes, at the latest, when its earliest delayed message
-or lease comes due, and every ``polling_interval`` seconds (default 1.0): Celery
-producers leave no token, so when a poll finds such messages the broker polls every 20
-ms for a minute. Redis checks blocking timeouts only ~10 times a second, so waits
-shorter than 0.2 s are sleeps followed by another fetch.
-
-**Delays.** ``publish(..., not_before=t)`` puts a message in ``celeriac.delayed.<queue>``
-(zset, member = bucket digit + envelope, score = t), and the fetch script of any worker
-consuming the queue moves it to its list when due: an ETA of days costs no worker
-memory. One exception keeps Celery workers working: a *task message with an* ``eta``
-*header* (countdown, eta, retry) goes to the queue list as Celery sends it, so a Celery
-worker sees it too; a celeriac worker that receives it moves it to the delayed zset at
-once (the worker core requeues it with ``not_before``). Set ``eta_in_queue=False`` when
-no Celery worker shares the broker, to save that round trip.
-
-**Delivery.** At-least-once. Ack, requeue, dead-letter and extend are one Lua call per
-batch and only act while the caller still holds the lease. An expired lease (the
-``visibility_timeout`` option, seconds, default 60) is returned by any worker's next
-fetch, exactly once; ``recover(consumer_id)`` returns a dead process's leases at once.
-Messages a *Celery* worker left in ``unacked`` (no lease of ours) are restored as Celery
-would, after ``foreign_visibility_timeout`` (default: ``visibility_timeout`` if set, else
-3600 s, Celery's default).
-Scripts run by EVALSHA, falling back to EVAL after a server restart. Redis errors are
-raised as :class:`~celeriac.exceptions.BrokerError`; the next call reconnects (celeriac's
-own client, :mod:`.resp_async`; for sentinel, asking the sentinels for the master
-again). Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery).
+Queues are Celery's lists (a Celery client can feed a celeriac worker and the reverse);
+our leases, delivery counts, delays and dead letters sit beside them in keys of our own
+(``lua/common.lua`` lists them all). One Lua script per batch acks, restores expired
+leases, moves due delayed messages and leases up to N messages atomically; idle
+consumers block on a wake-up token list. At-least-once; a higher priority is served
+first (``priority_order='lower_first'`` reads the buckets in Celery's order).
 
 **Options** (``broker_transport_options`` or the URL's query string):
 ``global_keyprefix``, ``visibility_timeout``, ``polling_interval``, ``priority_order``,
@@ -68,6 +15,9 @@ again). Needs Redis >= 6.2; Redis Cluster is not supported (nor is it by Celery)
 (sentinel), and the client's ``socket_timeout`` (default 30), ``socket_connect_timeout``
 (default 5), ``socket_keepalive`` (``max_connections`` and ``health_check_interval`` are
 accepted and do nothing: one warning line says so).
+
+The layout, priorities, fetching, delays and delivery in detail:
+``docs/internals/redis.md``.
 """
 
 from __future__ import annotations
