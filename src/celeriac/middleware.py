@@ -5,7 +5,7 @@ with ``app.add_middleware(obj)``. Hooks run in registration order. Worker hooks 
 process that executes the task (the prefork child, the thread or the event loop).
 
 The worker's own features are middleware too, installed by each consumer before the app's
-(in this order: result storage, rate limits, time limits, terminate-on-revoke; see
+(in this order: retries, result storage, rate limits, time limits, terminate-on-revoke; see
 ``celeriac.worker.builtins``), then ``app.middleware``: Celery's signals, canvas, and the
 user's, in registration order. The worker calls only the hooks a middleware overrides, so
 a hook left alone costs nothing per task.
@@ -80,6 +80,14 @@ class Middleware:
 
     def on_unknown(self, name: str, task_id: str, message: Message) -> None:
         """Called when a message names a task that is not registered."""
+
+    def on_exception(self, job: Job, exc: BaseException, runtime: float) -> BaseException | Outcome:
+        """Called in the executing thread when the task raised ``exc`` (``runtime``
+        seconds after it started). Return ``exc`` to go on, another exception to go on
+        with instead, or an :class:`Outcome` that settles the job (the retry middleware
+        turns ``autoretry_for`` errors into ``Retry``, and ``Retry`` into a RETRY
+        outcome); the ``after_task`` hooks see the final outcome either way."""
+        return exc
 
     # worker side, on the consumer's event loop
     def gate(self, job: Job) -> Callable[[], Awaitable[None]] | None:

@@ -9,12 +9,12 @@ of canvas), with two hooks:
   acks), and lists them in the result's ``children``. On failure it calls the errbacks
   (``errback(request, exc, traceback)`` right here, or, for an errback that takes one
   argument, a task message with the failed id) and marks the rest of the chain failed.
-* its ``settle`` hook (:func:`settle`) is awaited by the consumer after a batch's
-  results are stored and before its follow-ups are published and it is acked. It
-  records chord sizes of chords the batch's tasks started, then joins the chord members of the batch through
-  ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and hands
-  a complete header to exactly one worker, which sends the body (or, when a header task
-  failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
+* its ``settle`` hook (:func:`settle`) is awaited by the consumer after a batch's results
+  are stored and before its follow-ups are published and it is acked. It records chord
+  sizes of chords the batch's tasks started, then joins the chord members of the batch
+  through ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and
+  hands a complete header to exactly one worker, which sends the body (or, when a header
+  task failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
   marks the chord done. A worker killed anywhere in between leaves its message unacked;
   the re-run counts once (dedupe) and may re-claim its own claim at once.
 """

@@ -3,6 +3,8 @@
 Each consumer makes its own instances (their state, such as token buckets, is the
 consumer's) and runs them before the app's middleware, in the order of :func:`builtins`:
 
+* :class:`~celeriac.worker.retries.Retries` handles ``autoretry_for`` and ``Retry`` (in
+  the executing thread);
 * :class:`ResultStore` stores each settled batch's results in one round trip (or replies
   to each caller's reply queue on ``rpc://``); canvas's chord joins, which read them,
   come after it;
@@ -34,6 +36,7 @@ from celeriac.exceptions import (
 )
 from celeriac.middleware import Middleware
 from celeriac.worker.limits import LocalBucket
+from celeriac.worker.retries import Retries
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -160,6 +163,7 @@ class TerminateRevoked(Middleware):
 def builtins(consumer: Consumer) -> list[Middleware]:
     """The worker's middleware for ``consumer``, in the order they run."""
     return [
+        Retries(consumer.handler),
         ResultStore(consumer.handler.result_ttl),
         RateLimits(consumer),
         TimeLimits(consumer),

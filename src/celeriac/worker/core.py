@@ -27,7 +27,6 @@ from celeriac.exceptions import (
     MessageError,
     NotRegistered,
     Reject,
-    Retry,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     WorkerLostError,
@@ -43,7 +42,6 @@ from celeriac.protocol import (
 )
 from celeriac.task import Context, Task, _current_request
 from celeriac.transports.broker import Delivery, Revocation
-from celeriac.worker.retries import autoretry, retried
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -116,6 +114,7 @@ class Handler:
         self._on_revoked = overriding(middleware, "on_revoked")
         self._before_task = overriding(middleware, "before_task")
         self._after_task = overriding(middleware, "after_task")
+        self._on_exception = overriding(middleware, "on_exception")
 
     # -- deciding -----------------------------------------------------------
     def accept_delivery(
@@ -270,7 +269,7 @@ class Handler:
         except BaseException as exc:
             with job.lock:
                 job.finished = True
-            return self._failed(job, autoretry(job, exc), time.perf_counter() - start, token)
+            return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
     async def execute_async(self, job: Job) -> Outcome:
@@ -288,7 +287,7 @@ class Handler:
                 if job.interrupt is None:
                     raise
                 exc = job.interrupt(_interrupt_text(job))  # the watchdog cancelled it
-            return self._failed(job, autoretry(job, exc), time.perf_counter() - start, token)
+            return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
     def _begin(self, job: Job) -> Any:
@@ -322,7 +321,7 @@ class Handler:
         except Exception:
             logger.exception("Task %s[%s] success handler raised", call.name, call.id)
         meta = None
-        if not self._ignores_result(job):
+        if not self.ignores_result(job):
             meta = result_meta(
                 call.id,
                 states.SUCCESS,
@@ -345,12 +344,21 @@ class Handler:
         )
         return outcome
 
+    def _raised(self, job: Job, exc: BaseException, runtime: float, token: Any) -> Outcome:
+        """The task raised ``exc``: the ``on_exception`` hooks may replace it or settle the
+        job (retries); else the usual handling (Ignore, Reject, FAILURE)."""
+        for hook in self._on_exception:
+            got = hook(job, exc, runtime)
+            if isinstance(got, Outcome):
+                self._end(job, got, token)
+                return got
+            exc = got
+        return self._failed(job, exc, runtime, token)
+
     def _failed(self, job: Job, exc: BaseException, runtime: float, token: Any) -> Outcome:
         call, task = job.call, job.task
         trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-        if isinstance(exc, Retry):
-            outcome = retried(job, exc, trace, runtime, self._ignores_result(job))
-        elif isinstance(exc, Ignore):
+        if isinstance(exc, Ignore):
             outcome = Outcome(job.delivery, Action.ACK, job=job, state=states.IGNORED)
             logger.info("Task %s[%s] ignored", call.name, call.id)
         elif isinstance(exc, Reject):
@@ -371,7 +379,7 @@ class Handler:
             except Exception:
                 logger.exception("Task %s[%s] failure handler raised", call.name, call.id)
             meta = None
-            if not self._ignores_result(job) or self._stores_errors(job):
+            if not self.ignores_result(job) or self._stores_errors(job):
                 meta = self._failure_meta(call.id, exc, trace, call, self._extended(job))
             action, reason = self._failure_action(job, exc)
             outcome = Outcome(
@@ -411,7 +419,7 @@ class Handler:
         else:
             state = states.FAILURE
             meta = None
-            if not self._ignores_result(job) or self._stores_errors(job):
+            if not self.ignores_result(job) or self._stores_errors(job):
                 meta = self._failure_meta(call.id, exc, None, call, self._extended(job))
             action, reason = self._failure_action(job, exc)
             try:
@@ -433,7 +441,8 @@ class Handler:
         finally:
             _current_request.reset(token)
 
-    def _ignores_result(self, job: Job) -> bool:
+    def ignores_result(self, job: Job) -> bool:
+        """True when the job's result is not stored (``ignore_result``)."""
         if job.call.ignore_result:
             return True
         task_setting = job.task.ignore_result

@@ -1,25 +1,44 @@
-"""Retries: ``autoretry_for`` and the retried message of a task that raised ``Retry``.
+"""Retries as middleware: ``autoretry_for``, and the RETRY outcome of a task that raised
+``Retry``.
 
-The executing thread calls these (``Handler``); the retried message is an outcome's
-follow-up, published by the consumer before the delivery is acked.
+:class:`Retries` is the first of the worker's built-in middleware; its ``on_exception``
+hook runs in the executing thread. The retried message is an outcome's follow-up, which
+the consumer publishes before it acks the delivery.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback as tb
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac._outcome import Action, Outcome
 from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.middleware import Middleware
 from celeriac.protocol import build_task_message, encode_exception, result_meta
 
 if TYPE_CHECKING:
-    from celeriac.worker.core import Job
+    from celeriac.worker.core import Handler, Job
 
 logger = logging.getLogger("celeriac.worker")
+
+
+class Retries(Middleware):
+    """``autoretry_for`` errors become :class:`Retry`; a ``Retry`` settles the job with a
+    RETRY outcome whose follow-up is the retried message (at its ETA)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def on_exception(self, job: Job, exc: BaseException, runtime: float) -> BaseException | Outcome:
+        exc = autoretry(job, exc)
+        if not isinstance(exc, Retry):
+            return exc
+        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        return retried(job, exc, trace, runtime, self.handler.ignores_result(job))
 
 
 def autoretry(job: Job, exc: BaseException) -> BaseException:
@@ -134,4 +153,4 @@ _SERIALIZERS = {
 }
 
 
-__all__ = ["autoretry", "retried"]
+__all__ = ["Retries", "autoretry", "retried"]
