@@ -100,9 +100,10 @@ class Middleware:
     async def settle(
         self, app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
     ) -> None:
-        """Awaited for each batch of final outcomes, in order, after the results before
-        it are stored and before follow-up messages are published and the deliveries are
-        acked. It is run again after a connection error, so make it idempotent."""
+        """Awaited for each batch of outcomes the consumer settles (final ones, and
+        STARTED reports with action PROGRESS), in middleware order, so after the built-in
+        result store, and before the batch's follow-up messages are published and its
+        deliveries acked. It runs again after a connection error: make it idempotent."""
 
     async def tick(self, running: list[Job]) -> None:
         """Awaited about every 50 ms while jobs run, with the jobs running now."""
