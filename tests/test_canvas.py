@@ -35,7 +35,7 @@ REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 
 TASKS = """
 import os, pathlib, signal, time
-from celeriac import Celery
+from celeriac import Celery, Middleware
 from celeriac.result import GroupResult
 
 DIR = pathlib.Path(os.environ["CANVAS_DIR"])
@@ -113,17 +113,18 @@ def die_after_join(name):
     return name + str(len((DIR / f"{name}.runs").read_text().splitlines()))
 
 
-async def _kill_after_join(app_, outcomes, broker, backend):
-    # runs after the canvas settle hook (the chord join), before the ack
-    for outcome in outcomes:
-        job = outcome.job
-        if job is not None and job.call.name == "ctasks.die_after_join":
-            died = DIR / "died"
-            if not died.exists():
-                died.write_text(str(os.getpid()))
-                os.kill(os.getpid(), signal.SIGKILL)
+class _KillAfterJoin(Middleware):
+    async def settle(self, app_, outcomes, broker, backend):
+        # runs after the canvas settle hook (the chord join), before the ack
+        for outcome in outcomes:
+            job = outcome.job
+            if job is not None and job.call.name == "ctasks.die_after_join":
+                died = DIR / "died"
+                if not died.exists():
+                    died.write_text(str(os.getpid()))
+                    os.kill(os.getpid(), signal.SIGKILL)
 
-app.settle_hooks.append(_kill_after_join)
+app.add_middleware(_KillAfterJoin())
 """
 
 

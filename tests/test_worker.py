@@ -335,3 +335,18 @@ def test_a_worker_fetches_short_tasks_in_larger_batches(tasks_dir: Path, client:
         limits = [int(line.split("Prefetch limit now ")[1].split()[0])
                   for line in worker.wait_for(r"Prefetch limit now \d+")]  # fmt: skip
     assert max(limits) > 4  # solo, multiplier 4: Celery's limit is 4
+
+
+def test_the_worker_calls_only_the_hooks_a_middleware_overrides() -> None:
+    from celeriac.middleware import Middleware, SignalsMiddleware, overriding
+
+    class Gate(Middleware):
+        def gate(self, job: Any) -> None:
+            return None
+
+    plain, gate, signals_mw = Middleware(), Gate(), SignalsMiddleware()
+    hooks = overriding([plain, gate, signals_mw], "gate")
+    assert [hook.__self__ for hook in hooks] == [gate]
+    assert [hook.__self__ for hook in overriding([plain, gate, signals_mw], "after_task")] == [
+        signals_mw
+    ]

@@ -37,11 +37,6 @@ from celeriac.transports.tls import apply_tls
 
 if TYPE_CHECKING:
     from celeriac.control import Control
-    from celeriac.worker.core import Outcome
-
-    SettleHook = Callable[
-        ["Celeriac", list[Outcome], Broker, ResultBackend], Coroutine[Any, Any, None]
-    ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -116,10 +111,6 @@ class Celeriac:
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.middleware: list[Middleware] = [SignalsMiddleware()]
-        #: Async hooks the worker awaits for each settled batch, after results are stored
-        #: and before follow-up messages are published and the batch is acked (canvas
-        #: uses one to count chord members): ``hook(app, outcomes, broker, backend)``.
-        self.settle_hooks: list[SettleHook] = []
         from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
 
         install(self)  # canvas: callbacks, chains, chord joins, celery.map/starmap/chunks

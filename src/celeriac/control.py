@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._loop import run_sync
+from celeriac._outcome import revoked_meta
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import ControlRequest, control_message, json_loads, new_id
 from celeriac.transports.capabilities import Broadcast, RemoteControl, RevocationStore
-from celeriac.worker.core import revoked_meta
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -118,9 +118,12 @@ class Control:
             limit = len(destination)
         key, ticket = new_id(), new_id()
         message = control_message(
-            command, arguments or {}, destination=destination, reply=(key, ticket),
+            command,
+            arguments or {},
+            destination=destination,
+            reply=(key, ticket),
             timeout=timeout,
-        )  # fmt: skip
+        )
         answers: list[dict[str, Any]] = []
         for got in await broker.request_control(message, key, timeout, limit):
             if got.headers.get("ticket") not in (None, ticket):
@@ -216,9 +219,11 @@ async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int
             return {"ok": "no task id given"}
         signal = args.get("signal")
         await app.control.arevoke(
-            ids, terminate=bool(args.get("terminate")),
-            signal=str(signal) if signal else None, broadcast=False,
-        )  # fmt: skip
+            ids,
+            terminate=bool(args.get("terminate")),
+            signal=str(signal) if signal else None,
+            broadcast=False,
+        )
         return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
     if method == "hello":
         return {"revoked": {}, "clock": 0}

@@ -3,20 +3,39 @@
 A middleware is an object with no-op hooks; override the ones you need and register it
 with ``app.add_middleware(obj)``. Hooks run in registration order. Worker hooks run in the
 process that executes the task (the prefork child, the thread or the event loop).
+
+The worker's own features are middleware too, installed by each consumer before the app's
+(in this order: retries, result storage, rate limits, time limits, terminate-on-revoke; see
+``celeriac.worker.builtins``), then ``app.middleware``: Celery's signals, canvas, and the
+user's, in registration order. The worker calls only the hooks a middleware overrides, so
+a hook left alone costs nothing per task.
+
+Three worker hooks act on the consumer's loop rather than on one task:
+
+* :meth:`Middleware.gate` may hold a job before it is handed to the pool (rate limits);
+* :meth:`Middleware.settle` is awaited for each batch of outcomes, after the batch is
+  final and before its follow-up messages are published and its deliveries acked (result
+  storage, chord joins);
+* :meth:`Middleware.tick` is awaited every few milliseconds with the jobs running then
+  (time limits, terminating revoked tasks).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac.protocol import Message
 
 if TYPE_CHECKING:
+    from celeriac._outcome import Outcome
     from celeriac.app import Celeriac
     from celeriac.task import Context, Task
-    from celeriac.worker.core import Outcome
+    from celeriac.transports.backend import ResultBackend
+    from celeriac.transports.broker import Broker
+    from celeriac.worker.core import Job
 
 
 class Middleware:
@@ -62,6 +81,40 @@ class Middleware:
     def on_unknown(self, name: str, task_id: str, message: Message) -> None:
         """Called when a message names a task that is not registered."""
 
+    def on_exception(self, job: Job, exc: BaseException, runtime: float) -> BaseException | Outcome:
+        """Called in the executing thread when the task raised ``exc`` (``runtime``
+        seconds after it started). Return ``exc`` to go on, another exception to go on
+        with instead, or an :class:`Outcome` that settles the job (the retry middleware
+        turns ``autoretry_for`` errors into ``Retry``, and ``Retry`` into a RETRY
+        outcome); the ``after_task`` hooks see the final outcome either way."""
+        return exc
+
+    # worker side, on the consumer's event loop
+    def gate(self, job: Job) -> Callable[[], Awaitable[None]] | None:
+        """Called before an accepted job is handed to the pool. Return None to let it
+        pass, or an async function of no arguments: the consumer awaits it (the job
+        waits, the loop does not) before asking the next gate and running the job. A job
+        still waiting at shutdown goes back to the broker."""
+        return None
+
+    async def settle(
+        self, app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
+    ) -> None:
+        """Awaited for each batch of outcomes the consumer settles (final ones, and
+        STARTED reports with action PROGRESS), in middleware order, so after the built-in
+        result store, and before the batch's follow-up messages are published and its
+        deliveries acked. It runs again after a connection error: make it idempotent."""
+
+    async def tick(self, running: list[Job]) -> None:
+        """Awaited about every 50 ms while jobs run, with the jobs running now."""
+
+
+def overriding(middleware: Iterable[Middleware], hook: str) -> list[Callable[..., Any]]:
+    """The bound ``hook`` methods of the middleware that override it, in order (the
+    others are no-ops, not worth a call per task)."""
+    base = getattr(Middleware, hook)
+    return [getattr(mw, hook) for mw in middleware if getattr(type(mw), hook, base) is not base]
+
 
 class SignalsMiddleware(Middleware):
     """Fires Celery's signals (``celeriac.signals``) with Celery's argument names."""
@@ -69,17 +122,26 @@ class SignalsMiddleware(Middleware):
     def before_publish(self, app: Celeriac, message: Message, queue: str) -> None:
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(
-                sender=message.task_name, body=_body(message), exchange="",
-                routing_key=queue, headers=message.headers, properties=message.properties,
-                declare=[], retry_policy=None,
-            )  # fmt: skip
+                sender=message.task_name,
+                body=_body(message),
+                exchange="",
+                routing_key=queue,
+                headers=message.headers,
+                properties=message.properties,
+                declare=[],
+                retry_policy=None,
+            )
 
     def after_publish(self, app: Celeriac, message: Message, queue: str) -> None:
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(
-                sender=message.task_name, body=_body(message), exchange="",
-                routing_key=queue, headers=message.headers, properties=message.properties,
-            )  # fmt: skip
+                sender=message.task_name,
+                body=_body(message),
+                exchange="",
+                routing_key=queue,
+                headers=message.headers,
+                properties=message.properties,
+            )
 
     def worker_start(self, app: Celeriac, hostname: str) -> None:
         signals.worker_process_init.send(sender=None)
@@ -98,9 +160,12 @@ class SignalsMiddleware(Middleware):
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
         if signals.task_prerun.receivers:
             signals.task_prerun.send(
-                sender=task, task_id=request.id, task=task, args=request.args,
+                sender=task,
+                task_id=request.id,
+                task=task,
+                args=request.args,
                 kwargs=request.kwargs,
-            )  # fmt: skip
+            )
 
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
         if not _AFTER_TASK_SIGNALS.has_receivers():
@@ -114,16 +179,26 @@ class SignalsMiddleware(Middleware):
             )
         elif state == states.FAILURE:
             signals.task_failure.send(
-                sender=task, task_id=request.id, exception=outcome.exc, args=request.args,
-                kwargs=request.kwargs, traceback=outcome.traceback, einfo=outcome.traceback,
-            )  # fmt: skip
+                sender=task,
+                task_id=request.id,
+                exception=outcome.exc,
+                args=request.args,
+                kwargs=request.kwargs,
+                traceback=outcome.traceback,
+                einfo=outcome.traceback,
+            )
         elif state == states.REJECTED:
             signals.task_rejected.send(sender=task, message=None, exc=outcome.exc)
         retval = outcome.value if state == states.SUCCESS else outcome.exc
         signals.task_postrun.send(
-            sender=task, task_id=request.id, task=task, args=request.args,
-            kwargs=request.kwargs, retval=retval, state=state,
-        )  # fmt: skip
+            sender=task,
+            task_id=request.id,
+            task=task,
+            args=request.args,
+            kwargs=request.kwargs,
+            retval=retval,
+            state=state,
+        )
 
     def on_revoked(
         self,
@@ -151,9 +226,12 @@ class _SignalGroup:
 
 
 _AFTER_TASK_SIGNALS = _SignalGroup(
-    signals.task_success, signals.task_retry, signals.task_failure, signals.task_rejected,
+    signals.task_success,
+    signals.task_retry,
+    signals.task_failure,
+    signals.task_rejected,
     signals.task_postrun,
-)  # fmt: skip
+)
 
 
 def _body(message: Message) -> Any:
@@ -165,4 +243,4 @@ def _body(message: Message) -> Any:
         return message.body
 
 
-__all__ = ["Middleware", "SignalsMiddleware"]
+__all__ = ["Middleware", "SignalsMiddleware", "overriding"]

@@ -427,7 +427,7 @@ def make_task_class(
 
 def _check_options(name: str, opts: dict[str, Any]) -> None:
     """Bad option values fail when the task is defined, naming the option."""
-    from celeriac.worker.limits import parse_rate  # noqa: PLC0415
+    from celeriac._rates import parse_rate  # noqa: PLC0415
 
     if opts.get("rate_limit") is not None:
         parse_rate(opts["rate_limit"])

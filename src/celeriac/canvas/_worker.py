@@ -1,7 +1,7 @@
 """Canvas in the worker: what follows a task, and the chord join.
 
-Two hooks, installed on every app by :func:`install` (the worker core knows nothing of
-canvas):
+One middleware, installed on every app by :func:`install` (the worker core knows nothing
+of canvas), with two hooks:
 
 * :class:`CanvasMiddleware` ``after_task`` runs in the thread that ran the task. On
   success it builds the messages of the callbacks (``link``) and of the next chain step
@@ -9,12 +9,12 @@ canvas):
   acks), and lists them in the result's ``children``. On failure it calls the errbacks
   (``errback(request, exc, traceback)`` right here, or, for an errback that takes one
   argument, a task message with the failed id) and marks the rest of the chain failed.
-* :func:`settle` is a settle hook: the consumer awaits it after storing a batch's
-  results and before publishing follow-ups and acking. It records chord sizes of chords
-  the batch's tasks started, then joins the chord members of the batch through
-  ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and hands
-  a complete header to exactly one worker, which sends the body (or, when a header task
-  failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
+* its ``settle`` hook (:func:`settle`) is awaited by the consumer after a batch's results
+  are stored and before its follow-ups are published and it is acked. It records chord
+  sizes of chords the batch's tasks started, then joins the chord members of the batch
+  through ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and
+  hands a complete header to exactly one worker, which sends the body (or, when a header
+  task failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
   marks the chord done. A worker killed anywhere in between leaves its message unacked;
   the re-run counts once (dedupe) and may re-claim its own claim at once.
 """
@@ -50,12 +50,12 @@ from celeriac.task import Context
 from celeriac.transports.backend import ChordClaim, ChordPart
 
 if TYPE_CHECKING:
+    from celeriac._outcome import Outcome
     from celeriac.app import Celeriac
     from celeriac.protocol import Message
     from celeriac.task import Task
     from celeriac.transports.backend import ResultBackend
     from celeriac.transports.broker import Broker
-    from celeriac.worker.core import Outcome
 
 logger = logging.getLogger("celeriac.canvas")
 
@@ -102,6 +102,11 @@ class CanvasMiddleware(Middleware):
                 _failed(task.app, request, outcome)
         except Exception:
             logger.exception("Canvas: follow-ups of %s[%s] failed", task.name, request.id)
+
+    async def settle(
+        self, app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
+    ) -> None:
+        await settle(app, outcomes, broker, backend)
 
 
 def _base_options(request: Context) -> dict[str, Any]:
@@ -159,13 +164,22 @@ def _chain_failed(
         step = signature(item, app=app)
         for task_id in step.result_ids():
             meta = result_meta(
-                task_id, outcome.state or states.FAILURE, encoded,
-                traceback=outcome.traceback, date_done=utcnow(),
-            )  # fmt: skip
+                task_id,
+                outcome.state or states.FAILURE,
+                encoded,
+                traceback=outcome.traceback,
+                date_done=utcnow(),
+            )
             pending.metas.append((task_id, meta, ttl))
         opts = step.options
-        part = _part(opts.get("chord"), opts.get("group_id"), opts.get("group_index"),
-                     step.id, outcome.state or states.FAILURE, encoded)  # fmt: skip
+        part = _part(
+            opts.get("chord"),
+            opts.get("group_id"),
+            opts.get("group_index"),
+            step.id,
+            outcome.state or states.FAILURE,
+            encoded,
+        )
         if part is not None:
             pending.parts.append((*part, request.root_id))
     return pending
@@ -204,8 +218,10 @@ def _takes_request(task: Task[Any, Any]) -> bool:
     for param in params:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return True
-        if param.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                          inspect.Parameter.POSITIONAL_OR_KEYWORD):  # fmt: skip
+        if param.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
             positional += 1
     return positional > 1
 
@@ -220,8 +236,9 @@ def _part(
         logger.warning("Chord member %s of %s has no group_index; not counted", task_id, group_id)
         return None
     size = body.get("chord_size")
-    part = ChordPart(str(group_id), str(task_id), index, state, result,
-                     size if isinstance(size, int) else None)  # fmt: skip
+    part = ChordPart(
+        str(group_id), str(task_id), index, state, result, size if isinstance(size, int) else None
+    )
     return part, body, str(task_id)
 
 
@@ -244,22 +261,32 @@ def _outcome_part(
         return None if found is None else (*found, request.root_id)
     # not run: revoked, expired, dead-lettered (poison, unknown task): still counted
     meta, message = outcome.meta, outcome.delivery.message
-    if meta is None or message is None or meta.get("status") not in (states.FAILURE,
-                                                                      states.REVOKED):  # fmt: skip
+    if (
+        meta is None
+        or message is None
+        or meta.get("status") not in (states.FAILURE, states.REVOKED)
+    ):
         return None
     try:
         call = decode_task(message, frozenset(app.conf["accept_content"] or ["json"]))
     except MessageError:
         return None
-    found = _part(call.embed.get("chord"), call.group, call.group_index, call.id,
-                  str(meta["status"]), meta.get("result"))  # fmt: skip
+    found = _part(
+        call.embed.get("chord"),
+        call.group,
+        call.group_index,
+        call.id,
+        str(meta["status"]),
+        meta.get("result"),
+    )
     return None if found is None else (*found, call.root_id)
 
 
 async def settle(
     app: Celeriac, outcomes: list[Outcome], broker: Broker, backend: ResultBackend
 ) -> None:
-    """The settle hook: chord sizes, failed chain steps, chord joins (module docstring)."""
+    """The settle hook of :class:`CanvasMiddleware`: chord sizes, failed chain steps,
+    chord joins (module docstring)."""
     pending = [_PENDING[o] for o in outcomes if o in _PENDING] if _PENDING else []
     parts = [p for slot in pending for p in slot.parts]
     for outcome in outcomes:
@@ -328,10 +355,14 @@ async def _chord_failed(
     logger.error("Chord %s failed: %s", body.options.get("group_id"), error)
     ids = body.result_ids()
     request = Context(
-        id=ids[-1] if ids else None, args=list(body.args), kwargs=dict(body.kwargs),
-        errbacks=body.options.get("link_error"), called_directly=False,
-        group=body.options.get("group_id"), root_id=body.options.get("root_id"),
-    )  # fmt: skip
+        id=ids[-1] if ids else None,
+        args=list(body.args),
+        kwargs=dict(body.kwargs),
+        errbacks=body.options.get("link_error"),
+        called_directly=False,
+        group=body.options.get("group_id"),
+        root_id=body.options.get("root_id"),
+    )
     emit = Emit(app)
     # as Celery: the errbacks first, then the FAILURE of the body
     for call in plan_errbacks(app, body.options.get("link_error"), request, error, None, emit):
@@ -364,16 +395,18 @@ def _builtins(app: Celeriac) -> None:
     def chunks_task(task: Any, it: Any, n: int) -> Any:
         return plain(chunks(task, it, n, app=app).apply_async().as_tuple())
 
-    for name, fn in (("celery.map", map_task), ("celery.starmap", starmap_task),
-                     ("celery.chunks", chunks_task)):  # fmt: skip
+    for name, fn in (
+        ("celery.map", map_task),
+        ("celery.starmap", starmap_task),
+        ("celery.chunks", chunks_task),
+    ):
         if name not in app.tasks:
             app._register(fn, {"name": name, "bind": False})
 
 
 def install(app: Celeriac) -> None:
-    """Canvas support for ``app``: its middleware, settle hook and built-in tasks."""
+    """Canvas support for ``app``: its middleware and built-in tasks."""
     app.middleware.append(CanvasMiddleware())
-    app.settle_hooks.append(settle)
     _builtins(app)
 
 

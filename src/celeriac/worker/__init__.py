@@ -107,8 +107,10 @@ class Worker:
                 delay = min(2.0**attempt * 0.5, 10.0)
                 logger.warning(
                     "Cannot connect to broker %s: %s; retrying in %.1fs",
-                    mask_url(self.app.broker_url), exc, delay,
-                )  # fmt: skip
+                    mask_url(self.app.broker_url),
+                    exc,
+                    delay,
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
         try:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from celeriac._outcome import Action, Outcome
 from celeriac.control import remote_command
 from celeriac.exceptions import (
     BackendError,
@@ -26,11 +27,8 @@ from celeriac.exceptions import (
     CeleriacError,
     ImproperlyConfigured,
     MessageError,
-    SoftTimeLimitExceeded,
-    TaskRevokedError,
-    Terminated,
-    TimeLimitExceeded,
 )
+from celeriac.middleware import Middleware, overriding
 from celeriac.protocol import Message, control_reply, parse_control
 from celeriac.transports.broker import Broker, Delivery, Revocation
 from celeriac.transports.capabilities import (
@@ -39,8 +37,8 @@ from celeriac.transports.capabilities import (
     RemoteControl,
     RevocationStore,
 )
-from celeriac.worker.core import Action, Handler, Job, Outcome
-from celeriac.worker.limits import LocalBucket, parse_rate
+from celeriac.worker.builtins import builtins
+from celeriac.worker.core import Handler, Job
 from celeriac.worker.pools import Pool
 
 if TYPE_CHECKING:
@@ -110,11 +108,11 @@ class Consumer:
         #: is logged when the first one fails and when the last one gets through
         self._failing_writes = 0
         self._awaiting_space = False
+        #: jobs a middleware gate holds (rate limits), and the task awaiting it
         self._gated: dict[Job, asyncio.Task[None]] = {}
         self._submitted = 0
         self._withheld: list[Job] = []
         self._unstarted: list[Job] = []
-        self._buckets: dict[str, LocalBucket] = {}
         #: a prefork child exits after settling a job it had to stop, so that the
         #: thread still running it dies with the process
         self.exit_on_abandon = False
@@ -131,9 +129,19 @@ class Consumer:
         self._settled: asyncio.Event | None = None
         self.broker: Broker | None = None
         #: the broker's capabilities, asked once at start (None: it has not got it)
-        self._revocation_store: RevocationStore | None = None
-        self._rate_store: RateLimitStore | None = None
+        self.revocation_store: RevocationStore | None = None
+        self.rate_store: RateLimitStore | None = None
         self.backend: ResultBackend | None = None
+        self.use_middleware([*builtins(self), *app.middleware])
+
+    def use_middleware(self, middleware: list[Middleware]) -> None:
+        """Run these hooks (the worker's own, then the app's), calling only those that
+        each middleware overrides."""
+        self.middleware = middleware
+        self.handler.use_middleware(middleware)
+        self._gates = overriding(middleware, "gate")
+        self._settlers = overriding(middleware, "settle")
+        self._tickers = overriding(middleware, "tick")
 
     @property
     def cold(self) -> bool:
@@ -161,15 +169,15 @@ class Consumer:
         self.broker = await self._connect_broker()
         self.broker.consumer_id = self.consumer_id
         if isinstance(self.broker, RevocationStore):
-            self._revocation_store = self.broker
+            self.revocation_store = self.broker
         if isinstance(self.broker, RateLimitStore):
-            self._rate_store = self.broker
+            self.rate_store = self.broker
         self.backend = await self.app.get_backend()
         check_capabilities(self.app, self.broker)
         for queue in self.queues:
             await self.broker.declare(queue)
         self.pool.start(loop, self.handler, self._on_outcomes)
-        for mw in self.app.middleware:
+        for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
         if self.control and isinstance(self.broker, RemoteControl):
@@ -193,7 +201,7 @@ class Consumer:
             self._wake.set()
             await asyncio.gather(settler, *helpers, return_exceptions=True)
             self.pool.stop()
-            for mw in self.app.middleware:
+            for mw in self.middleware:
                 mw.worker_shutdown(self.app, self.hostname)
             await self.app.close_clients()
 
@@ -298,7 +306,7 @@ class Consumer:
             await self._retrying(lambda: broker.ack(acks))
 
     async def _accept_batch(self, deliveries: list[Delivery]) -> None:
-        revoked = await self._revocations(lambda store: store.revoked_among(deliveries))
+        revoked = await self.revocations(lambda store: store.revoked_among(deliveries))
         for delivery in deliveries:
             task_id = delivery.message.task_id if delivery.message else None
             decided = self.handler.accept_delivery(delivery, revoked.get(task_id or ""))
@@ -311,10 +319,12 @@ class Consumer:
                 self.held[delivery] = None
                 self._on_outcomes([decided])
 
-    async def _revocations(
+    async def revocations(
         self, lookup: Callable[[RevocationStore], Awaitable[dict[str, Revocation]]]
     ) -> dict[str, Revocation]:
-        store = self._revocation_store
+        """What ``lookup`` finds in the broker's revocation store ({} without one, or
+        when the store cannot be read: revocation is best effort)."""
+        store = self.revocation_store
         if store is None:
             return {}
         try:
@@ -323,7 +333,7 @@ class Consumer:
             logger.warning("Could not read revocations: %s", exc)
             return {}
 
-    # -- rate limits ------------------------------------------------------------
+    # -- gates (rate limits) -----------------------------------------------------
     def _submit(self, job: Job) -> None:
         if self.max_tasks and self._submitted >= self.max_tasks:
             self._withheld.append(job)  # this process stops after max_tasks: give it back
@@ -331,33 +341,21 @@ class Consumer:
                 self.stop()
             return
         self._submitted += 1
-        rate = parse_rate(job.task.rate_limit or self.app.conf["task_default_rate_limit"])
-        if rate is None:
-            self.pool.submit(job)
-            return
-        task = asyncio.get_running_loop().create_task(self._gate(job, rate))
-        self._gated[job] = task
+        for index, gate in enumerate(self._gates):
+            wait = gate(job)
+            if wait is not None:
+                loop = asyncio.get_running_loop()
+                self._gated[job] = loop.create_task(self._pass_gates(job, wait, index + 1))
+                return
+        self.pool.submit(job)
 
-    async def _gate(self, job: Job, rate: float) -> None:
-        """Hold ``job`` until its task's token bucket gives it a token."""
-        store = self._rate_store
-        name = job.task.name
-        scope = getattr(job.task, "rate_limit_scope", "worker")
-        while True:
-            if scope == "global" and store is not None:
-                try:
-                    wait = await store.take_token(f"celeriac.rate.{name}", rate, 1.0)
-                except (OSError, BrokerError) as exc:
-                    logger.warning("Could not take a rate-limit token: %s", exc)
-                    wait = 1.0 / rate
-            else:
-                bucket = self._buckets.get(name)
-                if bucket is None or bucket.rate != rate:
-                    bucket = self._buckets[name] = LocalBucket(rate)
-                wait = bucket.take()
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
+    async def _pass_gates(self, job: Job, wait: Callable[[], Awaitable[None]], rest: int) -> None:
+        """Hold ``job`` until the gate that stopped it, and every later one, lets it pass."""
+        await wait()
+        for gate in self._gates[rest:]:
+            more = gate(job)
+            if more is not None:
+                await more()
         self._gated.pop(job, None)
         self.pool.submit(job)
 
@@ -403,20 +401,6 @@ class Consumer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
 
-    async def _store_results(self, batch: list[Outcome], backend: ResultBackend) -> None:
-        ttl = self.handler.result_ttl
-        # a STARTED report that a state the task stored itself (update_state) overtook
-        # is left out: it must not replace that state
-        batch = [o for o in batch if not (o.action is Action.PROGRESS and _overtaken(o))]
-        if backend.needs_reply_to:  # rpc: results go to each caller's reply queue
-            replies = [(_reply_to(o), o.meta["task_id"], o.meta) for o in batch if o.meta]
-            if replies:
-                await self._retrying(partial(backend.store_replies, replies))
-            return
-        results = [(o.meta["task_id"], o.meta, ttl) for o in batch if o.meta]
-        if results:
-            await self._retrying(partial(backend.store_many, results))
-
     def _running(self) -> int:
         """Jobs handed to the pool whose outcome has not arrived yet."""
         return len(self.held) - len(self._done)
@@ -424,9 +408,8 @@ class Consumer:
     async def _settle(self, batch: list[Outcome]) -> None:
         broker, backend = self.broker, self.backend
         assert broker is not None and backend is not None
-        await self._store_results(batch, backend)
-        for hook in self.app.settle_hooks:
-            await self._retrying(partial(hook, self.app, batch, broker, backend))
+        for settle in self._settlers:  # results first (the built-in ResultStore)
+            await self._retrying(partial(settle, self.app, batch, broker, backend))
         follow_ups = [item for o in batch for item in o.follow_ups]
         if follow_ups:
             await self._retrying(partial(broker.publish_many, follow_ups))
@@ -526,43 +509,21 @@ class Consumer:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout)
 
-    # -- watchdog: time limits and terminate ----------------------------------
+    # -- watchdog: the tick hooks (time limits, terminate) ---------------------------
     async def _watchdog(self) -> None:
-        """Enforce soft and hard time limits of running jobs, and stop the ones revoked
-        with ``terminate=True`` (checked in the broker's store once a second)."""
-        last_revoke_check = 0.0
+        """Hand the running jobs to the middleware's ``tick`` hooks, every
+        ``WATCHDOG_INTERVAL`` seconds while any run."""
+        tickers = self._tickers
+        if not tickers:
+            return
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            running = [j for j in self.held.values() if j is not None and _running(j)]
-            if not running:
-                continue
-            now = time.monotonic()
-            for job in running:
-                elapsed = now - job.started_at
-                if job.soft_limit and elapsed >= job.soft_limit and not job.soft_fired:
-                    job.soft_fired = True
-                    logger.warning(
-                        "Soft time limit (%ss) exceeded for %s[%s]",
-                        job.soft_limit, job.call.name, job.call.id,
-                    )  # fmt: skip
-                    self.pool.interrupt(job, SoftTimeLimitExceeded)
-                if job.hard_limit and elapsed >= job.hard_limit:
-                    text = f"Time limit ({job.hard_limit}s) exceeded for {job.call.name}"
-                    logger.error("Hard time limit (%ss) exceeded for %s[%s]",
-                                 job.hard_limit, job.call.name, job.call.id)  # fmt: skip
-                    self._stop_job(job, TimeLimitExceeded(text), TimeLimitExceeded)
-            if now - last_revoke_check >= 1.0 and self._revocation_store:
-                last_revoke_check = now
-                ids = [j.call.id for j in running]
-                revoked = await self._revocations(partial(_revoked, ids))
-                for job in running:
-                    how = revoked.get(job.call.id)
-                    if how is not None and how.terminate and _running(job):
-                        logger.warning("Terminating revoked task %s[%s]", job.call.name,
-                                       job.call.id)  # fmt: skip
-                        self._stop_job(job, TaskRevokedError("terminated"), Terminated)
+            running = [j for j in self.held.values() if j is not None and j.running]
+            if running:
+                for tick in tickers:
+                    await tick(running)
 
-    def _stop_job(self, job: Job, reason: BaseException, inject: type[BaseException]) -> None:
+    def stop_job(self, job: Job, reason: BaseException, inject: type[BaseException]) -> None:
         """Settle a running job now (its late result is dropped) and stop its code."""
         job.abandoned = True
         job.stop_outcome = self.handler.stopped(job, reason)
@@ -572,8 +533,9 @@ class Consumer:
     def _exit_after_abandon(self, job: Job) -> None:
         logger.warning(
             "Restarting this process: %s[%s] was stopped while running",
-            job.call.name, job.call.id,
-        )  # fmt: skip
+            job.call.name,
+            job.call.id,
+        )
         self.stop()
         self.exit_code = EXIT_ABANDONED
 
@@ -583,7 +545,7 @@ class Consumer:
         assert self.broker is not None and self._settled is not None
         await self._flush_acks()
         unstarted, self._unstarted = [*self._unstarted, *self.pool.reclaim()], []
-        for job, gate in list(self._gated.items()):  # waiting for a rate-limit token
+        for job, gate in list(self._gated.items()):  # held by a gate (rate limit)
             gate.cancel()
             unstarted.append(job)
         self._gated.clear()
@@ -606,12 +568,6 @@ class Consumer:
             self.held.clear()
 
 
-def _reply_to(outcome: Outcome) -> str | None:
-    message = outcome.delivery.message
-    value = message.properties.get("reply_to") if message is not None else None
-    return value if isinstance(value, str) and value else None
-
-
 def check_capabilities(app: Celeriac, broker: Broker) -> None:
     """A task that needs what this broker cannot do fails the start, saying so."""
     if isinstance(broker, RateLimitStore):
@@ -626,17 +582,5 @@ def check_capabilities(app: Celeriac, broker: Broker) -> None:
             )
 
 
-def _running(job: Job) -> bool:
-    return job.started and not job.finished and not job.abandoned
-
-
-def _overtaken(outcome: Outcome) -> bool:
-    return outcome.job is not None and outcome.job.request.state_updated
-
-
 def _acked(delivery: Delivery) -> bool:
     return bool(delivery.extra.get("acked"))
-
-
-def _revoked(ids: list[str], store: RevocationStore) -> Awaitable[dict[str, Revocation]]:
-    return store.revoked(ids)

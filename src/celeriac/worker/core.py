@@ -9,7 +9,6 @@ expired); ``execute``/``execute_async`` run one job and describe what must follo
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 import logging
 import os
@@ -21,21 +20,20 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac._outcome import Action, Outcome, revoked_meta
 from celeriac.exceptions import (
     ContentDisallowed,
     Ignore,
     MessageError,
     NotRegistered,
     Reject,
-    Retry,
     SoftTimeLimitExceeded,
     TaskRevokedError,
     WorkerLostError,
 )
+from celeriac.middleware import Middleware, overriding
 from celeriac.protocol import (
-    Message,
     TaskCall,
-    build_task_message,
     decode_task,
     encode_exception,
     result_meta,
@@ -52,14 +50,6 @@ logger = logging.getLogger("celeriac.worker")
 
 #: An ETA closer than this is run now instead of going back to the delayed store.
 ETA_TOLERANCE = 0.05
-
-
-class Action(enum.Enum):
-    RUN = "run"
-    ACK = "ack"  # done with it: result (if any) stored first
-    REQUEUE = "requeue"  # back to the queue, optionally at a time
-    DEAD_LETTER = "dead_letter"
-    PROGRESS = "progress"  # store the meta only (STARTED); the delivery stays held
 
 
 @dataclass(eq=False)
@@ -82,25 +72,10 @@ class Job:
     stop_outcome: Outcome | None = None  # the outcome the watchdog settled it with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-
-@dataclass(eq=False)
-class Outcome:
-    """What the consumer must do for one delivery, in order: store, then ack/requeue."""
-
-    delivery: Delivery
-    action: Action
-    job: Job | None = None
-    state: str | None = None
-    value: Any = None
-    exc: BaseException | None = None
-    traceback: str | None = None
-    runtime: float = 0.0
-    meta: dict[str, Any] | None = None
-    not_before: float | None = None
-    reason: str | None = None
-    #: messages to publish before the delivery is acked: ``(queue, message, priority,
-    #: not_before)``, as ``Broker.publish_many`` takes them (retries, callbacks, ...)
-    follow_ups: list[tuple[str, Message, int, float | None]] = field(default_factory=list)
+    @property
+    def running(self) -> bool:
+        """Started, not finished, not stopped by the watchdog."""
+        return self.started and not self.finished and not self.abandoned
 
 
 def _utcnow() -> datetime:
@@ -128,9 +103,18 @@ class Handler:
         self.soft_time_limit: float | None = conf["task_soft_time_limit"]
         self.reject_on_worker_lost: bool | None = conf["task_reject_on_worker_lost"]
         self.acks_on_failure: bool = conf["task_acks_on_failure_or_timeout"]
-        self.middleware = app.middleware
+        self.use_middleware(app.middleware)
         #: set by the pool: hands a PROGRESS outcome (STARTED) to the consumer
         self.report: Any = None
+
+    def use_middleware(self, middleware: list[Middleware]) -> None:
+        """Call these middleware's per-task hooks (only the ones each overrides)."""
+        self._on_received = overriding(middleware, "on_received")
+        self._on_unknown = overriding(middleware, "on_unknown")
+        self._on_revoked = overriding(middleware, "on_revoked")
+        self._before_task = overriding(middleware, "before_task")
+        self._after_task = overriding(middleware, "after_task")
+        self._on_exception = overriding(middleware, "on_exception")
 
     # -- deciding -----------------------------------------------------------
     def accept_delivery(
@@ -149,8 +133,11 @@ class Handler:
             task_id = message.task_id
             logger.error(
                 "Dead-lettering %s message %s from %s: %s",
-                kind, task_id or "(no id)", delivery.queue, exc.reason,
-            )  # fmt: skip
+                kind,
+                task_id or "(no id)",
+                delivery.queue,
+                exc.reason,
+            )
             meta = None
             if task_id:
                 meta = self._failure_meta(task_id, exc, None)
@@ -163,9 +150,11 @@ class Handler:
             logger.error("Task %s[%s] dead-lettered: %s", call.name, call.id, reason)
             lost = WorkerLostError(reason)
             return Outcome(
-                delivery, Action.DEAD_LETTER, reason=reason,
+                delivery,
+                Action.DEAD_LETTER,
+                reason=reason,
                 meta=self._failure_meta(call.id, lost, None, call),
-            )  # fmt: skip
+            )
         task = self.app.tasks.get(call.name)
         settled = self._settle_early(delivery, call, task, revoked)
         if settled is not None:
@@ -181,8 +170,8 @@ class Handler:
         hard = hard if hard is not None else task.time_limit or self.time_limit
         soft = soft if soft is not None else task.soft_time_limit or self.soft_time_limit
         job = Job(delivery, call, task, request, acks_late, hard, soft)
-        for mw in self.middleware:
-            mw.on_received(task, request)
+        for hook in self._on_received:
+            hook(task, request)
         logger.info("Task %s[%s] received", call.name, call.id)
         return job
 
@@ -202,20 +191,20 @@ class Handler:
                 "Received unregistered task of type %r [%s]; dead-lettered", call.name, call.id
             )
             meta = self._failure_meta(call.id, NotRegistered(call.name), None, call)
-            for mw in self.middleware:
-                mw.on_unknown(call.name, call.id, message)
+            for hook in self._on_unknown:
+                hook(call.name, call.id, message)
             return Outcome(delivery, Action.DEAD_LETTER, reason=reason, meta=meta)
         now = time.time()
         if revoked is not None:
             logger.info("Discarding revoked task %s[%s]", call.name, call.id)
-            for mw in self.middleware:
-                mw.on_revoked(task, None)
+            for hook in self._on_revoked:
+                hook(task, None)
             meta = revoked_meta(call.id, "revoked")
             return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
         if call.expires is not None and call.expires.timestamp() <= now:
             logger.info("Discarding expired task %s[%s]", call.name, call.id)
-            for mw in self.middleware:
-                mw.on_revoked(task, None, expired=True)
+            for hook in self._on_revoked:
+                hook(task, None, expired=True)
             meta = revoked_meta(call.id, "expired")
             return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
         lost_policy = task.reject_on_worker_lost
@@ -236,16 +225,31 @@ class Handler:
         delivery_info["redelivered"] = delivery.delivery_count > 1
         embed = call.embed
         return Context(
-            id=call.id, args=call.args, kwargs=call.kwargs, retries=call.retries,
-            eta=call.eta, expires=call.expires, hostname=self.hostname,
-            delivery_info=delivery_info, parent_id=call.parent_id, root_id=call.root_id,
-            group=call.group, group_index=call.group_index, reply_to=call.reply_to,
-            correlation_id=call.correlation_id, headers=call.headers,
-            timelimit=call.timelimit, is_eager=False, called_directly=False,
-            callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
-            chain=embed.get("chain"), chord=embed.get("chord"),
-            ignore_result=call.ignore_result, delivery_count=delivery.delivery_count,
-        )  # fmt: skip
+            id=call.id,
+            args=call.args,
+            kwargs=call.kwargs,
+            retries=call.retries,
+            eta=call.eta,
+            expires=call.expires,
+            hostname=self.hostname,
+            delivery_info=delivery_info,
+            parent_id=call.parent_id,
+            root_id=call.root_id,
+            group=call.group,
+            group_index=call.group_index,
+            reply_to=call.reply_to,
+            correlation_id=call.correlation_id,
+            headers=call.headers,
+            timelimit=call.timelimit,
+            is_eager=False,
+            called_directly=False,
+            callbacks=embed.get("callbacks"),
+            errbacks=embed.get("errbacks"),
+            chain=embed.get("chain"),
+            chord=embed.get("chord"),
+            ignore_result=call.ignore_result,
+            delivery_count=delivery.delivery_count,
+        )
 
     # -- executing ----------------------------------------------------------
     def execute(self, job: Job, loop: asyncio.AbstractEventLoop | None = None) -> Outcome:
@@ -265,7 +269,7 @@ class Handler:
         except BaseException as exc:
             with job.lock:
                 job.finished = True
-            return self._failed(job, self._autoretry(job, exc), time.perf_counter() - start, token)
+            return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
     async def execute_async(self, job: Job) -> Outcome:
@@ -283,22 +287,8 @@ class Handler:
                 if job.interrupt is None:
                     raise
                 exc = job.interrupt(_interrupt_text(job))  # the watchdog cancelled it
-            return self._failed(job, self._autoretry(job, exc), time.perf_counter() - start, token)
+            return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
-
-    def _autoretry(self, job: Job, exc: BaseException) -> BaseException:
-        """``autoretry_for``: turn a listed exception into a :class:`Retry`."""
-        task = job.task
-        if not task.autoretry_for or isinstance(exc, (Retry, Ignore, Reject)):
-            return exc
-        if not isinstance(exc, task.autoretry_for):
-            return exc
-        options = dict(task.retry_kwargs)
-        options.setdefault("countdown", task.backoff_delay(job.call.retries))
-        try:
-            return task.retry(exc=exc, throw=False, **options)
-        except BaseException as final:  # max retries reached: the original or MaxRetries...
-            return final
 
     def _begin(self, job: Job) -> Any:
         job.started_at = time.monotonic()
@@ -310,8 +300,8 @@ class Handler:
             )
             self.report(Outcome(job.delivery, Action.PROGRESS, job=job, meta=meta))
         token = _current_request.set(job.request)
-        for mw in self.middleware:
-            mw.before_task(job.task, job.request)
+        for hook in self._before_task:
+            hook(job.task, job.request)
         job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
         return token
 
@@ -331,35 +321,56 @@ class Handler:
         except Exception:
             logger.exception("Task %s[%s] success handler raised", call.name, call.id)
         meta = None
-        if not self._ignores_result(job):
+        if not self.ignores_result(job):
             meta = result_meta(
-                call.id, states.SUCCESS, value, date_done=_utcnow(),
+                call.id,
+                states.SUCCESS,
+                value,
+                date_done=_utcnow(),
                 extended=self._extended(job),
-            )  # fmt: skip
+            )
         outcome = Outcome(
-            job.delivery, Action.ACK, job=job, state=states.SUCCESS, value=value,
-            runtime=runtime, meta=meta,
-        )  # fmt: skip
+            job.delivery,
+            Action.ACK,
+            job=job,
+            state=states.SUCCESS,
+            value=value,
+            runtime=runtime,
+            meta=meta,
+        )
         self._end(job, outcome, token)
         logger.info(
             "Task %s[%s] succeeded in %.4fs: %s", call.name, call.id, runtime, safe_repr(value, 256)
         )
         return outcome
 
+    def _raised(self, job: Job, exc: BaseException, runtime: float, token: Any) -> Outcome:
+        """The task raised ``exc``: the ``on_exception`` hooks may replace it or settle the
+        job (retries); else the usual handling (Ignore, Reject, FAILURE)."""
+        for hook in self._on_exception:
+            got = hook(job, exc, runtime)
+            if isinstance(got, Outcome):
+                self._end(job, got, token)
+                return got
+            exc = got
+        return self._failed(job, exc, runtime, token)
+
     def _failed(self, job: Job, exc: BaseException, runtime: float, token: Any) -> Outcome:
         call, task = job.call, job.task
         trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-        if isinstance(exc, Retry):
-            outcome = self._retried(job, exc, trace, runtime)
-        elif isinstance(exc, Ignore):
+        if isinstance(exc, Ignore):
             outcome = Outcome(job.delivery, Action.ACK, job=job, state=states.IGNORED)
             logger.info("Task %s[%s] ignored", call.name, call.id)
         elif isinstance(exc, Reject):
             action = Action.REQUEUE if exc.requeue else Action.DEAD_LETTER
             outcome = Outcome(
-                job.delivery, action, job=job, state=states.REJECTED, exc=exc,
+                job.delivery,
+                action,
+                job=job,
+                state=states.REJECTED,
+                exc=exc,
                 reason=f"rejected by the task: {exc.reason!r}",
-            )  # fmt: skip
+            )
             logger.info("Task %s[%s] rejected: %r", call.name, call.id, exc.reason)
         else:
             try:
@@ -368,13 +379,20 @@ class Handler:
             except Exception:
                 logger.exception("Task %s[%s] failure handler raised", call.name, call.id)
             meta = None
-            if not self._ignores_result(job) or self._stores_errors(job):
+            if not self.ignores_result(job) or self._stores_errors(job):
                 meta = self._failure_meta(call.id, exc, trace, call, self._extended(job))
             action, reason = self._failure_action(job, exc)
             outcome = Outcome(
-                job.delivery, action, job=job, state=states.FAILURE, exc=exc,
-                traceback=trace, runtime=runtime, meta=meta, reason=reason,
-            )  # fmt: skip
+                job.delivery,
+                action,
+                job=job,
+                state=states.FAILURE,
+                exc=exc,
+                traceback=trace,
+                runtime=runtime,
+                meta=meta,
+                reason=reason,
+            )
             logger.error(
                 "Task %s[%s] raised unexpected: %r\n%s", call.name, call.id, exc, trace.rstrip()
             )
@@ -389,45 +407,6 @@ class Handler:
             return Action.ACK, None
         return Action.DEAD_LETTER, f"task failed: {exc!r}"
 
-    def _retried(self, job: Job, retry: Retry, trace: str, runtime: float) -> Outcome:
-        call, task = job.call, job.task
-        reason = retry.exc if retry.exc is not None else retry
-        when = retry.when
-        now = time.time()
-        not_before = when.timestamp() if isinstance(when, datetime) else now + float(when or 0)
-        sig = retry.sig if isinstance(retry.sig, dict) else {}
-        options = dict(sig.get("options") or {})
-        queue = options.pop("queue", None) or job.delivery.queue
-        headers = {k: v for k, v in call.headers.items() if k not in _OWN_HEADERS}
-        message = build_task_message(
-            call.name, sig.get("args", call.args), sig.get("kwargs", call.kwargs),
-            task_id=call.id, eta=datetime.fromtimestamp(not_before, timezone.utc),
-            expires=call.expires, retries=call.retries + 1, timelimit=call.timelimit,
-            root_id=call.root_id, parent_id=call.id, group_id=call.group,
-            group_index=call.group_index, shadow=call.headers.get("shadow"),
-            ignore_result=call.ignore_result, callbacks=call.embed.get("callbacks"),
-            errbacks=call.embed.get("errbacks"), chain=call.embed.get("chain"),
-            chord=call.embed.get("chord"), extra_headers=headers,
-            reply_to=call.reply_to, priority=options.get("priority", call.priority),
-            serializer=_SERIALIZERS.get(call.content_type, "json"), queue=queue,
-        )  # fmt: skip
-        try:
-            task.on_retry(reason, call.id, call.args, call.kwargs, trace)
-        except Exception:
-            logger.exception("Task %s[%s] retry handler raised", call.name, call.id)
-        meta = None
-        if not self._ignores_result(job):
-            meta = result_meta(
-                call.id, states.RETRY, encode_exception(reason), traceback=trace,
-                children=[[[call.id, None], None]],
-            )  # fmt: skip
-        logger.info("Task %s[%s] retry: %s", call.name, call.id, retry)
-        return Outcome(
-            job.delivery, Action.ACK, job=job, state=states.RETRY, exc=reason,
-            traceback=trace, runtime=runtime, meta=meta,
-            follow_ups=[(queue, message, call.priority, not_before)],
-        )  # fmt: skip
-
     def stopped(self, job: Job, exc: BaseException) -> Outcome:
         """The outcome of a job the watchdog stopped (hard time limit, or terminated by a
         revoke); its late result, if any, is dropped."""
@@ -435,12 +414,12 @@ class Handler:
         if isinstance(exc, TaskRevokedError):
             meta: dict[str, Any] | None = revoked_meta(call.id, "terminated")
             state, action, reason = states.REVOKED, Action.ACK, None
-            for mw in self.middleware:
-                mw.on_revoked(job.task, job.request, terminated=True)
+            for hook in self._on_revoked:
+                hook(job.task, job.request, terminated=True)
         else:
             state = states.FAILURE
             meta = None
-            if not self._ignores_result(job) or self._stores_errors(job):
+            if not self.ignores_result(job) or self._stores_errors(job):
                 meta = self._failure_meta(call.id, exc, None, call, self._extended(job))
             action, reason = self._failure_action(job, exc)
             try:
@@ -451,18 +430,19 @@ class Handler:
             job.delivery, action, job=job, state=state, exc=exc, meta=meta, reason=reason
         )
         if state == states.FAILURE:
-            for mw in self.middleware:
-                mw.after_task(job.task, job.request, outcome)
+            for hook in self._after_task:
+                hook(job.task, job.request, outcome)
         return outcome
 
     def _end(self, job: Job, outcome: Outcome, token: Any) -> None:
         try:
-            for mw in self.middleware:
-                mw.after_task(job.task, job.request, outcome)
+            for hook in self._after_task:
+                hook(job.task, job.request, outcome)
         finally:
             _current_request.reset(token)
 
-    def _ignores_result(self, job: Job) -> bool:
+    def ignores_result(self, job: Job) -> bool:
+        """True when the job's result is not stored (``ignore_result``)."""
         if job.call.ignore_result:
             return True
         task_setting = job.task.ignore_result
@@ -484,9 +464,13 @@ class Handler:
         if call.parent_id:
             out["parent_id"] = call.parent_id
         out.update(
-            name=call.name, args=call.args, kwargs=call.kwargs, worker=self.hostname,
-            retries=call.retries, queue=job.delivery.queue,
-        )  # fmt: skip
+            name=call.name,
+            args=call.args,
+            kwargs=call.kwargs,
+            worker=self.hostname,
+            retries=call.retries,
+            queue=job.delivery.queue,
+        )
         return out
 
     def _failure_meta(
@@ -498,9 +482,13 @@ class Handler:
         extended: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         return result_meta(
-            task_id, states.FAILURE, encode_exception(exc), traceback=trace,
-            date_done=_utcnow(), extended=extended,
-        )  # fmt: skip
+            task_id,
+            states.FAILURE,
+            encode_exception(exc),
+            traceback=trace,
+            date_done=_utcnow(),
+            extended=extended,
+        )
 
     def lost_meta(self, job: Job, reason: str) -> dict[str, Any]:
         """FAILURE meta for a task whose process died (used by the supervisor)."""
@@ -511,35 +499,10 @@ async def _await(value: Any) -> Any:
     return await value
 
 
-def revoked_meta(task_id: str, why: str) -> dict[str, Any]:
-    """Celery's REVOKED meta (``why``: revoked, expired, terminated)."""
-    return result_meta(
-        task_id, states.REVOKED,
-        {"exc_type": "TaskRevokedError", "exc_message": [why], "exc_module": "celery.exceptions"},
-        children=None, date_done=_utcnow(),
-    )  # fmt: skip
-
-
 def _interrupt_text(job: Job) -> str:
     if job.interrupt is SoftTimeLimitExceeded:
         return f"soft time limit ({job.soft_limit}s) exceeded"
     return "stopped by the worker"
-
-
-#: headers build_task_message writes itself; the rest of a retried message's headers
-#: (custom ones) are carried over
-_OWN_HEADERS = frozenset(
-    {
-        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
-        "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
-        "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps", "redelivered",
-    }
-)  # fmt: skip
-_SERIALIZERS = {
-    "application/json": "json",
-    "application/x-msgpack": "msgpack",
-    "application/x-python-serialize": "pickle",
-}
 
 
 __all__ = ["Action", "Handler", "Job", "Outcome"]

@@ -1,35 +1,11 @@
-"""Rate limits: Celery's ``"10/s"`` strings and the per-worker token bucket."""
+"""Rate limits: the per-worker token bucket (``parse_rate`` lives in ``celeriac._rates``)."""
 
 from __future__ import annotations
 
 import time
 
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac._rates import parse_rate
 from celeriac.transports.broker import bucket_take
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(value: str | float | int | None) -> float | None:
-    """``"10/s"``, ``"100/m"``, ``"1000/h"`` or a number (per second) -> tasks per second;
-    None or 0 means no limit."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) or None
-    count, _, unit = str(value).strip().partition("/")
-    try:
-        number = float(count)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"rate_limit {value!r} is invalid: use '<n>/s', '<n>/m' or '<n>/h'"
-        ) from None
-    per = _UNITS.get(unit.strip()[:1] or "s")
-    if per is None or number < 0:
-        raise ImproperlyConfigured(
-            f"rate_limit {value!r} is invalid: use '<n>/s', '<n>/m' or '<n>/h'"
-        )
-    return number / per or None
 
 
 class LocalBucket:
@@ -47,3 +23,6 @@ class LocalBucket:
         self.tokens, wait = bucket_take(self.tokens, self.updated, now, self.rate, self.capacity)
         self.updated = now
         return wait
+
+
+__all__ = ["LocalBucket", "parse_rate"]

@@ -18,8 +18,9 @@ import signal
 import threading
 from collections.abc import Callable
 
+from celeriac._outcome import Outcome
 from celeriac.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
-from celeriac.worker.core import Handler, Job, Outcome
+from celeriac.worker.core import Handler, Job
 
 Deliver = Callable[[list[Outcome]], None]
 

@@ -150,8 +150,10 @@ class Supervisor:
             if recovered:
                 logger.warning(
                     "Returned %d message(s) held by %s (pid %d) to the broker",
-                    recovered, name, child.pid,
-                )  # fmt: skip
+                    recovered,
+                    name,
+                    child.pid,
+                )
         if not self.stopping:
             self._spawn(child.index)
 
@@ -249,8 +251,10 @@ class Supervisor:
             if state["stop"] is None and os.getppid() != parent:
                 logger.warning(
                     "ForkPoolWorker-%d: the worker's main process (pid %d) is gone; "
-                    "finishing the current task and exiting", index, parent,
-                )  # fmt: skip
+                    "finishing the current task and exiting",
+                    index,
+                    parent,
+                )
             cold = signum == signal.SIGQUIT or state["stop"] is not None
             state["stop"] = cold
             loop = state["loop"]
