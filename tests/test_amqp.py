@@ -41,21 +41,21 @@ from celeriac.transports.amqp.connection import (
 )
 from celeriac.transports.amqp.rpc import RPCBackend
 from celeriac.transports.broker import Revocation
-from support import WorkerProcess, wait_until, write_module
-from test_conformance_amqp import (
-    amqp_vhost,  # noqa: F401 - fixture
+from servers import (
+    REDIS_URL,
     aqueue_counts,
     delete_queues,
     queue_counts,
-    rabbit,  # noqa: F401 - fixture
-    rabbit_exclusive,  # noqa: F401 - fixture
     rabbitmqctl,
+    require_redis,
+    unacked,
+    vhost_of,
 )
-from test_conformance_redis import REDIS_URL, require_redis
+from support import WorkerProcess, wait_until, write_module
 
 
 @pytest.fixture
-def queue(rabbit: str) -> Iterator[str]:  # noqa: F811 - the imported fixture
+def queue(rabbit: str) -> Iterator[str]:
     """A queue name of the test's own, deleted (with its delay levels) afterwards."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     yield name
@@ -74,12 +74,6 @@ async def raw_get(url: str, queue: str) -> aiormq.abc.DeliveredMessage:
         await conn.close()
 
 
-def unacked(url: str, queue: str) -> int:
-    out = rabbitmqctl("list_queues", "-p", _vhost(url), "name", "messages_unacknowledged", "-q")
-    counts = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
-    return int(counts.get(queue, 0))
-
-
 def test_url_forms() -> None:
     assert connection_url("amqp://") == "amqp://guest:guest@localhost/"
     assert connection_url("pyamqp://u:p@h:5673//") == "amqp://u:p@h:5673//"
@@ -88,7 +82,7 @@ def test_url_forms() -> None:
     assert app.backend_url == "rpc://"
 
 
-def test_wire_matches_celery(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_wire_matches_celery(rabbit: str, queue: str) -> None:
     sent = build_task_message(
         "tasks.add", (4, 4), {"f": 1.25}, reply_to="reply-q", queue=queue,
         extra_headers={"x-custom": {"n": [1, None, 2.5]}}, expires=None,
@@ -111,7 +105,7 @@ def test_wire_matches_celery(rabbit: str, queue: str) -> None:  # noqa: F811
     assert props.expiration is None and props.headers == sent.headers
     assert got_expiring.header.properties.expiration in ("60000", "59999")
     # Celery's default topology: a durable direct exchange per queue, bound with its name
-    out = rabbitmqctl("list_bindings", "-p", _vhost(rabbit), "source_name", "routing_key", "-q")
+    out = rabbitmqctl("list_bindings", "-p", vhost_of(rabbit), "source_name", "routing_key", "-q")
     assert f"{queue}\t{queue}" in out.splitlines()
 
 
@@ -143,7 +137,7 @@ def test_fast_lane_reads_and_writes_properties_as_pamqp_does() -> None:
         encode_properties(colour="red")
 
 
-def test_fast_lane_carries_large_and_empty_bodies(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_fast_lane_carries_large_and_empty_bodies(rabbit: str, queue: str) -> None:
     """Bodies over RabbitMQ's frame size (several frames, split across socket reads) and
     empty ones, each way: deliveries to a consumer and rpc replies with confirms; a
     ``basic.get`` on the consumers' channel still goes through aiormq."""
@@ -180,7 +174,7 @@ def test_fast_lane_carries_large_and_empty_bodies(rabbit: str, queue: str) -> No
     asyncio.run(main())
 
 
-def test_reply_confirms_fail_when_the_channel_closes(rabbit: str) -> None:  # noqa: F811
+def test_reply_confirms_fail_when_the_channel_closes(rabbit: str) -> None:
     """A publish RabbitMQ refuses closes the reply channel: the confirms waited for fail
     (they do not hang), and the next reply goes out on a new connection."""
     reply_to = f"reply-{uuid.uuid4().hex}"
@@ -204,7 +198,7 @@ def test_reply_confirms_fail_when_the_channel_closes(rabbit: str) -> None:  # no
     asyncio.run(main())
 
 
-def test_countdown_arrives_on_time_without_being_held(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_countdown_arrives_on_time_without_being_held(rabbit: str, queue: str) -> None:
     app = Celery("t", broker=rabbit, task_default_queue=queue, set_as_current=False)
 
     @app.task
@@ -223,7 +217,7 @@ def test_countdown_arrives_on_time_without_being_held(rabbit: str, queue: str) -
         assert due - 0.01 <= ran_at < due + 0.5
 
 
-def test_day_long_countdown_sits_in_the_delay_levels(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_day_long_countdown_sits_in_the_delay_levels(rabbit: str, queue: str) -> None:
     async def main() -> None:
         async with opened(AMQPBroker(rabbit)) as broker:
             due = time.time() + 86400
@@ -239,7 +233,7 @@ def test_day_long_countdown_sits_in_the_delay_levels(rabbit: str, queue: str) ->
     asyncio.run(main())
 
 
-def test_delivery_counts_on_a_classic_queue(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_delivery_counts_on_a_classic_queue(rabbit: str, queue: str) -> None:
     async def main() -> None:
         async with opened(AMQPBroker(rabbit)) as broker:
             await broker.publish(queue, message(1))
@@ -265,7 +259,7 @@ def test_delivery_counts_on_a_classic_queue(rabbit: str, queue: str) -> None:  #
     asyncio.run(main())
 
 
-def test_quorum_queue_counts_deliveries(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_quorum_queue_counts_deliveries(rabbit: str, queue: str) -> None:
     async def main() -> None:
         options = {"queue_type": "quorum"}
         async with opened(AMQPBroker(rabbit, options=options)) as broker:
@@ -283,7 +277,7 @@ def test_quorum_queue_counts_deliveries(rabbit: str, queue: str) -> None:  # noq
         AMQPBroker(rabbit, options={"queue_type": "quorum", "queue_max_priority": 9})
 
 
-def test_existing_queue_with_other_arguments_names_the_setting(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_existing_queue_with_other_arguments_names_the_setting(rabbit: str, queue: str) -> None:
     async def main() -> None:
         async with opened(AMQPBroker(rabbit, options={"queue_max_priority": 10})) as broker:
             await broker.declare(queue)
@@ -299,13 +293,13 @@ def test_existing_queue_with_other_arguments_names_the_setting(rabbit: str, queu
         delete_queues(rabbit, [f"{queue}-ok"])
 
 
-def test_prefetch_follows_the_window(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_prefetch_follows_the_window(rabbit: str, queue: str) -> None:
     async def main() -> None:
         async with opened(AMQPBroker(rabbit)) as broker:
             await broker.publish_many([(queue, message(n), 0, None) for n in range(10)])
             first = await broker.fetch([queue], 3, 5.0)
             assert [number(d) for d in first] == [0, 1, 2]
-            consumers = rabbitmqctl("list_consumers", "-p", _vhost(rabbit), "queue_name",
+            consumers = rabbitmqctl("list_consumers", "-p", vhost_of(rabbit), "queue_name",
                                     "prefetch_count", "-q")  # fmt: skip
             assert f"{queue}\t3" in consumers.splitlines()
             assert (await aqueue_counts(rabbit, queue))[0] == 7  # nothing hoarded beyond the window
@@ -317,7 +311,7 @@ def test_prefetch_follows_the_window(rabbit: str, queue: str) -> None:  # noqa: 
     asyncio.run(main())
 
 
-def test_dead_letters_and_unreadable_messages(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_dead_letters_and_unreadable_messages(rabbit: str, queue: str) -> None:
     dlq = f"{queue}-dead"
     options = {"dead_letter_queue": dlq}
 
@@ -344,7 +338,7 @@ def test_dead_letters_and_unreadable_messages(rabbit: str, queue: str) -> None: 
         delete_queues(rabbit, [dlq])
 
 
-def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:  # noqa: F811
+def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:
     reply_to = f"reply-{uuid.uuid4().hex}"
 
     async def main() -> None:
@@ -364,7 +358,7 @@ def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:  # noqa: F8
             assert (await client.wait(["a"], 5))["a"]["status"] == "FAILURE"
             await client.forget("a")
             assert await client.get("a") is None
-            out = rabbitmqctl("list_queues", "-p", _vhost(rabbit), "name", "durable",
+            out = rabbitmqctl("list_queues", "-p", vhost_of(rabbit), "name", "durable",
                               "auto_delete", "arguments", "-q")  # fmt: skip
             line = next(x for x in out.splitlines() if x.startswith(reply_to))
             assert line.split("\t")[1:3] == ["true", "true"] and "x-expires" in line
@@ -372,7 +366,7 @@ def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:  # noqa: F8
     asyncio.run(main())
 
 
-def test_rpc_replies_without_confirms(rabbit: str) -> None:  # noqa: F811
+def test_rpc_replies_without_confirms(rabbit: str) -> None:
     reply_to = f"reply-{uuid.uuid4().hex}"
 
     async def main() -> None:
@@ -393,7 +387,7 @@ def test_rpc_replies_without_confirms(rabbit: str) -> None:  # noqa: F811
     asyncio.run(main())
 
 
-def test_rpc_is_the_default_backend_and_amqp_works_with_redis(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_rpc_is_the_default_backend_and_amqp_works_with_redis(rabbit: str, queue: str) -> None:
     require_redis()
     redis_url = REDIS_URL.rsplit("/", 1)[0] + "/11"
     client = redis.Redis.from_url(redis_url)
@@ -432,7 +426,7 @@ def add(x, y):
 """
 
 
-def test_poison_message_ends_on_a_classic_queue(rabbit: str, queue: str, tmp_path: Path) -> None:  # noqa: F811
+def test_poison_message_ends_on_a_classic_queue(rabbit: str, queue: str, tmp_path: Path) -> None:
     write_module(tmp_path, "poison", POISON_TASKS.format(url=rabbit, queue=queue))
     app = Celery("poison", broker=rabbit, task_default_queue=queue, set_as_current=False)
     with closing(app), WorkerProcess(tmp_path, "poison", "-P", "prefork", "-c", "1") as worker:
@@ -460,7 +454,7 @@ def record(i):
 
 
 def test_worker_survives_rabbitmq_restart(
-    rabbit_exclusive: str,  # noqa: F811
+    rabbit_exclusive: str,
     tmp_path: Path,
 ) -> None:
     require_redis()
@@ -513,7 +507,7 @@ def test_worker_survives_rabbitmq_restart(
         delete_queues(url, [q])
 
 
-def test_a_reader_started_after_a_revoke_sees_it_at_once(rabbit: str) -> None:  # noqa: F811
+def test_a_reader_started_after_a_revoke_sees_it_at_once(rabbit: str) -> None:
     ids = [str(uuid.uuid4()) for _ in range(3)]
 
     async def main() -> None:
@@ -530,13 +524,13 @@ def test_a_reader_started_after_a_revoke_sees_it_at_once(rabbit: str) -> None:  
                 assert set(await later.revoked(ids)) == set(ids[:2])
 
     asyncio.run(main())
-    out = rabbitmqctl("list_queues", "-p", _vhost(rabbit), "name", "type", "arguments", "-q")
+    out = rabbitmqctl("list_queues", "-p", vhost_of(rabbit), "name", "type", "arguments", "-q")
     line = next(x for x in out.splitlines() if x.startswith("celeriac.revoked\t"))
     assert "stream" in line and "x-max-age" in line
 
 
 def test_a_following_reader_sees_a_revoke_before_the_task_sent_after_it(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
 ) -> None:
     async def main() -> None:
@@ -555,7 +549,7 @@ def test_a_following_reader_sees_a_revoke_before_the_task_sent_after_it(
     asyncio.run(main())
 
 
-def test_revocations_expire_and_a_reconnect_reads_on(rabbit: str) -> None:  # noqa: F811
+def test_revocations_expire_and_a_reconnect_reads_on(rabbit: str) -> None:
     short, long, later = (str(uuid.uuid4()) for _ in range(3))
 
     async def main() -> None:
@@ -583,7 +577,7 @@ def test_revocations_expire_and_a_reconnect_reads_on(rabbit: str) -> None:  # no
     asyncio.run(main())
 
 
-def test_another_retention_uses_the_existing_stream(rabbit: str) -> None:  # noqa: F811
+def test_another_retention_uses_the_existing_stream(rabbit: str) -> None:
     task_id = str(uuid.uuid4())
 
     async def main() -> None:
@@ -597,7 +591,7 @@ def test_another_retention_uses_the_existing_stream(rabbit: str) -> None:  # noq
     asyncio.run(main())
 
 
-def test_a_worker_started_after_the_revoke_discards_the_task(rabbit: str, queue: str) -> None:  # noqa: F811
+def test_a_worker_started_after_the_revoke_discards_the_task(rabbit: str, queue: str) -> None:
     app = Celery("t", broker=rabbit, task_default_queue=queue, set_as_current=False)
 
     @app.task
@@ -614,7 +608,7 @@ def test_a_worker_started_after_the_revoke_discards_the_task(rabbit: str, queue:
 
 
 def test_token_bucket_leadership_moves_when_the_leader_goes(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key = f"celeriac.rate.t-{uuid.uuid4().hex[:8]}"
@@ -680,10 +674,6 @@ def _ready(url: str, queue: str) -> int:
         return queue_counts(url, queue)[0]
     except aiormq.exceptions.ChannelNotFoundEntity:
         return 0
-
-
-def _vhost(url: str) -> str:
-    return connection_url(url).rsplit("/", 1)[1].replace("%2F", "/") or "/"
 
 
 def _in(seconds: float) -> datetime:

@@ -29,9 +29,8 @@ from celeriac.result import AsyncResult, GroupResult, result_from_tuple
 from celeriac.testing import TestWorker
 from celeriac.transports import broker_class
 from celeriac.transports.capabilities import RevocationStore
+from servers import REDIS_URL
 from support import WorkerProcess, wait_until, write_module
-
-REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 TASKS = """
 import os, pathlib, signal, time

@@ -20,10 +20,8 @@ from celeriac.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from servers import REDIS_URL, delete_queues
 from support import WorkerProcess, wait_until, write_module
-from test_conformance_amqp import amqp_vhost, delete_queues, rabbit  # noqa: F401 - fixtures
-
-REDIS_URL = os.environ.get("CELERIAC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 TASKS = """
 import asyncio, os, pathlib, time

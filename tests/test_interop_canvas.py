@@ -24,8 +24,8 @@ import redis
 import celeriac
 import celeriac.exceptions
 from celeriac.result import GroupResult
+from servers import REDIS_URL, leased_database, require_redis
 from support import WorkerProcess, celery_worker, close_celery_app, write_module
-from test_conformance_redis import REDIS_URL, leased_database, require_redis
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ from celeriac._loop import run_sync
 from celeriac.protocol import build_task_message
 from celeriac.testing.conformance import opened
 from celeriac.transports.redis.broker import RedisBroker
+from servers import leased_database
 from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
-from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
 

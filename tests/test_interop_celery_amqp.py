@@ -24,6 +24,7 @@ import celeriac
 import celeriac.exceptions
 from celeriac._loop import run_sync
 from celeriac.transports.amqp.connection import delay_queue
+from servers import delete_queues, leased_database, queue_counts, unacked
 from support import (
     WorkerProcess,
     celery_worker,
@@ -32,14 +33,6 @@ from support import (
     wait_until,
     write_module,
 )
-from test_amqp import unacked
-from test_conformance_amqp import (
-    amqp_vhost,  # noqa: F401 - fixture
-    delete_queues,
-    queue_counts,
-    rabbit,  # noqa: F401 - fixture
-)
-from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +90,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
-def queue(rabbit: str) -> Iterator[str]:  # noqa: F811
+def queue(rabbit: str) -> Iterator[str]:
     name = f"interop-{uuid.uuid4().hex[:8]}"
     yield name
     delete_queues(rabbit, [name])
@@ -116,7 +109,7 @@ def _stamp(tag: str) -> list[object]:
 
 
 def test_celery_client_to_celeriac_worker(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     backend: str | None,
     tmp_path: Path,
@@ -158,7 +151,7 @@ def test_celery_client_to_celeriac_worker(
 
 
 def test_celeriac_client_to_celery_worker(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     backend: str | None,
     tmp_path: Path,
@@ -212,7 +205,7 @@ def add(x, y):
 
 
 def test_celeriac_revoke_reaches_a_running_celery_worker(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     tmp_path: Path,
 ) -> None:
@@ -232,7 +225,7 @@ def test_celeriac_revoke_reaches_a_running_celery_worker(
 
 
 def test_celery_remote_control_reaches_a_celeriac_worker(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     tmp_path: Path,
 ) -> None:
@@ -269,7 +262,7 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
 
 
 def test_two_celeriac_workers_with_one_name_both_answer(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     tmp_path: Path,
 ) -> None:
@@ -292,7 +285,7 @@ def test_two_celeriac_workers_with_one_name_both_answer(
 
 
 def test_celeriac_client_inspects_a_celery_worker(
-    rabbit: str,  # noqa: F811
+    rabbit: str,
     queue: str,
     tmp_path: Path,
 ) -> None:

@@ -19,6 +19,7 @@ import celery.exceptions
 import pytest
 
 import celeriac
+from servers import leased_database
 from support import (
     WorkerProcess,
     celery_worker,
@@ -27,7 +28,6 @@ from support import (
     wait_until,
     write_module,
 )
-from test_conformance_redis import leased_database
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_conformance_amqp import amqp_vhost, rabbit  # noqa: F401 - fixtures
-from test_conformance_redis import REDIS_URL, scratch_prefix
+from servers import REDIS_URL, scratch_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +146,7 @@ def test_the_amqp_extra_runs_the_rabbitmq_transport(
     wheel: Path,
     tmp_path: Path,
     queue: str,
-    rabbit: str,  # noqa: F811 - the fixture
+    rabbit: str,
 ) -> None:
     python = fresh_env(tmp_path / "env", wheel, "amqp")
     found = imports(python, tmp_path, "aiormq", "pamqp", "redis", "hiredis")

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -37,8 +34,8 @@ from celeriac.protocol import (
 from celeriac.testing.conformance import message, number, opened, run
 from celeriac.transports.redis.backend import RedisBackend
 from celeriac.transports.redis.broker import RedisBroker
+from servers import REDIS_URL, PrivateRedis, free_port, pings, require_redis, scratch_prefix
 from support import WorkerProcess, wait_until, write_module
-from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 
 SEP = b"\x06\x16"
 
@@ -312,63 +309,8 @@ def test_wait_resubscribes_when_its_pubsub_connection_drops(
 # -- a private redis-server ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """``redis-server`` on a free port (and a unix socket), append-only, in ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.socket = directory / "redis.sock"
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PrivateRedis:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.directory), "--unixsocket",
-             str(self.socket), "--bind", "127.0.0.1"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        wait_until(lambda: _pings(client), 10, "the private redis-server")
-        client.close()
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        message = "needs the redis-server binary on PATH"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    server = PrivateRedis(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 def test_unix_socket_and_sentinel_urls(private_redis: PrivateRedis, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {port}\nsentinel monitor mymaster 127.0.0.1 {private_redis.port} 1\n")
     sentinel = subprocess.Popen(
@@ -376,7 +318,7 @@ def test_unix_socket_and_sentinel_urls(private_redis: PrivateRedis, tmp_path: Pa
     )
     try:
         with redis.Redis(port=port) as client:
-            wait_until(lambda: _pings(client), 10, "redis-sentinel")
+            wait_until(lambda: pings(client), 10, "redis-sentinel")
         urls = [
             (f"unix://{private_redis.socket}?db=0", {}),
             (f"redis+socket://{private_redis.socket}", {}),

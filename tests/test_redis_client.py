@@ -6,10 +6,6 @@ stopped by their PIDs). redis-py serves only as the test's independent client.""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,21 +31,20 @@ from celeriac.transports.redis.resp import (
     parse_target,
 )
 from celeriac.transports.redis.resp_async import AsyncConnection, resolve_master
+from servers import (
+    REDIS_URL,
+    PrivateRedis,
+    PrivateSentinel,
+    free_port,
+    need_redis_server,
+    require_redis,
+)
 from support import TLSProxy, wait_until
-from test_conformance_redis import REDIS_URL, require_redis
-from test_redis import PrivateRedis, _free_port, _pings
-
-
-def _need_redis_server() -> None:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs the redis-server binary on PATH")
-        pytest.skip("needs the redis-server binary on PATH")
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    _need_redis_server()
+    need_redis_server()
     started = PrivateRedis(tmp_path).start()
     try:
         yield started
@@ -174,53 +169,10 @@ def test_urls_the_client_cannot_use_are_refused_clearly() -> None:
 # --------------------------------------------------------------------------- sentinel
 
 
-class PrivateSentinel:
-    """``redis-server --sentinel`` on a free port, watching ``master`` as ``mymaster``."""
-
-    def __init__(self, directory: Path, master_port: int, password: str | None = None) -> None:
-        self.port = _free_port()
-        self.password = password
-        directory.mkdir(exist_ok=True)
-        conf = directory / "sentinel.conf"
-        lines = [
-            f"port {self.port}",
-            "bind 127.0.0.1",
-            f"dir {directory}",
-            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1",
-            "sentinel down-after-milliseconds mymaster 1000",
-            "sentinel failover-timeout mymaster 5000",
-        ]
-        if password:
-            lines.append(f"requirepass {password}")
-        conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(
-            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL
-        )
-        self.client = redis.Redis(port=self.port, password=password)
-        wait_until(lambda: _pings(self.client), 10, "redis-sentinel")
-
-    def master(self) -> tuple[str, int] | None:
-        found = self.client.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
-        return None if found is None else (found[0].decode(), int(found[1]))
-
-    def replica_ready(self) -> bool:
-        """The sentinel knows a replica it could promote (linked, answering pings)."""
-        for entry in self.client.sentinel_slaves("mymaster"):
-            if entry.get("flags") == "slave" and entry.get("master-link-status") == "ok":
-                return True
-        return False
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
     """A master and its replica."""
-    _need_redis_server()
+    need_redis_server()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     master = PrivateRedis(tmp_path / "a").start()
@@ -244,7 +196,7 @@ def test_sentinel_resolution_and_its_password(
     master, _ = pair
     sentinel = PrivateSentinel(tmp_path / "s", master.port, password="sentinel-pw")
     try:
-        dead = _free_port()  # a sentinel that is down is skipped
+        dead = free_port()  # a sentinel that is down is skipped
         url = f"sentinel://127.0.0.1:{dead}/1;sentinel://127.0.0.1:{sentinel.port}"
         options = {"master_name": "mymaster", "sentinel_kwargs": {"password": "sentinel-pw"}}
 

@@ -51,9 +51,8 @@ from celeriac.transports.redis.resp import (
 )
 from celeriac.transports.redis.resp_blocking import Connection, Script
 from celeriac.transports.redis.scripts import script
+from servers import REDIS_URL, PrivateRedis, free_port, require_redis, scratch_prefix
 from support import wait_until
-from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
-from test_redis import PrivateRedis, _free_port
 
 # --------------------------------------------------------------------------- codec
 
@@ -743,7 +742,7 @@ class TLSRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.cert = directory / "cert.pem"
         self.proc: subprocess.Popen[bytes] | None = None
         subprocess.run(
@@ -761,7 +760,7 @@ class TLSRedis:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         conn = self.connection()
-        wait_until(lambda: _pings(conn), 10, "the TLS redis-server")
+        wait_until(lambda: pings(conn), 10, "the TLS redis-server")
         conn.close()
         return self
 
@@ -776,7 +775,7 @@ class TLSRedis:
             self.proc.wait(10)
 
 
-def _pings(conn: Connection) -> bool:
+def pings(conn: Connection) -> bool:
     try:
         return bool(conn.execute("PING") == b"PONG")
     except RespError:

@@ -19,9 +19,8 @@ from yarl import URL
 from celeriac import Celery
 from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.transports.tls import apply_tls
+from servers import REDIS_URL, require_redis, scratch_prefix
 from support import TLSProxy, WorkerProcess, write_module
-from test_conformance_amqp import amqp_vhost, rabbit  # noqa: F401 - fixtures
-from test_conformance_redis import REDIS_URL, require_redis, scratch_prefix
 
 TASKS = """
 import json, os
@@ -141,7 +140,7 @@ def test_redis_over_tls_refuses_a_certificate_it_does_not_trust(
         app.close()
 
 
-def test_amqp_broker_over_tls(rabbit: str, tmp_path: Path) -> None:  # noqa: F811
+def test_amqp_broker_over_tls(rabbit: str, tmp_path: Path) -> None:
     vhost = URL(rabbit)
     with TLSProxy(tmp_path, vhost.port or 5672) as proxy:
         url = str(vhost.with_host("localhost").with_port(proxy.port))
