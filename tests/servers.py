@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import aiormq
 import redis
@@ -30,7 +31,7 @@ from celeriac.transports.amqp.connection import LEVELS, connection_url, delay_qu
 from support import wait_until
 
 
-def missing(message: str) -> None:
+def missing(message: str) -> NoReturn:
     """Skip the test for want of ``message``'s server or tool; fail instead under CI."""
     missing(message)
 
@@ -143,7 +144,7 @@ def rabbitmqctl(*args: str, check: bool = True) -> str:
     if tool is None:
         missing("needs rabbitmqctl (RabbitMQ's CLI, run as root) on this machine")
     done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=check)
-    return done.stdout
+    return str(done.stdout)
 
 
 def delete_queues(url: str, queues: list[str]) -> None:
@@ -266,7 +267,9 @@ class PrivateSentinel:
         wait_until(lambda: pings(self.client), 10, "redis-sentinel")
 
     def master(self) -> tuple[str, int] | None:
-        found = self.client.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
+        found = self.client.execute_command(  # type: ignore[no-untyped-call]
+            "SENTINEL", "get-master-addr-by-name", "mymaster"
+        )
         return None if found is None else (found[0].decode(), int(found[1]))
 
     def replica_ready(self) -> bool:

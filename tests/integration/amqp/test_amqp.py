@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 import pytest
@@ -664,7 +664,7 @@ def closing(app: Celery) -> Iterator[Celery]:
 def _ran(store: redis.Redis, key: str) -> dict[int, list[float]]:
     runs: dict[int, list[float]] = {}
     for item in store.lrange(key, 0, -1):
-        i, at = item.decode().split()
+        i, at = cast(bytes, item).decode().split()
         runs.setdefault(int(i), []).append(float(at))
     return runs
 

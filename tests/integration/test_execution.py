@@ -20,6 +20,7 @@ from celeriac.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from celeriac.transports.capabilities import DeadLetterStore
 from servers import REDIS_URL, delete_queues
 from support import WorkerProcess, wait_until, write_module
 
@@ -449,7 +450,9 @@ def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:
     assert ignored.state == states.PENDING and rejected.state == states.PENDING
 
     async def dead() -> list[Any]:
-        return await (await app.get_broker()).dead_letters()
+        broker = await app.get_broker()
+        assert isinstance(broker, DeadLetterStore)
+        return list(await broker.dead_letters())
 
     from celeriac._loop import run_sync
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -67,7 +67,7 @@ def test_key_layout_matches_celery(prefix: str, r: redis.Redis) -> None:
             await b.declare("celery")
             await b.publish("celery", sent)
             await b.publish("celery", urgent, priority=7)
-            (raw,) = r.lrange(f"{prefix}celery", 0, -1)
+            (raw,) = cast(list[bytes], r.lrange(f"{prefix}celery", 0, -1))
             (raw_urgent,) = r.lrange(f"{prefix}celery".encode() + SEP + b"6", 0, -1)
             envelope = json.loads(raw)
             assert set(envelope) == {
@@ -173,8 +173,9 @@ def test_delayed_messages_wait_in_the_broker_and_any_worker_promotes(
             await producer.publish("q", message(1), not_before=time.time() + 0.3)
             await producer.publish("q", message(2), priority=9, not_before=time.time() + 3 * 86400)
             members = r.zrange(f"{prefix}celeriac.delayed.q", 0, -1, withscores=True)
-            assert [m[0][:1] for m in members] == [b"0", b"9"]  # bucket digit + envelope
-            assert members[1][1] > time.time() + 2 * 86400
+            found = cast(list[tuple[bytes, float]], members)
+            assert [m[0][:1] for m in found] == [b"0", b"9"]  # bucket digit + envelope
+            assert found[1][1] > time.time() + 2 * 86400
             assert r.llen(f"{prefix}q") == 0 and await worker.size("q") == 2
             got = await worker.fetch(["q"], 5, 5.0)  # the worker that never published
             assert [number(d) for d in got] == [1]
@@ -264,9 +265,9 @@ def test_unacked_entry_left_by_a_celery_worker_is_restored(prefix: str, r: redis
 
 def test_result_backend_uses_celerys_keys_and_channel(prefix: str, r: redis.Redis) -> None:
     key = f"{prefix}celery-task-meta-t1"
-    pubsub = r.pubsub()
+    pubsub = r.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(key)
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     meta = result_meta("t1", "SUCCESS", 5)
 
     async def main() -> None:

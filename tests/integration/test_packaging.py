@@ -19,7 +19,7 @@ import pytest
 
 from servers import REDIS_URL, scratch_prefix
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 

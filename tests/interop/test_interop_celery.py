@@ -192,7 +192,8 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
                 assert ours.control.ping(timeout=1) == [{"rc1@test": {"ok": "pong"}}]
                 asked = ours.control.inspect(destination=["rc1@test"], timeout=1.5)
                 assert asked.registered() == {"rc1@test": ["itasks.add", "itasks.fail"]}
-                assert "No such command" in asked.active()["rc1@test"]["error"]
+                active = asked.active()
+                assert active is not None and "No such command" in active["rc1@test"]["error"]
             finally:
                 ours.close()
             client.control.shutdown(destination=["rc1@test"])  # a warm shutdown

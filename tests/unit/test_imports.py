@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "celeriac"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "celeriac"
 
 
 def module_names() -> list[str]:

@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hiredis
 import pytest
@@ -54,6 +54,9 @@ from celeriac.transports.redis.scripts import script
 from servers import REDIS_URL, PrivateRedis, free_port, require_redis, scratch_prefix
 from support import wait_until
 
+#: Unicode surrogates cannot be encoded: keep them out of generated text
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+
 # --------------------------------------------------------------------------- codec
 
 
@@ -79,7 +82,7 @@ def _reply_values() -> st.SearchStrategy[Any]:
         | st.binary(max_size=40)
         | st.integers(min_value=-(2**63), max_value=2**63 - 1)
         | st.text(
-            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+            alphabet=st.characters(blacklist_categories=SURROGATES, blacklist_characters="\r\n"),
             max_size=20,
         ).map(ReplyError)
     )
@@ -677,12 +680,13 @@ def test_publisher_reads_settings_as_the_broker_does() -> None:
         script("publish").text.encode(),
     )
     items = _messages()
-    for url, options in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         (f"{REDIS_URL}?global_keyprefix=01", {}),
         (f"{REDIS_URL}?global_keyprefix=a.b&eta_in_queue=false&socket_timeout=3", {}),
         ("redis://:pw@127.0.0.1:1/2?polling_interval=0.5", {"global_keyprefix": "x:"}),
         ("unix:///tmp/x.sock?db=1&eta_in_queue=no", {"visibility_timeout": 10}),
-    ]:
+    ]
+    for url, options in cases:
         app = Celery("resp", broker=url, broker_transport_options=options)
         publisher = _redis_sync.publisher(app)
         assert publisher is not None, url
@@ -728,7 +732,7 @@ def test_errors_carry_redis_py_type_names() -> None:
 
 def test_script_pack_and_ids() -> None:
     lua = Script("return 1", "a" * 40)
-    args = ["p", "q\u00e9", 3, 1.5, b"\x00raw"]
+    args: list[Any] = ["p", "q\u00e9", 3, 1.5, b"\x00raw"]
     assert lua.pack(*args) == encode_command(*lua.command(*args))
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000

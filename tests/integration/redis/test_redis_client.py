@@ -250,7 +250,9 @@ def test_sentinel_failover_is_followed(
         async def main() -> None:
             async with opened(RedisBroker(url, options=options)) as b:
                 await b.publish("q", message(1))
-                sentinel.client.execute_command("SENTINEL", "failover", "mymaster")
+                sentinel.client.execute_command(  # type: ignore[no-untyped-call]
+                    "SENTINEL", "failover", "mymaster"
+                )
                 await asyncio.to_thread(wait_until, lambda: _failed_over(sentinel, pair), 20)
                 # the old master is a replica now: the connection to it is dropped (on
                 # the role change, or on its READONLY answer) and the next call asks the
