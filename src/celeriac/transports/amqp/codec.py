@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from pamqp import decode, encode
 from pamqp.commands import Basic
@@ -25,6 +25,12 @@ FRAME_END = 0xCE
 METHOD_FRAME, HEADER_FRAME, BODY_FRAME = 1, 2, 3
 #: (class id, method id) of the methods the fast lane reads
 DELIVER, ACK, NACK = (60, 60), (60, 80), (60, 120)
+
+#: methods aiormq hands back as pamqp decoded them: the answers to ``basic.get`` and the
+#: server's consumer-cancel notice
+GetEmpty: TypeAlias = Basic.GetEmpty
+GetOk: TypeAlias = Basic.GetOk
+Cancel: TypeAlias = Basic.Cancel
 
 #: Basic properties in wire order with their flag bits (AMQP 0-9-1, pamqp's names)
 PROPERTY_FLAGS = (

@@ -1,8 +1,9 @@
-"""The one module that imports aiormq: connections (with the fast lane of
-:mod:`.wire` under them), URLs as Celery writes them, a :class:`Session` (one connection
-with its channels, consumers and prefetched messages), passive counts and peeks, and the
-aiormq names the rest of the transport uses (channel type, exceptions, method frames).
-The design: docs/internals/amqp.md."""
+"""The one module that imports aiormq (and yarl): connections, with the fast lane of
+:mod:`.wire` plugged in under them through aiormq's ``transport_factory``; URLs as Celery
+writes them; a :class:`Session` (one connection with its channels, consumers and
+prefetched messages); passive counts and peeks; and the aiormq names the rest of the
+transport uses (the channel and message types, the exceptions). The design:
+docs/internals/amqp.md."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel as Channel
@@ -25,20 +26,15 @@ from aiormq.exceptions import (
     ChannelPreconditionFailed,
 )
 from aiormq.exceptions import PublishError as Returned
-from pamqp.commands import Basic
 from yarl import URL
 
-from celeriac.transports.amqp.codec import Received
+from celeriac.transports.amqp.codec import GetEmpty, Received
 from celeriac.transports.amqp.control import Bucket
 from celeriac.transports.amqp.delay import LEVELS, delay_queue
 from celeriac.transports.amqp.wire import Coalescing, ConsumerTap, Wire, WireProtocol
 
 #: a message from a consumer: the fast lane's, or aiormq's (``basic.get``, other consumers)
 Incoming = DeliveredMessage | Received
-#: aiormq's answers to ``basic.get`` and its consumer-cancel notice (pamqp's classes)
-GetEmpty: TypeAlias = Basic.GetEmpty
-GetOk: TypeAlias = Basic.GetOk
-Cancel: TypeAlias = Basic.Cancel
 #: what connection trouble raises
 ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
 
@@ -258,7 +254,6 @@ __all__ = [
     "ERRORS",
     "LEVELS",  # re-exported: tests name the cascade's levels through this module
     "AMQPError",
-    "Cancel",
     "Channel",
     "ChannelInvalidStateError",
     "ChannelLockedResource",
@@ -266,8 +261,6 @@ __all__ = [
     "ChannelPreconditionFailed",
     "Connection",
     "DeliveredMessage",
-    "GetEmpty",
-    "GetOk",
     "Incoming",
     "Returned",
     "Session",

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections import deque
 from collections.abc import Sequence
 
 from celeriac.exceptions import BrokerError, CeleriacError
-from celeriac.transports.amqp.codec import copy_properties
+from celeriac.transports.amqp.codec import GetEmpty, copy_properties
 from celeriac.transports.amqp.connection import (
     ERRORS,
     DeliveredMessage,
-    GetEmpty,
     Incoming,
     Session,
     gather,
@@ -43,9 +41,6 @@ from celeriac.transports.broker import DeadLetter, Delivery
 #: after consumers start, how long a fetch waits for more of the burst RabbitMQ sends
 FILL_WINDOW = 0.005
 DEAD_LETTER_SCAN = 10_000
-
-#: one logger for the whole broker, as before it was split into modules
-logger = logging.getLogger("celeriac.transports.amqp.broker")
 
 
 class Consuming(StreamRevocations):

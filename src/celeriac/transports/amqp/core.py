@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -18,10 +17,9 @@ from typing import Any, ClassVar
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
 from celeriac.protocol import Message
 from celeriac.transports.amqp import control as _ctl
-from celeriac.transports.amqp.codec import AnyProperties, Properties, copy_properties
+from celeriac.transports.amqp.codec import AnyProperties, Cancel, Properties, copy_properties
 from celeriac.transports.amqp.connection import (
     ERRORS,
-    Cancel,
     Channel,
     ChannelPreconditionFailed,
     Returned,
@@ -40,17 +38,11 @@ from celeriac.transports.amqp.delay import (
     delay_key,
     delay_queue,
 )
-from celeriac.transports.amqp.messages import (
-    H_NOT_BEFORE,
-    message_properties,
-)
+from celeriac.transports.amqp.messages import H_NOT_BEFORE, message_properties
 from celeriac.transports.broker import Broker
 from celeriac.utils.log import mask_url
 
 DEAD_LETTER_QUEUE = "celeriac.dead_letter"
-
-#: one logger for the whole broker, as before it was split into modules
-logger = logging.getLogger("celeriac.transports.amqp.broker")
 
 
 class AMQPCore(Broker):
@@ -78,14 +70,15 @@ class AMQPCore(Broker):
         self._sessions = 0
         quiet_aiormq()
         self._lock = asyncio.Lock()
+        # the state of the modules that build on this one:
         self._qos_lock = asyncio.Lock()  # a qos change and the consumers it is meant for
-        self._follow_lock = asyncio.Lock()
-        self._join_lock = asyncio.Lock()
+        self._follow_lock = asyncio.Lock()  # revocations.py: one reader starts following
+        self._join_lock = asyncio.Lock()  # ratelimit.py: one candidate per key
         self._log = _ctl.RevocationLog()
         self._retention = float(opts.get("revoke_retention", _ctl.DEFAULT_RETENTION))
         self._warned_retention = False
         self._buckets_made = 0
-        self._control_channel: Channel | None = None
+        self._control_channel: Channel | None = None  # remote.py: a worker's pidbox
 
     # -- lifecycle --------------------------------------------------------
     async def connect(self) -> None:

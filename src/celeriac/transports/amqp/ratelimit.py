@@ -7,29 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 
 from celeriac.exceptions import BrokerError
 from celeriac.transports.amqp import control as _ctl
+from celeriac.transports.amqp.codec import Cancel, GetOk
 from celeriac.transports.amqp.connection import (
     ERRORS,
-    Cancel,
     Channel,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveredMessage,
-    GetOk,
     Session,
 )
 from celeriac.transports.amqp.core import AMQPCore
-from celeriac.transports.amqp.messages import (
-    delivery_tag,
-)
-
-#: one logger for the whole broker, as before it was split into modules
-logger = logging.getLogger("celeriac.transports.amqp.broker")
+from celeriac.transports.amqp.messages import delivery_tag
 
 
 class TokenBuckets(AMQPCore):

@@ -24,14 +24,12 @@ from celeriac.transports.amqp.connection import (
     connection,
 )
 from celeriac.transports.amqp.core import AMQPCore
-from celeriac.transports.amqp.messages import (
-    message_properties,
-)
+from celeriac.transports.amqp.messages import message_properties
 
 #: a worker's control queue's arguments, as Celery declares them
 _PIDBOX_QUEUE_ARGS: dict[str, Any] = {"x-expires": 10_000, "x-message-ttl": 300_000}
 
-#: one logger for the whole broker, as before it was split into modules
+#: the broker's logger (one for all its modules)
 logger = logging.getLogger("celeriac.transports.amqp.broker")
 
 

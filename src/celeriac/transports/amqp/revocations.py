@@ -24,12 +24,10 @@ from celeriac.transports.amqp.connection import (
     Session,
 )
 from celeriac.transports.amqp.core import AMQPCore
-from celeriac.transports.amqp.messages import (
-    delivery_tag,
-)
+from celeriac.transports.amqp.messages import delivery_tag
 from celeriac.transports.broker import Revocation
 
-#: one logger for the whole broker, as before it was split into modules
+#: the broker's logger (one for all its modules)
 logger = logging.getLogger("celeriac.transports.amqp.broker")
 
 
