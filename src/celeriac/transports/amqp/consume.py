@@ -48,6 +48,8 @@ class Consuming(StreamRevocations):
     first: it shares their channel)."""
 
     async def close(self) -> None:
+        """Cancel the consumers, return the prefetched messages never handed out (as
+        copies, without counting a delivery) and close the connection."""
         s = self._s
         if s is None:
             return
@@ -312,6 +314,7 @@ class Consuming(StreamRevocations):
     def lease_seconds(self) -> float:
         return 3600.0
 
+    # -- the dead-letter queue ---------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest of the first ``DEAD_LETTER_SCAN`` messages of the dead-letter queue
         (read with ``basic.get``, then put back in place)."""
