@@ -27,7 +27,8 @@ import aiormq
 import redis
 from yarl import URL
 
-from celeriac.transports.amqp.connection import LEVELS, connection_url, delay_queue
+from celeriac.transports.amqp.connection import connection_url
+from celeriac.transports.amqp.delay import LEVELS, delay_queue
 from support import wait_until
 
 

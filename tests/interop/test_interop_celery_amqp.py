@@ -23,7 +23,7 @@ import pytest
 import celeriac
 import celeriac.exceptions
 from celeriac._loop import run_sync
-from celeriac.transports.amqp.connection import delay_queue
+from celeriac.transports.amqp.delay import delay_queue
 from servers import delete_queues, leased_database, queue_counts, unacked
 from support import (
     WorkerProcess,

@@ -32,13 +32,9 @@ from celeriac.testing import TestWorker
 from celeriac.testing.conformance import message, number, opened
 from celeriac.transports.amqp import control as _ctl
 from celeriac.transports.amqp.broker import AMQPBroker
-from celeriac.transports.amqp.connection import (
-    Properties,
-    connection_url,
-    decode_properties,
-    delay_queue,
-    encode_properties,
-)
+from celeriac.transports.amqp.codec import Properties, decode_properties, encode_properties
+from celeriac.transports.amqp.connection import connection_url
+from celeriac.transports.amqp.delay import delay_queue
 from celeriac.transports.amqp.rpc import RPCBackend
 from celeriac.transports.broker import Revocation
 from servers import (

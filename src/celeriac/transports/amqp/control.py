@@ -1,58 +1,9 @@
-"""Control state on RabbitMQ, with RabbitMQ as the only store: durable revocations and
-global (all-worker) token buckets. :class:`celeriac.transports.amqp.broker.AMQPBroker` wires these
-into its connection; this module holds the names, the formats and the bookkeeping.
-
-**Revocations: one stream** (``celeriac.revoked``, ``x-queue-type: stream``). ``revoke``
-appends one JSON record (ids, absolute expiry, terminate, signal) with a publisher
-confirm. Every broker instance that asks ``revoked`` reads the stream from its first
-record and then keeps following it (``basic.consume`` with ``x-stream-offset``, a
-prefetch and acks, as RabbitMQ requires for streams); ``revoked(ids)`` answers from
-memory, so the worker's per-batch check and the watchdog's once-a-second check cost no
-round trip. Records expire by their own expiry time (``worker_revoke_expires`` of the
-revoker); the stream's retention (``x-max-age``, transport option ``revoke_retention``,
-default one day, with 1 MB segments so old records really go) only bounds its size, and
-a revocation whose ttl exceeds it lasts as long as the retention.
-
-*Why a stream*: it is the one RabbitMQ structure that many readers can read without
-consuming it, from the start (so a worker started after a revoke sees it) and then
-live (so a running worker learns of a revoke as it is pushed, with no polling). A durable
-queue per task id with a TTL would need one passive declare per id per fetched batch
-(and RabbitMQ closes the channel on each miss, the common case): a round trip per
-message on the hot path. A last-value exchange needs a plugin.
-
-*Seen before the task runs*: a reader's first ``revoked`` call appends a marker record
-and waits until it has read its own marker: everything confirmed before that is in
-memory before the first batch is checked (a worker started just after a revoke discards
-the task). After that, the stream consumer lives on the channel that also consumes the
-task queues: the RabbitMQ channel process handles the stream's "new records" notice,
-sent when the record is committed (before the revoker's confirm), before the delivery
-of any task message published after that confirm, and aiormq runs consumer callbacks in
-frame order. So a task published after ``revoke`` returned is checked against it on a
-single node; on a cluster whose stream replica lags, the watchdog check stops it. A
-reconnect reads on from the last offset seen and waits for a new marker.
-
-**Global rate limit: a token queue refilled by one elected worker.** Per bucket key:
-``celeriac.rate.<key>.tokens`` (``x-max-length`` = capacity, ``drop-head``: a full
-bucket drops new tokens' predecessors, so it never holds more than capacity) and
-``celeriac.rate.<key>.leader`` (``x-single-active-consumer``). A worker taking a token
-``basic.get``\\s one (``no_ack``): 0.0 when it got one. Each worker that ever takes from
-the bucket also consumes the leader queue and publishes one "baton" message there; the
-single active consumer receives the batons, keeps one unacked (acking duplicates) and
-is the leader: it publishes one token at each point of a grid of ``1/rate`` seconds
-(wall clock, so every worker knows when the next token comes and polls right after it).
-When the leader's connection dies, RabbitMQ requeues its baton to the next consumer,
-which takes over. A leader that has not taken a token itself for ``RESIGN_AFTER``
-seconds hands the baton on (cancel, requeue), so idle workers stop refilling; the next
-worker to take rejoins. Bound: tokens taken in any window of ``w`` seconds <= capacity +
-``rate * w``, plus one when the leader's timer fires a grid point late (one token per
-grid point, never a backlog). Costs: one ``basic.get`` per take; while tokens run short,
-waiting jobs poll at the grid (a few times per period just after a grid point, in case
-the leader is late). *Why*: RabbitMQ has no atomic read-modify-write a leaderless bucket
-could use (a state message taken and put back serializes every take behind one holder
-and duplicates on a crash); a rate is a clock, so one clock (the leader) refilling a
-bounded queue is the natural shape, and single-active-consumer gives leader election
-with fail-over pushed by the server, no polling and no extra server.
-"""
+"""Control state on RabbitMQ, with RabbitMQ as the only store: the names, record formats
+and bookkeeping (no I/O) of durable revocations, a stream every broker instance reads
+and follows (:mod:`.revocations`), and of global token buckets, a bounded token queue
+per key refilled by one worker elected through a single-active-consumer queue
+(:mod:`.ratelimit`). The design and why: docs/internals/amqp.md, "Revocations" and
+"Global rate limits"."""
 
 from __future__ import annotations
 

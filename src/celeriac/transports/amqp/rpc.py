@@ -1,32 +1,14 @@
 """``rpc://`` result backend: results travel as AMQP messages to the caller's reply queue,
-as with Celery's ``rpc://`` backend (the default when the broker is RabbitMQ).
+as with Celery's ``rpc://`` backend (the default when the broker is RabbitMQ), and on the
+same wire: a Celery client reads our workers' replies and the other way round.
 
-**Wire** (observed with Celery 5.7): the worker publishes every state it reports to the
-default exchange with routing key = the task message's ``reply_to``, properties
-``correlation_id`` = task id, ``content_type``/``content_encoding`` of JSON,
-``delivery_mode`` 1, ``priority`` 0 and empty headers; the body is the result meta (the
-dict the Redis backend stores). The caller's reply queue is named after its app's
-``reply_to`` (a UUID), durable, auto-delete, with ``x-expires`` of a day
-(``reply_queue_expires``, seconds), bound only through the default exchange: as Celery
-declares it. A Celery client reads our workers' replies and the other way round.
-
-**Caller**: the app connects this backend before it publishes a task (so the reply queue
-exists when a worker answers); the queue is consumed from the first ``wait``/``get`` on
-(so an in-process worker sharing the app does not take the replies). Results are kept in
-memory by task id (the newest ``max_results``, default 100 000): ``wait`` returns ready ones
-as they arrive, ``get`` the latest state received, ``forget`` drops it. As with Celery, a
-result reaches only the process that sent the task, is not stored on the server, and is
-lost if that process is gone; the server is the broker's (``broker_url``, or an explicit
-``rpc://user:pass@host:port/vhost``). Heartbeats are off by default (``heartbeat``): a
-sync caller's event loop runs only during calls, and RabbitMQ would otherwise close an
-idle connection and auto-delete the reply queue with it. A worker process declares its
-own app's reply queue too (for the results of tasks its tasks send); unconsumed, it goes
-after ``x-expires``. Prefork children share their app's ``reply_to``, so results of tasks
-sent from tasks may reach a sibling child. Chords need a backend that stores results.
-Replies are published with confirms (a worker acks a task once its reply is on the
-server); ``confirm_publish=False`` (``result_backend_transport_options``) sends them as
-Celery does, without. A batch's replies are written as frames directly (the fast lane,
-:class:`.connection.Wire`) in one socket write, and their confirms awaited together.
+The caller declares its reply queue (named after its app's ``reply_to``) when it connects
+and consumes it from the first ``wait``/``get`` on; results are kept in memory by task id
+(the newest ``max_results``) and reach only the process that sent the task. Workers
+publish replies with confirms (``confirm_publish``), a batch written by the fast lane in
+one socket write. Options (``result_backend_transport_options``): ``heartbeat`` (off by
+default), ``reply_queue_expires``, ``max_results``, ``confirm_publish``,
+``connect_timeout``. The wire and the design: docs/internals/amqp.md, "rpc:// results".
 """
 
 from __future__ import annotations
@@ -38,29 +20,28 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-import aiormq
-from aiormq.abc import AbstractChannel, DeliveredMessage
-from yarl import URL
-
 from celeriac import states
 from celeriac.exceptions import BackendError, CeleriacError, MessageError
 from celeriac.protocol import deserialize, serialize
+from celeriac.transports.amqp.codec import encode_properties, publish_frames
 from celeriac.transports.amqp.connection import (
-    ConfirmTap,
+    AMQPError,
+    Channel,
     Connection,
+    DeliveredMessage,
     connection,
     connection_url,
-    encode_properties,
-    publish_frames,
+    has_host,
     quiet_aiormq,
 )
+from celeriac.transports.amqp.wire import ConfirmTap
 from celeriac.transports.backend import ResultBackend
 from celeriac.utils.log import mask_url
 
 logger = logging.getLogger("celeriac.transports.amqp.rpc")
 
 READY = states.READY_STATES
-_ERRORS = (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError, OSError, TimeoutError)
+_ERRORS = (AMQPError, RuntimeError, ConnectionError, OSError, TimeoutError)
 
 
 class RPCBackend(ResultBackend):
@@ -72,7 +53,7 @@ class RPCBackend(ResultBackend):
     def __init__(self, url: str = "rpc://", *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         opts = self.options
-        server = "amqp" + url[3:] if URL(url).host else str(opts.get("broker_url") or "amqp://")
+        server = "amqp" + url[3:] if has_host(url) else str(opts.get("broker_url") or "amqp://")
         self._url = connection_url(server, opts.get("heartbeat", 0))
         self.reply_to: str | None = opts.get("reply_to") or None
         self._expires_ms = int(float(opts.get("reply_queue_expires", 86400)) * 1000)
@@ -81,7 +62,7 @@ class RPCBackend(ResultBackend):
         self._accept = frozenset(opts.get("accept_content") or ["json", "msgpack"])
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._conn: Connection | None = None
-        self._ch: AbstractChannel | None = None
+        self._ch: Channel | None = None
         self._confirms: ConfirmTap | None = None  # the fast lane's publishes of ``_ch``
         self._consuming = False
         self._waiters: set[asyncio.Future[None]] = set()
@@ -99,7 +80,7 @@ class RPCBackend(ResultBackend):
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _channel(self) -> AbstractChannel:
+    async def _channel(self) -> Channel:
         ch = self._ch
         if ch is not None and not ch.is_closed:
             return ch
@@ -118,12 +99,14 @@ class RPCBackend(ResultBackend):
             ch.closing.add_done_callback(lambda _: self._wake())
             if self.reply_to:
                 await ch.queue_declare(
-                    self.reply_to, durable=True, auto_delete=True,
+                    self.reply_to,
+                    durable=True,
+                    auto_delete=True,
                     arguments={"x-expires": self._expires_ms},
-                )  # fmt: skip
+                )
             return ch
 
-    async def _consume(self) -> AbstractChannel:
+    async def _consume(self) -> Channel:
         """The channel, consuming the reply queue (from the first ``wait``/``get`` on)."""
         ch = await self._channel()
         if not self._consuming and self.reply_to:
@@ -228,9 +211,7 @@ class RPCBackend(ResultBackend):
                 if attempt == 2:
                     raise
 
-    async def _send(
-        self, ch: AbstractChannel, replies: Sequence[tuple[str, str, dict[str, Any]]]
-    ) -> None:
+    async def _send(self, ch: Channel, replies: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         conn, confirms = self._conn, self._confirms
         assert conn is not None
         if confirms is None:  # confirm_publish=False: as Celery, written and forgotten
@@ -267,9 +248,12 @@ def _reply(task_id: str, meta: Any) -> tuple[int, bytes, bytes]:
     head = _REPLY_PROPS.get((content_type, encoding))
     if head is None:
         head = _REPLY_PROPS[content_type, encoding] = encode_properties(
-            content_type=content_type, content_encoding=encoding, headers={},
-            delivery_mode=1, priority=0,
-        )  # fmt: skip
+            content_type=content_type,
+            content_encoding=encoding,
+            headers={},
+            delivery_mode=1,
+            priority=0,
+        )
     flags, tail = encode_properties(correlation_id=task_id)
     return head[0] | flags, head[1] + tail, body
 
