@@ -214,11 +214,25 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.directory), "--unixsocket",
-             str(self.socket), "--bind", "127.0.0.1"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.directory),
+                "--unixsocket",
+                str(self.socket),
+                "--bind",
+                "127.0.0.1",
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         client = redis.Redis(port=self.port)
         wait_until(lambda: pings(client), 10, "the private redis-server")
         client.close()

@@ -129,9 +129,19 @@ def celery_worker(cwd: Path, app_spec: str, *args: str) -> WorkerProcess:
     options = list(args) if "-P" in args else ["-P", "solo", *args]
     worker = WorkerProcess(cwd, app_spec)
     worker.argv = [
-        sys.executable, "-m", "celery", "-A", app_spec, "worker", "-l", "info", *options,
-        "--without-heartbeat", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app_spec,
+        "worker",
+        "-l",
+        "info",
+        *options,
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return worker
 
 
@@ -214,11 +224,27 @@ class TLSProxy:
 
         key = self.directory / "tls-key.pem"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-             "-keyout", str(key), "-out", self.ca_file],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                self.ca_file,
+            ],
+            check=True,
+            capture_output=True,
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.ca_file, str(key))
         loop = self._loop = asyncio.new_event_loop()

@@ -226,9 +226,13 @@ def test_signature_is_celerys_dict_and_survives_json(app: Celery) -> None:
     sig = add.s(2, countdown=None).set(queue="q")
     assert isinstance(sig, dict) and isinstance(sig, Signature)
     assert dict(sig) == {
-        "task": "tasks.add", "args": (2,), "kwargs": {"countdown": None},
-        "options": {"queue": "q"}, "subtask_type": None, "immutable": False,
-    }  # fmt: skip
+        "task": "tasks.add",
+        "args": (2,),
+        "kwargs": {"countdown": None},
+        "options": {"queue": "q"},
+        "subtask_type": None,
+        "immutable": False,
+    }
     assert json.loads(json.dumps(sig))["args"] == [2]
     back = signature(json_loads(json_dumps(sig)), app=app)
     assert back == {**sig, "args": [2]} and back.task == "tasks.add" and back.args == (2,)
@@ -474,8 +478,9 @@ def test_map_starmap_and_chunks(env: Env) -> None:
     # the chunks built-in (a Celery producer may send it as a message)
     sent = env.app.send_task("celery.chunks", (), {"task": t.add.s(), "it": [(1, 1)], "n": 1})
     (((gid, _), members),) = [sent.get(timeout=10)]
-    assert GroupResult(gid, [result_from_tuple(m, env.app) for m in members],
-                       app=env.app).get(timeout=10) == [[2]]  # fmt: skip
+    assert GroupResult(gid, [result_from_tuple(m, env.app) for m in members], app=env.app).get(
+        timeout=10
+    ) == [[2]]
 
 
 def test_children_and_collect(env: Env) -> None:

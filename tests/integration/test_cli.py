@@ -60,19 +60,27 @@ def test_module_without_app_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:
-    write_module(tmp_path, "farapp", """
+    write_module(
+        tmp_path,
+        "farapp",
+        """
         from celeriac import Celery
         app = Celery("far", broker="sqlite:////nonexistent/dir/broker.db")
-    """)  # fmt: skip
+    """,
+    )
     line = one_error_line(run(tmp_path, "-A", "farapp", "purge", "-f"))
     assert "/nonexistent/dir" in line
 
 
 def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
-    write_module(tmp_path, "badcfg", """
+    write_module(
+        tmp_path,
+        "badcfg",
+        """
         from celeriac import Celery
         app = Celery("bad", broker="memory://", worker_prefetch_multiplyer=2)
-    """)  # fmt: skip
+    """,
+    )
     line = one_error_line(run(tmp_path, "-A", "badcfg", "worker"))
     assert "did you mean 'worker_prefetch_multiplier'" in line
 
@@ -99,9 +107,21 @@ def test_package_with_celery_module_module_colon_app_purge_and_result(tmp_path: 
 def test_worker_options_show_in_the_banner(tmp_path: Path) -> None:
     write_module(tmp_path, "bannerapp", TASKS)
     worker = WorkerProcess(
-        tmp_path, "bannerapp", "-c", "3", "-P", "threads", "-Q", "a,b", "-n", "w1@%h",
-        "--prefetch-multiplier", "2", "-l", "INFO",
-    ).start()  # fmt: skip
+        tmp_path,
+        "bannerapp",
+        "-c",
+        "3",
+        "-P",
+        "threads",
+        "-Q",
+        "a,b",
+        "-n",
+        "w1@%h",
+        "--prefetch-multiplier",
+        "2",
+        "-l",
+        "INFO",
+    ).start()
     worker.stop()
     log = worker.log
     assert "w1@" in log and "concurrency: 3 (threads)" in log

@@ -292,8 +292,9 @@ def test_request_context_has_celerys_fields(env: dict[str, str]) -> None:
     assert ctx["is_eager"] is False and ctx["called_directly"] is False
 
 
-@pytest.mark.parametrize(("pool", "task"), [("prefork", "soft"), ("threads", "soft_steps"),
-                                            ("asyncio", "asoft")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("pool", "task"), [("prefork", "soft"), ("threads", "soft_steps"), ("asyncio", "asoft")]
+)
 def test_soft_time_limit_is_raised_inside_the_task(
     env: dict[str, str], pool: str, task: str
 ) -> None:
@@ -423,8 +424,10 @@ def test_track_started_records_started_while_running(env: dict[str, str]) -> Non
 def test_update_state_reports_progress_while_running(env: dict[str, str]) -> None:
     app = client(env)
     # one at a time: a child that prefetched both would hold the second behind the first
-    cases = [("xtasks.progress", "p1", {"done": 1, "total": 2}),
-             ("xtasks.aprogress", "p2", {"step": "async"})]  # fmt: skip
+    cases = [
+        ("xtasks.progress", "p1", {"done": 1, "total": 2}),
+        ("xtasks.aprogress", "p2", {"step": "async"}),
+    ]
     with worker(env, "-P", "prefork", "-c", "1"):
         for name, mark, meta in cases:
             result = app.send_task(name, (mark,))

@@ -51,14 +51,21 @@ def test_amqp_tls_options_become_aiormq_url_options() -> None:
     url, options = apply_tls(
         "broker_use_ssl",
         "pyamqp://u:p@h//",
-        {"ca_certs": "/ca.pem", "certfile": "/c.pem", "keyfile": "/k.pem",
-         "cert_reqs": ssl.CERT_NONE},
-    )  # fmt: skip
+        {
+            "ca_certs": "/ca.pem",
+            "certfile": "/c.pem",
+            "keyfile": "/k.pem",
+            "cert_reqs": ssl.CERT_NONE,
+        },
+    )
     parsed = URL(url)
     assert parsed.scheme == "amqps" and parsed.host == "h" and options == {}
     assert dict(parsed.query) == {
-        "cafile": "/ca.pem", "certfile": "/c.pem", "keyfile": "/k.pem", "no_verify_ssl": "1",
-    }  # fmt: skip
+        "cafile": "/ca.pem",
+        "certfile": "/c.pem",
+        "keyfile": "/k.pem",
+        "no_verify_ssl": "1",
+    }
 
 
 def test_redis_tls_options_become_transport_options() -> None:

@@ -335,8 +335,10 @@ def test_a_worker_fetches_short_tasks_in_larger_batches(tasks_dir: Path, client:
     results = [client.send_task("wtasks.add", (i, i)) for i in range(300)]
     with WorkerProcess(tasks_dir, "wtasks", "-P", "solo", "-l", "debug") as worker:
         assert [r.get(timeout=30) for r in results] == [2 * i for i in range(300)]
-        limits = [int(line.split("Prefetch limit now ")[1].split()[0])
-                  for line in worker.wait_for(r"Prefetch limit now \d+")]  # fmt: skip
+        limits = [
+            int(line.split("Prefetch limit now ")[1].split()[0])
+            for line in worker.wait_for(r"Prefetch limit now \d+")
+        ]
     assert max(limits) > 4  # solo, multiplier 4: Celery's limit is 4
 
 

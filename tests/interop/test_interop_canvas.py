@@ -160,8 +160,9 @@ def test_celeriac_worker(db_url: str, tmp_path: Path) -> None:
             nested = (
                 t["add"].s(1, 1) | celery.group(t["mul"].s(2), t["mul"].s(3)) | t["tsum"].s()
             )()
-            tail = (celery.chord([t["add"].s(1, 1), t["add"].s(2, 2)], t["tsum"].s())
-                    | t["mul"].s(2))()  # fmt: skip
+            tail = (
+                celery.chord([t["add"].s(1, 1), t["add"].s(2, 2)], t["tsum"].s()) | t["mul"].s(2)
+            )()
             mapped = t["add"].map([1, 2]).delay()
             starmapped = t["add"].starmap([(1, 2), (3, 4)]).delay()
             chunked = t["add"].chunks([(1, 1), (2, 2), (3, 3)], 2)()

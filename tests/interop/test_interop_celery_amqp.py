@@ -156,12 +156,18 @@ def test_celeriac_client_to_celery_worker(
     backend: str | None,
     tmp_path: Path,
 ) -> None:
-    write_module(tmp_path, "ctasks", CELERY_TASKS.format(url=rabbit, backend=backend or "rpc://",
-                                                         queue=queue))  # fmt: skip
+    write_module(
+        tmp_path,
+        "ctasks",
+        CELERY_TASKS.format(url=rabbit, backend=backend or "rpc://", queue=queue),
+    )
     app = celeriac.Celery(
-        "client", broker=rabbit, backend=backend, task_default_queue=queue,
+        "client",
+        broker=rabbit,
+        backend=backend,
+        task_default_queue=queue,
         broker_transport_options={"queue_max_priority": 10},
-    )  # fmt: skip
+    )
     try:
         waiting = [app.send_task("ctasks.stamp", (f"p{p}",), priority=p) for p in (0, 9, 3, 6)]
         with celery_worker(tmp_path, "ctasks", "-Q", queue):
@@ -253,8 +259,9 @@ def test_celery_remote_control_reaches_a_celeriac_worker(
                 replies = ours.control.ping(timeout=1)
                 assert [r for r in replies if "rc2@test" in r] == [{"rc2@test": {"ok": "pong"}}]
                 asked = ours.control.inspect(destination=["rc2@test"], timeout=1.5)
-                assert asked.registered() == {"rc2@test": ["itasks.add", "itasks.fail",
-                                                           "itasks.stamp"]}  # fmt: skip
+                assert asked.registered() == {
+                    "rc2@test": ["itasks.add", "itasks.fail", "itasks.stamp"]
+                }
             finally:
                 run_sync(ours.close_clients())
     finally:
@@ -271,8 +278,10 @@ def test_two_celeriac_workers_with_one_name_both_answer(
     args = ("-P", "solo", "-n", "dup@test", "-l", "info")
     try:
         # the second starts once the first is ready (``with`` enters them in order)
-        with WorkerProcess(tmp_path, "itasks", *args) as first, \
-                WorkerProcess(tmp_path, "itasks", *args) as second:  # fmt: skip
+        with (
+            WorkerProcess(tmp_path, "itasks", *args) as first,
+            WorkerProcess(tmp_path, "itasks", *args) as second,
+        ):
             # the control queue's name is taken: the second binds one of its own
             second.wait_for(r"another worker is named dup@test")
             assert "another worker" not in first.log

@@ -147,8 +147,13 @@ def worker_app(app: Celery) -> Iterator[tuple[Celery, Any]]:
     @app.task(bind=True)
     def context(self: Any) -> dict[str, Any]:
         r = self.request
-        return {"id": r.id, "hostname": r.hostname, "eager": r.is_eager, "queue":
-                r.delivery_info["routing_key"], "retries": r.retries}  # fmt: skip
+        return {
+            "id": r.id,
+            "hostname": r.hostname,
+            "eager": r.is_eager,
+            "queue": r.delivery_info["routing_key"],
+            "retries": r.retries,
+        }
 
     ns = types.SimpleNamespace(add=add, aadd=aadd, err=raise_app_error, context=context)
     with TestWorker(app, pool="asyncio", concurrency=4) as worker:
@@ -167,8 +172,13 @@ def test_delay_get_and_result_states_through_the_memory_broker(
     assert result.date_done is not None and result.traceback is None
     assert t.aadd.delay(1, 2).get(timeout=5) == 3
     ctx = t.context.apply_async(task_id="fixed-id").get(timeout=5)
-    assert ctx == {"id": "fixed-id", "hostname": "testworker@localhost", "eager": False,
-                   "queue": "celery", "retries": 0}  # fmt: skip
+    assert ctx == {
+        "id": "fixed-id",
+        "hostname": "testworker@localhost",
+        "eager": False,
+        "queue": "celery",
+        "retries": 0,
+    }
 
 
 def test_exception_type_message_and_forget(worker_app: tuple[Celery, Any]) -> None:
@@ -220,14 +230,38 @@ def test_shared_task_registers_with_every_app() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert sorted(celeriac.__all__) == [
-        "AsyncResult", "Celeriac", "Celery", "Middleware", "Signature", "Task", "__version__",
-        "chain", "chord", "chunks", "current_app", "group", "maybe_signature", "shared_task",
-        "signature", "states", "subtask", "xmap", "xstarmap",
-    ]  # fmt: skip
+        "AsyncResult",
+        "Celeriac",
+        "Celery",
+        "Middleware",
+        "Signature",
+        "Task",
+        "__version__",
+        "chain",
+        "chord",
+        "chunks",
+        "current_app",
+        "group",
+        "maybe_signature",
+        "shared_task",
+        "signature",
+        "states",
+        "subtask",
+        "xmap",
+        "xstarmap",
+    ]
     import celeriac.exceptions as exc_module
 
-    for name in ["Retry", "Reject", "Ignore", "MaxRetriesExceededError", "SoftTimeLimitExceeded",
-                 "TimeLimitExceeded", "TimeoutError", "ChordError"]:  # fmt: skip
+    for name in [
+        "Retry",
+        "Reject",
+        "Ignore",
+        "MaxRetriesExceededError",
+        "SoftTimeLimitExceeded",
+        "TimeLimitExceeded",
+        "TimeoutError",
+        "ChordError",
+    ]:
         assert name in exc_module.__all__
     from celeriac.result import AsyncResult, GroupResult, ResultSet
     from celeriac.utils.log import get_task_logger

@@ -32,10 +32,26 @@ ACCEPT = frozenset({"json"})
 def test_task_message_has_every_v2_header_in_celerys_order() -> None:
     msg = build_task_message("tasks.add", (4, 4), task_id="abc", origin="gen1@vm")
     assert list(msg.headers) == [
-        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
-        "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
-        "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
-    ]  # fmt: skip
+        "lang",
+        "task",
+        "id",
+        "shadow",
+        "eta",
+        "expires",
+        "group",
+        "group_index",
+        "retries",
+        "timelimit",
+        "root_id",
+        "parent_id",
+        "argsrepr",
+        "kwargsrepr",
+        "origin",
+        "ignore_result",
+        "replaced_task_nesting",
+        "stamped_headers",
+        "stamps",
+    ]
     assert msg.headers["argsrepr"] == "(4, 4)" and msg.headers["root_id"] == "abc"
     assert json.loads(msg.body) == [
         [4, 4],
@@ -85,30 +101,42 @@ def test_countdown_eta_and_expires_are_iso_utc() -> None:
 @pytest.mark.parametrize(
     ("value", "tagged"),
     [
-        (datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc),
-         {"__type__": "datetime", "__value__": "2024-01-02T03:04:05.600000+00:00"}),
-        (datetime(2024, 1, 2, 3, 4, 5),
-         {"__type__": "datetime", "__value__": "2024-01-02T03:04:05"}),
+        (
+            datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc),
+            {"__type__": "datetime", "__value__": "2024-01-02T03:04:05.600000+00:00"},
+        ),
+        (
+            datetime(2024, 1, 2, 3, 4, 5),
+            {"__type__": "datetime", "__value__": "2024-01-02T03:04:05"},
+        ),
         (date(2024, 1, 2), {"__type__": "date", "__value__": "2024-01-02"}),
         (time(1, 2, 3), {"__type__": "time", "__value__": "01:02:03"}),
-        (uuid.UUID("12345678123456781234567812345678"),
-         {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}}),
+        (
+            uuid.UUID("12345678123456781234567812345678"),
+            {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+        ),
         (Decimal("1.10"), {"__type__": "decimal", "__value__": "1.10"}),
         (b"hi", {"__type__": "bytes", "__value__": "hi"}),
         (b"\x00\xffhi", {"__type__": "base64", "__value__": "AP9oaQ=="}),
     ],
-)  # fmt: skip
+)
 def test_tagged_values_encode_as_celery_does_and_round_trip(value: Any, tagged: Any) -> None:
     assert json.loads(json_dumps(value)) == tagged
     assert json_loads(json_dumps(value)) == value
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False)
-    | st.datetimes(timezones=st.just(timezone.utc)) | st.uuids() | st.binary(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False)
+    | st.datetimes(timezones=st.just(timezone.utc))
+    | st.uuids()
+    | st.binary(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 @given(json_values)
@@ -150,9 +178,18 @@ def test_msgpack_round_trip() -> None:
 
 def test_protocol_v1_message_is_translated() -> None:
     body = json.dumps(
-        {"task": "tasks.add", "id": "v1", "args": [7, 8], "kwargs": {}, "retries": 0,
-         "eta": None, "expires": None, "taskset": "g1", "callbacks": None}
-    ).encode()  # fmt: skip
+        {
+            "task": "tasks.add",
+            "id": "v1",
+            "args": [7, 8],
+            "kwargs": {},
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "taskset": "g1",
+            "callbacks": None,
+        }
+    ).encode()
     call = decode_task(Message({}, body), ACCEPT)
     assert (call.name, call.id, call.args, call.group) == ("tasks.add", "v1", [7, 8], "g1")
 
@@ -163,8 +200,10 @@ class CustomError(Exception):
 
 def test_exceptions_encode_like_celery_and_come_back_as_their_type() -> None:
     assert encode_exception(ValueError("bad")) == {
-        "exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"
-    }  # fmt: skip
+        "exc_type": "ValueError",
+        "exc_message": ["bad"],
+        "exc_module": "builtins",
+    }
     back = decode_exception(encode_exception(CustomError("x", 42)))
     assert type(back) is CustomError and back.args == ("x", 42)
     unknown = decode_exception({"exc_type": "Gone", "exc_message": ["m"], "exc_module": "nomod"})

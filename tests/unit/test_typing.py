@@ -11,10 +11,20 @@ HERE = Path(__file__).parent / "typing"
 
 def mypy(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent",
-         "--cache-dir=/dev/null", str(path)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            "--cache-dir=/dev/null",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_correct_usage_type_checks() -> None:
@@ -25,9 +35,10 @@ def test_correct_usage_type_checks() -> None:
 def test_wrong_arguments_and_result_types_are_errors() -> None:
     result = mypy(HERE / "bad_usage.py")
     expected = {
-        i for i, line in enumerate((HERE / "bad_usage.py").read_text().splitlines(), 1)
+        i
+        for i, line in enumerate((HERE / "bad_usage.py").read_text().splitlines(), 1)
         if "# E:" in line
-    }  # fmt: skip
+    }
     reported = {
         int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line
     }

@@ -80,9 +80,14 @@ def test_url_forms() -> None:
 
 def test_wire_matches_celery(rabbit: str, queue: str) -> None:
     sent = build_task_message(
-        "tasks.add", (4, 4), {"f": 1.25}, reply_to="reply-q", queue=queue,
-        extra_headers={"x-custom": {"n": [1, None, 2.5]}}, expires=None,
-    )  # fmt: skip
+        "tasks.add",
+        (4, 4),
+        {"f": 1.25},
+        reply_to="reply-q",
+        queue=queue,
+        extra_headers={"x-custom": {"n": [1, None, 2.5]}},
+        expires=None,
+    )
     expiring = build_task_message("tasks.add", (1, 2), queue=queue, expires=_in(60))
 
     async def main() -> tuple[Any, Any]:
@@ -109,16 +114,31 @@ def test_fast_lane_reads_and_writes_properties_as_pamqp_does() -> None:
     """The fast lane's own property decoder and encoder agree with pamqp, for every
     property and every field type Celery's headers use."""
     headers = {
-        "task": "tasks.add", "id": "é-1", "eta": None, "retries": 3, "neg": -5, "big": 2**40,
-        "timelimit": [None, 1.5], "ok": True, "nested": {"a": [1, "x", {"q": None}]},
+        "task": "tasks.add",
+        "id": "é-1",
+        "eta": None,
+        "retries": 3,
+        "neg": -5,
+        "big": 2**40,
+        "timelimit": [None, 1.5],
+        "ok": True,
+        "nested": {"a": [1, "x", {"q": None}]},
         "raw": b"\x00\xff",
-    }  # fmt: skip
+    }
     fields: dict[str, Any] = {
-        "content_type": "application/json", "content_encoding": "utf-8", "headers": headers,
-        "delivery_mode": 2, "priority": 3, "correlation_id": "c", "reply_to": "r",
-        "expiration": "100", "message_id": "m", "message_type": "t", "user_id": "guest",
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "headers": headers,
+        "delivery_mode": 2,
+        "priority": 3,
+        "correlation_id": "c",
+        "reply_to": "r",
+        "expiration": "100",
+        "message_id": "m",
+        "message_type": "t",
+        "user_id": "guest",
         "app_id": "a",
-    }  # fmt: skip
+    }
     stamp = datetime(2020, 1, 1, tzinfo=timezone.utc)
     raw = ContentHeader(0, 10, Properties(**fields, timestamp=stamp)).marshal()
     flags = int.from_bytes(raw[12:14], "big")
@@ -158,10 +178,12 @@ def test_fast_lane_carries_large_and_empty_bodies(rabbit: str, queue: str) -> No
             assert got[0].message.headers == sent[1].headers  # type: ignore[union-attr]
             await broker.ack(got)
             await client.get("x")  # consuming
-            await worker.store_replies([
-                (reply_to, "big", result_meta("big", "SUCCESS", big)),
-                (reply_to, "small", result_meta("small", "SUCCESS", 1)),
-            ])  # fmt: skip
+            await worker.store_replies(
+                [
+                    (reply_to, "big", result_meta("big", "SUCCESS", big)),
+                    (reply_to, "small", result_meta("small", "SUCCESS", 1)),
+                ]
+            )
             done = await client.wait(["big", "small"], 5)
             if len(done) < 2:
                 done.update(await client.wait([t for t in ("big", "small") if t not in done], 5))
@@ -295,8 +317,9 @@ def test_prefetch_follows_the_window(rabbit: str, queue: str) -> None:
             await broker.publish_many([(queue, message(n), 0, None) for n in range(10)])
             first = await broker.fetch([queue], 3, 5.0)
             assert [number(d) for d in first] == [0, 1, 2]
-            consumers = rabbitmqctl("list_consumers", "-p", vhost_of(rabbit), "queue_name",
-                                    "prefetch_count", "-q")  # fmt: skip
+            consumers = rabbitmqctl(
+                "list_consumers", "-p", vhost_of(rabbit), "queue_name", "prefetch_count", "-q"
+            )
             assert f"{queue}\t3" in consumers.splitlines()
             assert (await aqueue_counts(rabbit, queue))[0] == 7  # nothing hoarded beyond the window
             await broker.ack(first)
@@ -342,11 +365,13 @@ def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:
         worker = RPCBackend("rpc://", options={"broker_url": rabbit})
         async with opened(client), opened(worker):
             assert await client.get("a") is None
-            await worker.store_replies([
-                (reply_to, "b", result_meta("b", "SUCCESS", 2)),
-                (reply_to, "a", result_meta("a", "PROGRESS", {"done": 1})),
-                (None, "lost", result_meta("lost", "SUCCESS", 0)),
-            ])  # fmt: skip
+            await worker.store_replies(
+                [
+                    (reply_to, "b", result_meta("b", "SUCCESS", 2)),
+                    (reply_to, "a", result_meta("a", "PROGRESS", {"done": 1})),
+                    (None, "lost", result_meta("lost", "SUCCESS", 0)),
+                ]
+            )
             assert await client.wait(["a", "b"], 5) == {"b": result_meta("b", "SUCCESS", 2)}
             assert (await client.get("a") or {})["status"] == "PROGRESS"
             assert await client.wait(["a"], 0.05) == {}
@@ -354,8 +379,16 @@ def test_rpc_results_out_of_order_and_progress(rabbit: str) -> None:
             assert (await client.wait(["a"], 5))["a"]["status"] == "FAILURE"
             await client.forget("a")
             assert await client.get("a") is None
-            out = rabbitmqctl("list_queues", "-p", vhost_of(rabbit), "name", "durable",
-                              "auto_delete", "arguments", "-q")  # fmt: skip
+            out = rabbitmqctl(
+                "list_queues",
+                "-p",
+                vhost_of(rabbit),
+                "name",
+                "durable",
+                "auto_delete",
+                "arguments",
+                "-q",
+            )
             line = next(x for x in out.splitlines() if x.startswith(reply_to))
             assert line.split("\t")[1:3] == ["true", "true"] and "x-expires" in line
 
@@ -390,8 +423,9 @@ def test_rpc_is_the_default_backend_and_amqp_works_with_redis(rabbit: str, queue
     client.flushdb()
     try:
         for backend in (None, redis_url):
-            app = Celery("t", broker=rabbit, backend=backend, set_as_current=False,
-                         task_default_queue=queue)  # fmt: skip
+            app = Celery(
+                "t", broker=rabbit, backend=backend, set_as_current=False, task_default_queue=queue
+            )
 
             @app.task
             def add(x: int, y: int) -> int:
@@ -457,8 +491,9 @@ def test_worker_survives_rabbitmq_restart(
     url, q, key = rabbit_exclusive, f"outage-{uuid.uuid4().hex[:8]}", f"outage:{uuid.uuid4()}"
     redis_url = REDIS_URL
     store = redis.Redis.from_url(redis_url)
-    write_module(tmp_path, "outage", RECORDING_TASKS.format(url=url, queue=q, redis=redis_url,
-                                                             key=key))  # fmt: skip
+    write_module(
+        tmp_path, "outage", RECORDING_TASKS.format(url=url, queue=q, redis=redis_url, key=key)
+    )
     app = Celery("outage", broker=url, task_default_queue=q, set_as_current=False)
     total = 150
     try:
@@ -475,8 +510,9 @@ def test_worker_survives_rabbitmq_restart(
                 worker.wait_for("Broker connection lost", 15)
             finally:
                 rabbitmqctl("start_app")
-                subprocess.run(["rabbitmqctl", "await_startup"], check=False, timeout=60,
-                               capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["rabbitmqctl", "await_startup"], check=False, timeout=60, capture_output=True
+                )
             worker.wait_for("Broker connection restored", 20)
             wait_until(lambda: _ran(store, key).keys() >= set(range(total)), 20, "every task")
         runs = _ran(store, key)
@@ -513,8 +549,9 @@ def test_a_reader_started_after_a_revoke_sees_it_at_once(rabbit: str) -> None:
             # a reader that did not exist then: its first answer already has them
             async with opened(AMQPBroker(rabbit)) as reader:
                 assert await reader.revoked(ids) == {
-                    ids[0]: Revocation(True, "SIGTERM"), ids[1]: Revocation(False, None)
-                }  # fmt: skip
+                    ids[0]: Revocation(True, "SIGTERM"),
+                    ids[1]: Revocation(False, None),
+                }
             # the stream keeps them for the next one too, and nothing else
             async with opened(AMQPBroker(rabbit)) as later:
                 assert set(await later.revoked(ids)) == set(ids[:2])

@@ -312,9 +312,12 @@ class RedisBackend(ResultBackend):
             args += [part.group_id, part.task_id, part.index, size, member]
         with self._errors():
             replies = await script("chord_join")(
-                self._fast, self.global_prefix, _whole_seconds(ttl) or 0,
-                CHORD_CLAIM_SECONDS, *args,
-            )  # fmt: skip
+                self._fast,
+                self.global_prefix,
+                _whole_seconds(ttl) or 0,
+                CHORD_CLAIM_SECONDS,
+                *args,
+            )
         claims = []
         for reply in replies:
             gid, token, *members = (_text(item) for item in reply)

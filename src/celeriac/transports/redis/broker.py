@@ -259,9 +259,16 @@ class RedisBroker(
         if sweep:
             self._next_sweep = now + min(_SWEEP_INTERVAL, self.lease_seconds / 4)
         args = [
-            max_count, self.lease_seconds, self.consumer_id, "1" if sweep else "0",
-            self._foreign, self._order, len(order), *order, _leases(acks),
-        ]  # fmt: skip
+            max_count,
+            self.lease_seconds,
+            self.consumer_id,
+            "1" if sweep else "0",
+            self._foreign,
+            self._order,
+            len(order),
+            *order,
+            _leases(acks),
+        ]
         return order, args
 
     async def _lease(
@@ -345,9 +352,13 @@ class RedisBroker(
     # -- control state: durable revocations, global rate limits ---------------
 
     async def revoke(
-        self, task_ids: Sequence[str], ttl: float, *, terminate: bool = False,
+        self,
+        task_ids: Sequence[str],
+        ttl: float,
+        *,
+        terminate: bool = False,
         signal: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One key per revoked id (``Pceleriac.revoked.<id>``), expiring by itself."""
         value = json.dumps({"terminate": terminate, "signal": signal})
         if not task_ids:

@@ -77,8 +77,13 @@ def _redis_url(url: str) -> bool:
 #: (a short script that only sends tasks never needs the asyncio client).
 _BROKER_CLASS = "celeriac.transports.redis.broker:RedisBroker"
 _BACKEND_CLASS = "celeriac.transports.redis.backend:RedisBackend"
-_NUMBERS = ("visibility_timeout", "polling_interval", "foreign_visibility_timeout",
-            "socket_timeout", "socket_connect_timeout")  # fmt: skip
+_NUMBERS = (
+    "visibility_timeout",
+    "polling_interval",
+    "foreign_visibility_timeout",
+    "socket_timeout",
+    "socket_connect_timeout",
+)
 
 
 def _class_path(url: str, kind: str) -> str | None:
@@ -306,9 +311,13 @@ _states_lock = threading.Lock()
 #: The settings the fast paths depend on: when one is assigned a different value, they
 #: are set up again (as in Celery, a change made inside a dict setting is not seen).
 _KEY_SETTINGS = (
-    "broker_url", "result_backend", "broker_transport_options",
-    "result_backend_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
-)  # fmt: skip
+    "broker_url",
+    "result_backend",
+    "broker_transport_options",
+    "result_backend_transport_options",
+    "broker_use_ssl",
+    "redis_backend_use_ssl",
+)
 
 
 def _state(app: Celeriac) -> _AppState:
