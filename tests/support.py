@@ -11,8 +11,11 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from celeriac._loop import run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -308,3 +311,12 @@ class TLSProxy:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(10)
+
+
+@contextlib.contextmanager
+def closing(app: Any) -> Iterator[Any]:
+    """Close the app's client connections (this thread's loop) afterwards."""
+    try:
+        yield app
+    finally:
+        run_sync(app.close_clients())
