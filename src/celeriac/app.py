@@ -330,7 +330,7 @@ class Celeriac:
         else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
                 publisher.publish(queue, message, priority, not_before)
-        return AsyncResult(message.headers["id"], task_name=name, app=self)
+        return self._result_of(name, message)
 
     async def asend_task(
         self,
@@ -342,7 +342,12 @@ class Celeriac:
         """``send_task`` for asyncio code."""
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         await self._publish(queue, message, priority, not_before)
-        return AsyncResult(message.headers["id"], task_name=name, app=self)
+        return self._result_of(name, message)
+
+    def _result_of(self, name: str, message: Message) -> AsyncResult[Any]:
+        result: AsyncResult[Any] = AsyncResult(message.headers["id"], task_name=name, app=self)
+        result.ignored = bool(message.headers.get("ignore_result"))
+        return result
 
     async def _publish(
         self, queue: str, message: Message, priority: int, not_before: float | None

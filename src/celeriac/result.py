@@ -74,6 +74,9 @@ class AsyncResult(ResultBase, Generic[R]):
         self.app = app
         self.task_name = task_name
         self.parent = parent
+        #: True when the task was sent with ``ignore_result``: nothing will be stored, so
+        #: ``get()`` returns None at once instead of waiting (as Celery's does)
+        self.ignored = False
         self._meta: dict[str, Any] | None = None
 
     task_id = property(lambda self: self.id)
@@ -205,7 +208,10 @@ class AsyncResult(ResultBase, Generic[R]):
         interval: float = 0.5,
         **_ignored: Any,
     ) -> R:
-        """Wait for the result and return it; re-raise the task's exception if it failed."""
+        """Wait for the result and return it; re-raise the task's exception if it failed.
+        None at once for a task sent with ``ignore_result`` (no result will come)."""
+        if self.ignored:
+            return cast(R, None)
         meta = self._meta
         if meta is None:
             waiter = sync_waiter(self.app)
@@ -225,6 +231,8 @@ class AsyncResult(ResultBase, Generic[R]):
         self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
     ) -> R:
         """``get`` for asyncio code (also available as ``await result``)."""
+        if self.ignored:
+            return cast(R, None)
         meta = self._meta
         if meta is None:
             found = await self.app.backend_wait([self.id], timeout, interval)

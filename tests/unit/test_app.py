@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from datetime import timedelta
@@ -217,6 +218,41 @@ def test_ignore_result_stores_nothing(worker_app: tuple[Celery, Any]) -> None:
     result = t.add.apply_async((1, 1), ignore_result=True)
     t.worker.join(timeout=10)
     assert result.state == states.PENDING
+
+
+def test_get_of_an_ignored_result_returns_none_at_once(worker_app: tuple[Celery, Any]) -> None:
+    app, t = worker_app
+    ignored = t.add.apply_async((1, 1), ignore_result=True)
+    kept = t.add.apply_async((2, 2))
+    assert ignored.ignored and not kept.ignored
+    # no timeout given: this would wait forever for a result that is never stored
+    done = threading.Event()
+    got: list[Any] = []
+
+    def wait() -> None:
+        got.append(ignored.get())
+        got.append(asyncio.run(ignored.aget()))
+        done.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    assert done.wait(10), "get() of an ignore_result task blocked"
+    assert got == [None, None]
+    assert kept.get(timeout=5) == 4
+    # a task whose ignore_result is set on the task itself, sent by name
+    app.conf.task_ignore_result = True
+    assert app.send_task(t.add.name, (3, 3)).ignored
+
+
+def test_celerys_own_client_returns_none_for_an_ignored_result() -> None:
+    """What the behaviour above copies, measured on the real Celery client."""
+    celery = pytest.importorskip("celery")
+    capp = celery.Celery("measure", broker="memory://", backend="cache+memory://")
+    try:
+        result = capp.AsyncResult("never-stored")
+        result.ignored = True
+        assert result.get() is None
+    finally:
+        capp.close()
 
 
 def test_shared_task_registers_with_every_app() -> None:
