@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,6 +17,7 @@ import pytest
 
 import celeriac
 from celeriac import Celery, shared_task, states
+from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
 from celeriac.testing import TestWorker
 
@@ -241,6 +243,41 @@ def test_get_of_an_ignored_result_returns_none_at_once(worker_app: tuple[Celery,
     # a task whose ignore_result is set on the task itself, sent by name
     app.conf.task_ignore_result = True
     assert app.send_task(t.add.name, (3, 3)).ignored
+
+
+def test_a_prefetched_task_that_expires_before_its_turn_is_not_run(app: Celery) -> None:
+    release, ran = threading.Event(), []
+
+    @app.task(name="tasks.hold")
+    def hold() -> str:
+        release.wait(20)
+        return "held"
+
+    @app.task(name="tasks.late")
+    def late() -> str:
+        ran.append(True)
+        return "ran"
+
+    async def waiting() -> int:
+        return await (await app.get_broker()).size("celery")
+
+    with TestWorker(app, pool="threads", concurrency=1) as worker:
+        first = hold.delay()
+        expires = time.time() + 1.0
+        second = late.apply_async(expires=expires - time.time())
+        # both are fetched (the second waits in the worker, behind the first) ...
+        deadline = time.monotonic() + 10
+        while run_sync(waiting()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run_sync(waiting()) == 0
+        # ... and the second's expiry passes while it waits (time passing is the event)
+        while time.time() <= expires:
+            time.sleep(0.02)
+        release.set()
+        assert first.get(timeout=10) == "held"
+        worker.join(timeout=10)
+    assert ran == []
+    assert second.state == states.REVOKED
 
 
 def test_celerys_own_client_returns_none_for_an_ignored_result() -> None:

@@ -254,6 +254,9 @@ class Handler:
     # -- executing ----------------------------------------------------------
     def execute(self, job: Job, loop: asyncio.AbstractEventLoop | None = None) -> Outcome:
         """Run a job in this thread (an ``async def`` task runs on ``loop``)."""
+        expired = self._expired(job)
+        if expired is not None:
+            return expired
         job.thread_id = threading.get_ident()
         token = self._begin(job)
         start = time.perf_counter()
@@ -274,6 +277,9 @@ class Handler:
 
     async def execute_async(self, job: Job) -> Outcome:
         """Run an ``async def`` job on the running loop (the asyncio pool)."""
+        expired = self._expired(job)
+        if expired is not None:
+            return expired
         token = self._begin(job)
         start = time.perf_counter()
         try:
@@ -289,6 +295,18 @@ class Handler:
                 exc = job.interrupt(_interrupt_text(job))  # the watchdog cancelled it
             return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
+
+    def _expired(self, job: Job) -> Outcome | None:
+        """A job whose ``expires`` passed while it waited in this worker (prefetched,
+        behind a rate limit) is settled as expired instead of run, as on arrival."""
+        call = job.call
+        if call.expires is None or call.expires.timestamp() > time.time():
+            return None
+        logger.info("Discarding expired task %s[%s]", call.name, call.id)
+        for hook in self._on_revoked:
+            hook(job.task, job.request, expired=True)
+        meta = revoked_meta(call.id, "expired")
+        return Outcome(job.delivery, Action.ACK, job=job, meta=meta, state=states.REVOKED)
 
     def _begin(self, job: Job) -> Any:
         job.started_at = time.monotonic()
