@@ -12,10 +12,21 @@ import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._shared_task import _SharedTask
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
@@ -563,9 +574,7 @@ def shared_task(
         _shared_tasks.append((func, options))
         for app in list(_apps):
             app._register(func, dict(options))
-        return current_app().tasks[
-            options.get("name") or current_app().gen_task_name(func.__name__, func.__module__)
-        ]
+        return cast("Task[Any, Any]", _SharedTask(func, options))
 
     return decorate(fn) if fn is not None else decorate
 

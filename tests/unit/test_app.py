@@ -301,6 +301,73 @@ def test_shared_task_registers_with_every_app() -> None:
     assert shared_thing.name in later.tasks
 
 
+SHARED_TASKS_MODULE = """
+from {pkg} import shared_task
+
+@shared_task
+def add(x, y):
+    return x + y
+"""
+
+BIND_LATE = """
+import os, {pkg}
+import tasks                                   # imported before any app exists
+app = {pkg}.Celery("late", broker="memory://late")
+print("bound:", tasks.add.app is app, isinstance(tasks.add, {task_cls}))
+print("files:", sorted(os.listdir(".")))
+"""
+
+
+def run_script(directory: Path, code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_shared_task_imported_before_the_app_binds_to_it(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(SHARED_TASKS_MODULE.format(pkg="celeriac"))
+    code = BIND_LATE.format(pkg="celeriac", task_cls="celeriac.Task") + (
+        "from celeriac.testing import TestWorker\n"
+        "with TestWorker(app) as w:\n"
+        "    print('result:', tasks.add.delay(2, 3).get(timeout=10))\n"
+    )
+    out = run_script(tmp_path, code)
+    assert "bound: True True" in out
+    assert "result: 5" in out
+    assert "celeriac.sqlite3" not in out  # no hidden default app on the embedded broker
+
+
+def test_celerys_shared_task_binds_late_too(tmp_path: Path) -> None:
+    """The behaviour above, measured on the real Celery package."""
+    pytest.importorskip("celery")
+    (tmp_path / "tasks.py").write_text(SHARED_TASKS_MODULE.format(pkg="celery"))
+    out = run_script(tmp_path, BIND_LATE.format(pkg="celery", task_cls="celery.Task"))
+    assert "bound: True True" in out
+
+
+def test_a_shared_task_used_with_no_app_says_so(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(SHARED_TASKS_MODULE.format(pkg="celeriac"))
+    code = (
+        "import os, tasks\n"
+        "from celeriac.exceptions import ImproperlyConfigured\n"
+        "try:\n"
+        "    tasks.add.delay(1, 2)\n"
+        "except ImproperlyConfigured as exc:\n"
+        "    print('error:', exc)\n"
+        "print('files:', sorted(os.listdir('.')))\n"
+    )
+    out = run_script(tmp_path, code)
+    assert "error: shared task tasks.add used before any app exists" in out
+    assert "celeriac.sqlite3" not in out
+
+
 def test_public_names_are_pinned() -> None:
     assert sorted(celeriac.__all__) == [
         "AsyncResult",
