@@ -459,7 +459,8 @@ def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:
 
     from celeriac._loop import run_sync
 
-    reasons = sorted(d.reason for d in run_sync(dead()))
+    # this test's own letters: on RabbitMQ the dead-letter queue is shared by the vhost
+    reasons = sorted(d.reason for d in run_sync(dead()) if d.queue == env["queue"])
     assert len(reasons) == 2
     assert "rejected by the task: 'no thanks'" in reasons[0] + reasons[1]
     assert any("keep my message" in r for r in reasons)
