@@ -257,9 +257,16 @@ def need_redis_server() -> None:
 
 
 class PrivateSentinel:
-    """``redis-server --sentinel`` on a free port, watching ``master`` as ``mymaster``."""
+    """``redis-server --sentinel`` on a free port, watching the master as ``name``."""
 
-    def __init__(self, directory: Path, master_port: int, password: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        master_port: int,
+        password: str | None = None,
+        name: str = "mymaster",
+    ) -> None:
+        self.name = name
         self.port = free_port()
         self.password = password
         directory.mkdir(exist_ok=True)
@@ -268,9 +275,9 @@ class PrivateSentinel:
             f"port {self.port}",
             "bind 127.0.0.1",
             f"dir {directory}",
-            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1",
-            "sentinel down-after-milliseconds mymaster 1000",
-            "sentinel failover-timeout mymaster 5000",
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 1",
+            f"sentinel down-after-milliseconds {name} 1000",
+            f"sentinel failover-timeout {name} 5000",
         ]
         if password:
             lines.append(f"requirepass {password}")
@@ -283,13 +290,13 @@ class PrivateSentinel:
 
     def master(self) -> tuple[str, int] | None:
         found = self.client.execute_command(  # type: ignore[no-untyped-call]
-            "SENTINEL", "get-master-addr-by-name", "mymaster"
+            "SENTINEL", "get-master-addr-by-name", self.name
         )
         return None if found is None else (found[0].decode(), int(found[1]))
 
     def replica_ready(self) -> bool:
         """The sentinel knows a replica it could promote (linked, answering pings)."""
-        for entry in self.client.sentinel_slaves("mymaster"):
+        for entry in self.client.sentinel_slaves(self.name):
             if entry.get("flags") == "slave" and entry.get("master-link-status") == "ok":
                 return True
         return False

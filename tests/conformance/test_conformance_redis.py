@@ -11,14 +11,8 @@ skipped, or fail when ``CI=true``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -39,7 +33,8 @@ from celeriac.testing.conformance import (
 )
 from celeriac.transports.redis.backend import RedisBackend
 from celeriac.transports.redis.broker import RedisBroker
-from servers import deleted_afterwards, free_port, missing
+from servers import PrivateRedis, PrivateSentinel, deleted_afterwards, need_redis_server
+from support import wait_until
 
 #: Databases the tests lease whole (interop tests: Celery's keys have no prefix of ours).
 #: Database 0 is shared by key prefix; 10-15 belong to the benchmarks.
@@ -77,66 +72,23 @@ class TestRedisBackend(RedisBackendSuite):
 MASTER_NAME = "conformance"
 
 
-def _wait_for(check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """Poll ``check`` (a server coming up: no event to await), bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
-        assert time.monotonic() < deadline, f"{what} did not come up in {timeout}s"
-        time.sleep(0.02)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``sentinel://`` URL (master name in it) of a private master and sentinel."""
-    if shutil.which("redis-server") is None:
-        missing("needs the redis-server binary on PATH (for a private master and sentinel)")
+    need_redis_server()
     directory = tmp_path_factory.mktemp("sentinel")
-    master_port, sentinel_port = free_port(), free_port()
-    started: list[subprocess.Popen[bytes]] = []
+    (directory / "master").mkdir()
+    master = PrivateRedis(directory / "master").start()
     try:
-        options = {"port": master_port, "bind": "127.0.0.1", "save": "", "dir": directory}
-        args = [x for key, value in options.items() for x in (f"--{key}", str(value))]
-        master = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
-        started.append(master)
-        with redis.Redis(port=master_port, socket_timeout=2) as client:
-            _wait_for(client.ping, "the private redis-server", master)
-        conf = directory / "sentinel.conf"  # the sentinel rewrites it: a file of its own
-        conf.write_text(
-            f"port {sentinel_port}\nbind 127.0.0.1\ndir {directory}\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n"
-        )
-        sentinel = subprocess.Popen(
-            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL
-        )
-        started.append(sentinel)
-        with redis.Redis(port=sentinel_port, socket_timeout=2) as client:
-            address = ["127.0.0.1", str(master_port)]
-
-            def knows_master() -> bool:
-                found = client.execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
-                return [x.decode() if isinstance(x, bytes) else x for x in found] == address
-
-            _wait_for(knows_master, "redis-sentinel", sentinel)
-        yield f"sentinel://127.0.0.1:{sentinel_port}/0?master_name={MASTER_NAME}"
+        sentinel = PrivateSentinel(directory / "sentinel", master.port, name=MASTER_NAME)
+        try:
+            address = ("127.0.0.1", master.port)
+            wait_until(lambda: sentinel.master() == address, 10, "the sentinel to know it")
+            yield f"sentinel://127.0.0.1:{sentinel.port}/0?master_name={MASTER_NAME}"
+        finally:
+            sentinel.stop()
     finally:
-        for proc in reversed(started):
-            _stop(proc)
+        master.kill()
 
 
 @pytest.fixture
