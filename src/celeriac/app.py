@@ -30,6 +30,7 @@ from celeriac._shared_task import _SharedTask
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
+from celeriac.protocol.stamps import stamp_headers
 from celeriac.result import AsyncResult
 from celeriac.task import Task, make_task_class
 from celeriac.transports import (
@@ -432,7 +433,7 @@ class Celeriac:
             errbacks=_sig_list(options.get("link_error")),
             chain=options.get("chain"),
             chord=options.get("chord"),
-            extra_headers=options.get("headers"),
+            extra_headers=stamp_headers(options),
             reply_to=options.get("reply_to") or self.reply_to,
             priority=priority,
             serializer=serializer,

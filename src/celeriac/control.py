@@ -21,7 +21,7 @@ import signal as signal_module
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac import states
+from celeriac import _stamp_revoke, states
 from celeriac._loop import run_sync
 from celeriac._outcome import revoked_meta
 from celeriac.exceptions import ImproperlyConfigured
@@ -77,6 +77,43 @@ class Control:
         ]
         if pending:
             await backend.store_many(pending)
+
+    def revoke_by_stamped_headers(
+        self,
+        headers: dict[str, Any] | Sequence[str],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str | None = "SIGTERM",
+        **options: Any,
+    ) -> list[dict[str, Any]] | None:
+        """Revoke every task stamped with one of ``headers`` (``{name: value or
+        [values]}``); with ``reply=True`` (``timeout``, ``limit``), the workers' answers.
+        Durable, as :meth:`revoke`: see ``celeriac._stamp_revoke``."""
+        return run_sync(
+            self.arevoke_by_stamped_headers(headers, destination, terminate, signal, **options)
+        )
+
+    async def arevoke_by_stamped_headers(
+        self,
+        headers: dict[str, Any] | Sequence[str],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str | None = "SIGTERM",
+        *,
+        reply: bool = False,
+        timeout: float = 1.0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]] | None:
+        return await _stamp_revoke.revoke_by_stamped_headers(
+            self.app,
+            headers,
+            terminate=terminate,
+            signal=signal,
+            destination=destination,
+            reply=reply,
+            timeout=timeout,
+            limit=limit,
+        )
 
     # -- asking workers (Celery's broadcast / inspect) ----------------------
     def broadcast(
@@ -195,7 +232,7 @@ class Inspect:
 
 
 #: the remote-control commands a celeriac worker carries out
-COMMANDS = ("ping", "registered", "revoke", "shutdown")
+COMMANDS = ("ping", "registered", "revoke", "revoke_by_stamped_headers", "shutdown")
 
 
 async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int) -> Any:
@@ -225,6 +262,8 @@ async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int
             broadcast=False,
         )
         return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+    if method == _stamp_revoke.COMMAND:
+        return await _stamp_revoke.command(app, args)
     if method == "hello":
         return {"revoked": {}, "clock": 0}
     known = ", ".join(COMMANDS)

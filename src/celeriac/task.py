@@ -46,6 +46,9 @@ class Context:
     reply_to: str | None = None
     correlation_id: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    #: the stamp names (``sig.stamp(...)``), None when unstamped; and name -> value
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] | None = None
     timelimit: tuple[float | None, float | None] = (None, None)
     is_eager: bool = False
     called_directly: bool = True

@@ -11,9 +11,11 @@ from __future__ import annotations
 from celeriac.canvas._maps import chunks, xmap, xstarmap
 from celeriac.canvas._primitives import chain, chord, group
 from celeriac.canvas._signature import Signature, maybe_signature, signature, subtask
+from celeriac.canvas._stamping import StampingVisitor
 
 __all__ = [
     "Signature",
+    "StampingVisitor",
     "chain",
     "chord",
     "chunks",

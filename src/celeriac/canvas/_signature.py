@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac._loop import run_sync
+from celeriac.protocol.stamps import keep_stamps
 from celeriac.result import AsyncResult, ResultBase
 from celeriac.task import Task, _current_request
 
@@ -296,7 +297,7 @@ class Signature(dict[str, Any]):
         if args or kwargs:
             sig["args"], sig["kwargs"] = self._merge(args or (), kwargs or {})
         if options:
-            sig.options.update(options)
+            sig.options.update(keep_stamps(self.options, options))
         return sig
 
     partial = clone
@@ -326,6 +327,19 @@ class Signature(dict[str, Any]):
 
     def set_immutable(self, immutable: bool) -> None:
         self.immutable = immutable
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> Any:
+        """Stamp it (a composite: what it holds) with ``headers`` and the stamps
+        ``visitor`` (a ``StampingVisitor``) gives; see ``celeriac.canvas._stamping``."""
+        from celeriac.canvas._stamping import stamp  # noqa: PLC0415
+
+        return stamp(self, visitor, append_stamps, headers)
+
+    def stamp_links(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Stamp its callbacks and errbacks only."""
+        from celeriac.canvas._stamping import stamp_links  # noqa: PLC0415
+
+        stamp_links(self, visitor, append_stamps, headers)
 
     def _merge(
         self, args: Iterable[Any], kwargs: dict[str, Any]
@@ -465,7 +479,8 @@ class Signature(dict[str, Any]):
         """Add this call's message to ``emit``; ``self`` is a private copy."""
         merged_args, merged_kwargs = self._merge(args, kwargs)
         outer = options.get("chain")
-        opts = {**self.options, **{k: v for k, v in options.items() if k != "chain"}}
+        given = keep_stamps(self.options, options)
+        opts = {**self.options, **{k: v for k, v in given.items() if k != "chain"}}
         if outer:
             opts["chain"] = [*outer, *(self.options.get("chain") or [])]
         for key in ("link", "link_error", "chain", "chord"):

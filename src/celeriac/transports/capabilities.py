@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from celeriac.protocol import Message
+from celeriac.protocol.stamps import message_keys
 from celeriac.transports.broker import DeadLetter, Delivery, Revocation
 
 
@@ -60,11 +61,29 @@ class RevocationStore(Protocol):
         ...
 
     async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
-        """The revocations of the tasks of ``deliveries``, which this broker just fetched.
-        A broker whose fetch already told it that no revocation exists answers without
-        asking its store again."""
-        ids = [d.message.task_id for d in deliveries if d.message is not None]
-        return await self.revoked([task_id for task_id in ids if task_id])
+        """The revocations of the tasks of ``deliveries``, which this broker just fetched
+        (by id, or by stamp: :func:`revocations_of`). A broker whose fetch already told
+        it that no revocation exists answers without asking its store again."""
+        return await revocations_of(self, [d.message for d in deliveries if d.message])
+
+
+async def revocations_of(
+    store: RevocationStore, messages: Sequence[Message]
+) -> dict[str, Revocation]:
+    """task id -> its revocation, for the ``messages`` revoked by id or by one of their
+    stamps (``revoke_by_stamped_headers``), in one look-up of ``store``."""
+    ids = [m.task_id for m in messages]
+    stamped = [(m.task_id, message_keys(m.headers)) for m in messages if m.headers.get("stamps")]
+    keys = [key for _, task_keys in stamped for key in task_keys]
+    found = await store.revoked([*(i for i in ids if i), *keys])
+    if not keys:
+        return found
+    for task_id, task_keys in stamped:
+        if task_id and task_id not in found:
+            how = next((found[k] for k in task_keys if k in found), None)
+            if how is not None:
+                found[task_id] = how
+    return {i: found[i] for i in ids if i and i in found}
 
 
 @runtime_checkable
@@ -131,4 +150,5 @@ __all__ = [
     "RateLimitStore",
     "RemoteControl",
     "RevocationStore",
+    "revocations_of",
 ]

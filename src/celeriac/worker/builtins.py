@@ -12,8 +12,8 @@ consumer's) and runs them before the app's middleware, in the order of :func:`bu
   a token: in this process, or in the broker's store for ``rate_limit_scope='global'``;
 * :class:`TimeLimits` raises ``SoftTimeLimitExceeded`` in a job past its soft limit and
   stops one past its hard limit (FAILURE with ``TimeLimitExceeded``);
-* :class:`TerminateRevoked` stops running jobs revoked with ``terminate=True`` (checked
-  in the broker's revocation store once a second).
+* :class:`TerminateRevoked` stops running jobs revoked with ``terminate=True``, by id or
+  by stamp (checked in the broker's revocation store once a second).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
 )
 from celeriac.middleware import Middleware
+from celeriac.transports.capabilities import revocations_of
 from celeriac.worker.limits import LocalBucket
 from celeriac.worker.retries import Retries
 
@@ -151,8 +152,8 @@ class TerminateRevoked(Middleware):
         if store is None or now - self.last_check < REVOKE_CHECK_INTERVAL:
             return
         self.last_check = now
-        ids = [j.call.id for j in running]
-        revoked = await consumer.revocations(lambda s: s.revoked(ids))
+        messages = [j.delivery.message for j in running if j.delivery.message is not None]
+        revoked = await consumer.revocations(lambda s: revocations_of(s, messages))
         for job in running:
             how = revoked.get(job.call.id)
             if how is not None and how.terminate and job.running:

@@ -240,6 +240,8 @@ class Handler:
             reply_to=call.reply_to,
             correlation_id=call.correlation_id,
             headers=call.headers,
+            stamped_headers=call.headers.get("stamped_headers"),
+            stamps=call.headers.get("stamps"),
             timelimit=call.timelimit,
             is_eager=False,
             called_directly=False,
