@@ -121,7 +121,7 @@ def retried(job: Job, retry: Retry, trace: str, runtime: float, ignores_result: 
 
 
 #: headers build_task_message writes itself; the rest of a retried message's headers
-#: (custom ones) are carried over
+#: (custom ones, and the stamps, as Celery's retry keeps them) are carried over
 _OWN_HEADERS = frozenset(
     {
         "lang",
@@ -141,8 +141,6 @@ _OWN_HEADERS = frozenset(
         "origin",
         "ignore_result",
         "replaced_task_nesting",
-        "stamped_headers",
-        "stamps",
         "redelivered",
     }
 )
