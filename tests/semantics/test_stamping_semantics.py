@@ -54,6 +54,9 @@ def sleeper(seconds, *, token):
     time.sleep(seconds)
     note(token, "finished")
     return "slept"
+
+
+app.conf.result_extended = True  # results keep the stamps of their task
 """
 
 
@@ -333,6 +336,19 @@ def test_a_chord_body_is_stamped_only_by_a_visitor(cluster: Cluster) -> None:
         [[1], request(["h"], {"h": "H"})],
         [[2], request(["h"], {"h": "V"})],
     ]
+
+
+def test_an_extended_result_keeps_the_stamps(cluster: Cluster) -> None:
+    sig = cluster.tasks.record.s(1, token=cluster.token())
+    sig.stamp(k="K", lst=[1, 2])
+    result = sig.delay()
+    result.get(timeout=10)
+    meta = stored(cluster, result.id)
+    assert sorted(meta["stamped_headers"]) == ["k", "lst"]
+    assert (meta["k"], meta["lst"]) == ("K", [1, 2])
+    plain = cluster.tasks.record.delay(2, token=cluster.token())
+    plain.get(timeout=10)
+    assert "stamped_headers" not in stored(cluster, plain.id)
 
 
 # -- revoking by stamp --------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 import uuid
 
 from celeriac.protocol import Message, control_message, control_reply, json_loads, parse_control
+from celeriac.protocol.stamps import revocation_keys
 from celeriac.testing._broker_suite import publish_raw
 from celeriac.testing._support import QUEUE, BrokerFactory, message, number, opened, run
 from celeriac.transports.broker import Broker, Revocation
@@ -120,6 +121,29 @@ class RevocationConformance:
                 while ids[1] in await b.revoked(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 assert await b.revoked(ids) == {ids[0]: Revocation(True, "SIGKILL")}
+                await b.ack(batch)
+
+        run(main())
+
+    def test_a_stamp_revocation_reaches_stamped_messages(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        async def main() -> None:
+            async with opened(broker_factory()) as b:
+                assert isinstance(b, RevocationStore)
+                wave = uuid.uuid4().hex
+                messages = [
+                    message(n, extra_headers={"stamped_headers": ["wave"], "stamps": stamps})
+                    for n, stamps in enumerate(
+                        [{"wave": wave}, {"wave": ["other", wave]}, {"wave": "other"}]
+                    )
+                ]
+                await b.publish_many([(QUEUE, m, 0, None) for m in messages])
+                await b.revoke(revocation_keys({"wave": wave}), 60.0, terminate=True)
+                batch = await b.fetch([QUEUE], 3, 5.0)
+                assert len(batch) == 3
+                found = await b.revoked_among(batch)
+                assert found == {m.task_id: Revocation(True, None) for m in messages[:2]}
                 await b.ack(batch)
 
         run(main())

@@ -491,6 +491,10 @@ class Handler:
             retries=call.retries,
             queue=job.delivery.queue,
         )
+        stamps = job.request.stamps
+        if stamps:  # as Celery: the stamp names, and each stamp as a field of its own
+            names = job.request.stamped_headers or []
+            out.update({"stamped_headers": names, **{k: stamps[k] for k in names if k in stamps}})
         return out
 
     def _failure_meta(
