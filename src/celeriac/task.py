@@ -17,6 +17,7 @@ from celeriac import states
 from celeriac._loop import run_sync
 from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from celeriac.protocol import result_meta
+from celeriac.protocol.stamps import eager_stamps
 from celeriac.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -209,6 +210,7 @@ class Task(Generic[P, R]):
             called_directly=False,
             root_id=task_id,
             headers=dict(options.get("headers") or {}),
+            **eager_stamps(options),
         )
         token = _current_request.set(request)
         try:

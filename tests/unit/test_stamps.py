@@ -3,9 +3,11 @@ Celery does with them is measured in ``tests/semantics/test_stamping_semantics.p
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from celeriac import signature
+from celeriac import Celery, signature
 from celeriac.protocol.stamps import (
     message_keys,
     parse_revoke_headers,
@@ -62,3 +64,20 @@ def test_stamping_a_callback_given_as_a_dict_keeps_the_stamp() -> None:
     sig.stamp(k="K")
     (link,) = sig.options["link"]
     assert (link.options["stamped_headers"], link.options["k"]) == (["k"], "K")
+
+
+def test_an_eager_call_sees_its_stamps_as_lists_as_celery() -> None:
+    app = Celery("stamps", broker="memory://")
+    try:
+
+        @app.task(bind=True)
+        def seen(self: Any) -> Any:
+            return (self.request.stamped_headers, self.request.stamps)
+
+        sig = seen.s()
+        sig.stamp(k="K", lst=[1, 2])
+        assert sig.apply().get() == (["k", "lst"], {"k": ["K"], "lst": [1, 2]})
+        assert seen.s().apply().get() == (None, None)
+        assert seen.apply(stamped_headers=["z"], z="zz").get() == (["z"], {"z": ["zz"]})
+    finally:
+        app.close()

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac._loop import run_sync
-from celeriac.protocol.stamps import keep_stamps
+from celeriac.protocol.stamps import keep_stamps, stamp_options
 from celeriac.result import AsyncResult, ResultBase
 from celeriac.task import Task, _current_request
 
@@ -471,7 +471,8 @@ class Signature(dict[str, Any]):
         """Run it here and now (no broker); returns an ``EagerResult``."""
         merged_args, merged_kwargs = self._merge(args or (), kwargs or {})
         opts = {**self.options, **options}
-        return self.type.apply(merged_args, merged_kwargs, task_id=opts.get("task_id"))
+        task_id = opts.get("task_id")
+        return self.type.apply(merged_args, merged_kwargs, task_id=task_id, **stamp_options(opts))
 
     def _build(
         self, emit: Emit, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]

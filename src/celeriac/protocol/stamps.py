@@ -62,6 +62,27 @@ def keep_stamps(own: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in fixed or k not in own}
 
 
+def stamp_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The stamping options among ``options``: ``stamped_headers`` and the stamps."""
+    names = stamp_names(options.get("stamped_headers"))
+    if not names:
+        return {}
+    return {"stamped_headers": names, **{n: options[n] for n in names if n in options}}
+
+
+def eager_stamps(options: dict[str, Any]) -> dict[str, Any]:
+    """The request's ``stamped_headers``/``stamps`` for a call run eagerly (``apply``),
+    as Celery's: there each stamp's value is a list (a scalar in a list of one)."""
+    names = stamp_names(options.get("stamped_headers"))
+    if "stamped_headers" not in options:
+        return {}
+    values = {n: options.get(n, []) for n in names}
+    return {
+        "stamped_headers": names,
+        "stamps": {n: v if isinstance(v, list) else [v] for n, v in values.items()},
+    }
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
@@ -115,6 +136,7 @@ def parse_revoke_headers(value: Any) -> dict[str, Any]:
 
 __all__ = [
     "PREFIX",
+    "eager_stamps",
     "keep_stamps",
     "message_keys",
     "parse_revoke_headers",
@@ -122,4 +144,5 @@ __all__ = [
     "revocation_keys",
     "stamp_headers",
     "stamp_names",
+    "stamp_options",
 ]
