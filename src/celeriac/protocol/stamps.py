@@ -37,7 +37,9 @@ def stamp_headers(options: dict[str, Any]) -> dict[str, Any] | None:
     """The message headers of a call's options: its ``headers`` option plus, for a
     stamped call, ``stamped_headers`` and ``stamps`` (None when there are neither)."""
     extra = options.get("headers")
-    names = stamp_names(options.get("stamped_headers"))
+    if "stamped_headers" not in options:  # the usual case, on the path of every delay()
+        return extra
+    names = stamp_names(options["stamped_headers"])
     if not names:
         return extra
     missing = [name for name in names if name not in options]
