@@ -10,7 +10,8 @@ same broker flag the task as revoked too (in their memory, as Celery does).
 
 Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
 per worker): a ``revoke`` from a Celery client becomes a durable revocation as above;
-``ping``, ``registered`` and ``shutdown`` are carried out. A revoke celeriac broadcast
+``ping``, ``registered`` and ``shutdown`` are carried out, and ``revoke_by_stamped_headers``
+is stored durably too (``celeriac._stamp_revoke``). A revoke celeriac broadcast
 itself carries a header that its workers skip (its effect is in place already).
 """
 

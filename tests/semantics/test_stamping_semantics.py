@@ -284,6 +284,26 @@ def test_the_request_shows_the_stamps(cluster: Cluster) -> None:
     ]
 
 
+def test_a_visitor_stamps_each_member_of_a_group(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    token = cluster.token()
+
+    class Monitoring(stamps(cluster)):  # type: ignore[misc]
+        def on_group_start(self, group: Any, **headers: Any) -> dict[str, Any]:
+            return {"batch": "B1"}
+
+        def on_signature(self, sig: Any, **headers: Any) -> dict[str, Any]:
+            return {"mtask_id": f"m{sig.args[0]}"}
+
+    members = pkg.group(t.record.s(1, token=token), t.record.s(2, token=token))
+    members.stamp(Monitoring())
+    assert members.delay().get(timeout=10) == [[1], [2]]
+    assert notes(cluster, token, 2) == [
+        [[1], request(["batch", "mtask_id"], {"batch": "B1", "mtask_id": "m1"})],
+        [[2], request(["batch", "mtask_id"], {"batch": "B1", "mtask_id": "m2"})],
+    ]
+
+
 def test_chain_steps_and_callbacks_keep_their_stamps(cluster: Cluster) -> None:
     t, pkg = cluster.tasks, cluster.pkg
     token = cluster.token()
