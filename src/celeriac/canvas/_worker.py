@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import weakref
@@ -194,28 +195,35 @@ def plan_errbacks(
     emit: Emit,
 ) -> list[Callable[[], Any]]:
     """Errbacks that take ``(request, exc, traceback)`` become calls to make here; the
-    others (one argument: the task id) become task messages in ``emit``."""
+    others (Celery's old form: the failed task's id) become task messages in ``emit``."""
     calls: list[Callable[[], Any]] = []
     for item in errbacks or ():
         errback = signature(item, app=app)
         task = app.tasks.get(errback.task)
-        if task is not None and _takes_request(task):
+        if task is not None and _takes_request(task, errback):
             calls.append(partial(errback, request, exc, trace))
         else:
             errback.clone()._build(emit, (request.id,), {}, _base_options(request))
     return calls
 
 
-def _takes_request(task: Task[Any, Any]) -> bool:
-    """Celery's test: the function accepts more than one positional argument."""
+def _takes_request(task: Task[Any, Any], errback: Signature) -> bool:
+    """Celery's test: the function takes more than one positional argument besides the
+    ones the signature stores (bound tasks and class-based tasks always get the id)."""
+    fn = inspect.getattr_static(type(task), "_fn", None)
+    if task.bind or not isinstance(fn, staticmethod):
+        return False
+    fn = fn.__func__
     try:
-        params = list(inspect.signature(task._fn).parameters.values())
+        found = inspect.signature(fn)
+        if not errback.immutable and (errback.args or errback.kwargs):
+            # arguments the function cannot take: judged by the function alone
+            with contextlib.suppress(TypeError, ValueError):
+                found = inspect.signature(partial(fn, *errback.args, **errback.kwargs))
     except (TypeError, ValueError):
         return False
-    if task.bind and params:
-        params = params[1:]
     positional = 0
-    for param in params:
+    for param in found.parameters.values():
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return True
         if param.kind in (
