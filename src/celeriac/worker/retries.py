@@ -144,6 +144,7 @@ _OWN_HEADERS = frozenset(
         "stamped_headers",
         "stamps",
         "redelivered",
+        "celeriac_requeues",  # Reject(requeue=True)'s count: a retry starts afresh
     }
 )
 _SERIALIZERS = {
