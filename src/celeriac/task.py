@@ -50,13 +50,8 @@ class Context:
     headers: dict[str, Any] = field(default_factory=dict)
     #: ``[hard, soft]`` as the message carries it; also as ``time_limit``/``soft_time_limit``
     timelimit: Any = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
     #: the message's properties (``correlation_id``, ``reply_to``, ``delivery_info``, ...)
     properties: dict[str, Any] = field(default_factory=dict)
-    origin: str | None = None
-    shadow: str | None = None
-    replaced_task_nesting: int = 0
     is_eager: bool = False
     called_directly: bool = True
     callbacks: Any = None
@@ -70,6 +65,30 @@ class Context:
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+    # read from the message when asked (the worker builds a Context per task)
+    @property
+    def time_limit(self) -> float | None:
+        limits = self.timelimit
+        return limits[0] if isinstance(limits, (list, tuple)) and len(limits) == 2 else None
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        limits = self.timelimit
+        return limits[1] if isinstance(limits, (list, tuple)) and len(limits) == 2 else None
+
+    @property
+    def origin(self) -> str | None:
+        """The client that sent the task (``pid@host``)."""
+        return self.headers.get("origin")
+
+    @property
+    def shadow(self) -> str | None:
+        return self.headers.get("shadow")
+
+    @property
+    def replaced_task_nesting(self) -> int:
+        return int(self.headers.get("replaced_task_nesting") or 0)
 
 
 _DIRECT = Context()

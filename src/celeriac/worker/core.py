@@ -232,8 +232,6 @@ class Handler:
         )
         embed = call.embed
         headers = call.headers
-        limits = headers.get("timelimit")
-        hard, soft = limits if isinstance(limits, list) and len(limits) == 2 else (None, None)
         return Context(
             id=call.id,
             args=call.args,
@@ -250,13 +248,8 @@ class Handler:
             reply_to=call.reply_to,
             correlation_id=call.correlation_id,
             headers=headers,
-            timelimit=limits,
-            time_limit=hard,
-            soft_time_limit=soft,
+            timelimit=headers.get("timelimit"),
             properties=properties,
-            origin=headers.get("origin"),
-            shadow=headers.get("shadow"),
-            replaced_task_nesting=headers.get("replaced_task_nesting") or 0,
             is_eager=False,
             called_directly=False,
             callbacks=embed.get("callbacks"),
