@@ -7,8 +7,10 @@ of canvas), with two hooks:
   success it builds the messages of the callbacks (``link``) and of the next chain step
   and adds them to the outcome's ``follow_ups`` (the consumer publishes them before it
   acks), and lists them in the result's ``children``. On failure it calls the errbacks
-  (``errback(request, exc, traceback)`` right here, or, for an errback that takes one
-  argument, a task message with the failed id) and marks the rest of the chain failed.
+  (``errback(request, exc, traceback)`` right here; an errback that takes one argument
+  besides those its signature stores, a bound one, a class-based one or one this worker
+  does not know gets a task message with the failed id, as Celery decides) and marks the
+  rest of the chain failed.
 * its ``settle`` hook (:func:`settle`) is awaited by the consumer after a batch's results
   are stored and before its follow-ups are published and it is acked. It records chord
   sizes of chords the batch's tasks started, then joins the chord members of the batch
