@@ -70,8 +70,9 @@ def test_reject_with_requeue_forever_does_not_spin(cluster: Cluster) -> None:
     if cluster.worker == "celeriac":
         # deliberate difference (README, "Coming from Celery"): Celery runs it again at
         # once every time; celeriac pauses 0.1 s before the second requeue, doubling
+        # (less 10% for the broker's millisecond clock; Celery's gaps are milliseconds)
         gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]
-        assert gaps[1] >= 0.1 and gaps[2] >= 0.2 and gaps[3] >= 0.4, gaps
+        assert gaps[1] >= 0.09 and gaps[2] >= 0.18 and gaps[3] >= 0.36, gaps
     cluster.app.control.revoke(result.id)  # ends the loop
     wait_until(lambda: result.state == "REVOKED", 10, "the rejecting task revoked")
 
