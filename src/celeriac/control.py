@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
+#: stored states of a task no worker is running (a RETRY waits for its next run)
+_NOT_STARTED = frozenset({states.PENDING, states.RETRY})
+
+
 class Control:
     def __init__(self, app: Celeriac) -> None:
         self.app = app
@@ -70,11 +74,15 @@ class Control:
         backend = await self.app.get_backend()
         if backend.needs_reply_to:
             return
-        done = await backend.get_many(ids)
+        # a task not started yet is REVOKED now (it will not run: the revocation is
+        # durable); one a worker is running (STARTED, PROGRESS, ...) keeps its state
+        # until that worker settles it: with terminate=False it finishes and stores its
+        # result, as with Celery
+        stored = await backend.get_many(ids)
         pending = [
             (i, revoked_meta(i, "revoked"), self.app.conf["result_expires"] or None)
             for i in ids
-            if done.get(i, {}).get("status") not in states.READY_STATES
+            if stored.get(i, {}).get("status", states.PENDING) in _NOT_STARTED
         ]
         if pending:
             await backend.store_many(pending)

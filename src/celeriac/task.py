@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
 from celeriac._loop import run_sync
+from celeriac._retry_args import retry_arguments, task_parameters
 from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from celeriac.protocol import result_meta
 from celeriac.protocol.stamps import eager_stamps
@@ -36,8 +37,9 @@ class Context:
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
+    #: as in the message's headers (ISO 8601 text), as Celery's worker gives them
+    eta: str | datetime | None = None
+    expires: str | datetime | None = None
     hostname: str | None = None
     delivery_info: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None
@@ -50,7 +52,10 @@ class Context:
     #: the stamp names (``sig.stamp(...)``), None when unstamped; and name -> value
     stamped_headers: list[str] | None = None
     stamps: dict[str, Any] | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
+    #: ``[hard, soft]`` as the message carries it; also as ``time_limit``/``soft_time_limit``
+    timelimit: Any = None
+    #: the message's properties (``correlation_id``, ``reply_to``, ``delivery_info``, ...)
+    properties: dict[str, Any] = field(default_factory=dict)
     is_eager: bool = False
     called_directly: bool = True
     callbacks: Any = None
@@ -64,6 +69,30 @@ class Context:
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+    # read from the message when asked (the worker builds a Context per task)
+    @property
+    def time_limit(self) -> float | None:
+        limits = self.timelimit
+        return limits[0] if isinstance(limits, (list, tuple)) and len(limits) == 2 else None
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        limits = self.timelimit
+        return limits[1] if isinstance(limits, (list, tuple)) and len(limits) == 2 else None
+
+    @property
+    def origin(self) -> str | None:
+        """The client that sent the task (``pid@host``)."""
+        return self.headers.get("origin")
+
+    @property
+    def shadow(self) -> str | None:
+        return self.headers.get("shadow")
+
+    @property
+    def replaced_task_nesting(self) -> int:
+        return int(self.headers.get("replaced_task_nesting") or 0)
 
 
 _DIRECT = Context()
@@ -300,11 +329,13 @@ class Task(Generic[P, R]):
             when = eta
         else:
             when = self.default_retry_delay if countdown is None else countdown
-        sig = {
-            "args": list(request.args if args is None else args),
-            "kwargs": dict(request.kwargs if kwargs is None else kwargs),
-            "options": options,
-        }
+        parameters = None
+        if (args is None) != (kwargs is None):  # only one given: Celery's merge rules
+            parameters = task_parameters(self)
+        new_args, new_kwargs = retry_arguments(
+            parameters, request.args, request.kwargs, args, kwargs
+        )
+        sig = {"args": new_args, "kwargs": new_kwargs, "options": options}
         retry = Retry(exc=exc, when=when, sig=sig, is_eager=request.is_eager)
         if throw:
             raise retry

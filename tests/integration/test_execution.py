@@ -173,6 +173,13 @@ def ignored():
 def rejected():
     raise Reject("no thanks", requeue=False)
 
+@app.task(bind=True)
+def requeued(self, mark):
+    note(mark, repr(self.request.delivery_info.get("redelivered")))
+    if len((DIR / mark).read_text().splitlines()) < 3:
+        raise Reject("later", requeue=True)
+    return "ran"
+
 @app.task(acks_on_failure_or_timeout=False)
 def failing_kept():
     raise RuntimeError("keep my message")
@@ -450,7 +457,9 @@ def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:
         assert app.send_task("xtasks.add", (3, 3)).get(timeout=20) == 6
         w.wait_for(r"rejected: 'no thanks'")
         w.wait_for(r"ignored")
-    assert ignored.state == states.PENDING and rejected.state == states.PENDING
+    # as Celery: a task that rejects its message without requeue will not run again, so
+    # it is a FAILURE (with the Reject), not left PENDING (tests/semantics)
+    assert ignored.state == states.PENDING and rejected.state == states.FAILURE
 
     async def dead() -> list[Any]:
         broker = await app.get_broker()
@@ -464,3 +473,13 @@ def test_ignore_reject_and_acks_on_failure_policy(env: dict[str, str]) -> None:
     assert len(reasons) == 2
     assert "rejected by the task: 'no thanks'" in reasons[0] + reasons[1]
     assert any("keep my message" in r for r in reasons)
+
+
+def test_reject_with_requeue_runs_again_flagged_redelivered(env: dict[str, str]) -> None:
+    """On every broker: the message comes back (a copy, put back at once, then after
+    0.1 s), flagged redelivered, and nothing is stored for the rejected runs."""
+    app = client(env)
+    with worker(env, "-P", "threads", "-c", "2"):
+        result = app.send_task("xtasks.requeued", ("rq",))
+        assert result.get(timeout=20) == "ran"
+    assert lines(env, "rq") == ["False", "True", "True"]

@@ -7,8 +7,10 @@ of canvas), with two hooks:
   success it builds the messages of the callbacks (``link``) and of the next chain step
   and adds them to the outcome's ``follow_ups`` (the consumer publishes them before it
   acks), and lists them in the result's ``children``. On failure it calls the errbacks
-  (``errback(request, exc, traceback)`` right here, or, for an errback that takes one
-  argument, a task message with the failed id) and marks the rest of the chain failed.
+  (``errback(request, exc, traceback)`` right here; an errback that takes one argument
+  besides those its signature stores, a bound one, a class-based one or one this worker
+  does not know gets a task message with the failed id, as Celery decides) and marks the
+  rest of the chain failed.
 * its ``settle`` hook (:func:`settle`) is awaited by the consumer after a batch's results
   are stored and before its follow-ups are published and it is acked. It records chord
   sizes of chords the batch's tasks started, then joins the chord members of the batch
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import weakref
@@ -194,28 +197,35 @@ def plan_errbacks(
     emit: Emit,
 ) -> list[Callable[[], Any]]:
     """Errbacks that take ``(request, exc, traceback)`` become calls to make here; the
-    others (one argument: the task id) become task messages in ``emit``."""
+    others (Celery's old form: the failed task's id) become task messages in ``emit``."""
     calls: list[Callable[[], Any]] = []
     for item in errbacks or ():
         errback = signature(item, app=app)
         task = app.tasks.get(errback.task)
-        if task is not None and _takes_request(task):
+        if task is not None and _takes_request(task, errback):
             calls.append(partial(errback, request, exc, trace))
         else:
             errback.clone()._build(emit, (request.id,), {}, _base_options(request))
     return calls
 
 
-def _takes_request(task: Task[Any, Any]) -> bool:
-    """Celery's test: the function accepts more than one positional argument."""
+def _takes_request(task: Task[Any, Any], errback: Signature) -> bool:
+    """Celery's test: the function takes more than one positional argument besides the
+    ones the signature stores (bound tasks and class-based tasks always get the id)."""
+    fn = inspect.getattr_static(type(task), "_fn", None)
+    if task.bind or not isinstance(fn, staticmethod):
+        return False
+    fn = fn.__func__
     try:
-        params = list(inspect.signature(task._fn).parameters.values())
+        found = inspect.signature(fn)
+        if not errback.immutable and (errback.args or errback.kwargs):
+            # arguments the function cannot take: judged by the function alone
+            with contextlib.suppress(TypeError, ValueError):
+                found = inspect.signature(partial(fn, *errback.args, **errback.kwargs))
     except (TypeError, ValueError):
         return False
-    if task.bind and params:
-        params = params[1:]
     positional = 0
-    for param in params:
+    for param in found.parameters.values():
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return True
         if param.kind in (

@@ -40,8 +40,10 @@ from celeriac.protocol import (
     safe_repr,
     serialize,
 )
+from celeriac.result import ResultBase
 from celeriac.task import Context, Task, _current_request
 from celeriac.transports.broker import Delivery, Revocation
+from celeriac.worker.rejects import rejected
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -219,18 +221,24 @@ class Handler:
 
     def _request(self, call: TaskCall, delivery: Delivery) -> Context:
         message = delivery.message
-        delivery_info = dict(message.properties.get("delivery_info") or {}) if message else {}
+        properties = message.properties if message else {}
+        delivery_info = dict(properties.get("delivery_info") or {})
         delivery_info.setdefault("routing_key", delivery.queue)
         delivery_info["priority"] = call.priority
-        delivery_info["redelivered"] = delivery.delivery_count > 1
+        # leased again (worker lost), or put back by Reject(requeue=True), which flags
+        # the message as kombu does
+        delivery_info["redelivered"] = delivery.delivery_count > 1 or bool(
+            delivery_info.get("redelivered") or call.headers.get("redelivered")
+        )
         embed = call.embed
+        headers = call.headers
         return Context(
             id=call.id,
             args=call.args,
             kwargs=call.kwargs,
             retries=call.retries,
-            eta=call.eta,
-            expires=call.expires,
+            eta=headers.get("eta"),
+            expires=headers.get("expires"),
             hostname=self.hostname,
             delivery_info=delivery_info,
             parent_id=call.parent_id,
@@ -239,10 +247,11 @@ class Handler:
             group_index=call.group_index,
             reply_to=call.reply_to,
             correlation_id=call.correlation_id,
-            headers=call.headers,
-            stamped_headers=call.headers.get("stamped_headers"),
-            stamps=call.headers.get("stamps"),
-            timelimit=call.timelimit,
+            headers=headers,
+            stamped_headers=headers.get("stamped_headers"),
+            stamps=headers.get("stamps"),
+            timelimit=headers.get("timelimit"),
+            properties=properties,
             is_eager=False,
             called_directly=False,
             callbacks=embed.get("callbacks"),
@@ -327,6 +336,9 @@ class Handler:
 
     def _succeeded(self, job: Job, value: Any, runtime: float, token: Any) -> Outcome:
         call, task = job.call, job.task
+        returned = value
+        if isinstance(value, ResultBase) and self.result_serializer != "pickle":
+            value = value.as_tuple()  # as Celery: a returned result is stored as a reference
         try:
             serialize(value, self.result_serializer)
         except Exception as exc:
@@ -336,8 +348,8 @@ class Handler:
             )
             return self._failed(job, error, runtime, token)
         try:
-            task.on_success(value, call.id, call.args, call.kwargs)
-            task.after_return(states.SUCCESS, value, call.id, call.args, call.kwargs, None)
+            task.on_success(returned, call.id, call.args, call.kwargs)
+            task.after_return(states.SUCCESS, returned, call.id, call.args, call.kwargs, None)
         except Exception:
             logger.exception("Task %s[%s] success handler raised", call.name, call.id)
         meta = None
@@ -382,16 +394,7 @@ class Handler:
             outcome = Outcome(job.delivery, Action.ACK, job=job, state=states.IGNORED)
             logger.info("Task %s[%s] ignored", call.name, call.id)
         elif isinstance(exc, Reject):
-            action = Action.REQUEUE if exc.requeue else Action.DEAD_LETTER
-            outcome = Outcome(
-                job.delivery,
-                action,
-                job=job,
-                state=states.REJECTED,
-                exc=exc,
-                reason=f"rejected by the task: {exc.reason!r}",
-            )
-            logger.info("Task %s[%s] rejected: %r", call.name, call.id, exc.reason)
+            outcome = rejected(self, job, exc)
         else:
             try:
                 task.on_failure(exc, call.id, call.args, call.kwargs, trace)

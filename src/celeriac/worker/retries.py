@@ -142,6 +142,7 @@ _OWN_HEADERS = frozenset(
         "ignore_result",
         "replaced_task_nesting",
         "redelivered",
+        "celeriac_requeues",  # Reject(requeue=True)'s count: a retry starts afresh
     }
 )
 _SERIALIZERS = {
