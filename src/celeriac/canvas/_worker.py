@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.canvas._maps import chunks
+from celeriac.canvas._replace import ACCUMULATE, accumulate
 from celeriac.canvas._signature import (
     SENT,
     Emit,
@@ -157,31 +158,45 @@ def _chain_failed(
 ) -> _Pending:
     """The rest of a failed chain will not run: store the failure for each step (so a
     caller waiting on the last one gets it) and count steps that are chord members."""
+    encoded = outcome.meta["result"] if outcome.meta else encode_exception(exc)
+    state = outcome.state or states.FAILURE
+    return fail_steps(app, request.chain, state, encoded, outcome.traceback, request.root_id)
+
+
+def fail_steps(
+    app: Celeriac,
+    steps: Any,
+    state: str,
+    encoded: Any,
+    traceback: str | None,
+    root_id: str | None,
+) -> _Pending:
+    """What failing ``steps`` (signature dicts that will not run now) takes, as Celery's
+    ``_fail_chain``: a stored failure for each one's id and the results its callers wait
+    on, a chord part for each chord member; a chord step's body, the steps of a chain
+    and the steps chained after each one fail with it (so nothing waits forever)."""
     pending = _Pending()
     ttl = result_ttl(app)
-    encoded = outcome.meta["result"] if outcome.meta else encode_exception(exc)
-    for item in request.chain or ():
-        step = signature(item, app=app)
-        for task_id in step.result_ids():
-            meta = result_meta(
-                task_id,
-                outcome.state or states.FAILURE,
-                encoded,
-                traceback=outcome.traceback,
-                date_done=utcnow(),
-            )
-            pending.metas.append((task_id, meta, ttl))
+    todo = collections.deque(steps if isinstance(steps, (list, tuple)) else ())
+    seen: set[str] = set()
+    while todo:
+        step = signature(todo.popleft(), app=app)
         opts = step.options
-        part = _part(
-            opts.get("chord"),
-            opts.get("group_id"),
-            opts.get("group_index"),
-            step.id,
-            outcome.state or states.FAILURE,
-            encoded,
-        )
+        for task_id in dict.fromkeys([*([step.id] if step.id else []), *step.result_ids()]):
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            meta = result_meta(task_id, state, encoded, traceback=traceback, date_done=utcnow())
+            pending.metas.append((task_id, meta, ttl))
+        where = (opts.get("chord"), opts.get("group_id"), opts.get("group_index"))
+        part = _part(*where, step.id, state, encoded)
         if part is not None:
-            pending.parts.append((*part, request.root_id))
+            pending.parts.append((*part, root_id))
+        if step.subtask_type == "chord":
+            todo.append(step.kwargs.get("body"))
+        elif step.subtask_type == "chain":
+            todo.extend(step.kwargs.get("tasks") or ())
+        todo.extend(opts.get("chain") or ())
     return pending
 
 
@@ -335,17 +350,21 @@ async def _fire(
             await emit.send(broker, backend)
             logger.info("Chord %s complete: sent %s", claim.group_id, body.task)
         else:
-            await _chord_failed(app, body, failed, broker, backend)
+            await _chord_failed(app, body, failed, root_id, broker, backend)
         _FIRED[key] = None
         while len(_FIRED) > _FIRED_MAX:
             _FIRED.popitem(last=False)
     await backend.chord_done(claim.group_id, claim.token)
+    # done: the backend ignores late duplicates now, and the same chord sent again (a
+    # re-applied frozen chord: same ids) is a new run that must fire again
+    _FIRED.pop(key, None)
 
 
 async def _chord_failed(
     app: Celeriac,
     body: Signature,
     failed: tuple[str, str, Any],
+    root_id: str | None,
     broker: Broker,
     backend: ResultBackend,
 ) -> None:
@@ -371,10 +390,16 @@ async def _chord_failed(
         except Exception:
             logger.exception("Errback of chord body %s raised", request.id)
     await emit.send(broker, backend)
-    ttl, encoded = result_ttl(app), encode_exception(error)
-    await backend.store_many(
-        [(i, result_meta(i, states.FAILURE, encoded, date_done=utcnow()), ttl) for i in ids]
-    )
+    # the body, what is chained after it and the chords it is a member of fail too
+    pending = fail_steps(app, [plain(body)], states.FAILURE, encode_exception(error), None, root_id)
+    if pending.metas:
+        await backend.store_many(pending.metas)
+    if pending.parts:
+        members = {(p.group_id, p.task_id): (b, root) for p, b, _, root in pending.parts}
+        claims = await backend.chord_join([p for p, _, _, _ in pending.parts], result_ttl(app))
+        for claim in claims:
+            outer, outer_root = members[(claim.group_id, claim.token)]
+            await _fire(app, claim, outer, outer_root, broker, backend)
 
 
 # -- built-in tasks ------------------------------------------------------------------
@@ -396,6 +421,7 @@ def _builtins(app: Celeriac) -> None:
         return plain(chunks(task, it, n, app=app).apply_async().as_tuple())
 
     for name, fn in (
+        (ACCUMULATE, accumulate),
         ("celery.map", map_task),
         ("celery.starmap", starmap_task),
         ("celery.chunks", chunks_task),
@@ -410,4 +436,4 @@ def install(app: Celeriac) -> None:
     _builtins(app)
 
 
-__all__ = ["CanvasMiddleware", "install", "plan_errbacks", "settle"]
+__all__ = ["CanvasMiddleware", "fail_steps", "install", "plan_errbacks", "settle"]

@@ -155,6 +155,11 @@ class ResultBackend(abc.ABC):
         """Record the header size of chord ``group_id`` (before its header is sent)."""
         raise self._unsupported("join chords")
 
+    async def chord_grow(self, group_id: str, count: int) -> None:
+        """Count ``count`` more header members for chord ``group_id``
+        (``Task.add_to_chord``)."""
+        raise self._unsupported("add tasks to a chord")
+
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         """Atomically record finished header tasks (each ``(task_id, index)`` once) and
         return a claim for every chord these parts completed that nobody else holds."""

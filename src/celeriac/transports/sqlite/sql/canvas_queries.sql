@@ -24,9 +24,12 @@ DELETE FROM celeriac_chord_parts WHERE group_id = :group_id;
 DELETE FROM celeriac_chords WHERE group_id = :group_id;
 
 -- name: chord_start
+-- A chord sent again with the same group id (a re-applied frozen chord) is a new run:
+-- its 'done' mark goes.
 INSERT INTO celeriac_chords (group_id, size, expires)
 VALUES (:group_id, :size, :expires)
-ON CONFLICT (group_id) DO UPDATE SET size = excluded.size, expires = excluded.expires;
+ON CONFLICT (group_id) DO UPDATE SET size = excluded.size, expires = excluded.expires,
+  claim = CASE WHEN claim = 'done' THEN NULL ELSE claim END;
 
 -- name: chord_touch
 -- Create the row on the first part (size from the message), refresh its expiry.

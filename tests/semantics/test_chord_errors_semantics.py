@@ -1,0 +1,142 @@
+"""Chords whose header fails, chords in chains and groups, re-applied chords and
+``Task.add_to_chord``; measured on a Celery worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from semantic_cluster import Cluster
+from support import wait_until
+
+TASKS = """
+@app.task(name="sem.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="sem.xsum")
+def xsum(values):
+    return sum(values)
+
+
+@app.task(name="sem.collect")
+def collect(values):
+    return values
+
+
+@app.task(name="sem.boom")
+def boom(*args):
+    raise KeyError("boom")
+
+
+@app.task(name="sem.record")
+def record(value, name):
+    note(name, repr(value))
+    return value
+
+
+@app.task(name="sem.errback")
+def errback(task_id):  # an errback of one argument: sent as a task with the failed id
+    note(f"errback-{task_id}", task_id)
+
+
+@app.task(bind=True, name="sem.grow")
+def grow(self, x):
+    self.add_to_chord(add.si(x, 100))
+    return x
+
+
+@app.task(bind=True, name="sem.grow_lazy")
+def grow_lazy(self, x, name):
+    sig = self.add_to_chord(add.si(x, 200), lazy=True)
+    note(name, type(sig).__name__)
+    sig.delay()
+    return x
+
+
+@app.task(bind=True, name="sem.lonely_grow")
+def lonely_grow(self):
+    try:
+        self.add_to_chord(add.si(1, 1))
+    except ValueError as exc:
+        return str(exc)
+    return "no error"
+"""
+
+
+def failed_with_chord_error(cluster: Cluster, result: Any) -> None:
+    """``result`` (a chord body or a step after it) ends FAILURE with Celery's
+    ``ChordError`` naming the failed header task, and its caller is not left waiting.
+    (Celery's client re-raises a failed parent's error while it waits, so ``get`` raises
+    the header's ``KeyError`` or the ``ChordError``, whichever it sees first.)"""
+    with pytest.raises((cluster.exceptions.ChordError, KeyError)):
+        result.get(timeout=10)
+    wait_until(lambda: result.state == "FAILURE", 10, f"{result.id} FAILURE")
+    error = result.result
+    assert isinstance(error, cluster.exceptions.ChordError)
+    assert str(error).startswith("Dependency ")
+    assert "raised KeyError('boom')" in str(error)
+
+
+def test_a_failed_header_fails_the_body_and_calls_its_errback(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    body = t.xsum.s().on_error(t.errback.s())
+    result = pkg.chord([t.add.s(1, 1), t.boom.s()], body).delay()
+    failed_with_chord_error(cluster, result)
+    # the body's errback is called, with the body's id
+    assert cluster.wait_lines(f"errback-{result.id}", 1) == [result.id]
+
+
+def test_a_failed_header_fails_the_chain_that_follows(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    first = pkg.chord([t.add.si(1, 1), t.boom.si()], t.xsum.s())
+    second = pkg.chord([t.add.si(2, 2), t.add.si(3, 3)], t.xsum.si())
+    result = pkg.chain(first, second, t.add.s(1)).delay()
+    failed_with_chord_error(cluster, result)
+    assert result.parent is not None
+    failed_with_chord_error(cluster, result.parent)  # the second chord's body
+
+
+def test_a_failed_header_of_a_later_chord_in_a_chain(cluster: Cluster) -> None:
+    t, pkg, name = cluster.tasks, cluster.pkg, cluster.token()
+    first = pkg.chord([t.add.si(1, 1), t.add.si(2, 2)], t.xsum.s())
+    second = pkg.chord([t.add.s(1), t.boom.s()], t.xsum.s())
+    workflow = pkg.chain(first, second, t.record.s(name))
+    result = workflow.delay()
+    failed_with_chord_error(cluster, result)
+    assert cluster.lines(name) == []
+
+
+def test_nested_group_chain_chord_shapes_complete(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    inner = pkg.chain(t.add.si(1, 1), pkg.chord([t.add.s(1), t.add.s(2)], t.xsum.s()))
+    result = pkg.group(inner, t.add.si(5, 5)).delay()
+    assert result.get(timeout=10) == [7, 10]
+    nested = pkg.chord([t.add.si(1, 1), pkg.chain(t.add.si(2, 2), t.add.s(1))], t.collect.s())
+    result = pkg.group(nested, pkg.chain(t.add.si(1, 0), nested.clone())).delay()
+    assert result.get(timeout=10) == [[2, 5], [2, 5]]
+
+
+def test_a_reapplied_frozen_chord_runs_its_body_again(cluster: Cluster) -> None:
+    t, pkg, name = cluster.tasks, cluster.pkg, cluster.token()
+    workflow = pkg.chord([t.add.si(1, 1), t.add.si(2, 2)], t.record.s(name))
+    frozen = workflow.freeze()
+    first = workflow.apply_async()
+    assert first.id == frozen.id
+    assert first.get(timeout=10) == [2, 4]
+    assert cluster.wait_lines(name, 1) == ["[2, 4]"]
+    second = workflow.apply_async()
+    assert second.id == frozen.id
+    assert cluster.wait_lines(name, 2) == ["[2, 4]", "[2, 4]"]
+
+
+def test_add_to_chord(cluster: Cluster) -> None:
+    t, pkg, name = cluster.tasks, cluster.pkg, cluster.token()
+    result = pkg.chord([t.grow.s(1), t.add.si(2, 2)], t.collect.s()).delay()
+    assert sorted(result.get(timeout=10)) == [1, 4, 101]
+    result = pkg.chord([t.grow_lazy.s(3, name), t.add.si(2, 2)], t.collect.s()).delay()
+    assert sorted(result.get(timeout=10)) == [3, 4, 203]
+    assert cluster.lines(name) == ["Signature"]
+    assert t.lonely_grow.delay().get(timeout=10) == "Current task is not member of any chord"
