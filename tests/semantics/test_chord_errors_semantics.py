@@ -117,6 +117,40 @@ def test_nested_group_chain_chord_shapes_complete(cluster: Cluster) -> None:
     nested = pkg.chord([t.add.si(1, 1), pkg.chain(t.add.si(2, 2), t.add.s(1))], t.collect.s())
     result = pkg.group(nested, pkg.chain(t.add.si(1, 0), nested.clone())).delay()
     assert result.get(timeout=10) == [[2, 5], [2, 5]]
+    pair = pkg.chord([t.add.si(1, 1), t.add.si(2, 2)], t.xsum.s())
+    assert pkg.chord([pair, t.add.si(3, 3)], t.collect.s()).delay().get(timeout=10) == [6, 6]
+    then = pkg.group(pkg.chain(pair.clone(), t.add.s(1)), t.add.si(2, 2))
+    assert then.delay().get(timeout=10) == [7, 4]
+    split = pkg.chord([t.add.si(1, 1), t.add.si(2, 2)], pkg.group(t.xsum.s(), t.collect.s()))
+    assert split.delay().get(timeout=10) == [6, [2, 4]]
+    fanned = pkg.chain(pkg.chord([t.add.si(1, 1)], t.xsum.s()), pkg.group(t.add.s(1), t.add.s(2)))
+    assert pkg.chain(fanned, t.xsum.s()).delay().get(timeout=10) == 7
+
+
+def test_a_failure_inside_a_chord_in_a_chord_header_fails_the_outer_chord(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    inner = pkg.chord([t.boom.s(), t.add.s(1)], t.xsum.s())
+    outer = pkg.chord([pkg.chain(t.add.si(1, 1), inner), t.add.si(0, 0)], t.collect.s())
+    result = outer.delay()
+    header = result.parent
+    assert header is not None
+    inner_body = header.results[0]
+    if cluster.worker == "celery":
+        # Celery's worker never counts the failed inner body into the outer chord, so
+        # the outer body stays PENDING: only its client's re-raising of a failed
+        # parent's error ends the wait. celeriac fails the outer chord too (README,
+        # "Coming from Celery": a chord in a chord header that fails).
+        with pytest.raises(cluster.exceptions.ChordError):
+            result.get(timeout=10)
+        assert inner_body.state == "FAILURE"
+        assert result.state == "PENDING"
+        return
+    failed_with_chord_error(cluster, result)
+    # the outer chord's failed member is the inner chord's body
+    assert str(result.result).startswith(f"Dependency {inner_body.id} raised ChordError(")
+    grouped = pkg.group(pkg.chain(t.add.si(1, 1), inner.clone()), t.add.si(2, 2)).delay()
+    with pytest.raises((cluster.exceptions.ChordError, KeyError)):  # as above
+        grouped.get(timeout=10)
 
 
 def test_a_reapplied_frozen_chord_runs_its_body_again(cluster: Cluster) -> None:
