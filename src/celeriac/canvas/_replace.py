@@ -47,10 +47,10 @@ def replacement(task: Task[Any, Any], sig: Any) -> Signature:
     """The signature ``task.replace(sig)`` sends in place of the running task."""
     app = task.app
     request = task.request
-    new = maybe_signature(sig, app=app)
-    if not isinstance(new, Signature):
+    given = maybe_signature(sig, app=app)
+    if not isinstance(given, Signature):
         raise TypeError(f"replace() takes a signature, got {sig!r}")
-    new = new.clone()
+    new: Signature = given.clone()
     if "chord" in new.options:
         raise ImproperlyConfigured("A signature replacing a task must not be part of a chord")
     if isinstance(new, chain) and not new.tasks:

@@ -238,7 +238,7 @@ class MemoryBackend(ResultBackend):
         with store.lock:
             chord = store.chords.get(group_id)
             if chord is not None and chord.claim == token:
-                chord.claim, chord.parts = "done", {}
+                chord.claim, chord.parts, chord.extra = "done", {}, 0
                 chord.expires = now + CHORD_DONE_SECONDS
 
     async def wait(

@@ -38,6 +38,11 @@ VALUES (:group_id, :size, :expires)
 ON CONFLICT (group_id) DO UPDATE
 SET size = coalesce(celeriac_chords.size, excluded.size), expires = excluded.expires;
 
+-- name: chord_grow
+-- Task.add_to_chord: the header has more members than the producer sent.
+UPDATE celeriac_chords SET size = size + :count
+WHERE group_id = :group_id AND size IS NOT NULL;
+
 -- name: chord_add_part
 INSERT INTO celeriac_chord_parts (group_id, task_id, idx, part)
 VALUES (:group_id, :task_id, :idx, :part)
