@@ -67,6 +67,49 @@ def replace_noted(self, name):
     note(name, "after")
 
 
+@app.task(name="sem.xsum")
+def xsum(values):
+    return sum(values)
+
+
+@app.task(bind=True, name="sem.replace_chain_group")
+def replace_chain_group(self, x):
+    return self.replace(add.s(x, 1) | pkg.group(add.s(1), add.s(2)))
+
+
+@app.task(bind=True, name="sem.replace_chord")
+def replace_chord(self):
+    return self.replace(pkg.chord([add.si(1, 1), add.si(2, 2)], xsum.s()))
+
+
+@app.task(bind=True, name="sem.ids")
+def ids(self, name):
+    r = self.request
+    note(name, repr([r.id, r.parent_id, r.root_id, r.group, r.group_index]))
+    return 1
+
+
+@app.task(bind=True, name="sem.replace_ids")
+def replace_ids(self, name):
+    r = self.request
+    note(name, repr([r.id, r.parent_id, r.root_id, r.group, r.group_index]))
+    return self.replace(ids.s(name))
+
+
+@app.task(bind=True, name="sem.bad")
+def bad(self, kind):
+    sig = add.s(1, 1)
+    if kind == "chord":
+        sig.options["chord"] = None
+    elif kind == "empty":
+        sig = pkg.chain()
+    try:
+        self.replace(sig)
+    except pkg_exceptions.ImproperlyConfigured as exc:
+        return str(exc)
+    return "no error"
+
+
 @app.task(bind=True, name="sem.nesting")
 def nesting(self, name, depth):
     note(name, str(self.request.replaced_task_nesting))
@@ -139,3 +182,44 @@ def test_replaced_task_nesting_in_the_request(cluster: Cluster) -> None:
     t, name = cluster.tasks, cluster.token()
     assert t.nesting.delay(name, 2).get(timeout=10) == 0
     assert cluster.lines(name) == ["0", "1", "2"]
+
+
+def test_replacing_with_a_chain_ending_in_a_group_and_with_a_chord(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    assert t.replace_chain_group.delay(1).get(timeout=10) == [3, 4]
+    assert (t.replace_chain_group.s(1) | t.collect.s()).delay().get(timeout=10) == [3, 4]
+    header = [t.replace_chain_group.s(1), t.add.si(5, 5)]
+    assert pkg.chord(header, t.collect.s()).delay().get(timeout=10) == [[3, 4], 10]
+    assert t.replace_chord.delay().get(timeout=10) == 6
+    assert (t.replace_chord.s() | t.add.s(1)).delay().get(timeout=10) == 7
+    header = [t.replace_chord.s(), t.add.si(1, 1)]
+    assert pkg.chord(header, t.collect.s()).delay().get(timeout=10) == [6, 2]
+
+
+def test_a_replaced_step_of_a_chain_in_a_chord_header(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    header = [pkg.chain(t.replace_add.s(1, 1), t.add.s(1)), t.add.si(5, 5)]
+    assert pkg.chord(header, t.collect.s()).delay().get(timeout=10) == [3, 10]
+
+
+def test_the_replacement_request_has_the_replaced_ids(cluster: Cluster) -> None:
+    t, pkg, name = cluster.tasks, cluster.pkg, cluster.token()
+    result = pkg.group(t.replace_ids.s(name), t.add.si(1, 1)).delay()
+    assert result.get(timeout=10) == [1, 2]
+    member = result.results[0].id
+    before, after = cluster.lines(name)
+    assert before == repr([member, None, member, result.id, 0])
+    # the replaced task is the replacement's parent: it sent it
+    assert after == repr([member, member, member, result.id, 0])
+
+
+def test_replace_refuses_a_chord_member_and_an_empty_chain(cluster: Cluster) -> None:
+    t = cluster.tasks
+    chorded = "A signature replacing a task must not be part of a chord"
+    assert t.bad.delay("chord").get(timeout=10) == chorded
+    assert t.bad.delay("empty").get(timeout=10) == "Cannot replace with an empty chain"
+
+
+def test_replace_in_an_eager_call_returns_the_replacement_value(cluster: Cluster) -> None:
+    t = cluster.tasks
+    assert t.replace_add.apply((1, 2)).get() == 3

@@ -67,13 +67,6 @@ def replacement(task: Task[Any, Any], sig: Any) -> Signature:
         new.link_error(errback)
     new.freeze(request.id)
     nesting = replaced_nesting(request) + 1
-    placed = {
-        "chord": request.chord,
-        "group_id": request.group,
-        "group_index": request.group_index,
-        "root_id": request.root_id,
-    }
-    new.set(**{k: v for k, v in placed.items() if v is not None})
     new.set(replaced_task_nesting=nesting)
     if isinstance(new, chain):
         for step in new.tasks:
@@ -83,6 +76,16 @@ def replacement(task: Task[Any, Any], sig: Any) -> Signature:
         for step in rest:
             step.set(replaced_task_nesting=nesting)
         new = chain(new, *rest, app=app)
+    # its place in the workflow (a chain's leaf options go to its last step), and, as
+    # for anything a task sends, the replaced task as its parent
+    placed = {
+        "chord": request.chord,
+        "group_id": request.group,
+        "group_index": request.group_index,
+        "root_id": request.root_id,
+        "parent_id": request.id,
+    }
+    new.set(**{k: v for k, v in placed.items() if v is not None})
     return new
 
 
