@@ -344,7 +344,7 @@ async def _fire(
         failed = next((r for r in claim.results if r[1] in states.PROPAGATE_STATES), None)
         if failed is None:
             emit = Emit(app)
-            values = [value for _, _, value in claim.results]
+            values = await _header_values(claim, backend)
             options = {"parent_id": claim.token, "root_id": root_id or claim.token}
             body._build(emit, (values,), {}, options)
             await emit.send(broker, backend)
@@ -358,6 +358,34 @@ async def _fire(
     # done: the backend ignores late duplicates now, and the same chord sent again (a
     # re-applied frozen chord: same ids) is a new run that must fire again
     _FIRED.pop(key, None)
+
+
+async def _header_values(claim: ChordClaim, backend: ResultBackend) -> list[Any]:
+    """The values a chord body gets: the header's results in order, or, when the
+    producer saved the header's shape (Celery's client does for a header with a group
+    inside, as a chain ending in one), nested as that shape."""
+    values = [value for _, _, value in claim.results]
+    try:
+        saved = await backend.restore_group(claim.group_id)
+    except NotImplementedError:
+        return values
+    tree = saved.get("result") if saved else None
+    if not isinstance(tree, list) or len(tree) != 2 or not isinstance(tree[1], list):
+        return values
+    by_id = {task_id: value for task_id, _, value in claim.results}
+    try:
+        return [_shaped(node, by_id) for node in tree[1]]
+    except (KeyError, TypeError, ValueError, IndexError):
+        logger.warning("Chord %s: its saved header does not match its parts", claim.group_id)
+        return values
+
+
+def _shaped(node: Any, by_id: dict[str, Any]) -> Any:
+    """One node of a saved result tuple (``[[id, parent], members-or-None]``) as values."""
+    (task_id, _), members = node
+    if members is None:
+        return by_id[task_id]
+    return [_shaped(member, by_id) for member in members]
 
 
 async def _chord_failed(
