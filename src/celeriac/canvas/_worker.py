@@ -14,7 +14,8 @@ of canvas), with two hooks:
   sizes of chords the batch's tasks started, then joins the chord members of the batch
   through ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and
   hands a complete header to exactly one worker, which sends the body (or, when a header
-  task failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
+  task failed, calls the body's errbacks and fails the body, what is chained after it
+  and the chords it is a member of with ``ChordError``: :func:`fail_steps`) and then
   marks the chord done. A worker killed anywhere in between leaves its message unacked;
   the re-run counts once (dedupe) and may re-claim its own claim at once.
 """

@@ -17,6 +17,8 @@ Canvas needs two more things from a backend (both optional: the defaults raise
   publishes the body and then calls ``chord_done``, which marks the chord fired. A claim
   that is not followed by ``chord_done`` expires after ``CHORD_CLAIM_SECONDS``; the
   member that completed the header may re-claim it at once (its re-run after a crash).
+  ``chord_start`` again (the same chord sent again) begins a new run; ``chord_grow``
+  counts members a header task added (``Task.add_to_chord``).
 """
 
 from __future__ import annotations
