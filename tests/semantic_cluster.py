@@ -36,17 +36,19 @@ from {package} import Celery
 
 DIR = pathlib.Path({notes!r})
 app = Celery("semantics", broker={url!r}, backend={url!r}{extra})
+
+
+def note(name, text):
+    with (DIR / name).open("a") as f:
+        f.write(f"{{text}}\\n")
+
+
 if pkg.__name__ == "celery":
     # the test process loads several of these modules: Celery's default shared tasks
     # would all be added (colliding by name) to any Celery app finalized later
     import functools
 
     app.task = functools.partial(app.task, shared=False)
-
-
-def note(name, text):
-    with (DIR / name).open("a") as f:
-        f.write(f"{{text}}\\n")
 """
 
 COMBINATIONS = ["celery->celery", "celery->celeriac", "celeriac->celeriac"]
