@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from celeriac import states
 from celeriac._loop import run_sync
-from celeriac.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
 from celeriac.protocol import result_meta
 from celeriac.result import AsyncResult, EagerResult
 
@@ -376,20 +376,22 @@ class Task(Generic[P, R]):
     def on_replace(self, sig: Signature) -> Any:
         """Send the replacement built by :meth:`replace` (a base class may override it
         and must call this one)."""
+        from celeriac.canvas._replace import replaced  # noqa: PLC0415
+
         if self.request.is_eager:
             return sig.apply().get()
         sig.apply_async()
-        raise Ignore("Replaced by new task")
+        raise replaced()
 
     async def areplace(self, sig: Signature | dict[str, Any]) -> Any:
         """``replace`` for ``async def`` tasks: ``return await self.areplace(sig)``."""
-        from celeriac.canvas._replace import replacement  # noqa: PLC0415
+        from celeriac.canvas._replace import replaced, replacement  # noqa: PLC0415
 
         new = replacement(self, sig)
         if self.request.is_eager:
             return new.apply().get()
         await new.aapply_async()
-        raise Ignore("Replaced by new task")
+        raise replaced()
 
     def add_to_chord(self, sig: Signature | dict[str, Any], lazy: bool = False) -> Any:
         """Add ``sig`` to the chord this task is a header member of (the body then gets

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas._primitives import chain, chord, group
 from celeriac.canvas._signature import Signature, maybe_signature, signature
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import Ignore, ImproperlyConfigured
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -89,6 +89,11 @@ def replacement(task: Task[Any, Any], sig: Any) -> Signature:
     return new
 
 
+def replaced() -> Ignore:
+    """What ``replace`` raises once the replacement is sent, as Celery."""
+    return Ignore("Replaced by new task")
+
+
 def replaced_nesting(request: Context) -> int:
     """How many replacements deep the running task is (its ``replaced_task_nesting``)."""
     value = (request.headers or {}).get("replaced_task_nesting")
@@ -125,4 +130,11 @@ def accumulate(*args: Any, **kwargs: Any) -> Any:
     return args[index] if index is not None else args
 
 
-__all__ = ["ACCUMULATE", "accumulate", "chord_member", "grow_chord", "replacement"]
+__all__ = [
+    "ACCUMULATE",
+    "accumulate",
+    "chord_member",
+    "grow_chord",
+    "replaced",
+    "replacement",
+]
