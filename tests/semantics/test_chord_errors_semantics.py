@@ -89,6 +89,20 @@ def test_a_failed_header_fails_the_body_and_calls_its_errback(cluster: Cluster) 
     assert cluster.wait_lines(f"errback-{result.id}", 1) == [result.id]
 
 
+def test_a_failed_header_fails_a_group_body_member_by_member(cluster: Cluster) -> None:
+    t, pkg = cluster.tasks, cluster.pkg
+    body = pkg.group(t.xsum.s().on_error(t.errback.s()), t.collect.s())
+    result = pkg.chord([t.add.si(1, 1), t.boom.si()], body).delay()
+    with pytest.raises(KeyError):
+        result.get(timeout=10)
+    # each member stores the header task's own exception, and calls its errbacks
+    for member in result.results:
+        wait_until(lambda m=member: m.state == "FAILURE", 10, f"{member.id} FAILURE")
+        assert repr(member.result) == "KeyError('boom')"
+    first = result.results[0].id
+    assert cluster.wait_lines(f"errback-{first}", 1) == [first]
+
+
 def test_a_failed_header_fails_the_chain_that_follows(cluster: Cluster) -> None:
     t, pkg = cluster.tasks, cluster.pkg
     first = pkg.chord([t.add.si(1, 1), t.boom.si()], t.xsum.s())

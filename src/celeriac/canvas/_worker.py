@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.canvas._maps import chunks
+from celeriac.canvas._primitives import group
 from celeriac.canvas._replace import ACCUMULATE, accumulate
 from celeriac.canvas._signature import (
     SENT,
@@ -401,26 +402,31 @@ async def _chord_failed(
     cause = decode_exception(value) if isinstance(value, dict) else Exception(value)
     error = ChordError(f"Dependency {task_id} raised {cause!r}")
     logger.error("Chord %s failed: %s", body.options.get("group_id"), error)
-    ids = body.result_ids()
-    request = Context(
-        id=ids[-1] if ids else None,
-        args=list(body.args),
-        kwargs=dict(body.kwargs),
-        errbacks=body.options.get("link_error"),
-        called_directly=False,
-        group=body.options.get("group_id"),
-        root_id=body.options.get("root_id"),
-    )
     emit = Emit(app)
+    if isinstance(body, group):
+        calls, pending = _group_body_failed(app, body, cause, error, root_id, emit)
+    else:
+        ids = body.result_ids()
+        request = Context(
+            id=ids[-1] if ids else None,
+            args=list(body.args),
+            kwargs=dict(body.kwargs),
+            errbacks=body.options.get("link_error"),
+            called_directly=False,
+            group=body.options.get("group_id"),
+            root_id=body.options.get("root_id"),
+        )
+        calls = plan_errbacks(app, body.options.get("link_error"), request, error, None, emit)
+        # the body, what is chained after it and the chords it is a member of fail too
+        encoded = encode_exception(error)
+        pending = fail_steps(app, [plain(body)], states.FAILURE, encoded, None, root_id)
     # as Celery: the errbacks first, then the FAILURE of the body
-    for call in plan_errbacks(app, body.options.get("link_error"), request, error, None, emit):
+    for call in calls:
         try:
             await asyncio.to_thread(call)
         except Exception:
-            logger.exception("Errback of chord body %s raised", request.id)
+            logger.exception("Errback of the body of chord %s raised", body.options.get("group_id"))
     await emit.send(broker, backend)
-    # the body, what is chained after it and the chords it is a member of fail too
-    pending = fail_steps(app, [plain(body)], states.FAILURE, encode_exception(error), None, root_id)
     if pending.metas:
         await backend.store_many(pending.metas)
     if pending.parts:
@@ -429,6 +435,65 @@ async def _chord_failed(
         for claim in claims:
             outer, outer_root = members[(claim.group_id, claim.token)]
             await _fire(app, claim, outer, outer_root, broker, backend)
+
+
+def _group_body_failed(
+    app: Celeriac,
+    body: group,
+    cause: BaseException,
+    error: ChordError,
+    root_id: str | None,
+    emit: Emit,
+) -> tuple[list[Callable[[], Any]], _Pending]:
+    """A group body of a failed chord fails member by member, as Celery's: each member's
+    errbacks (its own and the group's) are called with the failed header task's
+    exception, which each member and the group store as their FAILURE."""
+    calls: list[Callable[[], Any]] = []
+    own = _listed(body.options.get("link_error"))
+    encoded = encode_exception(cause)
+    ids: list[str] = []
+    for member in body.tasks:
+        task_id, errbacks = _result_errbacks(app, member)
+        if not task_id:
+            continue
+        ids.append(task_id)
+        chosen: list[Any] = []
+        for errback in (*errbacks, *own):
+            if errback not in chosen:
+                chosen.append(errback)
+        request = Context(id=task_id, errbacks=chosen, called_directly=False, root_id=root_id)
+        calls.extend(plan_errbacks(app, chosen, request, cause, None, emit))
+    if body.id:
+        ids.append(body.id)
+    pending = fail_steps(
+        app, body.options.get("chain"), states.FAILURE, encode_exception(error), None, root_id
+    )
+    ttl = result_ttl(app)
+    for task_id in ids:
+        meta = result_meta(task_id, states.FAILURE, encoded, date_done=utcnow())
+        pending.metas.append((task_id, meta, ttl))
+    return calls, pending
+
+
+def _result_errbacks(app: Celeriac, sig: Any) -> tuple[str | None, list[Any]]:
+    """The id of ``sig``'s result and the errbacks linked to it (a chord's: its body's
+    and its own; a group's: its own and its members')."""
+    sig = signature(sig, app=app)
+    errbacks: list[Any] = []
+    while sig.subtask_type == "chord" and sig.kwargs.get("body") is not None:
+        errbacks.extend(_listed(sig.options.get("link_error")))
+        sig = signature(sig.kwargs["body"], app=app)
+    errbacks.extend(_listed(sig.options.get("link_error")))
+    if sig.subtask_type == "group":
+        for task in sig.kwargs.get("tasks") or ():
+            errbacks.extend(_result_errbacks(app, task)[1])
+    return sig.id, errbacks
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # -- built-in tasks ------------------------------------------------------------------
