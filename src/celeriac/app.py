@@ -439,6 +439,7 @@ class Celeriac:
             serializer=serializer,
             queue=queue,
             now=now,
+            replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
         )
         not_before = eta.timestamp() if eta is not None and eta > now else None
         return queue, message, int(priority or 0), not_before

@@ -393,6 +393,54 @@ class Task(Generic[P, R]):
 
         return chunks(self.s(), it, n, app=self.app)
 
+    def replace(self, sig: Signature | dict[str, Any]) -> Any:
+        """Hand this task's place to ``sig`` (a task, group, chain or chord signature):
+        it inherits the task id, callbacks, errbacks, chain, group and chord membership,
+        so the caller gets its result. Sends it and raises ``Ignore`` (nothing after
+        ``replace`` runs; write ``return self.replace(...)``); eagerly, runs it and
+        returns its value."""
+        from celeriac.canvas._replace import replacement  # noqa: PLC0415
+
+        return self.on_replace(replacement(self, sig))
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Send the replacement built by :meth:`replace` (a base class may override it
+        and must call this one)."""
+        from celeriac.canvas._replace import replaced  # noqa: PLC0415
+
+        if self.request.is_eager:
+            return sig.apply().get()
+        sig.apply_async()
+        raise replaced()
+
+    async def areplace(self, sig: Signature | dict[str, Any]) -> Any:
+        """``replace`` for ``async def`` tasks: ``return await self.areplace(sig)``."""
+        from celeriac.canvas._replace import replaced, replacement  # noqa: PLC0415
+
+        new = replacement(self, sig)
+        if self.request.is_eager:
+            return new.apply().get()
+        await new.aapply_async()
+        raise replaced()
+
+    def add_to_chord(self, sig: Signature | dict[str, Any], lazy: bool = False) -> Any:
+        """Add ``sig`` to the chord this task is a header member of (the body then gets
+        its result too); sends it and returns its result, or with ``lazy`` returns the
+        signature for the caller to send. ``ValueError`` outside a chord."""
+        from celeriac.canvas._replace import chord_member, grow_chord  # noqa: PLC0415
+
+        new = chord_member(self, sig)
+        run_sync(grow_chord(self.app, str(self.request.group)))
+        return new if lazy else new.delay()
+
+    async def aadd_to_chord(self, sig: Signature | dict[str, Any], lazy: bool = False) -> Any:
+        """``add_to_chord`` for ``async def`` tasks."""
+        from celeriac.canvas._replace import chord_member, grow_chord  # noqa: PLC0415
+
+        new = chord_member(self, sig)
+        await grow_chord(self.app, str(self.request.group))
+        return new if lazy else await new.adelay()
+
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, task_name=self.name, app=self.app)
 

@@ -141,6 +141,11 @@ class chain(_TaskList):
             for k, v in (("group_id", group_id), ("chord", chord), ("group_index", group_index))
             if v is not None
         }
+        if leaf.get("chord") is not None and isinstance(self.tasks[-1], group):
+            # a chain ending in a group, in a chord header: the group's results are one
+            # member's value (as Celery's), through a chord of their own
+            accumulate = Signature("celery.accumulate", (), {"index": 0}, app=self._app)
+            self.tasks[-1] = _chord(self.tasks[-1], body=accumulate, app=self._app)
         if leaf:
             self.tasks[-1].set_leaf(plain(leaf))
         previous: ResultBase | None = None
@@ -260,6 +265,7 @@ class group(_TaskList):
     ) -> ResultBase:
         gid = _id or self.options.get("task_id") or new_id()
         self.options["task_id"] = gid
+        self.kwargs["tasks"] = _flat(self.tasks)
         results = [
             task.freeze(group_id=gid, group_index=i, root_id=root_id)
             for i, task in enumerate(self.tasks)
@@ -296,8 +302,9 @@ class group(_TaskList):
         for errback in errbacks:
             self.link_error(errback)
         gid = opts.pop("task_id", None) or new_id()
+        self.kwargs["tasks"] = _flat(self.tasks)
         results = [
-            task._build(emit, args, kwargs, {**opts, "group_id": gid, "group_index": i})
+            task._build(emit, args, kwargs, {**opts, **_place(task, gid, i)})
             for i, task in enumerate(self.tasks)
         ]
         return GroupResult(gid, results, app=emit.app)
@@ -310,8 +317,28 @@ class group(_TaskList):
     ) -> Any:
         gid = options.get("task_id") or self.options.get("task_id") or new_id()
         partial_args, partial_kwargs = _partial(self, args or (), kwargs or {})
-        results = [task.apply(partial_args, partial_kwargs) for task in self.tasks]
+        results = [task.apply(partial_args, partial_kwargs) for task in _flat(self.tasks)]
         return GroupResult(gid, results, app=self.app)
+
+
+def _flat(tasks: list[Signature]) -> list[Signature]:
+    """A group's members with nested groups' members in their place (as Celery: the
+    tasks of a group in a group run as members of the outer one)."""
+    members: list[Signature] = []
+    for task in tasks:
+        members.extend(_flat(task.tasks) if isinstance(task, group) else [task])
+    return members
+
+
+def _place(task: Signature, group_id: str, index: int) -> dict[str, Any]:
+    """A group member's group id and index. A member frozen into a chord of its own
+    keeps its place (as Celery's immutable ``group_id``): Celery's client sends a chain
+    that ends in a group, in a chord header, as that group's members counted in the
+    outer chord."""
+    own = task.options
+    if own.get("chord") is not None and own.get("group_id"):
+        return {"group_id": own["group_id"], "group_index": own.get("group_index", index)}
+    return {"group_id": group_id, "group_index": index}
 
 
 def _header_members(header: Signature) -> list[Signature]:
@@ -518,5 +545,7 @@ class chord(Signature):
         _top(result).parent = header_result
         return result
 
+
+_chord = chord  # for the methods whose ``chord`` argument hides the class
 
 __all__ = ["chain", "chord", "group"]

@@ -16,7 +16,8 @@ of canvas), with two hooks:
   sizes of chords the batch's tasks started, then joins the chord members of the batch
   through ``backend.chord_join``: one atomic call that dedupes re-run members, counts, and
   hands a complete header to exactly one worker, which sends the body (or, when a header
-  task failed, marks the body FAILURE with ``ChordError`` and calls its errbacks) and then
+  task failed, calls the body's errbacks and fails the body, what is chained after it
+  and the chords it is a member of with ``ChordError``: :func:`fail_steps`) and then
   marks the chord done. A worker killed anywhere in between leaves its message unacked;
   the re-run counts once (dedupe) and may re-claim its own claim at once.
 """
@@ -36,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.canvas._maps import chunks
+from celeriac.canvas._primitives import group
+from celeriac.canvas._replace import ACCUMULATE, accumulate
 from celeriac.canvas._signature import (
     SENT,
     Emit,
@@ -160,31 +163,45 @@ def _chain_failed(
 ) -> _Pending:
     """The rest of a failed chain will not run: store the failure for each step (so a
     caller waiting on the last one gets it) and count steps that are chord members."""
+    encoded = outcome.meta["result"] if outcome.meta else encode_exception(exc)
+    state = outcome.state or states.FAILURE
+    return fail_steps(app, request.chain, state, encoded, outcome.traceback, request.root_id)
+
+
+def fail_steps(
+    app: Celeriac,
+    steps: Any,
+    state: str,
+    encoded: Any,
+    traceback: str | None,
+    root_id: str | None,
+) -> _Pending:
+    """What failing ``steps`` (signature dicts that will not run now) takes, as Celery's
+    ``_fail_chain``: a stored failure for each one's id and the results its callers wait
+    on, a chord part for each chord member; a chord step's body, the steps of a chain
+    and the steps chained after each one fail with it (so nothing waits forever)."""
     pending = _Pending()
     ttl = result_ttl(app)
-    encoded = outcome.meta["result"] if outcome.meta else encode_exception(exc)
-    for item in request.chain or ():
-        step = signature(item, app=app)
-        for task_id in step.result_ids():
-            meta = result_meta(
-                task_id,
-                outcome.state or states.FAILURE,
-                encoded,
-                traceback=outcome.traceback,
-                date_done=utcnow(),
-            )
-            pending.metas.append((task_id, meta, ttl))
+    todo = collections.deque(steps if isinstance(steps, (list, tuple)) else ())
+    seen: set[str] = set()
+    while todo:
+        step = signature(todo.popleft(), app=app)
         opts = step.options
-        part = _part(
-            opts.get("chord"),
-            opts.get("group_id"),
-            opts.get("group_index"),
-            step.id,
-            outcome.state or states.FAILURE,
-            encoded,
-        )
+        for task_id in dict.fromkeys([*([step.id] if step.id else []), *step.result_ids()]):
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            meta = result_meta(task_id, state, encoded, traceback=traceback, date_done=utcnow())
+            pending.metas.append((task_id, meta, ttl))
+        where = (opts.get("chord"), opts.get("group_id"), opts.get("group_index"))
+        part = _part(*where, step.id, state, encoded)
         if part is not None:
-            pending.parts.append((*part, request.root_id))
+            pending.parts.append((*part, root_id))
+        if step.subtask_type == "chord":
+            todo.append(step.kwargs.get("body"))
+        elif step.subtask_type == "chain":
+            todo.extend(step.kwargs.get("tasks") or ())
+        todo.extend(opts.get("chain") or ())
     return pending
 
 
@@ -339,23 +356,55 @@ async def _fire(
         failed = next((r for r in claim.results if r[1] in states.PROPAGATE_STATES), None)
         if failed is None:
             emit = Emit(app)
-            values = [value for _, _, value in claim.results]
+            values = await _header_values(claim, backend)
             options = {"parent_id": claim.token, "root_id": root_id or claim.token}
             body._build(emit, (values,), {}, options)
             await emit.send(broker, backend)
             logger.info("Chord %s complete: sent %s", claim.group_id, body.task)
         else:
-            await _chord_failed(app, body, failed, broker, backend)
+            await _chord_failed(app, body, failed, root_id, broker, backend)
         _FIRED[key] = None
         while len(_FIRED) > _FIRED_MAX:
             _FIRED.popitem(last=False)
     await backend.chord_done(claim.group_id, claim.token)
+    # done: the backend ignores late duplicates now, and the same chord sent again (a
+    # re-applied frozen chord: same ids) is a new run that must fire again
+    _FIRED.pop(key, None)
+
+
+async def _header_values(claim: ChordClaim, backend: ResultBackend) -> list[Any]:
+    """The values a chord body gets: the header's results in order, or, when the
+    producer saved the header's shape (Celery's client does for a header with a group
+    inside, as a chain ending in one), nested as that shape."""
+    values = [value for _, _, value in claim.results]
+    try:
+        saved = await backend.restore_group(claim.group_id)
+    except NotImplementedError:
+        return values
+    tree = saved.get("result") if saved else None
+    if not isinstance(tree, list) or len(tree) != 2 or not isinstance(tree[1], list):
+        return values
+    by_id = {task_id: value for task_id, _, value in claim.results}
+    try:
+        return [_shaped(node, by_id) for node in tree[1]]
+    except (KeyError, TypeError, ValueError, IndexError):
+        logger.warning("Chord %s: its saved header does not match its parts", claim.group_id)
+        return values
+
+
+def _shaped(node: Any, by_id: dict[str, Any]) -> Any:
+    """One node of a saved result tuple (``[[id, parent], members-or-None]``) as values."""
+    (task_id, _), members = node
+    if members is None:
+        return by_id[task_id]
+    return [_shaped(member, by_id) for member in members]
 
 
 async def _chord_failed(
     app: Celeriac,
     body: Signature,
     failed: tuple[str, str, Any],
+    root_id: str | None,
     broker: Broker,
     backend: ResultBackend,
 ) -> None:
@@ -363,28 +412,98 @@ async def _chord_failed(
     cause = decode_exception(value) if isinstance(value, dict) else Exception(value)
     error = ChordError(f"Dependency {task_id} raised {cause!r}")
     logger.error("Chord %s failed: %s", body.options.get("group_id"), error)
-    ids = body.result_ids()
-    request = Context(
-        id=ids[-1] if ids else None,
-        args=list(body.args),
-        kwargs=dict(body.kwargs),
-        errbacks=body.options.get("link_error"),
-        called_directly=False,
-        group=body.options.get("group_id"),
-        root_id=body.options.get("root_id"),
-    )
     emit = Emit(app)
+    if isinstance(body, group):
+        calls, pending = _group_body_failed(app, body, cause, error, root_id, emit)
+    else:
+        ids = body.result_ids()
+        request = Context(
+            id=ids[-1] if ids else None,
+            args=list(body.args),
+            kwargs=dict(body.kwargs),
+            errbacks=body.options.get("link_error"),
+            called_directly=False,
+            group=body.options.get("group_id"),
+            root_id=body.options.get("root_id"),
+        )
+        calls = plan_errbacks(app, body.options.get("link_error"), request, error, None, emit)
+        # the body, what is chained after it and the chords it is a member of fail too
+        encoded = encode_exception(error)
+        pending = fail_steps(app, [plain(body)], states.FAILURE, encoded, None, root_id)
     # as Celery: the errbacks first, then the FAILURE of the body
-    for call in plan_errbacks(app, body.options.get("link_error"), request, error, None, emit):
+    for call in calls:
         try:
             await asyncio.to_thread(call)
         except Exception:
-            logger.exception("Errback of chord body %s raised", request.id)
+            logger.exception("Errback of the body of chord %s raised", body.options.get("group_id"))
     await emit.send(broker, backend)
-    ttl, encoded = result_ttl(app), encode_exception(error)
-    await backend.store_many(
-        [(i, result_meta(i, states.FAILURE, encoded, date_done=utcnow()), ttl) for i in ids]
+    if pending.metas:
+        await backend.store_many(pending.metas)
+    if pending.parts:
+        members = {(p.group_id, p.task_id): (b, root) for p, b, _, root in pending.parts}
+        claims = await backend.chord_join([p for p, _, _, _ in pending.parts], result_ttl(app))
+        for claim in claims:
+            outer, outer_root = members[(claim.group_id, claim.token)]
+            await _fire(app, claim, outer, outer_root, broker, backend)
+
+
+def _group_body_failed(
+    app: Celeriac,
+    body: group,
+    cause: BaseException,
+    error: ChordError,
+    root_id: str | None,
+    emit: Emit,
+) -> tuple[list[Callable[[], Any]], _Pending]:
+    """A group body of a failed chord fails member by member, as Celery's: each member's
+    errbacks (its own and the group's) are called with the failed header task's
+    exception, which each member and the group store as their FAILURE."""
+    calls: list[Callable[[], Any]] = []
+    own = _listed(body.options.get("link_error"))
+    encoded = encode_exception(cause)
+    ids: list[str] = []
+    for member in body.tasks:
+        task_id, errbacks = _result_errbacks(app, member)
+        if not task_id:
+            continue
+        ids.append(task_id)
+        chosen: list[Any] = []
+        for errback in (*errbacks, *own):
+            if errback not in chosen:
+                chosen.append(errback)
+        request = Context(id=task_id, errbacks=chosen, called_directly=False, root_id=root_id)
+        calls.extend(plan_errbacks(app, chosen, request, cause, None, emit))
+    if body.id:
+        ids.append(body.id)
+    pending = fail_steps(
+        app, body.options.get("chain"), states.FAILURE, encode_exception(error), None, root_id
     )
+    ttl = result_ttl(app)
+    for task_id in ids:
+        meta = result_meta(task_id, states.FAILURE, encoded, date_done=utcnow())
+        pending.metas.append((task_id, meta, ttl))
+    return calls, pending
+
+
+def _result_errbacks(app: Celeriac, sig: Any) -> tuple[str | None, list[Any]]:
+    """The id of ``sig``'s result and the errbacks linked to it (a chord's: its body's
+    and its own; a group's: its own and its members')."""
+    sig = signature(sig, app=app)
+    errbacks: list[Any] = []
+    while sig.subtask_type == "chord" and sig.kwargs.get("body") is not None:
+        errbacks.extend(_listed(sig.options.get("link_error")))
+        sig = signature(sig.kwargs["body"], app=app)
+    errbacks.extend(_listed(sig.options.get("link_error")))
+    if sig.subtask_type == "group":
+        for task in sig.kwargs.get("tasks") or ():
+            errbacks.extend(_result_errbacks(app, task)[1])
+    return sig.id, errbacks
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # -- built-in tasks ------------------------------------------------------------------
@@ -406,6 +525,7 @@ def _builtins(app: Celeriac) -> None:
         return plain(chunks(task, it, n, app=app).apply_async().as_tuple())
 
     for name, fn in (
+        (ACCUMULATE, accumulate),
         ("celery.map", map_task),
         ("celery.starmap", starmap_task),
         ("celery.chunks", chunks_task),
@@ -420,4 +540,4 @@ def install(app: Celeriac) -> None:
     _builtins(app)
 
 
-__all__ = ["CanvasMiddleware", "install", "plan_errbacks", "settle"]
+__all__ = ["CanvasMiddleware", "fail_steps", "install", "plan_errbacks", "settle"]

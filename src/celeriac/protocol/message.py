@@ -139,6 +139,7 @@ def build_task_message(
     exchange: str = "",
     now: datetime | None = None,
     origin: str | None = None,
+    replaced_task_nesting: int = 0,
 ) -> Message:
     """Build a protocol v2 task message, with every header Celery 5 sends."""
     task_id = task_id or new_id()
@@ -161,7 +162,7 @@ def build_task_message(
         "kwargsrepr": safe_repr(kwargs),
         "origin": origin or origin_name(),
         "ignore_result": ignore_result,
-        "replaced_task_nesting": 0,
+        "replaced_task_nesting": replaced_task_nesting,
         "stamped_headers": None,
         "stamps": {},
     }

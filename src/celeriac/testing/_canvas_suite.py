@@ -18,7 +18,7 @@ from celeriac.transports.backend import ChordClaim, ChordPart, ResultBackend
 #: The optional parts, by name: the methods a backend overrides to offer each.
 BACKEND_PARTS: dict[str, tuple[str, ...]] = {
     "groups": ("save_group", "restore_group", "forget_group"),
-    "chord counters": ("chord_start", "chord_join", "chord_done"),
+    "chord counters": ("chord_start", "chord_join", "chord_done", "chord_grow"),
     "replies": ("store_replies",),  # with ``needs_reply_to``
 }
 
@@ -123,6 +123,37 @@ class ChordCounterConformance:
                 assert _results(again) == _results(first) == _expected(gid, 2)
                 await backend.chord_done(gid, again.token)
                 assert await backend.chord_join([_part(gid, 1)], 60.0) == []
+
+        run(main())
+
+    def test_a_chord_started_again_is_a_new_run(self, backend_factory: BackendFactory) -> None:
+        gid = str(uuid.uuid4())  # a frozen chord applied twice: the same ids
+
+        async def main() -> None:
+            async with opened(backend_factory()) as backend:
+                for _ in range(2):
+                    await backend.chord_start(gid, 2, 60.0)
+                    assert await backend.chord_join([_part(gid, 0)], 60.0) == []
+                    (claim,) = await backend.chord_join([_part(gid, 1)], 60.0)
+                    assert _results(claim) == _expected(gid, 2)
+                    await backend.chord_done(gid, claim.token)
+                    assert await backend.chord_join([_part(gid, 1)], 60.0) == []
+
+        run(main())
+
+    def test_a_grown_chord_waits_for_its_added_members(
+        self, backend_factory: BackendFactory
+    ) -> None:
+        gid = str(uuid.uuid4())
+
+        async def main() -> None:
+            async with opened(backend_factory()) as backend:
+                await backend.chord_start(gid, 2, 60.0)
+                await backend.chord_grow(gid, 1)  # Task.add_to_chord in a member
+                assert await backend.chord_join([_part(gid, 0), _part(gid, 1)], 60.0) == []
+                (claim,) = await backend.chord_join([_part(gid, 2)], 60.0)
+                assert _results(claim) == _expected(gid, 3)
+                await backend.chord_done(gid, claim.token)
 
         run(main())
 

@@ -11,9 +11,11 @@ Canvas needs two more things from a backend (both optional: the defaults raise
 * saved group results (``GroupResult.save``/``restore``): Celery's
   ``{"result": [[group_id, null], [member tuples]]}`` under the group id;
 * chord joins: ``chord_start`` records the header size (the producer calls it before
-  publishing the header), ``chord_join`` atomically records finished header tasks (a
-  member counted twice, by a re-run after a lost worker, counts once) and hands the
-  ordered results of a complete header to exactly one caller with a *claim*; that caller
+  publishing the header; for the same chord sent again it begins a new run;
+  ``chord_grow`` counts members a header task added), ``chord_join`` atomically
+  records finished header tasks (a member counted twice, by a re-run after a lost
+  worker, counts once) and hands the ordered results of a complete header to exactly
+  one caller with a *claim*; that caller
   publishes the body and then calls ``chord_done``, which marks the chord fired. A claim
   that is not followed by ``chord_done`` expires after ``CHORD_CLAIM_SECONDS``; the
   member that completed the header may re-claim it at once (its re-run after a crash).
@@ -154,6 +156,11 @@ class ResultBackend(abc.ABC):
     async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
         """Record the header size of chord ``group_id`` (before its header is sent)."""
         raise self._unsupported("join chords")
+
+    async def chord_grow(self, group_id: str, count: int) -> None:
+        """Count ``count`` more header members for chord ``group_id``
+        (``Task.add_to_chord``)."""
+        raise self._unsupported("add tasks to a chord")
 
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         """Atomically record finished header tasks (each ``(task_id, index)`` once) and

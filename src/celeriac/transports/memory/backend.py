@@ -39,6 +39,7 @@ class _Chord:
     """One chord's join state: parts by ``(task_id, index)`` as JSON text."""
 
     size: int | None = None
+    extra: int = 0  # members added by Task.add_to_chord
     parts: dict[tuple[str, int], str] = field(default_factory=dict)
     claim: str | None = None  # a claimer's token, or "done"
     claim_expires: float = 0.0
@@ -70,7 +71,7 @@ class _Store:
         chord.expires = None if ttl is None else now + ttl
         if chord.size is None:
             chord.size = part.size
-        if chord.size is None or len(chord.parts) < chord.size:
+        if chord.size is None or len(chord.parts) < chord.size + chord.extra:
             return None
         if chord.claim not in (None, part.task_id) and chord.claim_expires > now:
             return None
@@ -212,6 +213,13 @@ class MemoryBackend(ResultBackend):
             chord = store.chord(group_id, now)
             chord.size = size
             chord.expires = None if ttl is None else now + ttl
+            if chord.claim == "done":  # a re-applied frozen chord: a new run
+                chord.claim = None
+
+    async def chord_grow(self, group_id: str, count: int) -> None:
+        store = self._store()
+        with store.lock:
+            store.chord(group_id, time.time()).extra += count
 
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         store = self._store()
@@ -230,7 +238,7 @@ class MemoryBackend(ResultBackend):
         with store.lock:
             chord = store.chords.get(group_id)
             if chord is not None and chord.claim == token:
-                chord.claim, chord.parts = "done", {}
+                chord.claim, chord.parts, chord.extra = "done", {}, 0
                 chord.expires = now + CHORD_DONE_SECONDS
 
     async def wait(

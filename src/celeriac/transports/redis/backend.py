@@ -297,10 +297,14 @@ class RedisBackend(ResultBackend):
         await self._command("DEL", self.group_prefix + group_id)
 
     async def chord_start(self, group_id: str, size: int, ttl: float | None) -> None:
-        ex = _whole_seconds(ttl)
-        await self._command(
-            "SET", f"{self.group_prefix}{group_id}.s", size, *(() if ex is None else ("EX", ex))
+        # as Celery: a re-applied frozen chord reuses its group id but is a new run
+        ex, key = _whole_seconds(ttl), f"{self.group_prefix}{group_id}"
+        await self._transaction(
+            [("DEL", f"{key}.c"), ("SET", f"{key}.s", size, *(() if ex is None else ("EX", ex)))]
         )
+
+    async def chord_grow(self, group_id: str, count: int) -> None:
+        await self._command("INCRBY", f"{self.group_prefix}{group_id}.t", count)
 
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         if not parts:

@@ -159,6 +159,13 @@ class SQLiteBackend(ResultBackend):
             return None
         return row
 
+    async def chord_grow(self, group_id: str, count: int) -> None:
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            params = {"group_id": group_id, "count": count}
+            if not conn.execute(self._cq["chord_grow"], params).rowcount:
+                raise BackendError(f"chord {group_id} was not started: cannot add to it")
+
     async def chord_join(self, parts: Sequence[ChordPart], ttl: float | None) -> list[ChordClaim]:
         """One write transaction for the whole batch; see ``ResultBackend.chord_join``."""
         now = time.time()

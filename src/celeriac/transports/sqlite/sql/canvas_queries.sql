@@ -24,9 +24,12 @@ DELETE FROM celeriac_chord_parts WHERE group_id = :group_id;
 DELETE FROM celeriac_chords WHERE group_id = :group_id;
 
 -- name: chord_start
+-- A chord sent again with the same group id (a re-applied frozen chord) is a new run:
+-- its 'done' mark goes.
 INSERT INTO celeriac_chords (group_id, size, expires)
 VALUES (:group_id, :size, :expires)
-ON CONFLICT (group_id) DO UPDATE SET size = excluded.size, expires = excluded.expires;
+ON CONFLICT (group_id) DO UPDATE SET size = excluded.size, expires = excluded.expires,
+  claim = CASE WHEN claim = 'done' THEN NULL ELSE claim END;
 
 -- name: chord_touch
 -- Create the row on the first part (size from the message), refresh its expiry.
@@ -34,6 +37,11 @@ INSERT INTO celeriac_chords (group_id, size, expires)
 VALUES (:group_id, :size, :expires)
 ON CONFLICT (group_id) DO UPDATE
 SET size = coalesce(celeriac_chords.size, excluded.size), expires = excluded.expires;
+
+-- name: chord_grow
+-- Task.add_to_chord: the header has more members than the producer sent.
+UPDATE celeriac_chords SET size = size + :count
+WHERE group_id = :group_id AND size IS NOT NULL;
 
 -- name: chord_add_part
 INSERT INTO celeriac_chord_parts (group_id, task_id, idx, part)
