@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import importlib
 import re
 import threading
@@ -47,6 +48,7 @@ from celeriac.transports import (
 from celeriac.transports.tls import apply_tls
 
 if TYPE_CHECKING:
+    from celeriac._backend_api import BackendAPI
     from celeriac.control import Control
 
 P = ParamSpec("P")
@@ -301,6 +303,13 @@ class Celeriac:
         ``app.close()``); they reopen on next use."""
         close_sync(self)
         run_sync(self.close_clients())
+
+    @functools.cached_property
+    def backend(self) -> BackendAPI:
+        """Celery's ``app.backend``: the result backend's calls, sync (``_backend_api``)."""
+        from celeriac._backend_api import BackendAPI  # noqa: PLC0415
+
+        return BackendAPI(self)
 
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
         return await (await self.get_backend()).get(task_id)

@@ -81,6 +81,11 @@ class AsyncResult(ResultBase, Generic[R]):
 
     task_id = property(lambda self: self.id)
 
+    @property
+    def backend(self) -> Any:
+        """The app's result backend (``app.backend``), as Celery's."""
+        return self.app.backend
+
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
 

@@ -20,7 +20,7 @@ Canvas needs two more things from a backend (both optional: the defaults raise
 
 Celery's key-value calls on ``app.backend`` (``get``/``set``/``delete``) need a third,
 optional part: ``kv_get``/``kv_set``/``kv_delete`` keep raw bytes under a key of the
-caller's (with an expiry), in the backend's own namespace (``global_keyprefix`` applies);
+caller's (with an expiry; on Redis, as in Celery, ``global_keyprefix`` does not apply);
 and ``client()`` may give the store's own client library, as Celery's ``backend.client``.
 """
 

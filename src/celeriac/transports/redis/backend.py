@@ -335,16 +335,18 @@ class RedisBackend(ResultBackend):
             )
 
     # -- raw key values ----------------------------------------------------------
+    # As Celery's Redis backend, raw keys are the caller's: ``global_keyprefix`` is not
+    # applied to them (so each reads what the other wrote).
     async def kv_get(self, key: str) -> bytes | None:
-        raw = await self._command("GET", self.global_prefix + key)
+        raw = await self._command("GET", key)
         return None if raw is None else (raw if isinstance(raw, bytes) else str(raw).encode())
 
     async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
         expiry = () if ttl is None else ("PX", max(1, round(ttl * 1000)))
-        await self._command("SET", self.global_prefix + key, value, *expiry)
+        await self._command("SET", key, value, *expiry)
 
     async def kv_delete(self, key: str) -> None:
-        await self._command("DEL", self.global_prefix + key)
+        await self._command("DEL", key)
 
     def client(self) -> Any:
         """A redis-py client of this server (``pip install redis``), as Celery's
