@@ -25,6 +25,7 @@ from typing import (
     overload,
 )
 
+from celeriac._arguments import check_arguments
 from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._shared_task import _SharedTask
@@ -250,9 +251,14 @@ class Celeriac:
             module = self.main
         return f"{module}.{name}"
 
-    def register_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
-        self.tasks[task.name] = task
-        return task
+    def register_task(self, task: Any, **options: Any) -> Task[Any, Any]:
+        """Register a class-based task (an instance of a ``Task`` subclass defining
+        ``run``, or the class); named after its class when it has no ``name``."""
+        from celeriac.task import register_class_task  # noqa: PLC0415
+
+        registered = register_class_task(self, task, options)
+        self.tasks[registered.name] = registered
+        return registered
 
     # -- clients ------------------------------------------------------------
     def _clients_for_loop(self) -> _Clients:
@@ -343,6 +349,7 @@ class Celeriac:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name (it need not be registered here)."""
+        options.setdefault("_unchecked", "_task" not in options)  # as Celery: by name, unchecked
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         publisher = sync_publisher(self)
         if publisher is None:
@@ -360,6 +367,7 @@ class Celeriac:
         **options: Any,
     ) -> AsyncResult[Any]:
         """``send_task`` for asyncio code."""
+        options.setdefault("_unchecked", "_task" not in options)
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         await self._publish(queue, message, priority, not_before)
         return self._result_of(name, message)
@@ -397,6 +405,8 @@ class Celeriac:
         task: Task[Any, Any] | None = options.pop("_task", None) or self.tasks.get(name)
         args = list(args or ())
         kwargs = dict(kwargs or {})
+        if task is not None and not options.pop("_unchecked", False):
+            check_arguments(task, args, kwargs)  # typing=True: TypeError now, as Celery
         now = utcnow()
         eta = _as_utc(options.get("eta"))
         countdown = options.get("countdown")
