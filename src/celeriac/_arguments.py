@@ -6,8 +6,9 @@ Celery calls a stand-in of the task function with the arguments before it publis
 check covers ``delay``/``apply_async``, signatures and the first task of chains, groups
 and chords (the tasks made with ``@app.task``); it skips ``send_task``, ``apply`` (run
 here, the failure is the result), ``typing=False`` tasks, and class-based tasks (their
-``run`` is not checked). The stand-in here is a function with the same parameters
-(without the bound ``self``) and an empty body, so Python itself words the error.
+``run`` is not checked). The stand-in here is a function with the same parameters and
+an empty body, so Python itself words the error (a bound task's ``self`` counted; a
+positional-only parameter may be given by name, as Celery's check lets it).
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ if TYPE_CHECKING:
 _STUBS: weakref.WeakKeyDictionary[type, Callable[..., None] | None] = weakref.WeakKeyDictionary()
 
 
-def _stub(fn: Callable[..., Any], bound: bool) -> Callable[..., None] | None:
+def _stub(fn: Callable[..., Any]) -> Callable[..., None] | None:
     """A function with ``fn``'s parameters and an empty body (None: not expressible)."""
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return None
-    if bound:
-        params = params[1:]
     namespace: dict[str, Any] = {}
     text: list[str] = []
     star_done = False
@@ -50,11 +49,7 @@ def _stub(fn: Callable[..., Any], bound: bool) -> Callable[..., None] | None:
         if param.default is not param.empty:
             namespace[f"_default_{index}"] = param.default
             item += f"=_default_{index}"
-        text.append(item)
-        if kind is param.POSITIONAL_ONLY and (
-            index + 1 == len(params) or params[index + 1].kind is not param.POSITIONAL_ONLY
-        ):
-            text.append("/")
+        text.append(item)  # positional-only parameters too: Celery's check lets them by name
     name = fn.__name__ if fn.__name__.isidentifier() else "task"
     source = f"def {name}({', '.join(text)}):\n    return None\n"
     try:
@@ -74,12 +69,15 @@ def check_arguments(task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str,
     if cls not in _STUBS:
         fn = cls.__dict__.get("_fn")
         function = getattr(fn, "__func__", fn)
-        _STUBS[cls] = _stub(function, bool(task.bind)) if callable(function) else None
+        _STUBS[cls] = _stub(function) if callable(function) else None
     stub = _STUBS[cls]
     if stub is None:
         return
     try:
-        stub(*args, **kwargs)
+        if task.bind:  # the bound ``self`` counts in Python's words, as in Celery's
+            stub(task, *args, **kwargs)
+        else:
+            stub(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(str(exc)) from None
 

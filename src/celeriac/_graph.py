@@ -33,9 +33,9 @@ class DependencyGraph:
             self.add_arc(node)
             self.adjacent[node].extend(children)
 
-    def edges(self) -> list[Any]:
-        """The nodes that have at least one child."""
-        return [node for node, children in self.adjacent.items() if children]
+    def edges(self) -> Iterator[Any]:
+        """The nodes that have at least one child (an iterator, as Celery's)."""
+        return (node for node, children in self.adjacent.items() if children)
 
     def valency_of(self, obj: Any) -> int:
         """How many nodes lie below ``obj`` (0 for a node not in the graph)."""
