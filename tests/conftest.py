@@ -118,6 +118,8 @@ def cluster(
             source = HEADER.format(package=package, url=url, notes=notes, extra=extra) + body
             write_module(root / side, "semtasks", source)
         module_name = f"semtasks_{client}_{uuid.uuid4().hex[:8]}"
+        finalizers = _celery_finalizers()
+        before = set(finalizers)
         tasks = load(root / "client" / "semtasks.py", module_name)
         found = Cluster(client, worker, url, root / "worker", tasks)
         try:
@@ -131,3 +133,15 @@ def cluster(
             else:
                 tasks.app.close()
             sys.modules.pop(module_name, None)
+            # Celery's tasks are shared by default: each adds itself to every app that is
+            # finalized later, which would put this module's tasks into the next
+            # module's app (a duplicate-name error there); they go with their module
+            finalizers.difference_update(set(finalizers) - before)
+
+
+def _celery_finalizers() -> set[object]:
+    """Celery's registry of shared-task callbacks run when an app is finalized."""
+    import celery._state  # noqa: PLC0415
+
+    found: set[object] = celery._state._on_app_finalizers  # type: ignore[attr-defined]
+    return found
