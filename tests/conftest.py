@@ -141,7 +141,7 @@ def cluster(
 
 def _celery_finalizers() -> set[object]:
     """Celery's registry of shared-task callbacks run when an app is finalized."""
-    import celery._state  # noqa: PLC0415
+    import celery._state
 
     found: set[object] = celery._state._on_app_finalizers  # type: ignore[attr-defined]
     return found
