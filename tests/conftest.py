@@ -151,7 +151,7 @@ def _celery_finalizers() -> set[object]:
     """Celery's registry of shared-task callbacks run when an app is finalized."""
     import celery._state
 
-    found: set[object] = celery._state._on_app_finalizers  # type: ignore[attr-defined]
+    found: set[object] = celery._state._on_app_finalizers
     return found
 
 

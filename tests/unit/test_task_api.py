@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -28,20 +28,25 @@ def apps() -> Iterator[tuple[Any, Any]]:
         ours.close()
 
 
+def _task(app: Any, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``app.task(**options)`` of either package, typed for the checker."""
+    return cast("Callable[[Callable[..., Any]], Any]", app.task(**options))
+
+
 def _calls(pkg: Any, app: Any) -> list[tuple[str, Callable[[], Any]]]:
-    @app.task(name="api.add")
+    @_task(app, name="api.add")
     def add(x: int, y: int) -> int:
         return x + y
 
-    @app.task(name="api.badd", bind=True)
+    @_task(app, name="api.badd", bind=True)
     def badd(self: Any, x: int, y: int = 2, *, z: int = 3) -> int:
         return x + y + z
 
-    @app.task(name="api.untyped", typing=False)
+    @_task(app, name="api.untyped", typing=False)
     def untyped(x: int) -> int:
         return x
 
-    @app.task(name="api.star")
+    @_task(app, name="api.star")
     def star(a: int, /, *rest: int, **named: int) -> int:
         return a
 
@@ -98,7 +103,7 @@ def test_always_eager_checks_too(apps: tuple[Any, Any]) -> None:
     for app in apps:
         app.conf.task_always_eager = True
 
-        @app.task(name="api.one")
+        @_task(app, name="api.one")
         def one(x: int) -> int:
             return x
 
@@ -108,17 +113,17 @@ def test_always_eager_checks_too(apps: tuple[Any, Any]) -> None:
 
 
 def _class_tasks(pkg: Any, app: Any) -> list[Any]:
-    class Mine(pkg.Task):  # type: ignore[misc, name-defined]
+    class Mine(pkg.Task):  # type: ignore[misc]
         name = "custom.mine"
 
         def run(self, x: int, y: int = 2) -> int:
             return x + y
 
-    class Unnamed(pkg.Task):  # type: ignore[misc, name-defined]
+    class Unnamed(pkg.Task):  # type: ignore[misc]
         def run(self, x: int) -> int:
             return x * 10
 
-    class Free(pkg.Task):  # type: ignore[misc, name-defined]
+    class Free(pkg.Task):  # type: ignore[misc]
         name = "custom.free"
 
         def run(self) -> None:
@@ -181,7 +186,7 @@ def test_graph_of_an_eager_result_is_the_result_alone(apps: tuple[Any, Any]) -> 
     """``graph`` of a result without children: one node, no edges (as Celery's)."""
     for app in apps:
 
-        @app.task(name="api.leaf")
+        @_task(app, name="api.leaf")
         def leaf() -> int:
             return 1
 
