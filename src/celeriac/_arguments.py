@@ -6,9 +6,13 @@ Celery calls a stand-in of the task function with the arguments before it publis
 check covers ``delay``/``apply_async``, signatures and the first task of chains, groups
 and chords (the tasks made with ``@app.task``); it skips ``send_task``, ``apply`` (run
 here, the failure is the result), ``typing=False`` tasks, and class-based tasks (their
-``run`` is not checked). The stand-in here is a function with the same parameters and
-an empty body, so Python itself words the error (a bound task's ``self`` counted; a
-positional-only parameter may be given by name, as Celery's check lets it).
+``run`` is not checked). The follow-ups a worker sends for a finished task (callbacks,
+the next chain step, a chord body: they carry its ``parent_id``) are not checked here,
+so a mismatch fails the next task on its worker instead of losing the message.
+
+The stand-in is a function with the same parameters and an empty body, so Python itself
+words the error (a bound task's ``self`` counted; a positional-only parameter may be
+given by name, as Celery's check lets it).
 """
 
 from __future__ import annotations
@@ -82,4 +86,13 @@ def check_arguments(task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str,
         raise TypeError(str(exc)) from None
 
 
-__all__ = ["check_arguments"]
+def check_sent(
+    task: Task[Any, Any] | None, args: Sequence[Any], kwargs: dict[str, Any], options: Any
+) -> None:
+    """The check of ``app._prepare``: for a registered task, unless sent by name
+    (``_unchecked``, popped here) or a worker's follow-up (a ``parent_id``)."""
+    if not options.pop("_unchecked", False) and task is not None and "parent_id" not in options:
+        check_arguments(task, args, kwargs)
+
+
+__all__ = ["check_arguments", "check_sent"]

@@ -25,7 +25,8 @@ from typing import (
     overload,
 )
 
-from celeriac._arguments import check_arguments
+from celeriac._arguments import check_sent
+from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._shared_task import _SharedTask
@@ -49,7 +50,6 @@ from celeriac.transports import (
 from celeriac.transports.tls import apply_tls
 
 if TYPE_CHECKING:
-    from celeriac._backend_api import BackendAPI
     from celeriac.control import Control
 
 P = ParamSpec("P")
@@ -252,8 +252,7 @@ class Celeriac:
         return f"{module}.{name}"
 
     def register_task(self, task: Any, **options: Any) -> Task[Any, Any]:
-        """Register a class-based task (an instance of a ``Task`` subclass defining
-        ``run``, or the class); named after its class when it has no ``name``."""
+        """Register a class-based task (a ``Task`` subclass's instance, or the class)."""
         from celeriac.task import register_class_task  # noqa: PLC0415
 
         registered = register_class_task(self, task, options)
@@ -313,8 +312,6 @@ class Celeriac:
     @functools.cached_property
     def backend(self) -> BackendAPI:
         """Celery's ``app.backend``: the result backend's calls, sync (``_backend_api``)."""
-        from celeriac._backend_api import BackendAPI  # noqa: PLC0415
-
         return BackendAPI(self)
 
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
@@ -405,8 +402,7 @@ class Celeriac:
         task: Task[Any, Any] | None = options.pop("_task", None) or self.tasks.get(name)
         args = list(args or ())
         kwargs = dict(kwargs or {})
-        if task is not None and not options.pop("_unchecked", False):
-            check_arguments(task, args, kwargs)  # typing=True: TypeError now, as Celery
+        check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
         now = utcnow()
         eta = _as_utc(options.get("eta"))
         countdown = options.get("countdown")

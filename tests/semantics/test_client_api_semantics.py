@@ -197,3 +197,12 @@ def test_arguments_are_checked_before_anything_is_sent(cluster: Cluster) -> None
         cluster.tasks.add.delay(1)
     with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
         (cluster.tasks.add.s(1, 2, 3) | cluster.tasks.add.s(1)).delay()
+
+
+def test_a_later_chain_step_that_does_not_fit_fails_and_is_not_lost(cluster: Cluster) -> None:
+    """The next step gets the parent's result prepended: three arguments for ``add``.
+    Its TypeError reaches the chain's result (never a result left PENDING)."""
+    t = cluster.tasks
+    last = (t.add.s(1, 1) | t.add.s(1, 2)).delay()
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        last.get(timeout=10)

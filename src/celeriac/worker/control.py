@@ -24,9 +24,9 @@ As measured on Celery 5.7, a handler that raises (a wrong argument included) ans
 ``state`` is what Celery's extensions use of its own: ``state.app``,
 ``state.hostname``, ``state.consumer`` (the worker's consumer: ``.app``,
 ``.hostname``, ``.pool``, ``.queues``) and ``state.tset`` (returns its argument, as
-under Celery's event loop); it is a dict with attribute access, like Celery's. A sync handler runs on a thread, so it may block or
-call ``app.control``/``app.backend``; an ``async def`` handler runs on the consumer's
-event loop.
+under Celery's event loop); it is a dict with attribute access, like Celery's. A sync
+handler runs on a thread, so it may block or call ``app.control``/``app.backend``; an
+``async def`` handler runs on the consumer's event loop.
 
 The registry (:class:`Panel`) is process-wide, as Celery's: a name registered twice
 keeps the last handler, and it takes precedence over a built-in command of that name.
