@@ -126,9 +126,16 @@ def cluster(
             source += body
             write_module(root / side, "semtasks", source)
         module_name = f"semtasks_{client}_{uuid.uuid4().hex[:8]}"
+        # Celery's tasks are shared by default: each adds itself to every app finalized
+        # later, which would put this module's tasks into the next module's app (a
+        # duplicate-name error there); so they go with their module, even if it fails
         finalizers = _celery_finalizers()
         before = set(finalizers)
-        tasks = load(root / "client" / "semtasks.py", module_name)
+        try:
+            tasks = load(root / "client" / "semtasks.py", module_name)
+        except BaseException:
+            finalizers.difference_update(set(finalizers) - before)
+            raise
         found = Cluster(client, worker, url, root / "worker", tasks)
         try:
             found.start_worker("-c", "4", name="semantics")
@@ -141,9 +148,6 @@ def cluster(
             else:
                 tasks.app.close()
             sys.modules.pop(module_name, None)
-            # Celery's tasks are shared by default: each adds itself to every app that is
-            # finalized later, which would put this module's tasks into the next
-            # module's app (a duplicate-name error there); they go with their module
             finalizers.difference_update(set(finalizers) - before)
 
 

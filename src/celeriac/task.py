@@ -155,6 +155,11 @@ class Task(Generic[P, R]):
     def app(self, value: Celeriac) -> None:
         self._bound_app = value
 
+    @property
+    def backend(self) -> Any:
+        """The app's result backend (``app.backend``), as Celery's ``Task.backend``."""
+        return self.app.backend
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         if self.bind:
             return self._fn(self, *args, **kwargs)

@@ -225,3 +225,18 @@ def test_requests_it_cannot_honour_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="text, bytes or a number"):
         app.backend.set("k", object())  # type: ignore[arg-type]
     app.close()
+
+
+def test_task_and_result_reach_the_app_backend(redis_pair: tuple[Any, Celery]) -> None:
+    """``task.backend`` and ``result.backend`` are ``app.backend`` (as in Celery)."""
+    for app in redis_pair:
+
+        @app.task(name="bapi.noop", shared=False)  # type: ignore[untyped-decorator]
+        def noop() -> None:
+            return None
+
+        task_id = _new_id()
+        noop.backend.mark_as_done(task_id, "via task")
+        assert noop.backend is app.backend
+        assert app.AsyncResult(task_id).backend is app.backend
+        assert app.AsyncResult(task_id).get(timeout=5) == "via task"

@@ -29,8 +29,9 @@ def apps() -> Iterator[tuple[Any, Any]]:
 
 
 def _task(app: Any, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``app.task(**options)`` of either package, typed for the checker."""
-    return cast("Callable[[Callable[..., Any]], Any]", app.task(**options))
+    """``app.task(**options)`` of either package, typed for the checker; not shared
+    (a shared Celery task would join every Celery app the process makes later)."""
+    return cast("Callable[[Callable[..., Any]], Any]", app.task(shared=False, **options))
 
 
 def _calls(pkg: Any, app: Any) -> list[tuple[str, Callable[[], Any]]]:
