@@ -31,7 +31,7 @@ from servers import (
     server_lock,
     with_vhost,
 )
-from support import close_celery_app, write_module
+from support import close_celery_app, own_celery_tasks, write_module
 
 
 @pytest.fixture
@@ -126,16 +126,10 @@ def cluster(
             source += body
             write_module(root / side, "semtasks", source)
         module_name = f"semtasks_{client}_{uuid.uuid4().hex[:8]}"
-        # Celery's tasks are shared by default: each adds itself to every app finalized
-        # later, which would put this module's tasks into the next module's app (a
-        # duplicate-name error there); so they go with their module, even if it fails
-        finalizers = _celery_finalizers()
-        before = set(finalizers)
-        try:
+        with own_celery_tasks():  # other tests' shared Celery tasks stay out of this app
             tasks = load(root / "client" / "semtasks.py", module_name)
-        except BaseException:
-            finalizers.difference_update(set(finalizers) - before)
-            raise
+            if client == "celery":
+                tasks.app.finalize(auto=True)
         found = Cluster(client, worker, url, root / "worker", tasks)
         try:
             found.start_worker("-c", "4", name="semantics")
@@ -148,15 +142,6 @@ def cluster(
             else:
                 tasks.app.close()
             sys.modules.pop(module_name, None)
-            finalizers.difference_update(set(finalizers) - before)
-
-
-def _celery_finalizers() -> set[object]:
-    """Celery's registry of shared-task callbacks run when an app is finalized."""
-    import celery._state
-
-    found: set[object] = celery._state._on_app_finalizers
-    return found
 
 
 @contextlib.contextmanager

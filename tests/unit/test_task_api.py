@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 import celeriac
+from support import own_celery_tasks
 
 
 @pytest.fixture
@@ -19,7 +20,9 @@ def apps() -> Iterator[tuple[Any, Any]]:
     import celery
 
     name = uuid.uuid4().hex
-    theirs = celery.Celery("api", broker="memory://", backend="cache+memory://")
+    with own_celery_tasks():  # no shared task of another test joins this app
+        theirs = celery.Celery("api", broker="memory://", backend="cache+memory://")
+        theirs.finalize(auto=True)
     ours = celeriac.Celery("api", broker=f"memory://{name}", backend=f"memory://{name}")
     try:
         yield theirs, ours
