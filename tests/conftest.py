@@ -5,6 +5,7 @@ subprocess helpers in ``support.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import re
 import subprocess
@@ -30,7 +31,7 @@ from servers import (
     server_lock,
     with_vhost,
 )
-from support import close_celery_app, write_module
+from support import close_celery_app, own_celery_tasks, write_module
 
 
 @pytest.fixture
@@ -109,16 +110,26 @@ def cluster(
     body = getattr(request.module, "TASKS", "")
     extra = getattr(request.module, "APP_OPTIONS", "")
     extra = f", {extra}" if extra else ""
+    broker = getattr(request.module, "BROKER", "redis")  # or "amqp": RabbitMQ, rpc://
+    if broker not in ("redis", "amqp"):
+        raise ValueError(f"{request.module.__name__}: BROKER is 'redis' or 'amqp', not {broker!r}")
     root = tmp_path_factory.mktemp("semantics")
     (root / "worker").mkdir()
     (root / "client").mkdir()
-    with leased_database() as url:
+    with leased_database() if broker == "redis" else _cluster_vhost() as url:
+        backend = url if broker == "redis" else "rpc://"
         for side, package in (("worker", worker), ("client", client)):
             notes = str(root / "worker")
-            source = HEADER.format(package=package, url=url, notes=notes, extra=extra) + body
+            source = HEADER.format(
+                package=package, url=url, backend=backend, notes=notes, extra=extra
+            )
+            source += body
             write_module(root / side, "semtasks", source)
         module_name = f"semtasks_{client}_{uuid.uuid4().hex[:8]}"
-        tasks = load(root / "client" / "semtasks.py", module_name)
+        with own_celery_tasks():  # other tests' shared Celery tasks stay out of this app
+            tasks = load(root / "client" / "semtasks.py", module_name)
+            if client == "celery":
+                tasks.app.finalize(auto=True)
         found = Cluster(client, worker, url, root / "worker", tasks)
         try:
             found.start_worker("-c", "4", name="semantics")
@@ -131,3 +142,19 @@ def cluster(
             else:
                 tasks.app.close()
             sys.modules.pop(module_name, None)
+
+
+@contextlib.contextmanager
+def _cluster_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of one semantics module's own (its workers' remote control
+    reaches no one else's), deleted afterwards; the server stays up meanwhile."""
+    with server_lock(fcntl.LOCK_SH):
+        require_rabbitmq()
+        vhost = f"celeriac-test-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        rabbitmqctl("add_vhost", vhost)
+        try:
+            user = URL(AMQP_URL).user or "guest"
+            rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+            yield with_vhost(AMQP_URL, vhost)
+        finally:
+            rabbitmqctl("delete_vhost", vhost, check=False)

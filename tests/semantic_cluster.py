@@ -11,7 +11,9 @@ tests take the ``cluster`` fixture, which runs each module three times:
 - ``celeriac->celeriac``: celeriac on both sides.
 
 Each run has a worker and a Redis database of its own (module-scoped: the tests of a
-module share them, so they name their note files and keys with ``cluster.token()``).
+module share them, so they name their note files and keys with ``cluster.token()``);
+a module with ``BROKER = "amqp"`` runs on a RabbitMQ vhost of its own instead, with
+``rpc://`` results.
 Where celeriac deliberately differs from Celery, the test says so by branching on
 ``cluster.worker`` with a comment naming the README line.
 """
@@ -35,7 +37,7 @@ import {package}.exceptions as pkg_exceptions
 from {package} import Celery
 
 DIR = pathlib.Path({notes!r})
-app = Celery("semantics", broker={url!r}, backend={url!r}{extra})
+app = Celery("semantics", broker={url!r}, backend={backend!r}{extra})
 
 
 def note(name, text):

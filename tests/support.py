@@ -166,6 +166,29 @@ def close_celery_app(app: Any) -> None:
     app.close()
 
 
+@contextlib.contextmanager
+def own_celery_tasks() -> Iterator[None]:
+    """Celery apps made and finalized inside get only their own shared tasks.
+
+    Celery's ``@app.task`` is shared by default: it adds itself to every Celery app
+    the process finalizes later, so the tasks of earlier tests (two of one name make a
+    duplicate-name error) would join a test's app. Inside, the earlier ones are set
+    aside; afterwards they come back and the ones defined inside are dropped (they go
+    with their test). Finalize the app inside (``app.finalize(auto=True)``; a module
+    that calls ``app.register_task`` or reads ``app.tasks`` does it when imported).
+    """
+    import celery._state
+
+    finalizers: set[object] = celery._state._on_app_finalizers
+    earlier = set(finalizers)
+    finalizers.clear()
+    try:
+        yield
+    finally:
+        finalizers.clear()
+        finalizers.update(earlier)
+
+
 def write_module(directory: Path, name: str, source: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(textwrap.dedent(source))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import importlib
 import re
 import threading
@@ -24,6 +25,8 @@ from typing import (
     overload,
 )
 
+from celeriac._arguments import check_sent
+from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._shared_task import _SharedTask
@@ -249,9 +252,13 @@ class Celeriac:
             module = self.main
         return f"{module}.{name}"
 
-    def register_task(self, task: Task[Any, Any]) -> Task[Any, Any]:
-        self.tasks[task.name] = task
-        return task
+    def register_task(self, task: Any, **options: Any) -> Task[Any, Any]:
+        """Register a class-based task (a ``Task`` subclass's instance, or the class)."""
+        from celeriac.task import register_class_task  # noqa: PLC0415
+
+        registered = register_class_task(self, task, options)
+        self.tasks[registered.name] = registered
+        return registered
 
     # -- clients ------------------------------------------------------------
     def _clients_for_loop(self) -> _Clients:
@@ -303,6 +310,11 @@ class Celeriac:
         close_sync(self)
         run_sync(self.close_clients())
 
+    @functools.cached_property
+    def backend(self) -> BackendAPI:
+        """Celery's ``app.backend``: the result backend's calls, sync (``_backend_api``)."""
+        return BackendAPI(self)
+
     async def backend_get(self, task_id: str) -> dict[str, Any] | None:
         return await (await self.get_backend()).get(task_id)
 
@@ -335,6 +347,7 @@ class Celeriac:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name (it need not be registered here)."""
+        options.setdefault("_unchecked", "_task" not in options)  # as Celery: by name, unchecked
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         publisher = sync_publisher(self)
         if publisher is None:
@@ -352,6 +365,7 @@ class Celeriac:
         **options: Any,
     ) -> AsyncResult[Any]:
         """``send_task`` for asyncio code."""
+        options.setdefault("_unchecked", "_task" not in options)
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         await self._publish(queue, message, priority, not_before)
         return self._result_of(name, message)
@@ -389,6 +403,7 @@ class Celeriac:
         task: Task[Any, Any] | None = options.pop("_task", None) or self.tasks.get(name)
         args = list(args or ())
         kwargs = dict(kwargs or {})
+        check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
         now = utcnow()
         eta = _as_utc(options.get("eta"))
         countdown = options.get("countdown")

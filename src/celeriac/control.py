@@ -212,9 +212,14 @@ class Inspect:
         self.destination = destination
         self.timeout = timeout
 
-    def _ask(self, command: str) -> dict[str, Any] | None:
+    def _request(self, command: str, **kwargs: Any) -> dict[str, Any] | None:
+        """Ask for any command, a custom ``inspect_command`` too (Celery's way):
+        ``{worker: answer}``, or None when no worker answered."""
+        return self._ask(command, kwargs)
+
+    def _ask(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any] | None:
         answers = self.control.broadcast(
-            command, destination=self.destination, reply=True, timeout=self.timeout
+            command, arguments, destination=self.destination, reply=True, timeout=self.timeout
         )
         merged: dict[str, Any] = {}
         for answer in answers or ():
@@ -244,13 +249,21 @@ class Inspect:
 COMMANDS = ("ping", "registered", "revoke", "revoke_by_stamped_headers", "shutdown")
 
 
-async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int) -> Any:
+async def remote_command(
+    app: Celeriac, request: ControlRequest, worker_pid: int, consumer: Any = None
+) -> Any:
     """A worker's answer to a Celery remote-control request (``celery control revoke``,
     ``celery inspect ping``): the :data:`COMMANDS` are carried out (``shutdown`` is a warm
     shutdown: SIGTERM to ``worker_pid``, the worker's main process); ``hello`` (a starting
     Celery worker's greeting) gets an empty answer; anything else an error naming what is
-    answered."""
+    answered. A command registered with ``celeriac.worker.control``'s decorators comes
+    first (``consumer`` is the worker's, for its ``state``)."""
+    from celeriac.worker import control as custom  # noqa: PLC0415 - imports the worker
+
     method, args = request.method, request.arguments
+    handler = custom.lookup(method)
+    if handler is not None:
+        return await custom.run_command(handler, custom.make_state(app, consumer), dict(args))
     if method == "ping":
         return {"ok": "pong"}
     if method == "registered":
@@ -275,7 +288,7 @@ async def remote_command(app: Celeriac, request: ControlRequest, worker_pid: int
         return await _stamp_revoke.command(app, args)
     if method == "hello":
         return {"revoked": {}, "clock": 0}
-    known = ", ".join(COMMANDS)
+    known = ", ".join([*COMMANDS, *sorted(custom.Panel.data)])
     return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
 
 

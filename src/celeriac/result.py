@@ -17,6 +17,7 @@ from celeriac.protocol import decode_exception
 from celeriac.transports import sync_waiter
 
 if TYPE_CHECKING:
+    from celeriac._graph import DependencyGraph
     from celeriac.app import Celeriac
 
 R = TypeVar("R")
@@ -80,6 +81,11 @@ class AsyncResult(ResultBase, Generic[R]):
         self._meta: dict[str, Any] | None = None
 
     task_id = property(lambda self: self.id)
+
+    @property
+    def backend(self) -> Any:
+        """The app's result backend (``app.backend``), as Celery's."""
+        return self.app.backend
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -166,6 +172,21 @@ class AsyncResult(ResultBase, Generic[R]):
                 stack.extend((node, child) for child in _children(node))
             elif not intermediate:
                 raise IncompleteStream(f"result {node.id} is not ready yet")
+
+    @property
+    def graph(self) -> DependencyGraph:
+        """This result and its descendants as a :class:`DependencyGraph`."""
+        return self.build_graph()
+
+    def build_graph(self, intermediate: bool = False) -> DependencyGraph:
+        from celeriac._graph import DependencyGraph  # noqa: PLC0415
+
+        graph = DependencyGraph()
+        for parent, node in self.iterdeps(intermediate=intermediate):
+            graph.add_arc(node)
+            if parent is not None:
+                graph.add_edge(parent, node)
+        return graph
 
     def collect(
         self, intermediate: bool = False, **kwargs: Any

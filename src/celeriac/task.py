@@ -142,7 +142,6 @@ class Task(Generic[P, R]):
     """A task. ``@app.task`` makes one subclass per function and one instance of it."""
 
     name: str = ""
-    app: Celeriac
     bind: bool = False
     is_async: bool = False
     ignore_result: bool | None = None
@@ -173,6 +172,26 @@ class Task(Generic[P, R]):
 
     # the wrapped function; set on each subclass
     _fn: Callable[..., Any]
+    _bound_app: Celeriac | None = None
+
+    @property
+    def app(self) -> Celeriac:
+        """The app the task is registered with (``@app.task`` sets it on the class,
+        ``app.register_task`` on the instance); the current app before that, as Celery."""
+        if self._bound_app is not None:
+            return self._bound_app
+        from celeriac.app import current_app  # noqa: PLC0415
+
+        return current_app()
+
+    @app.setter
+    def app(self, value: Celeriac) -> None:
+        self._bound_app = value
+
+    @property
+    def backend(self) -> Any:
+        """The app's result backend (``app.backend``), as Celery's ``Task.backend``."""
+        return self.app.backend
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         if self.bind:
@@ -207,6 +226,9 @@ class Task(Generic[P, R]):
         """Send the task with options (``countdown``, ``eta``, ``expires``, ``queue``,
         ``priority``, ``task_id``, ``headers``, ``ignore_result``, ``serializer``, ...)."""
         if self.app.conf.task_always_eager:
+            from celeriac._arguments import check_arguments  # noqa: PLC0415
+
+            check_arguments(self, list(args or ()), dict(kwargs or {}))  # as Celery does
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
@@ -494,7 +516,7 @@ def make_task_class(
     _check_options(name, opts)
     attrs: dict[str, Any] = {
         "name": name,
-        "app": app,
+        "_bound_app": app,
         "_fn": staticmethod(fn),
         "is_async": inspect.iscoroutinefunction(fn),
         "__doc__": fn.__doc__,
@@ -507,6 +529,28 @@ def make_task_class(
             continue
         attrs[key] = tuple(value) if key in {"autoretry_for", "throws"} else value
     return type(fn.__name__, (base,), attrs)
+
+
+def register_class_task(app: Celeriac, task: Any, options: dict[str, Any]) -> Task[Any, Any]:
+    """``app.register_task``: bind a class-based task (or its class) to ``app``."""
+    if isinstance(task, type):
+        task = task()
+    if not isinstance(task, Task):
+        raise TypeError(f"register_task takes a Task instance or class, not {task!r}")
+    cls = type(task)
+    if not task.name:
+        task.name = app.gen_task_name(cls.__name__, cls.__module__)
+    unknown = set(options) - TASK_OPTIONS
+    if unknown:
+        raise TypeError(f"register_task got unknown option(s) {sorted(unknown)} for {task.name}")
+    _check_options(task.name, options)
+    for key, value in options.items():
+        if key not in {"name", "base", "shared", "pydantic", "trail"}:
+            setattr(task, key, tuple(value) if key in {"autoretry_for", "throws"} else value)
+    task.app = app
+    if "_fn" not in cls.__dict__ and inspect.iscoroutinefunction(cls.run):
+        task.is_async = True
+    return task
 
 
 def _check_options(name: str, opts: dict[str, Any]) -> None:

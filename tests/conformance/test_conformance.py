@@ -21,6 +21,7 @@ from celeriac.testing.conformance import (
     ChordCounterConformance,
     DeadLetterConformance,
     GroupConformance,
+    KeyValueConformance,
     LeaseRecoveryConformance,
     RateLimitConformance,
     RemoteControlConformance,
@@ -46,7 +47,9 @@ class LocalBrokerSuite(
     """What the memory and SQLite brokers offer (no remote control)."""
 
 
-class LocalBackendSuite(BackendConformance, GroupConformance, ChordCounterConformance):
+class LocalBackendSuite(
+    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+):
     pass
 
 

@@ -25,6 +25,7 @@ from celeriac.testing.conformance import (
     ChordCounterConformance,
     DeadLetterConformance,
     GroupConformance,
+    KeyValueConformance,
     LeaseRecoveryConformance,
     RateLimitConformance,
     RemoteControlConformance,
@@ -51,7 +52,9 @@ class RedisBrokerSuite(
     """Everything the Redis broker offers."""
 
 
-class RedisBackendSuite(BackendConformance, GroupConformance, ChordCounterConformance):
+class RedisBackendSuite(
+    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+):
     """Everything the Redis result backend offers."""
 
 

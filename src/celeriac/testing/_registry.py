@@ -18,6 +18,7 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
@@ -43,6 +44,7 @@ BACKEND_MIXINS: dict[str, type] = {
     "groups": GroupConformance,
     "chord counters": ChordCounterConformance,
     "replies": ReplyConformance,
+    "key values": KeyValueConformance,
 }
 
 __all__ = ["BACKEND_MIXINS", "BROKER_MIXINS", "backend_offers"]

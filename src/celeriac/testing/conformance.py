@@ -76,6 +76,7 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
 from celeriac.testing._support import (
     QUEUE,
@@ -104,6 +105,7 @@ __all__ = [
     "DeadLetterConformance",
     "Factory",
     "GroupConformance",
+    "KeyValueConformance",
     "LeaseRecoveryConformance",
     "RateLimitConformance",
     "RemoteControlConformance",

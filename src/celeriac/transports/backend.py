@@ -19,6 +19,11 @@ Canvas needs two more things from a backend (both optional: the defaults raise
   publishes the body and then calls ``chord_done``, which marks the chord fired. A claim
   that is not followed by ``chord_done`` expires after ``CHORD_CLAIM_SECONDS``; the
   member that completed the header may re-claim it at once (its re-run after a crash).
+
+Celery's key-value calls on ``app.backend`` (``get``/``set``/``delete``) need a third,
+optional part: ``kv_get``/``kv_set``/``kv_delete`` keep raw bytes under a key of the
+caller's (with an expiry; on Redis, as in Celery, ``global_keyprefix`` does not apply);
+and ``client()`` may give the store's own client library, as Celery's ``backend.client``.
 """
 
 from __future__ import annotations
@@ -170,6 +175,23 @@ class ResultBackend(abc.ABC):
     async def chord_done(self, group_id: str, token: str) -> None:
         """The body of a claimed chord was sent: drop its parts and remember it fired."""
         raise self._unsupported("join chords")
+
+    # -- raw key values (``app.backend.get``/``set``/``delete``) ---------------
+    async def kv_get(self, key: str) -> bytes | None:
+        """The bytes stored under ``key`` by :meth:`kv_set`, or None."""
+        raise self._unsupported("store key values")
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store ``value`` under ``key``, expiring after ``ttl`` seconds (None: never)."""
+        raise self._unsupported("store key values")
+
+    async def kv_delete(self, key: str) -> None:
+        """Delete ``key`` (nothing happens when it is missing)."""
+        raise self._unsupported("store key values")
+
+    def client(self) -> Any:
+        """A new client of the store's own library, for ``app.backend.client``."""
+        raise self._unsupported("give a client of its store")
 
 
 __all__ = [

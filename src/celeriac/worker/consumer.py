@@ -223,7 +223,7 @@ class Consumer:
         if request.destination is not None and self.hostname not in request.destination:
             return
         try:
-            result = await remote_command(self.app, request, self.worker_pid)
+            result = await remote_command(self.app, request, self.worker_pid, self)
         except (OSError, CeleriacError) as exc:
             logger.error("Remote control: %s failed: %s", request.method, exc)
             result = {"error": f"{request.method} failed: {exc}"}

@@ -55,6 +55,7 @@ class _Store:
         self.results: dict[str, tuple[str, str, float | None]] = {}
         self.groups: dict[str, tuple[str, float | None]] = {}
         self.chords: dict[str, _Chord] = {}
+        self.values: dict[str, tuple[bytes, float | None]] = {}  # app.backend.set
         self.waiters: set[_Waiter] = set()
 
     def chord(self, group_id: str, now: float) -> _Chord:
@@ -185,6 +186,26 @@ class MemoryBackend(ResultBackend):
         store = self._store()
         with store.lock:
             store.results.pop(task_id, None)
+
+    # -- raw key values ----------------------------------------------------------
+    async def kv_get(self, key: str) -> bytes | None:
+        store = self._store()
+        with store.lock:
+            item = store.values.get(key)
+            if item is not None and item[1] is not None and item[1] <= time.time():
+                del store.values[key]
+                item = None
+        return None if item is None else item[0]
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        store = self._store()
+        with store.lock:
+            store.values[key] = (bytes(value), None if ttl is None else time.time() + ttl)
+
+    async def kv_delete(self, key: str) -> None:
+        store = self._store()
+        with store.lock:
+            store.values.pop(key, None)
 
     # -- groups and chords ---------------------------------------------------
     async def save_group(self, group_id: str, meta: dict[str, Any], ttl: float | None) -> None:

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from celeriac.exceptions import BackendError
+from celeriac.exceptions import BackendError, ImproperlyConfigured
 from celeriac.protocol import json_dumps, json_loads, ready_meta
 from celeriac.transports.backend import (
     CHORD_CLAIM_SECONDS,
@@ -337,6 +337,33 @@ class RedisBackend(ResultBackend):
             await script("chord_done")(
                 self._fast, self.global_prefix, group_id, token, CHORD_DONE_SECONDS
             )
+
+    # -- raw key values ----------------------------------------------------------
+    # As Celery's Redis backend, raw keys are the caller's: ``global_keyprefix`` is not
+    # applied to them (so each reads what the other wrote).
+    async def kv_get(self, key: str) -> bytes | None:
+        raw = await self._command("GET", key)
+        return None if raw is None else (raw if isinstance(raw, bytes) else str(raw).encode())
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        expiry = () if ttl is None else ("PX", max(1, round(ttl * 1000)))
+        await self._command("SET", key, value, *expiry)
+
+    async def kv_delete(self, key: str) -> None:
+        await self._command("DEL", key)
+
+    def client(self) -> Any:
+        """A redis-py client of this server (``pip install redis``), as Celery's
+        ``backend.client``; keys are not prefixed by ``global_keyprefix``."""
+        try:
+            import redis  # noqa: PLC0415 - optional: only for backend.client
+        except ImportError:
+            raise ImproperlyConfigured(
+                "app.backend.client needs the redis package: pip install redis"
+            ) from None
+        if isinstance(self._where, Sentinels):
+            raise ImproperlyConfigured("app.backend.client is not offered through Sentinel")
+        return redis.Redis.from_url(self._url)
 
     @staticmethod
     async def _until(awaitable: Any, deadline: float) -> Any:

@@ -49,6 +49,7 @@ class SQLiteBackend(ResultBackend):
         self._next_cleanup = 0.0
         self._q = _sql.load_queries("backend_queries.sql")
         self._cq = _sql.load_queries("canvas_queries.sql")
+        self._kq = _sql.load_queries("kv_queries.sql")
         self._next_canvas_cleanup = 0.0
 
     async def connect(self) -> None:
@@ -101,6 +102,27 @@ class SQLiteBackend(ResultBackend):
         conn = self._db()
         with _sql.Transaction(conn, BackendError):
             conn.execute(self._q["forget"], {"task_id": task_id})
+
+    # -- raw key values (app.backend.get/set/delete) ----------------------------
+    async def kv_get(self, key: str) -> bytes | None:
+        try:
+            rows = self._db().execute(self._kq["kv_get"], {"key": key, "now": time.time()})
+            found = rows.fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite result backend: {exc}") from exc
+        return bytes(found[0][0]) if found else None
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        params = {"key": key, "value": bytes(value), "expires": _expiry(time.time(), ttl)}
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.execute(self._kq["kv_set"], params)
+
+    async def kv_delete(self, key: str) -> None:
+        """Delete ``key`` (and any expired key, so they do not pile up)."""
+        conn = self._db()
+        with _sql.Transaction(conn, BackendError):
+            conn.execute(self._kq["kv_delete"], {"key": key, "now": time.time()})
 
     # -- groups and chords ---------------------------------------------------
     def _canvas_cleanup(self, conn: sqlite3.Connection, now: float) -> None:
