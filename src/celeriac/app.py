@@ -24,6 +24,7 @@ from typing import (
     overload,
 )
 
+from celeriac import _publish_retry, _queues, _task_config, _transport_settings
 from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._shared_task import _SharedTask
@@ -121,6 +122,7 @@ class Celeriac:
         for key, value in settings.items():
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.conf.watch(_task_config.WATCHED, lambda: _task_config.configure_all(self))
         self.middleware: list[Middleware] = [SignalsMiddleware()]
         from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
 
@@ -179,12 +181,13 @@ class Celeriac:
         return self._backend_tls()[0]
 
     def broker_options(self) -> dict[str, Any]:
-        """The broker's transport options, with those of ``broker_use_ssl``."""
-        return {**self._broker_tls()[1], **self.conf["broker_transport_options"]}
+        """The broker's transport options: ``broker_transport_options`` over those of
+        ``broker_use_ssl`` and of settings that are options (``broker_heartbeat``...)."""
+        return _transport_settings.merged(self.conf, "broker", *self._broker_tls())
 
     def backend_options(self) -> dict[str, Any]:
-        """The result backend's transport options, with those of its TLS setting."""
-        return {**self._backend_tls()[1], **self.conf["result_backend_transport_options"]}
+        """The result backend's transport options, as :meth:`broker_options`."""
+        return _transport_settings.merged(self.conf, "backend", *self._backend_tls())
 
     def _broker_tls(self) -> tuple[str, dict[str, Any]]:
         url = self.conf["broker_url"]
@@ -240,6 +243,7 @@ class Celeriac:
         base = options.get("base") or Task
         cls = make_task_class(fn, name, self, base, options)
         task = cls()
+        _task_config.configure_task(self, task)
         self.tasks[name] = task
         return task
 
@@ -337,10 +341,11 @@ class Celeriac:
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         publisher = sync_publisher(self)
         if publisher is None:
-            run_sync(self._publish(queue, message, priority, not_before))
+            run_sync(self._publish(queue, message, priority, not_before, options))
         else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
-                publisher.publish(queue, message, priority, not_before)
+                args = (queue, message, priority, not_before)
+                _publish_retry.publish_sync(self, options, publisher.publish, *args)
         return self._result_of(name, message)
 
     async def asend_task(
@@ -352,7 +357,7 @@ class Celeriac:
     ) -> AsyncResult[Any]:
         """``send_task`` for asyncio code."""
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
-        await self._publish(queue, message, priority, not_before)
+        await self._publish(queue, message, priority, not_before, options)
         return self._result_of(name, message)
 
     def _result_of(self, name: str, message: Message) -> AsyncResult[Any]:
@@ -361,13 +366,21 @@ class Celeriac:
         return result
 
     async def _publish(
-        self, queue: str, message: Message, priority: int, not_before: float | None
+        self,
+        queue: str,
+        message: Message,
+        priority: int,
+        not_before: float | None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        with self._publishing(message, queue):
+        async def publish() -> None:
             if self._clients_for_loop().backend.needs_reply_to:
                 await self.get_backend()  # rpc: the reply queue must exist before an answer
             broker = await self.get_broker()
             await broker.publish(queue, message, priority=priority, not_before=not_before)
+
+        with self._publishing(message, queue):
+            await _publish_retry.publish_async(self, options or {}, publish)
 
     @contextlib.contextmanager
     def _publishing(self, message: Message, queue: str) -> Iterator[None]:
@@ -396,6 +409,8 @@ class Celeriac:
         expires = options.get("expires", task.expires if task else None)
         expires_at = _expires_at(expires, now)
         queue = self.route(name, args, kwargs, options, task)
+        if not self.conf["task_create_missing_queues"]:
+            _queues.check_queue(self.conf, queue)
         priority = options.get("priority")
         if priority is None and task is not None:
             priority = task.priority

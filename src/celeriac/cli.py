@@ -86,7 +86,7 @@ class AppContext:
                 raise click.UsageError("this command needs an app: pass -A/--app MODULE")
             self._app = find_app(self.spec)
             if self.broker:
-                self._app.conf["broker_url"] = self.broker
+                self._app.conf.override("broker_url", self.broker)
         return self._app
 
 

@@ -40,6 +40,7 @@ from celeriac.transports.capabilities import (
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.pools import Pool
+from celeriac.worker.startup import connect_at_startup
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -237,17 +238,13 @@ class Consumer:
                 logger.warning("Remote control: could not answer %s: %s", request.method, exc)
 
     async def _connect_broker(self) -> Broker:
-        attempt = 0
-        while True:
-            try:
-                return await self.app.get_broker()
-            except (OSError, BrokerError) as exc:
-                if self._stopping or not self.app.conf["broker_connection_retry_on_startup"]:
-                    raise
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                logger.warning("Cannot connect to broker: %s; retrying in %.1fs", exc, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
+        return await connect_at_startup(
+            self.app.conf,
+            self.app.broker_url,
+            self.app.get_broker,
+            RETRY_DELAYS,
+            lambda: self._stopping,
+        )
 
     async def _fetch_loop(self) -> None:
         broker, space = self.broker, self._space

@@ -265,7 +265,7 @@ def test_unacked_entry_left_by_a_celery_worker_is_restored(prefix: str, r: redis
 
 def test_result_backend_uses_celerys_keys_and_channel(prefix: str, r: redis.Redis) -> None:
     key = f"{prefix}celery-task-meta-t1"
-    pubsub = r.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = r.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
     pubsub.subscribe(key)
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     meta = result_meta("t1", "SUCCESS", 5)
