@@ -49,8 +49,9 @@ def configure_task(app: Celeriac, task: Task[Any, Any]) -> None:
     """Apply ``task_default_retry_delay`` and ``task_annotations`` to ``task``."""
     cls = type(task)
     own = _own_attributes(cls)
-    if "default_retry_delay" not in own:
-        cls.default_retry_delay = float(app.conf["task_default_retry_delay"])
+    delay = app.conf["task_default_retry_delay"]
+    if "default_retry_delay" not in own and delay is not None:
+        cls.default_retry_delay = float(delay)
     for attributes in matching(app.conf["task_annotations"], task):
         for key, value in attributes.items():
             if not isinstance(key, str) or key.startswith("@") or key.startswith("_"):
