@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 
 from semantic_cluster import Cluster
 
@@ -49,6 +50,6 @@ def test_a_rate_limit_in_task_annotations_spaces_the_runs(cluster: Cluster) -> N
     results = [cluster.tasks.limited.delay(token, i) for i in range(3)]
     assert sorted(r.get(timeout=20) for r in results) == [0, 1, 2]
     starts = sorted(float(line.split()[1]) for line in cluster.lines(token))
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     # 2/s: one run each half second (unlimited, the three start together)
     assert all(gap >= 0.4 for gap in gaps), gaps

@@ -11,8 +11,8 @@ from typing import Any
 
 import celery.app.defaults as celery_defaults
 import pytest
-from kombu import Exchange
-from kombu import Queue as KombuQueue
+from kombu.entity import Exchange
+from kombu.entity import Queue as KombuQueue
 
 from celeriac import Celery, _config, _transport_settings
 from celeriac._queues import Queue, consumed_queues
@@ -40,7 +40,7 @@ def test_every_celery_setting_is_known_by_its_new_old_and_namespaced_names() -> 
     for name in CELERY_SETTINGS:
         assert name in _config.KNOWN, name
         assert _config.canonical_name(name.upper()) == name
-        app.conf[name]  # noqa: B018 - readable, with its default
+        app.conf[name]
     for old, new in celery_defaults._TO_NEW_KEY.items():
         assert _config.canonical_name(old) == new, old
     defaults = {name: app.conf[name] for name in CELERY_SETTINGS}
@@ -131,7 +131,8 @@ def test_a_misspelt_celeriac_variable_fails_naming_it_and_others_warn(
     monkeypatch.setenv("CELERIAC_WORKER_CONCURENCY", "3")
     with pytest.raises(
         ImproperlyConfigured,
-        match=r"CELERIAC_WORKER_CONCURENCY names no setting; did you mean CELERIAC_WORKER_CONCURRENCY",
+        match=r"CELERIAC_WORKER_CONCURENCY names no setting; did you mean "
+        r"CELERIAC_WORKER_CONCURRENCY",
     ):
         Celery("x", set_as_current=False)
     monkeypatch.delenv("CELERIAC_WORKER_CONCURENCY")
@@ -180,7 +181,11 @@ def test_task_annotations_set_attributes_by_name_and_star() -> None:
 
 
 def test_task_queues_takes_kombu_and_celeriac_queues_and_names() -> None:
-    kombu_queues = (KombuQueue("a"), KombuQueue("b", Exchange("ex"), routing_key="rk"))
+    exchange = Exchange("ex")  # type: ignore[no-untyped-call]
+    kombu_queues = (
+        KombuQueue("a"),  # type: ignore[no-untyped-call]
+        KombuQueue("b", exchange, routing_key="rk"),  # type: ignore[no-untyped-call]
+    )
     app = _app(task_queues=kombu_queues)
     assert app.conf.task_queues is kombu_queues  # read back as given, as in Celery
     assert consumed_queues(app.conf) == ["a", "b"]
