@@ -236,3 +236,18 @@ def test_the_default_sqlite_file_is_shown_and_its_creation_said(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert f"Created the SQLite database {client_dir / 'celeriac.sqlite3'}" in done.stderr
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_no_connection_retry_stops_the_worker_when_the_broker_goes(
+    tmp_path: Path, private_redis: PrivateRedis, pool: str
+) -> None:
+    write_module(tmp_path, "rtasks", ADD.format(name="rtasks"))
+    env = {"CELERY_BROKER_URL": private_redis.url, "CELERIAC_BROKER_CONNECTION_RETRY": "false"}
+    worker = WorkerProcess(tmp_path, "rtasks", "-P", pool, "-c", "1", env=env).start()
+    try:
+        private_redis.kill()
+        assert worker.wait(20) == 1
+    finally:
+        worker.stop()
+    assert "not reconnecting: broker_connection_retry is False" in worker.log

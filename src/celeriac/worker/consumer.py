@@ -40,7 +40,7 @@ from celeriac.transports.capabilities import (
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.pools import Pool
-from celeriac.worker.startup import connect_at_startup
+from celeriac.worker.startup import EXIT_BROKER_LOST, connect_at_startup, give_up
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -268,9 +268,13 @@ class Consumer:
             except (OSError, BrokerError) as exc:
                 self._pending_acks = acks + self._pending_acks  # acks are idempotent
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                if failures == 0:
-                    logger.error("Broker connection lost: %s; reconnecting", exc)
                 failures += 1
+                stop = give_up(self.app.conf, self.app.broker_url, failures, exc)
+                if stop is not None:  # broker_connection_retry(_max_retries)
+                    self.exit_code = EXIT_BROKER_LOST
+                    raise stop from exc
+                if failures == 1:
+                    logger.error("Broker connection lost: %s; reconnecting", exc)
                 await asyncio.sleep(delay)
                 continue
             if failures:

@@ -1,6 +1,9 @@
-"""Connecting to the broker at start-up: ``broker_connection_retry_on_startup`` (None:
-as ``broker_connection_retry``) and ``broker_connection_max_retries`` (0 or None: no
-bound), as Celery's worker."""
+"""Connecting to the broker, as Celery's worker: at start-up as
+``broker_connection_retry_on_startup`` says (None: as ``broker_connection_retry``), after
+a lost connection as ``broker_connection_retry`` says; either way at most
+``broker_connection_max_retries`` retries (0 or None: no bound). A worker that gives up
+after a lost connection stops (exit code 1; a prefork child tells its supervisor by
+exiting with :data:`EXIT_BROKER_LOST`)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 T = TypeVar("T")
+
+#: exit code of a prefork child that gave up reconnecting: its supervisor stops the worker
+EXIT_BROKER_LOST = 76
 
 
 def startup_policy(conf: Settings) -> tuple[bool, int | None]:
@@ -65,4 +71,22 @@ async def connect_at_startup(
             await asyncio.sleep(delay)
 
 
-__all__ = ["connect_at_startup", "startup_policy"]
+def give_up(conf: Settings, url: str, failures: int, exc: BaseException) -> BrokerError | None:
+    """After ``failures`` failed attempts to use a lost connection: the error to stop
+    the worker with, or None to keep retrying."""
+    where = mask_url(url)
+    if not conf["broker_connection_retry"]:
+        return BrokerError(
+            f"lost the connection to broker {where}: {exc} (not reconnecting: "
+            "broker_connection_retry is False)"
+        )
+    limit = conf["broker_connection_max_retries"] or None
+    if limit is not None and failures > limit:
+        return BrokerError(
+            f"lost the connection to broker {where}: {exc} (gave up after {limit} "
+            f"retries: broker_connection_max_retries={limit})"
+        )
+    return None
+
+
+__all__ = ["EXIT_BROKER_LOST", "connect_at_startup", "give_up", "startup_policy"]
