@@ -14,8 +14,8 @@ import pytest
 from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 
-from celeriac import Celery, _config, _transport_settings
-from celeriac._queues import Queue, consumed_queues
+from celeriac import Celery, Queue, _config, _transport_settings
+from celeriac._queues import consumed_queues
 from celeriac._settings_table import NOTES
 from celeriac.exceptions import ImproperlyConfigured
 
