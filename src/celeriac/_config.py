@@ -270,6 +270,8 @@ SETTINGS: dict[str, Setting] = {
 
 #: Every known name: celeriac's settings and the Celery settings it accepts with a note.
 KNOWN: frozenset[str] = frozenset(SETTINGS) | frozenset(NOTES)
+#: the names in the order ``app.conf`` lists them
+ORDER: tuple[str, ...] = (*SETTINGS, *(name for name in NOTES if name not in SETTINGS))
 
 #: Celery's old uppercase names (``BROKER_URL``, ``CELERYD_CONCURRENCY``), and a few
 #: celeriac took before it derived them, mapped to the new names.
@@ -440,10 +442,10 @@ class Settings(MutableMapping[str, Any]):
                 call()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(SETTINGS)
+        return iter(ORDER)
 
     def __len__(self) -> int:
-        return len(SETTINGS)
+        return len(ORDER)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -513,7 +515,7 @@ class Settings(MutableMapping[str, Any]):
             self[key[len(prefix) :]] = value
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: self[name] for name in KNOWN}
+        return {name: self[name] for name in ORDER}
 
     def __repr__(self) -> str:
         return f"<Settings {self._values!r}>"
