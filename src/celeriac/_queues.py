@@ -8,6 +8,7 @@ Celery's old mapping form ``{name: {"exchange": ..., "routing_key": ...}}``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,35 @@ class Queue:
     routing_key: str | None = None
     queue_arguments: dict[str, Any] = field(default_factory=dict)
     max_priority: int | None = None
+    exchange_type: str = "direct"
 
 
 def queue_table(setting: str, value: Any) -> Any:
     """Check ``value`` of ``setting`` (it is stored as given: Celery code reads its own
-    objects back); a bad item fails naming it."""
-    queues_from(setting, value)
+    objects back); a bad item fails naming it. What celeriac does not take from a queue
+    (its arguments, a priority maximum, an exchange other than direct) is said once."""
+    for queue in queues_from(setting, value):
+        unused = {
+            "queue_arguments": queue.queue_arguments,
+            "max_priority": queue.max_priority,
+            "exchange type": None if queue.exchange_type == "direct" else queue.exchange_type,
+        }
+        for what, given in unused.items():
+            if given and (queue.name, what) not in _said:
+                _said.add((queue.name, what))
+                logger.warning(
+                    "task_queues: the %s of queue %r (%r) is not used: celeriac declares "
+                    "its queues with task_queue_max_priority and task_default_queue_type, "
+                    "bound to a direct exchange of their name",
+                    what,
+                    queue.name,
+                    given,
+                )
     return value
+
+
+logger = logging.getLogger("celeriac.settings")
+_said: set[tuple[str, str]] = set()
 
 
 def queues_from(setting: str, value: Any) -> list[Queue]:
@@ -58,6 +81,7 @@ def _from_mapping(setting: str, name: Any, options: Any) -> Queue:
         routing_key=options.get("routing_key") or options.get("binding_key"),
         queue_arguments=dict(options.get("queue_arguments") or {}),
         max_priority=options.get("max_priority"),
+        exchange_type=str(options.get("exchange_type") or "direct"),
     )
 
 
@@ -76,6 +100,7 @@ def _one(setting: str, item: Any) -> Queue:
             routing_key=getattr(item, "routing_key", None) or None,
             queue_arguments=dict(getattr(item, "queue_arguments", None) or {}),
             max_priority=getattr(item, "max_priority", None),
+            exchange_type=str(getattr(exchange, "type", None) or "direct"),
         )
     raise _bad(setting, item)
 

@@ -110,10 +110,7 @@ NOTES: dict[str, tuple[Any, Note]] = {
             quiet=(None, "quorum"),
         ),
     ),
-    "broker_pool_limit": (
-        10,
-        Note(_NO_POOL, quiet=(None, 10)),
-    ),
+    "broker_pool_limit": (10, Note(_NO_POOL, quiet=(10,))),
     "broker_pool_acquire_timeout": (None, Note(_NO_POOL)),
     # result backends celeriac does not have
     "cache_backend": (None, Note(_BACKEND)),

@@ -199,6 +199,16 @@ def test_task_queues_takes_kombu_and_celeriac_queues_and_names() -> None:
         app.conf.task_queues = [3]
 
 
+def test_what_task_queues_gives_that_celeriac_does_not_use_is_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = Exchange("t", type="topic")  # type: ignore[no-untyped-call]
+    queue = KombuQueue("pq", topic, routing_key="a.*", max_priority=10)  # type: ignore[no-untyped-call]
+    _app(task_queues=[queue])
+    assert "the max_priority of queue 'pq' (10) is not used" in caplog.text
+    assert "the exchange type of queue 'pq' ('topic') is not used" in caplog.text
+
+
 def test_task_create_missing_queues_false_refuses_an_undeclared_queue() -> None:
     app = _app(task_queues=["known"], task_create_missing_queues=False)
     with pytest.raises(ImproperlyConfigured, match="'elsewhere' is not in task_queues"):
