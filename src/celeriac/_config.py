@@ -263,6 +263,9 @@ SETTINGS: dict[str, Setting] = {
     "worker_disable_rate_limits": Setting(False, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
+    "worker_task_log_format": Setting(None, _str),
+    "worker_log_datefmt": Setting(None, _str),
+    "worker_task_log_datefmt": Setting(None, _str),
     # misc
     "imports": Setting([], _list),
     "include": Setting([], _list),

@@ -72,7 +72,6 @@ _PREFETCH = (
     "celeriac's prefetch is worker_prefetch_multiplier per pool slot (and "
     "worker_prefetch_window); this setting does not change it"
 )
-_LOG = "celeriac's worker log has one format (worker_log_format); this setting is not used"
 _AMQP_ONLY = "applies to RabbitMQ only"
 
 
@@ -386,9 +385,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         Note("celeriac's worker always answers remote control", quiet=(None, True)),
     ),
     "worker_log_color": (None, Note("the worker's log is not coloured", quiet=(None, False))),
-    "worker_log_datefmt": (None, Note(_LOG)),
-    "worker_task_log_datefmt": (None, Note(_LOG)),
-    "worker_task_log_format": (None, Note(_LOG)),
     "worker_lost_wait": (
         10.0,
         Note(

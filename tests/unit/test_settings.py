@@ -18,6 +18,8 @@ from celeriac import Celery, Queue, _config, _transport_settings
 from celeriac._queues import consumed_queues
 from celeriac._settings_table import NOTES
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.task import Context, _current_request
+from celeriac.utils.log import WorkerFormatter, get_task_logger
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "celeriac"
 CELERY_SETTINGS = [name for name, _ in celery_defaults.flatten(celery_defaults.NAMESPACES)]
@@ -244,3 +246,33 @@ def test_settings_that_are_transport_options(caplog: pytest.LogCaptureFixture) -
     redis = _app(broker_url="redis://localhost/0", broker_heartbeat=10, broker_connection_timeout=2)
     assert redis.broker_options() == {"socket_connect_timeout": 2.0}
     assert "broker_heartbeat=10.0 has no effect with a redis:// transport" in caplog.text
+
+
+def test_worker_and_task_log_formats() -> None:
+    app = _app(
+        worker_log_format="W %(message)s %(asctime)s",
+        worker_log_datefmt="%Y",
+        worker_task_log_format="T %(task_name)s[%(task_id)s] %(message)s",
+    )
+    formatter = WorkerFormatter(app.conf)
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    task_logger, plain = get_task_logger("t.fmt"), logging.getLogger("celeriac.worker.fmt")
+    for logger in (task_logger, plain):
+        logger.addHandler(Keep())
+        logger.propagate = False
+    token = _current_request.set(Context(id="abc", headers={"task": "t.fmt"}))
+    try:
+        task_logger.warning("in the task")
+        plain.warning("in the worker")
+    finally:
+        _current_request.reset(token)
+        for logger in (task_logger, plain):
+            logger.handlers.clear()
+            logger.propagate = True
+    assert lines[0] == "T t.fmt[abc] in the task"
+    assert re.fullmatch(r"W in the worker \d{4}", lines[1])
