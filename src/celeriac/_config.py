@@ -333,6 +333,10 @@ def canonical_name(key: str) -> str:
     raise ImproperlyConfigured(f"unknown setting {key!r}{hint}")
 
 
+def _known(key: str) -> bool:
+    return key in KNOWN or key in LEGACY_ALIASES or key.lower() in KNOWN
+
+
 def _quiet(note: Note, value: Any) -> bool:
     """True when ``value`` changes nothing (it means what celeriac does anyway)."""
     if isinstance(value, str) and value.lower() in _BOOL_WORDS:
@@ -508,14 +512,23 @@ class Settings(MutableMapping[str, Any]):
         else:
             items = {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")}
         prefix = f"{namespace}_" if namespace else ""
+        old: list[tuple[str, Any]] = []  # with a namespace, as Celery: old names too
+        new: list[tuple[str, Any]] = []
         for key, value in items.items():
             if isinstance(value, (types.ModuleType, types.FunctionType, type)) or inspect.isbuiltin(
                 value
             ):
                 continue  # imports and helpers in a config module are not settings
-            if prefix and not key.startswith(prefix):
-                continue
-            self[key[len(prefix) :]] = value
+            if not prefix:
+                new.append((key, value))
+            elif key.startswith(prefix) and _known(key[len(prefix) :]):
+                new.append((key[len(prefix) :], value))
+            elif key in LEGACY_ALIASES:  # CELERY_TASK_RESULT_EXPIRES, CELERYD_CONCURRENCY
+                old.append((key, value))
+            elif key.startswith(prefix):
+                new.append((key[len(prefix) :], value))  # unknown: the error names it
+        for key, value in [*old, *new]:  # a new name wins over an old one, as in Celery
+            self[key] = value
 
     def as_dict(self) -> dict[str, Any]:
         return {name: self[name] for name in ORDER}

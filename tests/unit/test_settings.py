@@ -54,6 +54,28 @@ def test_every_celery_setting_is_known_by_its_new_old_and_namespaced_names() -> 
     assert all(namespaced.conf.is_set(name) for name in CELERY_SETTINGS)
 
 
+def test_a_namespace_takes_old_names_too_and_new_ones_win_as_in_celery() -> None:
+    # measured on Celery 5.7 with namespace="CELERY": CELERY_TASK_RESULT_EXPIRES,
+    # CELERY_ALWAYS_EAGER, CELERYD_CONCURRENCY and BROKER_URL are read; with both,
+    # CELERY_RESULT_EXPIRES (the new name) wins
+    app = _app()
+    app.config_from_object(
+        {
+            "CELERY_TASK_RESULT_EXPIRES": 5,
+            "CELERY_RESULT_EXPIRES": 7,
+            "CELERY_ALWAYS_EAGER": True,
+            "CELERYD_CONCURRENCY": 3,
+            "BROKER_URL": "memory://old",
+            "DEBUG": True,  # not Celery's: skipped
+        },
+        namespace="CELERY",
+    )
+    assert app.conf.result_expires == 7.0 and app.conf.task_always_eager is True
+    assert app.conf.worker_concurrency == 3 and app.conf.broker_url == "memory://old"
+    with pytest.raises(ImproperlyConfigured, match="unknown setting 'TASK_DEFAULT_QUEUEE'"):
+        app.config_from_object({"CELERY_TASK_DEFAULT_QUEUEE": "q"}, namespace="CELERY")
+
+
 def test_each_setting_is_implemented_or_in_the_table_of_warnings() -> None:
     """Implemented: read by the code (outside the settings module); otherwise it is one
     of the warned settings. None is accepted and silently ignored."""
