@@ -347,11 +347,32 @@ def _quiet(note: Note, value: Any) -> bool:
                 return True
             continue
         try:
-            if value == q:
+            if value == q or (isinstance(value, str) and _number(value) == q):
                 return True
         except Exception:
             continue
     return False
+
+
+def _like(default: Any, value: Any) -> Any:
+    """A string (an environment variable's) as the type of the setting's default."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        return _BOOL_WORDS.get(value.lower(), value)
+    if isinstance(default, (int, float)):
+        number = _number(value)
+        if number is not None:
+            return int(number) if isinstance(default, int) and number.is_integer() else number
+    return value
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a number (an environment variable's value), or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 _BOOL_WORDS = {
@@ -421,6 +442,7 @@ class Settings(MutableMapping[str, Any]):
     def _set(self, name: str, value: Any) -> None:
         spec = SETTINGS.get(name)
         if spec is None:
+            value = _like(NOTES[name][0], value)
             note_setting(name, value)
             self._values[name] = value
         else:
