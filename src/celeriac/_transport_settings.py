@@ -53,7 +53,7 @@ BACKEND: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("redis_socket_keepalive", _REDIS, "socket_keepalive", "the result backend is not Redis"),
 )
 
-#: what a setting's value means nothing as (its default; no option, no warning)
+#: the value that, set for a transport it means nothing to, needs no warning
 _SILENT = {"task_default_queue_type": "classic", "broker_connection_timeout": 4.0}
 #: the Redis option name of a setting whose AMQP option is named otherwise
 _REDIS_NAMES = {"connect_timeout": "socket_connect_timeout"}
@@ -72,11 +72,10 @@ def options_for(
     out: dict[str, Any] = {}
     for setting, schemes, option, elsewhere in rows:
         value = conf[setting]
-        if value is None:
-            continue
-        silent = _SILENT.get(setting)
+        if value is None or not conf.is_set(setting):
+            continue  # unset: the transport's own default
         if scheme not in schemes:
-            if value != silent and setting not in _warned:
+            if value != _SILENT.get(setting) and setting not in _warned:
                 _warned.add(setting)
                 logger.warning(
                     "Setting %s=%r has no effect with a %s:// transport: %s",
@@ -85,10 +84,6 @@ def options_for(
                     scheme,
                     elsewhere,
                 )
-            continue
-        if setting == "broker_connection_timeout" and value == silent:
-            continue  # the transport's own default
-        if setting == "task_default_queue_type" and value == silent:
             continue
         name = _REDIS_NAMES.get(option, option) if scheme in _REDIS else option
         out[name] = value
