@@ -94,7 +94,8 @@ NOTES: dict[str, tuple[Any, Note]] = {
     "broker_channel_error_retry": (
         False,
         Note(
-            "a channel error is handled as a lost connection (broker_connection_retry)",
+            "celeriac's RabbitMQ client reopens its channels and connection after an "
+            "error by itself",
             quiet=(None, False),
         ),
     ),
@@ -391,7 +392,10 @@ NOTES: dict[str, tuple[Any, Note]] = {
             "a prefork child that dies is noticed at once by its supervisor", quiet=(None, 10, 10.0)
         ),
     ),
-    "worker_pool_putlocks": (True, Note("the pool never blocks a fetch", quiet=(None, True))),
+    "worker_pool_putlocks": (
+        True,
+        Note("celeriac's pools take work only for a free slot", quiet=(None, True)),
+    ),
     "worker_pool_restarts": (
         False,
         Note(
