@@ -347,7 +347,9 @@ def _quiet(note: Note, value: Any) -> bool:
                 return True
             continue
         try:
-            if value == q or (isinstance(value, str) and _number(value) == q):
+            if value == q or (
+                isinstance(value, str) and isinstance(q, (int, float)) and _number(value) == q
+            ):
                 return True
         except Exception:
             continue
