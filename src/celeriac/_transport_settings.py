@@ -54,7 +54,11 @@ BACKEND: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
 )
 
 #: the value that, set for a transport it means nothing to, needs no warning
-_SILENT = {"task_default_queue_type": "classic", "broker_connection_timeout": 4.0}
+_SILENT = {
+    "task_default_queue_type": "classic",
+    "broker_connection_timeout": 4.0,
+    "broker_heartbeat": 0.0,  # off: what a transport without heartbeats does anyway
+}
 #: the Redis option name of a setting whose AMQP option is named otherwise
 _REDIS_NAMES = {"connect_timeout": "socket_connect_timeout"}
 _warned: set[str] = set()
