@@ -261,6 +261,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_max_tasks_per_child": Setting(None, _int(1)),
     "worker_revoke_expires": Setting(10800.0, _seconds),
     "worker_disable_rate_limits": Setting(False, _bool),
+    "worker_enable_remote_control": Setting(True, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
     "worker_task_log_format": Setting(None, _str),

@@ -381,10 +381,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         None,
         Note("celeriac's worker does not hold ETA tasks: the broker keeps them until due"),
     ),
-    "worker_enable_remote_control": (
-        True,
-        Note("celeriac's worker always answers remote control", quiet=(None, True)),
-    ),
     "worker_log_color": (None, Note("the worker's log is not coloured", quiet=(None, False))),
     "worker_lost_wait": (
         10.0,

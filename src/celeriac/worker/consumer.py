@@ -181,7 +181,8 @@ class Consumer:
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
-        if self.control and isinstance(self.broker, RemoteControl):
+        remote = self.control and self.app.conf["worker_enable_remote_control"]
+        if remote and isinstance(self.broker, RemoteControl):
             # listening before "ready": a request sent right after it must not be lost
             listening = asyncio.Event()
             helpers.append(loop.create_task(self._listen_control(listening.set)))
