@@ -15,6 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from celeriac import states
+from celeriac._queues import Queue
 from celeriac.app import Celeriac, Celery, _CurrentAppProxy, shared_task
 from celeriac.canvas import (
     Signature,
@@ -40,6 +41,7 @@ __all__ = [
     "Celeriac",
     "Celery",
     "Middleware",
+    "Queue",
     "Signature",
     "Task",
     "__version__",

@@ -11,13 +11,15 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import logging
 import os
 import types
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celeriac._settings_table import NOTES, Note, old_name
 from celeriac.exceptions import ImproperlyConfigured
 
 ENV_PREFIX = "CELERIAC_"
@@ -156,6 +158,49 @@ def _routes(name: str, value: Any) -> Any:
     raise _fail(name, value, "a mapping of task name (or glob) to {'queue': ...}, or a list")
 
 
+def _queues(name: str, value: Any) -> Any:
+    from celeriac._queues import queue_table  # noqa: PLC0415 - imports this module
+
+    return None if value is None else queue_table(name, value)
+
+
+def _annotations(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, Mapping) or hasattr(value, "annotate"):
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _annotations(name, item)
+        return list(value)
+    raise _fail(name, value, "a mapping of task name (or '*') to attributes, or a list of them")
+
+
+#: The keys of ``task_publish_retry_policy`` (Celery's, as kombu's ``ensure`` takes them).
+RETRY_POLICY_KEYS = (
+    "max_retries",
+    "interval_start",
+    "interval_step",
+    "interval_max",
+    "retry_errors",
+)
+
+
+def _retry_policy(name: str, value: Any) -> Any:
+    value = _mapping(name, value)
+    for key in value or {}:
+        if key not in RETRY_POLICY_KEYS:
+            near = difflib.get_close_matches(key, RETRY_POLICY_KEYS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise _fail(name, value, f"keys among {', '.join(RETRY_POLICY_KEYS)}{hint}")
+    return value
+
+
+def _protocol(name: str, value: Any) -> Any:
+    value = _int(1)(name, value)
+    if value not in (None, 2):
+        raise _fail(name, value, "2 (celeriac speaks Celery's message protocol 2 only)")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     default: Any
@@ -168,21 +213,28 @@ SETTINGS: dict[str, Setting] = {
     "broker_transport_options": Setting({}, _mapping),
     "broker_use_ssl": Setting(None, _tls_setting),
     "redis_backend_use_ssl": Setting(None, _tls_setting),
-    "broker_connection_retry_on_startup": Setting(True, _bool),
+    "broker_connection_retry": Setting(True, _bool),
+    "broker_connection_retry_on_startup": Setting(None, _bool),
+    "broker_connection_max_retries": Setting(100, _int(0)),
     "broker_connection_timeout": Setting(4.0, _seconds),
+    "broker_heartbeat": Setting(None, _seconds),
+    "redis_socket_timeout": Setting(None, _seconds),
+    "redis_socket_connect_timeout": Setting(None, _seconds),
+    "redis_socket_keepalive": Setting(None, _bool),
     "result_backend": Setting(None, _str),
     "result_backend_transport_options": Setting({}, _mapping),
     "result_expires": Setting(86400.0, _seconds),
     "result_extended": Setting(False, _bool),
     "result_serializer": Setting("json", _serializer),
-    "result_accept_content": Setting(None, _content),
     # tasks
     "accept_content": Setting(["json"], _content),
     "task_serializer": Setting("json", _serializer),
     "task_default_queue": Setting("celery", _str),
     "task_default_priority": Setting(None, _int(0)),
     "task_routes": Setting(None, _routes),
-    "task_queues": Setting(None, _any),
+    "task_queues": Setting(None, _queues),
+    "task_default_queue_type": Setting("classic", _choice("classic", "quorum")),
+    "task_queue_max_priority": Setting(None, _int(1)),
     "task_create_missing_queues": Setting(True, _bool),
     "task_acks_late": Setting(True, _bool),
     "task_acks_on_failure_or_timeout": Setting(True, _bool),
@@ -197,60 +249,153 @@ SETTINGS: dict[str, Setting] = {
     "task_default_retry_delay": Setting(180.0, _seconds),
     "task_always_eager": Setting(False, _bool),
     "task_eager_propagates": Setting(False, _bool),
-    "task_send_sent_event": Setting(False, _bool),
-    "task_protocol": Setting(2, _int(1)),
-    "task_annotations": Setting(None, _any),
+    "task_protocol": Setting(2, _protocol),
+    "task_annotations": Setting(None, _annotations),
+    "task_publish_retry": Setting(True, _bool),
+    "task_publish_retry_policy": Setting(None, _retry_policy),
     # worker
     "worker_concurrency": Setting(None, _int(1)),
     "worker_pool": Setting("prefork", _choice("prefork", "threads", "asyncio", "solo")),
     "worker_prefetch_multiplier": Setting(4, _int(1)),
     "worker_prefetch_window": Setting(0.02, _seconds),
     "worker_max_tasks_per_child": Setting(None, _int(1)),
-    "worker_max_memory_per_child": Setting(None, _int(1)),
-    "worker_shutdown_timeout": Setting(None, _seconds),
-    "worker_send_task_events": Setting(False, _bool),
     "worker_revoke_expires": Setting(10800.0, _seconds),
+    "worker_disable_rate_limits": Setting(False, _bool),
+    "worker_enable_remote_control": Setting(True, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
     "worker_task_log_format": Setting(None, _str),
-    "worker_redirect_stdouts": Setting(True, _bool),
+    "worker_log_datefmt": Setting(None, _str),
+    "worker_task_log_datefmt": Setting(None, _str),
     # misc
-    "timezone": Setting("UTC", _str),
-    "enable_utc": Setting(True, _bool),
     "imports": Setting([], _list),
     "include": Setting([], _list),
-    "beat_schedule": Setting({}, _mapping),
 }
 
-#: Celery's old uppercase names that differ from ``NAME.lower()``.
-LEGACY_ALIASES = {
-    "BROKER_URL": "broker_url",
-    "CELERY_RESULT_BACKEND": "result_backend",
-    "CELERY_TASK_SERIALIZER": "task_serializer",
-    "CELERY_RESULT_SERIALIZER": "result_serializer",
-    "CELERY_ACCEPT_CONTENT": "accept_content",
-    "CELERY_TIMEZONE": "timezone",
+#: Every known name: celeriac's settings and the Celery settings it accepts with a note.
+KNOWN: frozenset[str] = frozenset(SETTINGS) | frozenset(NOTES)
+#: the names in the order ``app.conf`` lists them
+ORDER: tuple[str, ...] = (*SETTINGS, *(name for name in NOTES if name not in SETTINGS))
+
+#: Celery's old uppercase names (``BROKER_URL``, ``CELERYD_CONCURRENCY``), and a few
+#: celeriac took before it derived them, mapped to the new names.
+LEGACY_ALIASES: dict[str, str] = {
+    **{old: name for name in sorted(KNOWN) if (old := old_name(name)) is not None},
     "CELERY_ENABLE_UTC": "enable_utc",
-    "CELERY_ROUTES": "task_routes",
-    "CELERY_IMPORTS": "imports",
-    "CELERYD_CONCURRENCY": "worker_concurrency",
-    "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
-    "CELERYBEAT_SCHEDULE": "beat_schedule",
 }
+
+#: The environment variables that set the broker and backend URLs over every other
+#: source, as Celery's ``CELERY_BROKER_URL`` (the ``CELERIAC_`` form first).
+ENV_URLS = {
+    "broker_url": ("CELERIAC_BROKER_URL", "CELERY_BROKER_URL"),
+    "result_backend": ("CELERIAC_RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
+    "broker_read_url": ("CELERIAC_BROKER_READ_URL", "CELERY_BROKER_READ_URL"),
+    "broker_write_url": ("CELERIAC_BROKER_WRITE_URL", "CELERY_BROKER_WRITE_URL"),
+}
+
+logger = logging.getLogger("celeriac.settings")
+#: the settings whose note this process has logged (once each)
+_noted: set[str] = set()
+
+
+def _nearest(key: str, n: int = 3) -> list[str]:
+    """Real names near ``key``, one per setting, in the key's style (capitals for a key
+    in capitals: the new name's, or Celery's old name when that is nearer)."""
+    upper = key.isupper()
+    forms = {name: (name.upper() if upper else name, name) for name in KNOWN}
+    if upper:
+        forms.update({old.lower(): (old, name) for old, name in LEGACY_ALIASES.items()})
+    found: list[str] = []
+    seen: set[str] = set()
+    for match in difflib.get_close_matches(key.lower(), forms, n=3 * n, cutoff=0.6):
+        shown, name = forms[match]
+        if name not in seen:
+            seen.add(name)
+            found.append(shown)
+    return found[:n]
 
 
 def canonical_name(key: str) -> str:
-    """Map a given key to its setting name, or raise naming the nearest valid one."""
-    if key in SETTINGS:
+    """Map a given key to its setting name, or raise naming the nearest valid ones."""
+    if key in KNOWN:
         return key
     if key in LEGACY_ALIASES:
         return LEGACY_ALIASES[key]
     lowered = key.lower()
-    if lowered in SETTINGS:
+    if lowered in KNOWN:
         return lowered
-    near = difflib.get_close_matches(lowered, SETTINGS, n=1, cutoff=0.6)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
+    if lowered.startswith("celery_") and lowered[7:] in KNOWN:
+        raise ImproperlyConfigured(
+            f"unknown setting {key!r}: {lowered[7:]} with the CELERY namespace, as "
+            "config_from_object(obj, namespace='CELERY') reads it"
+        )
+    near = _nearest(key)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
     raise ImproperlyConfigured(f"unknown setting {key!r}{hint}")
+
+
+def _known(key: str) -> bool:
+    return key in KNOWN or key in LEGACY_ALIASES or key.lower() in KNOWN
+
+
+def _quiet(note: Note, value: Any) -> bool:
+    """True when ``value`` changes nothing (it means what celeriac does anyway)."""
+    if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        value = _BOOL_WORDS[value.lower()]
+    for q in note.quiet:
+        if isinstance(value, bool) or isinstance(q, bool):
+            if value is q:
+                return True
+            continue
+        try:
+            if value == q or (
+                isinstance(value, str) and isinstance(q, (int, float)) and _number(value) == q
+            ):
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def _like(default: Any, value: Any) -> Any:
+    """A string (an environment variable's) as the type of the setting's default."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        return _BOOL_WORDS.get(value.lower(), value)
+    if isinstance(default, (int, float)):
+        number = _number(value)
+        if number is not None:
+            return int(number) if isinstance(default, int) and number.is_integer() else number
+    return value
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a number (an environment variable's value), or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+_BOOL_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+
+
+def note_setting(name: str, value: Any) -> None:
+    """Log, once per process, that setting ``name`` is accepted and what celeriac does
+    instead (nothing for a value that changes nothing)."""
+    entry = NOTES.get(name)
+    if entry is None or name in _noted or _quiet(entry[1], value):
+        return
+    _noted.add(name)
+    note = entry[1]
+    if note.kind == "not-yet":
+        logger.warning("Setting %s=%r: %s %s", name, value, name, note.text)
+    else:
+        logger.warning("Setting %s=%r has no effect in celeriac: %s", name, value, note.text)
 
 
 class Settings(MutableMapping[str, Any]):
@@ -258,6 +403,10 @@ class Settings(MutableMapping[str, Any]):
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
+        #: settings an environment variable gives over every other source (ENV_URLS)
+        self._pinned: dict[str, str] = {}
+        #: what to call after one of these settings is assigned (see :meth:`watch`)
+        self._watchers: list[tuple[frozenset[str], Callable[[], None]]] = []
         self.finalized = False
         #: grows with every assignment or deletion (not with changes made inside a
         #: value, such as a key set in a dict setting): caches of derived state check it
@@ -272,24 +421,63 @@ class Settings(MutableMapping[str, Any]):
             name = canonical_name(key)
             if name in values:
                 return values[name]
-            spec = SETTINGS[name]
-        default = spec.default
+            spec = SETTINGS.get(name)
+            default = NOTES[name][0] if spec is None else spec.default
+        else:
+            default = spec.default
         return default.copy() if isinstance(default, (dict, list)) else default
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = canonical_name(key)
-        self._values[name] = SETTINGS[name].check(name, value)
+        if name in self._pinned:
+            variable = self._pinned[name]
+            if "pinned:" + name not in _noted:
+                _noted.add("pinned:" + name)
+                logger.warning(
+                    "Setting %s=%r is overridden by the environment variable %s (as in Celery)",
+                    name,
+                    value,
+                    variable,
+                )
+            return
+        self._set(name, value)
+
+    def _set(self, name: str, value: Any) -> None:
+        spec = SETTINGS.get(name)
+        if spec is None:
+            value = _like(NOTES[name][0], value)
+            note_setting(name, value)
+            self._values[name] = value
+        else:
+            self._values[name] = spec.check(name, value)
         self.version += 1
+        for names, call in self._watchers:
+            if name in names:
+                call()
+
+    def watch(self, names: Iterable[str], call: Callable[[], None]) -> None:
+        """Call ``call()`` after any of the settings ``names`` is assigned."""
+        self._watchers.append((frozenset(names), call))
+
+    def override(self, key: str, value: Any) -> None:
+        """Set ``key`` over an environment variable that gives it (the CLI's ``-b``)."""
+        name = canonical_name(key)
+        self._pinned.pop(name, None)
+        self._set(name, value)
 
     def __delitem__(self, key: str) -> None:
-        del self._values[canonical_name(key)]
+        name = canonical_name(key)
+        del self._values[name]
         self.version += 1
+        for names, call in self._watchers:
+            if name in names:
+                call()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(SETTINGS)
+        return iter(ORDER)
 
     def __len__(self) -> int:
-        return len(SETTINGS)
+        return len(ORDER)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -314,16 +502,33 @@ class Settings(MutableMapping[str, Any]):
             self[key] = value
 
     def update_from_env(self, environ: Mapping[str, str] | None = None) -> None:
+        """``CELERIAC_<NAME>`` variables (lowest precedence), and the URL variables of
+        :data:`ENV_URLS` (``CELERY_BROKER_URL``...), which win over every other source."""
         env = os.environ if environ is None else environ
+        url_variables = {v for pair in ENV_URLS.values() for v in pair}
         for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX):
+            if not key.startswith(ENV_PREFIX) or key in url_variables:
                 continue
             suffix = key[len(ENV_PREFIX) :].lower()
-            if suffix not in SETTINGS:
-                near = difflib.get_close_matches(suffix, SETTINGS, n=1, cutoff=0.6)
-                hint = f"; did you mean {ENV_PREFIX}{near[0].upper()}?" if near else ""
-                raise ImproperlyConfigured(f"unknown environment setting {key}{hint}")
-            self[suffix] = raw
+            if suffix in KNOWN:
+                self[suffix] = raw
+                continue
+            near = difflib.get_close_matches(suffix, KNOWN, n=3, cutoff=0.8)
+            if near:
+                names = " or ".join(ENV_PREFIX + n.upper() for n in near)
+                raise ImproperlyConfigured(
+                    f"environment variable {key} names no setting; did you mean {names}?"
+                )
+            if key not in _noted:
+                _noted.add(key)
+                logger.warning("Environment variable %s names no celeriac setting: ignored", key)
+        for name, variables in ENV_URLS.items():
+            for variable in variables:
+                if env.get(variable):
+                    self._pinned.pop(name, None)
+                    self._set(name, env[variable])
+                    self._pinned[name] = variable
+                    break
 
     def update_from_object(self, obj: Any, namespace: str | None = None) -> None:
         items: Mapping[str, Any]
@@ -332,17 +537,26 @@ class Settings(MutableMapping[str, Any]):
         else:
             items = {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")}
         prefix = f"{namespace}_" if namespace else ""
+        old: list[tuple[str, Any]] = []  # with a namespace, as Celery: old names too
+        new: list[tuple[str, Any]] = []
         for key, value in items.items():
             if isinstance(value, (types.ModuleType, types.FunctionType, type)) or inspect.isbuiltin(
                 value
             ):
                 continue  # imports and helpers in a config module are not settings
-            if prefix and not key.startswith(prefix):
-                continue
-            self[key[len(prefix) :]] = value
+            if not prefix:
+                new.append((key, value))
+            elif key.startswith(prefix) and _known(key[len(prefix) :]):
+                new.append((key[len(prefix) :], value))
+            elif key in LEGACY_ALIASES:  # CELERY_TASK_RESULT_EXPIRES, CELERYD_CONCURRENCY
+                old.append((key, value))
+            elif key.startswith(prefix):
+                new.append((key[len(prefix) :], value))  # unknown: the error names it
+        for key, value in [*old, *new]:  # a new name wins over an old one, as in Celery
+            self[key] = value
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: self[name] for name in SETTINGS}
+        return {name: self[name] for name in ORDER}
 
     def __repr__(self) -> str:
         return f"<Settings {self._values!r}>"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import functools
 import importlib
-import re
 import threading
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -25,10 +23,12 @@ from typing import (
     overload,
 )
 
+from celeriac import _publish_retry, _queues, _task_config, _transport_settings
 from celeriac._arguments import check_sent
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
@@ -125,6 +125,7 @@ class Celeriac:
         for key, value in settings.items():
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.conf.watch(_task_config.WATCHED, lambda: _task_config.configure_all(self))
         self.middleware: list[Middleware] = [SignalsMiddleware()]
         from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
 
@@ -183,12 +184,13 @@ class Celeriac:
         return self._backend_tls()[0]
 
     def broker_options(self) -> dict[str, Any]:
-        """The broker's transport options, with those of ``broker_use_ssl``."""
-        return {**self._broker_tls()[1], **self.conf["broker_transport_options"]}
+        """The broker's transport options: ``broker_transport_options`` over those of
+        ``broker_use_ssl`` and of settings that are options (``broker_heartbeat``...)."""
+        return _transport_settings.merged(self.conf, "broker", *self._broker_tls())
 
     def backend_options(self) -> dict[str, Any]:
-        """The result backend's transport options, with those of its TLS setting."""
-        return {**self._backend_tls()[1], **self.conf["result_backend_transport_options"]}
+        """The result backend's transport options, as :meth:`broker_options`."""
+        return _transport_settings.merged(self.conf, "backend", *self._backend_tls())
 
     def _broker_tls(self) -> tuple[str, dict[str, Any]]:
         url = self.conf["broker_url"]
@@ -244,6 +246,7 @@ class Celeriac:
         base = options.get("base") or Task
         cls = make_task_class(fn, name, self, base, options)
         task = cls()
+        _task_config.configure_task(self, task)
         self.tasks[name] = task
         return task
 
@@ -351,10 +354,11 @@ class Celeriac:
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         publisher = sync_publisher(self)
         if publisher is None:
-            run_sync(self._publish(queue, message, priority, not_before))
+            run_sync(self._publish(queue, message, priority, not_before, options))
         else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
-                publisher.publish(queue, message, priority, not_before)
+                args = (queue, message, priority, not_before)
+                _publish_retry.publish_sync(self, options, publisher.publish, *args)
         return self._result_of(name, message)
 
     async def asend_task(
@@ -367,7 +371,7 @@ class Celeriac:
         """``send_task`` for asyncio code."""
         options.setdefault("_unchecked", "_task" not in options)
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
-        await self._publish(queue, message, priority, not_before)
+        await self._publish(queue, message, priority, not_before, options)
         return self._result_of(name, message)
 
     def _result_of(self, name: str, message: Message) -> AsyncResult[Any]:
@@ -376,13 +380,21 @@ class Celeriac:
         return result
 
     async def _publish(
-        self, queue: str, message: Message, priority: int, not_before: float | None
+        self,
+        queue: str,
+        message: Message,
+        priority: int,
+        not_before: float | None,
+        options: dict[str, Any] | None = None,
     ) -> None:
-        with self._publishing(message, queue):
+        async def publish() -> None:
             if self._clients_for_loop().backend.needs_reply_to:
                 await self.get_backend()  # rpc: the reply queue must exist before an answer
             broker = await self.get_broker()
             await broker.publish(queue, message, priority=priority, not_before=not_before)
+
+        with self._publishing(message, queue):
+            await _publish_retry.publish_async(self, options or {}, publish)
 
     @contextlib.contextmanager
     def _publishing(self, message: Message, queue: str) -> Iterator[None]:
@@ -405,13 +417,15 @@ class Celeriac:
         kwargs = dict(kwargs or {})
         check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
         now = utcnow()
-        eta = _as_utc(options.get("eta"))
+        eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")
         if countdown is not None:
             eta = now + timedelta(seconds=float(countdown))
         expires = options.get("expires", task.expires if task else None)
-        expires_at = _expires_at(expires, now)
+        expires_at = expiry_time(expires, now)
         queue = self.route(name, args, kwargs, options, task)
+        if not self.conf["task_create_missing_queues"]:
+            _queues.check_queue(self.conf, queue)
         priority = options.get("priority")
         if priority is None and task is not None:
             priority = task.priority
@@ -444,8 +458,8 @@ class Celeriac:
             group_index=options.get("group_index"),
             shadow=options.get("shadow"),
             ignore_result=bool(ignore_result),
-            callbacks=_sig_list(options.get("link")),
-            errbacks=_sig_list(options.get("link_error")),
+            callbacks=sig_list(options.get("link")),
+            errbacks=sig_list(options.get("link_error")),
             chain=options.get("chain"),
             chord=options.get("chord"),
             extra_headers=stamp_headers(options),
@@ -471,34 +485,12 @@ class Celeriac:
         queue = options.get("queue")
         if queue:
             return str(queue)
-        routed = self._from_routes(name, args, kwargs, options, task)
+        routed = from_routes(self.conf["task_routes"], name, args, kwargs, options, task)
         if routed:
             return routed
         if task is not None and task.queue:
             return task.queue
         return str(self.conf["task_default_queue"])
-
-    def _from_routes(
-        self,
-        name: str,
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-        options: dict[str, Any],
-        task: Task[Any, Any] | None,
-    ) -> str | None:
-        routes = self.conf["task_routes"]
-        if not routes:
-            return None
-        for router in routes if isinstance(routes, (list, tuple)) else [routes]:
-            if callable(router):
-                route = router(name, args, kwargs, options, task=task)
-            else:
-                route = _match_route(router, name)
-            if isinstance(route, str):
-                return route
-            if isinstance(route, dict) and route.get("queue"):
-                return str(route["queue"])
-        return None
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
         return AsyncResult(task_id, app=self, **kwargs)
@@ -512,45 +504,6 @@ class Celeriac:
 
     def add_middleware(self, middleware: Middleware) -> None:
         self.middleware.append(middleware)
-
-
-def _match_route(table: Any, name: str) -> Any:
-    if not isinstance(table, dict):
-        return None
-    if name in table:
-        return table[name]
-    for pattern, route in table.items():
-        if isinstance(pattern, re.Pattern):
-            if pattern.match(name):
-                return route
-        elif isinstance(pattern, str) and fnmatch.fnmatchcase(name, pattern):
-            return route
-    return None
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise TypeError(f"eta must be a datetime, got {value!r}")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _expires_at(expires: Any, now: datetime) -> datetime | None:
-    if expires is None:
-        return None
-    if isinstance(expires, (int, float)):
-        return now + timedelta(seconds=float(expires))
-    if isinstance(expires, timedelta):
-        return now + expires
-    return _as_utc(expires)
-
-
-def _sig_list(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [dict(item) if isinstance(item, dict) else item for item in items]
 
 
 def current_app() -> Celeriac:

@@ -86,7 +86,7 @@ class AppContext:
                 raise click.UsageError("this command needs an app: pass -A/--app MODULE")
             self._app = find_app(self.spec)
             if self.broker:
-                self._app.conf["broker_url"] = self.broker
+                self._app.conf.override("broker_url", self.broker)
         return self._app
 
 
@@ -141,14 +141,18 @@ def worker(
 
 @cli.command()
 @click.option("-f", "--force", is_flag=True, help="do not ask for confirmation")
-@click.option("-Q", "--queues", default=None, help="comma-separated queues (default: celery)")
+@click.option(
+    "-Q", "--queues", default=None, help="comma-separated queues (default: task_queues' or celery)"
+)
 @click.pass_obj
 def purge(obj: AppContext, force: bool, queues: str | None) -> None:
     """Delete every waiting message from the queues."""
     from celeriac._loop import run_sync  # noqa: PLC0415
+    from celeriac._queues import consumed_queues  # noqa: PLC0415
 
     app = obj.app
-    names = [q.strip() for q in (queues or app.conf["task_default_queue"]).split(",")]
+    given = [q.strip() for q in queues.split(",")] if queues else None
+    names = given or consumed_queues(app.conf)  # as Celery: every queue in task_queues
     if not force:
         click.confirm(
             f"This will remove all messages from queue(s): {', '.join(names)}. "

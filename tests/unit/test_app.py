@@ -374,6 +374,7 @@ def test_public_names_are_pinned() -> None:
         "Celeriac",
         "Celery",
         "Middleware",
+        "Queue",
         "Signature",
         "Task",
         "__version__",

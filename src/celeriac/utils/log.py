@@ -42,6 +42,26 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+class WorkerFormatter(logging.Formatter):
+    """The worker's log format (``worker_log_format``, ``worker_log_datefmt``), and for
+    the records of task loggers (:func:`get_task_logger`) the task format
+    (``worker_task_log_format``, ``worker_task_log_datefmt``), as Celery's worker."""
+
+    def __init__(self, conf: Any = None) -> None:
+        def setting(name: str) -> Any:
+            return conf[name] if conf is not None else None
+
+        super().__init__(setting("worker_log_format") or LOG_FORMAT, setting("worker_log_datefmt"))
+        self.task = logging.Formatter(
+            setting("worker_task_log_format") or TASK_LOG_FORMAT, setting("worker_task_log_datefmt")
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.startswith("celeriac.task.") and hasattr(record, "task_id"):
+            return self.task.format(record)
+        return super().format(record)
+
+
 def setup_logging(level: str | int, conf: Any = None) -> None:
     """Configure the root logger the way a Celery worker does."""
     if isinstance(level, str):
@@ -52,16 +72,15 @@ def setup_logging(level: str | int, conf: Any = None) -> None:
             raise ImproperlyConfigured(
                 f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
-    fmt = (conf["worker_log_format"] if conf is not None else None) or LOG_FORMAT
     root = logging.getLogger()
     if conf is not None and not conf["worker_hijack_root_logger"] and root.handlers:
         return
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(WorkerFormatter(conf))
     root.addHandler(handler)
     root.setLevel(level)
 
 
-__all__ = ["get_logger", "get_task_logger", "mask_url", "setup_logging"]
+__all__ = ["WorkerFormatter", "get_logger", "get_task_logger", "mask_url", "setup_logging"]

@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from celeriac import __version__
-from celeriac.exceptions import BrokerError, ImproperlyConfigured
+from celeriac._queues import consumed_queues
+from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import create_broker
 from celeriac.utils.log import mask_url, setup_logging
 from celeriac.worker.consumer import Consumer, check_capabilities
 from celeriac.worker.pools import POOLS, make_pool
+from celeriac.worker.startup import connect_at_startup
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 POOL_NAMES = ("prefork", "threads", "asyncio", "solo")
+#: the waits between start-up connection attempts (the last one repeats)
+STARTUP_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
 
 
 def expand_hostname(name: str | None) -> str:
@@ -68,7 +72,7 @@ class Worker:
             raise ImproperlyConfigured(f"concurrency must be at least 1, got {self.concurrency}")
         if self.pool == "solo":
             self.concurrency = 1
-        self.queues = list(queues or [conf["task_default_queue"]])
+        self.queues = list(queues or consumed_queues(conf))
         self.hostname = expand_hostname(hostname)
         self.loglevel = loglevel if loglevel is not None else "WARNING"
         self.prefetch_multiplier = prefetch_multiplier or conf["worker_prefetch_multiplier"]
@@ -92,27 +96,9 @@ class Worker:
     async def _preflight(self) -> None:
         """Before any child is forked: the broker can be reached (retried while
         ``broker_connection_retry_on_startup``), and it can do what the tasks ask."""
-        conf = self.app.conf
-        broker = create_broker(self.app.broker_url, self.app.broker_options())
-        attempt = 0
-        while True:
-            try:
-                await broker.connect()
-                break
-            except (OSError, BrokerError) as exc:
-                if not conf["broker_connection_retry_on_startup"]:
-                    raise BrokerError(
-                        f"cannot connect to broker {mask_url(self.app.broker_url)}: {exc}"
-                    ) from exc
-                delay = min(2.0**attempt * 0.5, 10.0)
-                logger.warning(
-                    "Cannot connect to broker %s: %s; retrying in %.1fs",
-                    mask_url(self.app.broker_url),
-                    exc,
-                    delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        url = self.app.broker_url
+        broker = create_broker(url, self.app.broker_options())
+        await connect_at_startup(self.app.conf, url, broker.connect, STARTUP_DELAYS)
         try:
             check_capabilities(self.app, broker)
         finally:
@@ -151,14 +137,24 @@ class Worker:
             f"(Python {platform.python_version()})",
             " -- ******* ---- [config]",
             f" - *** --- * --- .> app:         {app_name}:{id(self.app):#x}",
-            f" - ** ---------- .> transport:   {mask_url(self.app.broker_url)}",
-            f" - ** ---------- .> results:     {mask_url(self.app.backend_url)}",
+            f" - ** ---------- .> transport:   {_where(self.app.broker_url)}",
+            f" - ** ---------- .> results:     {_where(self.app.backend_url)}",
             f" - *** --- * --- .> concurrency: {self.concurrency} ({self.pool})",
             " --- ***** ----- [queues]",
         ]
         lines += [f"                .> {q}" for q in self.queues]
         lines += ["", "[tasks]"] + [f"  . {name}" for name in tasks] + [""]
         return "\n".join(lines)
+
+
+def _where(url: str) -> str:
+    """A URL for the banner: its password masked, a SQLite file's absolute path added."""
+    if url.lower().startswith("sqlite:"):
+        from celeriac.transports.sqlite.db import describe  # noqa: PLC0415
+
+        path = describe(url)
+        return f"{url} ({path})" if path else url
+    return mask_url(url)
 
 
 def install_stop_handlers(stop: Callable[[bool], None], announce: bool = True) -> None:

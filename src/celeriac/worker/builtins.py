@@ -163,10 +163,11 @@ class TerminateRevoked(Middleware):
 
 def builtins(consumer: Consumer) -> list[Middleware]:
     """The worker's middleware for ``consumer``, in the order they run."""
+    limits = [] if consumer.app.conf["worker_disable_rate_limits"] else [RateLimits(consumer)]
     return [
         Retries(consumer.handler),
         ResultStore(consumer.handler.result_ttl),
-        RateLimits(consumer),
+        *limits,
         TimeLimits(consumer),
         TerminateRevoked(consumer),
     ]

@@ -40,6 +40,7 @@ from celeriac.transports.capabilities import (
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.pools import Pool
+from celeriac.worker.startup import EXIT_BROKER_LOST, connect_at_startup, give_up
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -180,7 +181,8 @@ class Consumer:
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
-        if self.control and isinstance(self.broker, RemoteControl):
+        remote = self.control and self.app.conf["worker_enable_remote_control"]
+        if remote and isinstance(self.broker, RemoteControl):
             # listening before "ready": a request sent right after it must not be lost
             listening = asyncio.Event()
             helpers.append(loop.create_task(self._listen_control(listening.set)))
@@ -237,17 +239,13 @@ class Consumer:
                 logger.warning("Remote control: could not answer %s: %s", request.method, exc)
 
     async def _connect_broker(self) -> Broker:
-        attempt = 0
-        while True:
-            try:
-                return await self.app.get_broker()
-            except (OSError, BrokerError) as exc:
-                if self._stopping or not self.app.conf["broker_connection_retry_on_startup"]:
-                    raise
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                logger.warning("Cannot connect to broker: %s; retrying in %.1fs", exc, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
+        return await connect_at_startup(
+            self.app.conf,
+            self.app.broker_url,
+            self.app.get_broker,
+            RETRY_DELAYS,
+            lambda: self._stopping,
+        )
 
     async def _fetch_loop(self) -> None:
         broker, space = self.broker, self._space
@@ -271,9 +269,13 @@ class Consumer:
             except (OSError, BrokerError) as exc:
                 self._pending_acks = acks + self._pending_acks  # acks are idempotent
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                if failures == 0:
-                    logger.error("Broker connection lost: %s; reconnecting", exc)
                 failures += 1
+                stop = give_up(self.app.conf, self.app.broker_url, failures, exc)
+                if stop is not None:  # broker_connection_retry(_max_retries)
+                    self.exit_code = EXIT_BROKER_LOST
+                    raise stop from exc
+                if failures == 1:
+                    logger.error("Broker connection lost: %s; reconnecting", exc)
                 await asyncio.sleep(delay)
                 continue
             if failures:

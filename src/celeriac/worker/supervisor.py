@@ -26,6 +26,7 @@ from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
+from celeriac.worker.startup import EXIT_BROKER_LOST
 
 if TYPE_CHECKING:
     from celeriac.worker import Worker
@@ -64,6 +65,7 @@ class Supervisor:
         self.worker = worker
         self.children: dict[int, Child] = {}
         self.stopping = 0  # 0 running, 1 warm, 2 cold
+        self.exit_code = 0
         self._ready_announced = False
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
@@ -86,7 +88,7 @@ class Supervisor:
                     self._read_ready()
             self._reap()
         logger.info("Worker %s stopped", self.worker.hostname)
-        return 0
+        return self.exit_code
 
     def _poke(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -143,6 +145,10 @@ class Supervisor:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         if code == EXIT_ABANDONED:
             logger.info("Process %r pid:%d restarted after stopping a task", name, child.pid)
+        if code == EXIT_BROKER_LOST and not self.stopping:  # broker_connection_retry
+            logger.error("Process %r gave up on the broker: stopping the worker", name)
+            self.exit_code = 1
+            self._on_signal(signal.SIGTERM, None)
         if code != 0:
             if not self.stopping and code != EXIT_ABANDONED:
                 logger.error("Process %r pid:%d exited with %s", name, child.pid, how)

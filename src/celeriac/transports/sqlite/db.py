@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl
 from celeriac.exceptions import ImproperlyConfigured
 
 DEFAULT_PATH = "celeriac.sqlite3"
+logger = logging.getLogger("celeriac.transports.sqlite")
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
@@ -68,6 +70,7 @@ def connect(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
             f"SQLite database {path!r}: directory {directory!r} does not exist "
             f"(celeriac does not create it; create it or change the URL)"
         )
+    created = not os.path.exists(path)
     conn = sqlite3.connect(
         path,
         timeout=busy_timeout,
@@ -91,7 +94,28 @@ def connect(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
+    if created and os.path.abspath(path) not in _announced:
+        _announced.add(os.path.abspath(path))
+        logger.warning(
+            "Created the SQLite database %s (a relative sqlite:/// URL is relative to the "
+            "current folder: a worker or client started elsewhere uses another file)",
+            os.path.abspath(path),
+        )
     return conn
+
+
+def describe(url: str) -> str:
+    """Where a ``sqlite://`` URL's file is (its absolute path), for the worker's banner;
+    "" for another URL or a bad one."""
+    try:
+        path, _ = parse_url(url)
+    except ImproperlyConfigured:
+        return ""
+    return os.path.abspath(path)
+
+
+#: the databases this process created (and said so)
+_announced: set[str] = set()
 
 
 #: Seconds between two WAL checkpoints made by one connection.

@@ -1,0 +1,139 @@
+"""``task_queues``: the queues an app declares, and the ones a worker consumes.
+
+As in Celery, a worker started without ``-Q`` consumes every queue in ``task_queues``
+(only ``task_default_queue`` when it is empty). A queue is given as kombu's ``Queue``
+(read by its attributes: kombu is not needed), celeriac's own :class:`Queue`, a name, or
+Celery's old mapping form ``{name: {"exchange": ..., "routing_key": ...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celeriac.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from celeriac._config import Settings
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue of ``task_queues`` (kombu's ``Queue`` works the same there)."""
+
+    name: str
+    exchange: str | None = None
+    routing_key: str | None = None
+    queue_arguments: dict[str, Any] = field(default_factory=dict)
+    max_priority: int | None = None
+    exchange_type: str = "direct"
+
+
+def queue_table(setting: str, value: Any) -> Any:
+    """Check ``value`` of ``setting`` (it is stored as given: Celery code reads its own
+    objects back); a bad item fails naming it. What celeriac does not take from a queue
+    (its arguments, a priority maximum, an exchange other than direct) is said once."""
+    for queue in queues_from(setting, value):
+        unused = {
+            "queue_arguments": queue.queue_arguments,
+            "max_priority": queue.max_priority,
+            "exchange type": None if queue.exchange_type == "direct" else queue.exchange_type,
+        }
+        for what, given in unused.items():
+            if given and (queue.name, what) not in _said:
+                _said.add((queue.name, what))
+                logger.warning(
+                    "task_queues: the %s of queue %r (%r) is not used: celeriac declares "
+                    "its queues with task_queue_max_priority and task_default_queue_type, "
+                    "bound to a direct exchange of their name",
+                    what,
+                    queue.name,
+                    given,
+                )
+    return value
+
+
+logger = logging.getLogger("celeriac.settings")
+_said: set[tuple[str, str]] = set()
+
+
+def queues_from(setting: str, value: Any) -> list[Queue]:
+    """The queues ``value`` declares, as celeriac's :class:`Queue`."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [_from_mapping(setting, name, options) for name, options in value.items()]
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        value = [value]
+    return [_one(setting, item) for item in value]
+
+
+def _from_mapping(setting: str, name: Any, options: Any) -> Queue:
+    if not isinstance(name, str) or not isinstance(options, Mapping | None):
+        raise _bad(setting, {name: options})
+    options = dict(options or {})
+    exchange = options.get("exchange")
+    return Queue(
+        name,
+        exchange=str(exchange) if exchange else None,
+        routing_key=options.get("routing_key") or options.get("binding_key"),
+        queue_arguments=dict(options.get("queue_arguments") or {}),
+        max_priority=options.get("max_priority"),
+        exchange_type=str(options.get("exchange_type") or "direct"),
+    )
+
+
+def _one(setting: str, item: Any) -> Queue:
+    if isinstance(item, Queue):
+        return item
+    if isinstance(item, str) and item:
+        return Queue(item)
+    name = getattr(item, "name", None)
+    if isinstance(name, str) and name and hasattr(item, "routing_key"):  # kombu's Queue
+        exchange = getattr(item, "exchange", None)
+        exchange_name = getattr(exchange, "name", exchange)
+        return Queue(
+            name,
+            exchange=str(exchange_name) if exchange_name else None,
+            routing_key=getattr(item, "routing_key", None) or None,
+            queue_arguments=dict(getattr(item, "queue_arguments", None) or {}),
+            max_priority=getattr(item, "max_priority", None),
+            exchange_type=str(getattr(exchange, "type", None) or "direct"),
+        )
+    raise _bad(setting, item)
+
+
+def _bad(setting: str, item: Any) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        f"setting {setting}: {item!r} is not a queue: give kombu's Queue, celeriac.Queue, "
+        "a queue name, or a mapping of names to options"
+    )
+
+
+def declared_queues(conf: Settings) -> list[str]:
+    """The names of the queues in ``task_queues``, in order."""
+    return [q.name for q in queues_from("task_queues", conf["task_queues"])]
+
+
+def consumed_queues(conf: Settings) -> list[str]:
+    """What a worker started without ``-Q`` consumes: every queue of ``task_queues``, or
+    ``task_default_queue`` when that is empty (as Celery's worker)."""
+    return declared_queues(conf) or [str(conf["task_default_queue"])]
+
+
+def check_queue(conf: Settings, queue: str) -> None:
+    """``task_create_missing_queues=False``: a task routed to a queue that
+    ``task_queues`` does not declare fails to send (as Celery's ``QueueNotFound``)."""
+    if conf["task_create_missing_queues"]:
+        return
+    declared = declared_queues(conf) or [str(conf["task_default_queue"])]
+    if queue not in declared:
+        raise ImproperlyConfigured(
+            f"queue {queue!r} is not in task_queues ({', '.join(declared)}) and "
+            "task_create_missing_queues is False"
+        )
+
+
+__all__ = ["Queue", "check_queue", "consumed_queues", "declared_queues", "queues_from"]
