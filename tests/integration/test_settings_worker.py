@@ -22,6 +22,8 @@ from support import WorkerProcess, write_module
 
 TASKS = """
 import pathlib, time
+from datetime import datetime
+
 from celeriac import Celery
 
 DIR = pathlib.Path(__file__).resolve().parent
@@ -30,7 +32,8 @@ app = Celery("stasks", broker=f"sqlite:///{DIR / 'broker.db'}", task_default_ret
 
 @app.task(bind=True, max_retries=1)
 def again(self):
-    eta = self.request.eta.timestamp() if self.request.eta else 0
+    # request.eta is the header's ISO text, as Celery's worker gives it
+    eta = datetime.fromisoformat(self.request.eta).timestamp() if self.request.eta else 0
     with (DIR / "again").open("a") as f:
         f.write(f"{self.request.retries} {time.time()} {eta}\\n")
     if self.request.retries == 0:
