@@ -53,6 +53,29 @@ if pkg.__name__ == "celery":
     app.task = functools.partial(app.task, shared=False)
 """
 
+#: tasks the canvas semantics modules share (prepended to their own ``TASKS``)
+CANVAS_TASKS = """
+@app.task(name="sem.collect")
+def collect(values):
+    return values
+
+
+@app.task(name="sem.boom")
+def boom(*args):
+    raise KeyError("boom")
+
+
+@app.task(name="sem.record")
+def record(value, name):
+    note(name, repr(value))
+    return value
+
+
+@app.task(name="sem.errback")
+def errback(task_id):  # an errback of one argument: sent as a task with the failed id
+    note(f"errback-{task_id}", task_id)
+"""
+
 COMBINATIONS = ["celery->celery", "celery->celeriac", "celeriac->celeriac"]
 
 

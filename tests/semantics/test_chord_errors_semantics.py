@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from semantic_cluster import Cluster
+from semantic_cluster import CANVAS_TASKS, Cluster
 from support import wait_until
 
-TASKS = """
+TASKS = (
+    CANVAS_TASKS
+    + """
 @app.task(name="sem.add")
 def add(x, y):
     return x + y
@@ -19,27 +21,6 @@ def add(x, y):
 @app.task(name="sem.xsum")
 def xsum(values):
     return sum(values)
-
-
-@app.task(name="sem.collect")
-def collect(values):
-    return values
-
-
-@app.task(name="sem.boom")
-def boom(*args):
-    raise KeyError("boom")
-
-
-@app.task(name="sem.record")
-def record(value, name):
-    note(name, repr(value))
-    return value
-
-
-@app.task(name="sem.errback")
-def errback(task_id):  # an errback of one argument: sent as a task with the failed id
-    note(f"errback-{task_id}", task_id)
 
 
 @app.task(bind=True, name="sem.grow")
@@ -64,6 +45,7 @@ def lonely_grow(self):
         return str(exc)
     return "no error"
 """
+)
 
 
 def failed_with_chord_error(cluster: Cluster, result: Any) -> None:

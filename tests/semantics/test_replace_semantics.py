@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from semantic_cluster import Cluster
+from semantic_cluster import CANVAS_TASKS, Cluster
 
-TASKS = """
+TASKS = (
+    CANVAS_TASKS
+    + """
 @app.task(name="sem.add")
 def add(x, y):
     return x + y
@@ -17,27 +19,6 @@ def add(x, y):
 @app.task(name="sem.mul")
 def mul(x, y):
     return x * y
-
-
-@app.task(name="sem.collect")
-def collect(values):
-    return values
-
-
-@app.task(name="sem.boom")
-def boom(*args):
-    raise KeyError("boom")
-
-
-@app.task(name="sem.record")
-def record(value, name):
-    note(name, repr(value))
-    return value
-
-
-@app.task(name="sem.errback")
-def errback(task_id):  # an errback of one argument: sent as a task with the failed id
-    note(f"errback-{task_id}", task_id)
 
 
 @app.task(bind=True, name="sem.replace_add")
@@ -117,6 +98,7 @@ def nesting(self, name, depth):
         return self.replace(nesting.s(name, depth - 1))
     return depth
 """
+)
 
 
 def test_the_caller_of_the_replaced_id_gets_the_replacement_result(cluster: Cluster) -> None:
