@@ -68,19 +68,20 @@ def autodiscover_tasks(
     packages: Packages = None,
     related_name: str | None = "tasks",
     force: bool = False,
-) -> list[ModuleType] | None:
+) -> None:
     """``app.autodiscover_tasks()``: import ``<package>.<related_name>`` of each package
     (of each installed Django app when none are given), when the worker imports its task
-    modules (``app.import_modules()``), or now with ``force`` (then the modules found are
-    returned). ``packages`` may be a callable returning the list, called at that time."""
+    modules (``app.import_modules()``), or now with ``force``. ``packages`` may be a
+    callable returning the list, called at that time. A package without the module is
+    skipped; an import error inside one is raised."""
     if force:
-        return discover(self, packages, related_name)
+        discover(self, packages, related_name)
+        return
 
-    def later() -> list[ModuleType]:
-        return discover(self, packages, related_name)
+    def later() -> None:
+        discover(self, packages, related_name)
 
     self._on_import_modules.append(later)
-    return None
 
 
 def install_fixups(app: Celeriac, config: object = None) -> None:

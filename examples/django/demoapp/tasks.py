@@ -37,6 +37,17 @@ def rename_widget(widget_id, name):
     w.save()
 
 
+@shared_task
+def found_connection_closed():
+    """Whether this task found its thread's database connection closed (the worker
+    closes it around each task), then uses it."""
+    from django.db import connection
+
+    closed = connection.connection is None
+    Widget.objects.exists()
+    return closed
+
+
 @shared_task(
     bind=True,
     autoretry_for=(Exception,),

@@ -2,7 +2,8 @@
 the ``CELERY_`` settings and Django's ``TASKS``).
 
 The broker, the result backend and the database file can be set from the environment
-(``DEMO_BROKER_URL``, ``DEMO_RESULT_BACKEND``, ``DEMO_DATABASE``), as the tests do.
+(``DEMO_BROKER_URL``, ``DEMO_RESULT_BACKEND``, ``DEMO_DATABASE``, and the backend of
+Django's tasks, ``DEMO_TASKS_BACKEND``), as the tests do.
 """
 
 import os
@@ -20,7 +21,7 @@ CELERY_TASK_SERIALIZER = "json"
 # -- Django's task framework, run by the same workers ----------------------------------
 TASKS = {
     "default": {
-        "BACKEND": "celeriac.contrib.django.TasksBackend",
+        "BACKEND": os.environ.get("DEMO_TASKS_BACKEND", "celeriac.contrib.django.TasksBackend"),
         "QUEUES": ["default", "reports"],
         "OPTIONS": {"APP": "proj.celery:app"},
     }
