@@ -19,6 +19,7 @@ Nothing here imports Django until the fix-up is installed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -105,7 +106,13 @@ class DjangoMiddleware(Middleware):
 
 
 def close_database() -> None:
-    """Close this thread's open database connections."""
+    """Close this thread's open database connections (none can be open in a thread that
+    runs an event loop: Django refuses to connect there, and to close from there)."""
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
     from django.db import DatabaseError, connections  # noqa: PLC0415
     from django.db.utils import InterfaceError  # noqa: PLC0415
 
