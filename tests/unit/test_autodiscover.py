@@ -17,6 +17,10 @@ import pytest
 import celeriac
 from celeriac.exceptions import ImproperlyConfigured
 
+# A Celery app takes in, when finalized, every @shared_task this process has seen: under
+# xdist those of other test modules, some of which share a name (their own business).
+pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
+
 PACKAGES = {
     "alpha": {"tasks": "task"},
     "beta": {"jobs": "task"},
