@@ -25,6 +25,7 @@ from typing import (
 
 from celeriac import _publish_retry, _queues, _task_config, _transport_settings
 from celeriac._arguments import check_sent
+from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
@@ -112,6 +113,8 @@ class Celeriac:
         **settings: Any,
     ) -> None:
         self.main = main
+        self._fixups: list[Any] = []  # the Django fix-up (celeriac.contrib.django.fixup)
+        self._on_import_modules: list[Callable[[], Any]] = []  # lazy autodiscover_tasks()
         self.conf = Settings()
         self.conf.update_from_env()
         if config_source is not None:
@@ -140,6 +143,7 @@ class Celeriac:
         _apps.add(self)
         if set_as_current:
             self.set_current()
+        install_fixups(self)  # Django's, when DJANGO_SETTINGS_MODULE is set (as Celery)
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} at {id(self):#x}>"
@@ -154,6 +158,7 @@ class Celeriac:
     ) -> None:
         """Load settings from a module, object, mapping, or ``"module:attr"`` string."""
         if isinstance(obj, str):
+            install_fixups(self, obj)  # "django.conf:settings": Django's fix-up too
             module_name, _, attr = obj.partition(":")
             try:
                 module: Any = importlib.import_module(module_name)
@@ -213,8 +218,14 @@ class Celeriac:
         backend_class(self.backend_url)
 
     def import_modules(self) -> None:
+        """The worker's: fix-ups (``django.setup()``), autodiscovery, imports, include."""
+        for hook in [fixup.on_import_modules for fixup in self._fixups] + self._on_import_modules:
+            hook()
+        self._on_import_modules = []
         for name in [*self.conf["imports"], *self.conf["include"]]:
             importlib.import_module(name)
+
+    autodiscover_tasks = autodiscover_tasks
 
     # -- tasks --------------------------------------------------------------
     @overload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import random
 import traceback as tb
@@ -231,6 +232,18 @@ class Task(Generic[P, R]):
             check_arguments(self, list(args or ()), dict(kwargs or {}))  # as Celery does
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """``delay`` once the current Django transaction commits (never on rollback)."""
+        from celeriac.contrib.django.fixup import on_commit  # noqa: PLC0415
+
+        on_commit(functools.partial(self.delay, *args, **kwargs))
+
+    def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """``apply_async`` once the current Django transaction commits."""
+        from celeriac.contrib.django.fixup import on_commit  # noqa: PLC0415
+
+        on_commit(functools.partial(self.apply_async, *args, **kwargs))
 
     async def aapply_async(
         self,

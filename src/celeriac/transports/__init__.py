@@ -69,8 +69,11 @@ def load_class(setting: str, url: str, table: dict[str, str]) -> Any:
     target = table.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(table))
+        note = ""
+        if scheme.startswith("db+") or url.startswith("django-"):  # Celery's, not ours
+            note = " (celeriac has no SQLAlchemy 'db+' or django-celery-results backend)"
         raise ImproperlyConfigured(
-            f"{setting} {url!r}: unknown scheme {scheme!r}; use one of {known}"
+            f"{setting} {url!r}: unknown scheme {scheme!r}; use one of {known}{note}"
         )
     module_name, _, cls_name = target.partition(":")
     try:

@@ -1,0 +1,1 @@
+# The example has no views.

@@ -1,0 +1,4 @@
+# The celeriac app is loaded whenever Django starts, so that @shared_task uses it.
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,3 @@
+"""No views: the example is about tasks."""
+
+urlpatterns: list[object] = []

@@ -1,0 +1,9 @@
+"""The WSGI application of the project (``WSGI_APPLICATION``)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+
+application = get_wsgi_application()
