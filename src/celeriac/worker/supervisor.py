@@ -217,8 +217,8 @@ class Supervisor:
         os.close(self._ready_r)
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         worker = self.worker
-        consumer = worker.make_consumer("prefork-child", 1, self._consumer_id(os.getpid()))
-        consumer.max_tasks = worker.max_tasks_per_child
+        worker.open_logfile(index)
+        consumer = worker.consumer_for_child(self._consumer_id(os.getpid()))
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
         consumer.worker_pid = parent
