@@ -133,9 +133,13 @@ def nodes_from(args: list[str]) -> tuple[list[Node], list[Option], list[str]]:
         full = expand(name, {"h": host}) if "@" in name else f"{name}@{host}"
         node = Node(full, index)
         node.options = [o for o in options if o.name not in OWN and _in_scope(o.scope, node)]
-        renamed = node.get("-n", "--hostname")
-        if renamed:
-            node.name = expand(renamed, {"h": host})
+        if node.get("-n") is not None:
+            # as Celery's multi: the node's name is the one multi gives it
+            click.echo(
+                f"warning: -n is ignored for {full}: name the nodes instead "
+                "(multi start foo@%h bar@%h)",
+                err=True,
+            )
         nodes.append(node)
     return nodes, [o for o in options if o.name in OWN], extra
 

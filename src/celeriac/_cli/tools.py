@@ -129,6 +129,9 @@ def shell(obj: AppOptions, /, **o: Any) -> None:
 
 
 def _masked(key: str, value: Any) -> Any:
+    """``value`` with passwords in URLs and secret-looking keys (also nested) hidden."""
+    if isinstance(value, dict):
+        return {k: _masked(str(k), v) for k, v in value.items()}
     if isinstance(value, str) and "://" in value:
         value = mask_url(value)
     if SECRET.search(key) and value not in (None, "", [], {}):
