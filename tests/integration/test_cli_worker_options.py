@@ -18,7 +18,7 @@ from celeriac._cli.worker import NO_MEANING, auto_concurrency
 from celeriac._cli.worker import worker as celeriac_worker_command
 from celeriac.cli import cli
 from celeriac.exceptions import TimeLimitExceeded
-from support import WorkerProcess, write_module
+from support import WorkerProcess, wait_until, write_module
 
 TASKS = """
 import os, pathlib, time
@@ -98,7 +98,7 @@ def test_options_with_no_meaning_here_each_warn_one_line_at_start_up(tmp_path: P
     lines = [line for line in worker.lines if "WARNING" in line]
     for text in NO_MEANING.values():
         assert sum(text in line for line in lines) == 1, (text, worker.log)
-    assert any("--autoscale=3,1" in line and "runs 3 pool processes" in line for line in lines)
+    assert any("--autoscale=3,1: only the prefork pool" in line for line in lines)
     assert "concurrency: 3 (threads)" in worker.log
     assert any("--pool-start-method=spawn" in line for line in lines)
 
@@ -236,3 +236,36 @@ def test_app_and_broker_after_the_subcommand_and_global_options(tmp_path: Path) 
         assert result.get(timeout=10) == 7
     assert "--loader=x.Loader: celeriac has no loaders" in worker.log
     assert "[tasks]" not in worker.log  # -q: no banner
+
+
+AUTOSCALE_TASKS = """
+import os, pathlib, time
+from celeriac import Celery
+HERE = pathlib.Path(__file__).resolve().parent
+app = Celery("scale", broker=f"sqlite:///{HERE / 'b.db'}")
+
+@app.task
+def hold(name):
+    (HERE / f"started-{name}").touch()
+    deadline = time.monotonic() + 20
+    while not (HERE / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+def test_autoscale_grows_to_max_under_load_and_shrinks_to_min_when_idle(tmp_path: Path) -> None:
+    write_module(tmp_path, "scale", AUTOSCALE_TASKS)
+    app = Celery("scale", broker=f"sqlite:///{tmp_path / 'b.db'}", set_as_current=False)
+    env = {"AUTOSCALE_KEEPALIVE": "0.3"}
+    argv = ["--autoscale=3,1", "-l", "INFO"]
+    with WorkerProcess(tmp_path, "scale", *argv, env=env) as worker:
+        assert "concurrency: {min=1, max=3} (prefork, autoscale)" in worker.log
+        results = [app.send_task("scale.hold", (str(i),)) for i in range(3)]
+        # all three run at once, although the worker started with one process
+        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 3, 15, "3 tasks running")
+        worker.wait_for(r"Scaling up: 3 pool processes")
+        (tmp_path / "release").touch()
+        assert len({r.get(timeout=15) for r in results}) == 3
+        worker.wait_for(r"Scaling down: 1 pool processes", timeout=15)
+    assert "Scaling up: 4" not in worker.log

@@ -43,8 +43,8 @@ NO_MEANING = {
     "interpreter; it is not used",
 }
 AUTOSCALE_WARNING = (
-    "--autoscale={max},{min}: celeriac does not resize its pool yet; "
-    "it runs {max} pool processes, fixed"
+    "--autoscale={max},{min}: only the prefork pool grows and shrinks; "
+    "this {pool} pool runs {max}, fixed"
 )
 SPAWN_WARNING = "--pool-start-method=spawn: celeriac's prefork pool always forks its children"
 
@@ -157,7 +157,7 @@ def worker(obj: AppOptions, /, **options: Any) -> None:
     sys.exit(run_worker(obj, options))
 
 
-def _apply_settings(conf: Any, o: dict[str, Any]) -> int | None:
+def _apply_settings(conf: Any, o: dict[str, Any], prefork: bool) -> int | None:
     """The options that are settings (``--time-limit`` is ``task_time_limit``, ...);
     returns the prefetch multiplier."""
     if o["include"]:
@@ -169,24 +169,24 @@ def _apply_settings(conf: Any, o: dict[str, Any]) -> int | None:
     ):
         if o[option] is not None:
             conf[setting] = o[option]
-    if o["optimization"] == "fair" or o["disable_prefetch"]:
+    if o["optimization"] == "fair" or o["disable_prefetch"] or (o["autoscale"] and prefork):
         # a slot takes the next message only when it is free: one per slot, no batching
         conf["worker_prefetch_window"] = 0.0
         return 1
     return o["prefetch_multiplier"]  # type: ignore[no-any-return]
 
 
-def _warnings(conf: Any, o: dict[str, Any], pool: str | None) -> list[str]:
+def _warnings(conf: Any, o: dict[str, Any], pool: str) -> list[str]:
     warnings = [text for name, text in NO_MEANING.items() if o[name] not in (None, False)]
-    if o["autoscale"] is not None:
+    if o["autoscale"] is not None and pool != "prefork":
         high, low = o["autoscale"]
-        warnings.append(AUTOSCALE_WARNING.format(max=high, min=low))
+        warnings.append(AUTOSCALE_WARNING.format(max=high, min=low, pool=pool))
     if o["pool_start_method"] == "spawn":
         warnings.append(SPAWN_WARNING)
-    if o["max_memory_per_child"] is not None and (pool or conf["worker_pool"]) != "prefork":
+    if o["max_memory_per_child"] is not None and pool != "prefork":
         warnings.append(
             "--max-memory-per-child: applies to the prefork pool's children only; "
-            f"this worker's pool is {pool or conf['worker_pool']}"
+            f"this worker's pool is {pool}"
         )
     return warnings
 
@@ -219,8 +219,9 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         )
     app = obj.app
     conf = app.conf
-    prefetch = _apply_settings(conf, o)
     pool = "prefork" if o["pool"] == "processes" else o["pool"]
+    pool_name = pool or conf["worker_pool"]
+    prefetch = _apply_settings(conf, o, pool_name == "prefork")
     hostname = expand_hostname(o["hostname"])
     the_worker = Worker(
         app,
@@ -233,7 +234,9 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         max_tasks_per_child=o["max_tasks_per_child"],
         banner=not obj.quiet,
     )
-    the_worker.startup_warnings = [*obj.warnings, *_warnings(conf, o, pool)]
+    the_worker.startup_warnings = [*obj.warnings, *_warnings(conf, o, pool_name)]
+    if o["autoscale"] is not None and pool_name == "prefork":
+        the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))

@@ -80,6 +80,8 @@ class Worker:
         self.logfile: str | None = None
         #: one-line warnings logged at start-up (options that mean nothing here)
         self.startup_warnings: list[str] = []
+        #: (max, min) pool processes of a prefork pool that grows and shrinks with load
+        self.autoscale: tuple[int, int] | None = None
         #: delete the waiting messages of the worker's queues before consuming
         self.purge = False
 
@@ -179,6 +181,12 @@ class Worker:
         await consumer.run(on_ready=ready)
         return 0
 
+    def _concurrency_text(self) -> str:
+        if self.autoscale and self.pool == "prefork":
+            high, low = self.autoscale
+            return f"{{min={max(low, 1)}, max={high}}} ({self.pool}, autoscale)"
+        return f"{self.concurrency} ({self.pool})"
+
     def banner_text(self) -> str:
         tasks = sorted(n for n in self.app.tasks if not n.startswith("celery."))
         app_name = self.app.main or "__main__"
@@ -190,7 +198,7 @@ class Worker:
             f" - *** --- * --- .> app:         {app_name}:{id(self.app):#x}",
             f" - ** ---------- .> transport:   {mask_url(self.app.broker_url)}",
             f" - ** ---------- .> results:     {mask_url(self.app.backend_url)}",
-            f" - *** --- * --- .> concurrency: {self.concurrency} ({self.pool})",
+            f" - *** --- * --- .> concurrency: {self._concurrency_text()}",
             " --- ***** ----- [queues]",
         ]
         lines += [f"                .> {q}" for q in self.queues]
