@@ -210,3 +210,19 @@ def test_multi_start_runs_tasks_and_stopwait_leaves_no_process(tmp_path: Path, b
                 for path in tmp_path.glob("*.pid"):
                     with contextlib.suppress(ValueError, ProcessLookupError):
                         os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def test_umask_applies_and_an_unknown_uid_is_a_clear_error(tmp_path: Path) -> None:
+    write_module(tmp_path, "dmn", TASKS)
+    bad = celeriac(tmp_path, "-A", "dmn", "worker", "--uid", "no-such-user-here")
+    assert bad.returncode == 2 and "no such user 'no-such-user-here'" in bad.stderr
+    log = tmp_path / "w.log"
+    args = ["-A", "dmn", "worker", "-D", "-P", "solo", "--umask", "077", f"--logfile={log}"]
+    pidfile = tmp_path / "w.pid"
+    with no_process_left(tmp_path):
+        assert celeriac(tmp_path, *args, f"--pidfile={pidfile}").returncode == 0
+        try:
+            assert pidfile.stat().st_mode & 0o777 == 0o600  # written by the daemon
+        finally:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            wait_until(lambda: not processes_mentioning(str(tmp_path)), 20, "the daemon to exit")
