@@ -257,7 +257,7 @@ def hold(name):
 def test_autoscale_grows_to_max_under_load_and_shrinks_to_min_when_idle(tmp_path: Path) -> None:
     write_module(tmp_path, "scale", AUTOSCALE_TASKS)
     app = Celery("scale", broker=f"sqlite:///{tmp_path / 'b.db'}", set_as_current=False)
-    env = {"AUTOSCALE_KEEPALIVE": "0.3"}
+    env = {"AUTOSCALE_KEEPALIVE": "1"}
     argv = ["--autoscale=3,1", "-l", "INFO"]
     with WorkerProcess(tmp_path, "scale", *argv, env=env) as worker:
         assert "concurrency: {min=1, max=3} (prefork, autoscale)" in worker.log

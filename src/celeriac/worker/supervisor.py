@@ -139,6 +139,7 @@ class Supervisor:
                 continue
             if kind == "R":
                 child.ready = True
+                child.idle_since = time.monotonic()
             else:
                 child.busy = kind == "B"
                 child.idle_since = time.monotonic()
