@@ -102,8 +102,9 @@ def test_detach_writes_the_daemons_pid_and_refuses_a_live_pidfile(tmp_path: Path
             again = celeriac(tmp_path, *args)
             assert again.returncode == 1
             assert f"already exists: the worker seems to be running (pid {daemon})" in again.stderr
-            assert "ready." in (tmp_path / "log" / "w.log").read_text()
-            assert "succeeded" in (tmp_path / "log" / "w-1.log").read_text()  # the child's
+            main_log, child_log = tmp_path / "log" / "w.log", tmp_path / "log" / "w-1.log"
+            wait_until(lambda: "ready." in main_log.read_text(), 20, "ready in w.log")
+            wait_until(lambda: "succeeded" in child_log.read_text(), 20, "the child's log")
         finally:
             os.kill(daemon, signal.SIGTERM)
             wait_until(lambda: not processes_mentioning(str(tmp_path)), 20, "the daemon to exit")

@@ -114,10 +114,14 @@ def test_a_systemd_style_command_line_starts_and_runs_tasks(tmp_path: Path) -> N
     try:
         assert [r.get(timeout=20) for r in results] == [0, 2, 4, 6]
         assert int((tmp_path / "w.pid").read_text()) == worker.proc.pid  # type: ignore[union-attr]
+
         # "ready." comes once both children are up, which may be after the tasks ran
-        wait_until(lambda: "ready." in (tmp_path / "w.log").read_text(), 20, "ready in w.log")
-        log = (tmp_path / "w.log").read_text()
-        assert "succeeded" in log and "--without-mingle" in log
+        def logged() -> bool:
+            log = (tmp_path / "w.log").read_text()
+            return "ready." in log and log.count("succeeded") == 4
+
+        wait_until(logged, 20, "ready and 4 tasks in w.log")
+        assert "--without-mingle" in (tmp_path / "w.log").read_text()
     finally:
         worker.stop()
     assert not (tmp_path / "w.pid").exists()
