@@ -104,7 +104,9 @@ def test_detach_writes_the_daemons_pid_and_refuses_a_live_pidfile(tmp_path: Path
             assert f"already exists: the worker seems to be running (pid {daemon})" in again.stderr
             main_log, child_log = tmp_path / "log" / "w.log", tmp_path / "log" / "w-1.log"
             wait_until(lambda: "ready." in main_log.read_text(), 20, "ready in w.log")
-            wait_until(lambda: "succeeded" in child_log.read_text(), 20, "the child's log")
+            wait_until(
+                lambda: child_log.exists() and "succeeded" in child_log.read_text(), 20, "child log"
+            )
         finally:
             os.kill(daemon, signal.SIGTERM)
             wait_until(lambda: not processes_mentioning(str(tmp_path)), 20, "the daemon to exit")
