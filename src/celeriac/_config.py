@@ -259,6 +259,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_prefetch_multiplier": Setting(4, _int(1)),
     "worker_prefetch_window": Setting(0.02, _seconds),
     "worker_max_tasks_per_child": Setting(None, _int(1)),
+    "worker_max_memory_per_child": Setting(None, _int(1)),
     "worker_revoke_expires": Setting(10800.0, _seconds),
     "worker_disable_rate_limits": Setting(False, _bool),
     "worker_enable_remote_control": Setting(True, _bool),

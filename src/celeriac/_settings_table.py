@@ -426,10 +426,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         None,
         Note("revocations are kept in the broker (durable across restarts), not in a state file"),
     ),
-    "worker_max_memory_per_child": (
-        None,
-        Note("is not implemented yet: children are not restarted by memory use", "not-yet"),
-    ),
     "worker_shutdown_timeout": (
         None,
         Note(

@@ -217,6 +217,18 @@ class Celeriac:
         broker_class(self.broker_url)
         backend_class(self.backend_url)
 
+    def start(self, argv: list[str] | None = None) -> None:
+        """Run the ``celeriac`` command line with this app (``python app.py worker``)."""
+        from celeriac.cli import start_app  # noqa: PLC0415
+
+        start_app(self, argv)
+
+    def worker_main(self, argv: list[str] | None = None) -> None:
+        """Run ``celeriac worker`` with this app; ``argv`` must name ``worker``."""
+        from celeriac.cli import worker_main  # noqa: PLC0415
+
+        worker_main(self, argv)
+
     def import_modules(self) -> None:
         """The worker's: fix-ups (``django.setup()``), autodiscovery, imports, include."""
         for hook in [fixup.on_import_modules for fixup in self._fixups] + self._on_import_modules:

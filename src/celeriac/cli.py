@@ -1,9 +1,7 @@
-"""The command line: ``celeriac -A module worker|purge|result``."""
+"""The command line: ``celeriac -A module worker|multi|purge|result|call|shell|report``."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import pprint
 import sys
 from typing import Any
@@ -11,132 +9,28 @@ from typing import Any
 import click
 
 from celeriac import __version__
+from celeriac._cli.common import AppOptions, app_options, find_app, global_options  # noqa: F401 - find_app: public
+from celeriac._cli.multi import multi
+from celeriac._cli.tools import call, list_command, report, shell
+from celeriac._cli.worker import worker
 from celeriac.app import Celeriac
 from celeriac.exceptions import BrokerError, CeleriacError, ImproperlyConfigured
 
-APP_ATTRS = ("app", "celery", "celeriac")
-
-
-def find_app(spec: str) -> Celeriac:
-    """Load an app from ``module``, ``module:attr`` or a package with celery/celeriac.py."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attr = spec.partition(":")
-    module = _import(module_name, spec)
-    if attr:
-        app = getattr(module, attr, None)
-        if not isinstance(app, Celeriac):
-            raise click.ClickException(
-                f"cannot load app {spec!r}: module {module_name!r} has no app named {attr!r}"
-            )
-        return app
-    found = _app_in(module)
-    if found is not None:
-        return found
-    if hasattr(module, "__path__"):  # a package: look in proj.celeriac, then proj.celery
-        for sub in ("celeriac", "celery"):
-            try:
-                submodule = importlib.import_module(f"{module_name}.{sub}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{module_name}.{sub}":
-                    raise
-                continue
-            found = _app_in(submodule)
-            if found is not None:
-                return found
-    raise click.ClickException(
-        f"cannot load app {spec!r}: no celeriac app found in module {module_name!r} "
-        f"(name it 'app', or pass -A {module_name}:<name>)"
-    )
-
-
-def _import(module_name: str, spec: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise click.ClickException(
-                f"cannot load app {spec!r}: module {module_name!r} not found "
-                f"(is it on the path? the current directory is {os.getcwd()})"
-            ) from None
-        raise click.ClickException(f"cannot load app {spec!r}: {exc}") from None
-    except ImproperlyConfigured as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _app_in(module: Any) -> Celeriac | None:
-    for attr in APP_ATTRS:
-        value = getattr(module, attr, None)
-        if isinstance(value, Celeriac):
-            return value
-    apps = [v for v in vars(module).values() if isinstance(v, Celeriac)]
-    return apps[0] if len(apps) == 1 else None
-
-
-class AppContext:
-    def __init__(self, spec: str | None, broker: str | None) -> None:
-        self.spec = spec
-        self.broker = broker
-        self._app: Celeriac | None = None
-
-    @property
-    def app(self) -> Celeriac:
-        if self._app is None:
-            if not self.spec:
-                raise click.UsageError("this command needs an app: pass -A/--app MODULE")
-            self._app = find_app(self.spec)
-            if self.broker:
-                self._app.conf.override("broker_url", self.broker)
-        return self._app
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-A", "--app", "app_spec", metavar="MODULE", help="module, module:app, or package")
-@click.option("-b", "--broker", default=None, help="broker URL (overrides the app's)")
+@global_options
 @click.version_option(__version__, "--version", prog_name="celeriac", message="%(version)s")
 @click.pass_context
-def cli(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """celeriac: run and manage task workers."""
-    ctx.obj = AppContext(app_spec, broker)
+    ctx.obj = AppOptions(**options, app=None if options["app_spec"] else _started_app)
 
 
-@cli.command()
-@click.option("-l", "--loglevel", default="WARNING", show_default=True)
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None)
-@click.option(
-    "-P", "--pool", type=click.Choice(["prefork", "threads", "asyncio", "solo"]), default=None
-)
-@click.option("-Q", "--queues", default=None, help="comma-separated queue names")
-@click.option("-n", "--hostname", default=None, help="node name, e.g. w1@%h")
-@click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=None)
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None)
-@click.pass_obj
-def worker(
-    obj: AppContext,
-    loglevel: str,
-    concurrency: int | None,
-    pool: str | None,
-    queues: str | None,
-    hostname: str | None,
-    prefetch_multiplier: int | None,
-    max_tasks_per_child: int | None,
-) -> None:
-    """Start a worker."""
-    from celeriac.worker import Worker  # noqa: PLC0415
+#: the app of ``app.start()`` / ``app.worker_main()``, used when no ``-A`` is given
+_started_app: Celeriac | None = None
 
-    app = obj.app
-    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    code = Worker(
-        app,
-        concurrency=concurrency,
-        pool=pool,
-        queues=queue_list,
-        hostname=hostname,
-        loglevel=loglevel,
-        prefetch_multiplier=prefetch_multiplier,
-        max_tasks_per_child=max_tasks_per_child,
-    ).run()
-    sys.exit(code)
+for _command in (worker, multi, call, shell, report, list_command):
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -144,8 +38,9 @@ def worker(
 @click.option(
     "-Q", "--queues", default=None, help="comma-separated queues (default: task_queues' or celery)"
 )
+@app_options
 @click.pass_obj
-def purge(obj: AppContext, force: bool, queues: str | None) -> None:
+def purge(obj: AppOptions, force: bool, queues: str | None) -> None:
     """Delete every waiting message from the queues."""
     from celeriac._loop import run_sync  # noqa: PLC0415
     from celeriac._queues import consumed_queues  # noqa: PLC0415
@@ -173,8 +68,9 @@ def purge(obj: AppContext, force: bool, queues: str | None) -> None:
 @click.argument("task_id")
 @click.option("-t", "--timeout", type=float, default=None, help="seconds to wait")
 @click.option("--traceback", "show_traceback", is_flag=True, help="show the task's traceback")
+@app_options
 @click.pass_obj
-def result(obj: AppContext, task_id: str, timeout: float | None, show_traceback: bool) -> None:
+def result(obj: AppOptions, task_id: str, timeout: float | None, show_traceback: bool) -> None:
     """Wait for a task's result and print it."""
     res = obj.app.AsyncResult(task_id)
     if show_traceback:
@@ -183,6 +79,31 @@ def result(obj: AppContext, task_id: str, timeout: float | None, show_traceback:
         return
     value = res.get(timeout=timeout)
     click.echo(value if isinstance(value, str) else pprint.pformat(value))
+
+
+def start_app(app: Celeriac, argv: list[str] | None = None) -> None:
+    """``app.start(argv)``: run the command line with ``app`` as the default ``-A``.
+    Without ``argv``, the arguments of this program (``python app.py worker -l info``)."""
+    global _started_app
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and argv is not None and (args[0] == sys.argv[0] or args[0].endswith(".py")):
+        args = args[1:]  # a program name in front, as sys.argv has
+    _started_app = app
+    try:
+        main(args)
+    finally:
+        _started_app = None
+
+
+def worker_main(app: Celeriac, argv: list[str] | None = None) -> None:
+    """``app.worker_main(argv)``: as ``start_app``, where ``argv`` names ``worker``."""
+    args = list(sys.argv if argv is None else argv)
+    if "worker" not in args:
+        raise ValueError(
+            "The worker sub-command must be specified in argv.\n"
+            "Use app.start() to programmatically start other commands."
+        )
+    start_app(app, args[1:] if argv is None else args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,13 +78,28 @@ class Worker:
         self.prefetch_multiplier = prefetch_multiplier or conf["worker_prefetch_multiplier"]
         self.max_tasks_per_child = max_tasks_per_child or conf["worker_max_tasks_per_child"]
         self.banner = banner
+        #: KiB of resident memory after which a prefork child is replaced
+        self.max_memory_per_child: int | None = conf["worker_max_memory_per_child"]
+        #: log to this file (``%n``, ``%i``, ... expanded) instead of stderr
+        self.logfile: str | None = None
+        #: one-line warnings logged at start-up (options that mean nothing here)
+        self.startup_warnings: list[str] = []
+        #: (max, min) pool processes of a prefork pool that grows and shrinks with load
+        self.autoscale: tuple[int, int] | None = None
+        #: delete the waiting messages of the worker's queues before consuming
+        self.purge = False
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
         setup_logging(self.loglevel, self.app.conf)
+        self.open_logfile(0)
+        for line in self.startup_warnings:
+            logger.warning("%s", line)
         self.app.check_configuration()
         self.app.import_modules()
         asyncio.run(self._preflight())
+        if self.purge:
+            asyncio.run(self._purge())
         if self.banner:
             print(self.banner_text(), file=sys.stderr, flush=True)
         if self.pool == "prefork":
@@ -104,6 +119,23 @@ class Worker:
         finally:
             await broker.close()
 
+    def open_logfile(self, index: int) -> None:
+        """Log to ``logfile`` as pool process ``index`` (0: the main process) sees it."""
+        if self.logfile and (index == 0 or "%i" in self.logfile or "%I" in self.logfile):
+            from celeriac._cli.daemon import log_to_file  # noqa: PLC0415
+            from celeriac._cli.nodes import node_format  # noqa: PLC0415
+
+            log_to_file(node_format(self.logfile, self.hostname, index) or self.logfile)
+
+    async def _purge(self) -> None:
+        broker = create_broker(self.app.broker_url, self.app.broker_options())
+        await broker.connect()
+        try:
+            count = sum([await broker.purge(name) for name in self.queues])
+        finally:
+            await broker.close()
+        logger.warning("Purged %d message(s) from %d queue(s)", count, len(self.queues))
+
     def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
         return Consumer(
             self.app,
@@ -114,6 +146,13 @@ class Worker:
             max_tasks=None,
             consumer_id=consumer_id,
         )
+
+    def consumer_for_child(self, consumer_id: str) -> Consumer:
+        """A prefork child's consumer, with the per-child limits."""
+        consumer = self.make_consumer("prefork-child", 1, consumer_id)
+        consumer.max_tasks = self.max_tasks_per_child
+        consumer.max_memory = self.max_memory_per_child
+        return consumer
 
     async def _run_single(self) -> int:
         consumer = self.make_consumer(self.pool, self.concurrency, f"{self.hostname}:{os.getpid()}")
@@ -128,6 +167,12 @@ class Worker:
         await consumer.run(on_ready=ready)
         return 0
 
+    def _concurrency_text(self) -> str:
+        if self.autoscale and self.pool == "prefork":
+            high, low = self.autoscale
+            return f"{{min={max(low, 1)}, max={high}}} ({self.pool}, autoscale)"
+        return f"{self.concurrency} ({self.pool})"
+
     def banner_text(self) -> str:
         tasks = sorted(n for n in self.app.tasks if not n.startswith("celery."))
         app_name = self.app.main or "__main__"
@@ -139,7 +184,7 @@ class Worker:
             f" - *** --- * --- .> app:         {app_name}:{id(self.app):#x}",
             f" - ** ---------- .> transport:   {_where(self.app.broker_url)}",
             f" - ** ---------- .> results:     {_where(self.app.backend_url)}",
-            f" - *** --- * --- .> concurrency: {self.concurrency} ({self.pool})",
+            f" - *** --- * --- .> concurrency: {self._concurrency_text()}",
             " --- ***** ----- [queues]",
         ]
         lines += [f"                .> {q}" for q in self.queues]

@@ -39,6 +39,7 @@ from celeriac.transports.capabilities import (
 )
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
+from celeriac.worker.limits import resident_kib
 from celeriac.worker.pools import Pool
 from celeriac.worker.startup import EXIT_BROKER_LOST, connect_at_startup, give_up
 
@@ -99,6 +100,7 @@ class Consumer:
         self._window = float(app.conf["worker_prefetch_window"] or 0.0)
         self._runtime: float | None = None  # running average of task run times
         self.max_tasks = max_tasks
+        self.max_memory: int | None = None  # KiB of resident memory (prefork children)
         self.consumer_id = consumer_id
         self.handler = Handler(app, hostname)
         self.held: dict[Delivery, Job | None] = {}
@@ -428,6 +430,11 @@ class Consumer:
                     self._exit_after_abandon(outcome.job)
         if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
             logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
+            self.stop()
+        if self.max_memory and not self._stopping and (rss := resident_kib()) > self.max_memory:
+            logger.warning(
+                "Child process uses %d KiB (max %d KiB); restarting", rss, self.max_memory
+            )
             self.stop()
         assert self._space is not None and self._settled is not None
         self._space.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from celeriac._rates import parse_rate
@@ -25,4 +26,16 @@ class LocalBucket:
         return wait
 
 
-__all__ = ["LocalBucket", "parse_rate"]
+__all__ = ["LocalBucket", "parse_rate", "resident_kib"]
+
+
+def resident_kib() -> int:
+    """This process's resident memory now, in KiB (Linux ``/proc``; else the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource  # noqa: PLC0415
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

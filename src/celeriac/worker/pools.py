@@ -157,6 +157,8 @@ class MainThreadPool(ThreadPool):
         self.concurrency = 1
         self.current: Job | None = None
         self._main = threading.main_thread().ident
+        #: told True when a job starts and False when it ends (the autoscaler's signal)
+        self.on_busy: Callable[[bool], object] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
         Pool.start(self, loop, handler, deliver)  # no threads: ``serve`` runs the jobs
@@ -168,10 +170,15 @@ class MainThreadPool(ThreadPool):
 
     def _run_job(self, job: Job) -> None:
         self.current = job
+        on_busy = self.on_busy
+        if on_busy is not None:
+            on_busy(True)
         try:
             super()._run_job(job)
         finally:
             self.current = None
+            if on_busy is not None:
+                on_busy(False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         job = self.current

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
+from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
 from celeriac.worker.startup import EXIT_BROKER_LOST
@@ -58,6 +59,9 @@ class Child:
         self.index = index
         self.pid = pid
         self.ready = False
+        self.busy = False  # running a task (reported when autoscaling)
+        self.idle_since = time.monotonic()
+        self.retiring = False  # stopped by the autoscaler: not replaced
 
 
 class Supervisor:
@@ -67,6 +71,8 @@ class Supervisor:
         self.stopping = 0  # 0 running, 1 warm, 2 cold
         self.exit_code = 0
         self._ready_announced = False
+        scale = worker.autoscale
+        self.autoscaler = Autoscaler(*scale) if scale else None
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -77,7 +83,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: self._poke())
-        for index in range(1, self.worker.concurrency + 1):
+        first = self.autoscaler.low if self.autoscaler else self.worker.concurrency
+        for index in range(1, first + 1):
             self._spawn(index)
         while self.children:
             with contextlib.suppress(InterruptedError):
@@ -87,6 +94,8 @@ class Supervisor:
                 if self._ready_r in readable:
                     self._read_ready()
             self._reap()
+            if self.autoscaler is not None and not self.stopping:
+                self._scale(self.autoscaler)
         logger.info("Worker %s stopped", self.worker.hostname)
         return self.exit_code
 
@@ -107,15 +116,35 @@ class Supervisor:
                 os.kill(child.pid, child_signal)
         self._poke()
 
+    def _scale(self, autoscaler: Autoscaler) -> None:
+        grow, retire = autoscaler.decide(list(self.children.values()))
+        if grow:
+            used = {c.index for c in self.children.values()}
+            self._spawn(min(set(range(1, autoscaler.high + 2)) - used))
+            logger.info("Scaling up: %d pool processes", len(self.children))
+        elif retire is not None:
+            retire.retiring = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(retire.pid, signal.SIGTERM)
+            left = sum(not c.retiring for c in self.children.values())
+            logger.info("Scaling down: %d pool processes", left)
+
     def _read_ready(self) -> None:
         try:
             data = os.read(self._ready_r, 4096)
         except BlockingIOError:
             return
-        for pid_text in data.decode().split():
+        for word in data.decode().split():
+            kind, pid_text = (word[0], word[1:]) if word[0] in "BI" else ("R", word)
             child = self.children.get(int(pid_text))
-            if child is not None:
+            if child is None:
+                continue
+            if kind == "R":
                 child.ready = True
+                child.idle_since = time.monotonic()
+            else:
+                child.busy = kind == "B"
+                child.idle_since = time.monotonic()
         if not self._ready_announced and all(c.ready for c in self.children.values()):
             self._ready_announced = True
             logger.warning("%s ready.", self.worker.hostname)
@@ -160,7 +189,7 @@ class Supervisor:
                     name,
                     child.pid,
                 )
-        if not self.stopping:
+        if not self.stopping and not child.retiring:
             self._spawn(child.index)
 
     def _consumer_id(self, pid: int) -> str:
@@ -223,13 +252,16 @@ class Supervisor:
         os.close(self._ready_r)
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         worker = self.worker
-        consumer = worker.make_consumer("prefork-child", 1, self._consumer_id(os.getpid()))
-        consumer.max_tasks = worker.max_tasks_per_child
+        worker.open_logfile(index)
+        consumer = worker.consumer_for_child(self._consumer_id(os.getpid()))
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
         consumer.worker_pid = parent
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
+        if self.autoscaler is not None:
+            pid = os.getpid()
+            pool.on_busy = lambda busy: os.write(self._ready_w, f"{'BI'[not busy]}{pid} ".encode())
         state: dict[str, Any] = {"loop": None, "stop": None}
 
         def ready() -> None:

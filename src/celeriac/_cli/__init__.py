@@ -1,0 +1,1 @@
+"""Pieces of the ``celeriac`` command line (``celeriac.cli`` assembles them)."""
