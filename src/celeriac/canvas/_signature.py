@@ -387,6 +387,8 @@ class Signature(dict[str, Any]):
         ):
             if value is not None:
                 opts[key] = plain(value) if key == "chord" else value
+        if "reply_to" not in opts:  # as Celery: the freezing client's reply queue, so a
+            opts["reply_to"] = self.app.reply_to  # step sent by a worker answers it (rpc)
         return AsyncResult(str(opts["task_id"]), app=self.app, task_name=self.task)
 
     # -- composing ---------------------------------------------------------------
