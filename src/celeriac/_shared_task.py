@@ -23,7 +23,7 @@ class _SharedTask:
 
     def _task(self) -> Task[Any, Any]:
         func, options = self.__dict__["_shared"]
-        from celeriac import app as _app  # noqa: PLC0415 - the app module imports this one
+        from celeriac.app import base as _app  # noqa: PLC0415 - the app module imports this one
 
         app = _app._current
         if app is None:
