@@ -9,7 +9,10 @@ the text :data:`GENERATORS` makes for ``NAME``:
   themselves, with the start-up warning of each worker option that means nothing here
   (``celeriac._cli.worker.NO_MEANING``);
 - ``readme-differences``: README.md's "Coming from Celery" section, as written there
-  (the one place engineers add a line for each deliberate difference).
+  (the one place engineers add a line for each deliberate difference);
+- ``sqlite-schema``: the SQLite transport's migrations, in order;
+- ``redis-layout``: the key layout comment heading the Redis scripts (``common.lua``);
+- ``signals``: the signals of ``celeriac.signals``, and whether celeriac's code sends each.
 
 So these tables cannot drift from the code: a setting added, moved from "warned" to
 "implemented", or an option added, shows up at the next build. An unknown marker name
@@ -137,10 +140,48 @@ def readme_differences() -> str:
     return match.group(1).strip()
 
 
+def sqlite_schema() -> str:
+    """Every migration of the SQLite transport, as one SQL block each."""
+    folder = ROOT / "src" / "celeriac" / "transports" / "sqlite" / "sql" / "migrations"
+    parts = []
+    for path in sorted(folder.glob("*.sql")):
+        parts += [f"`{path.name}`:", "", "```sql", path.read_text(encoding="utf-8").strip(), "```", ""]
+    return "\n".join(parts)
+
+
+def redis_layout() -> str:
+    """The leading comment of ``lua/common.lua``: the broker's keys."""
+    path = ROOT / "src" / "celeriac" / "transports" / "redis" / "lua" / "common.lua"
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line[3:] if line.startswith("-- ") else line[2:])
+    return "```text\n" + "\n".join(lines).strip() + "\n```"
+
+
+def signals_table() -> str:
+    """Each signal, and whether some module of celeriac sends it."""
+    from celeriac import signals
+
+    source = "\n".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "src" / "celeriac").rglob("*.py")
+    )
+    rows = ["| signal | sent by celeriac |", "|---|---|"]
+    for name, value in vars(signals).items():
+        if isinstance(value, signals.Signal):
+            sent = re.search(rf"\b{name}\.send\(", source) is not None
+            rows.append(f"| `{name}` | {'yes' if sent else 'defined, not sent yet'} |")
+    return "\n".join(rows)
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "settings": settings_table,
     "cli": cli_tables,
     "readme-differences": readme_differences,
+    "sqlite-schema": sqlite_schema,
+    "redis-layout": redis_layout,
+    "signals": signals_table,
 }
 
 
