@@ -145,7 +145,14 @@ def sqlite_schema() -> str:
     folder = ROOT / "src" / "celeriac" / "transports" / "sqlite" / "sql" / "migrations"
     parts = []
     for path in sorted(folder.glob("*.sql")):
-        parts += [f"`{path.name}`:", "", "```sql", path.read_text(encoding="utf-8").strip(), "```", ""]
+        parts += [
+            f"`{path.name}`:",
+            "",
+            "```sql",
+            path.read_text(encoding="utf-8").strip(),
+            "```",
+            "",
+        ]
     return "\n".join(parts)
 
 

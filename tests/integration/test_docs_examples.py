@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,13 @@ DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 #: run together: a worker subprocess on tasks.py, and call_tasks.py as its client
 GETTING_STARTED = {"tasks.py", "call_tasks.py"}
-SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name not in GETTING_STARTED)
+#: run with arguments, against a worker on Redis (test_the_probe_...)
+PROBE = "probe.py"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name not in {*GETTING_STARTED, PROBE})
 
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
+)
 INCLUDE = re.compile(r'^\s*--8<-- "([^"]+)"\s*$', re.M)
 
 
@@ -56,11 +61,78 @@ def test_the_example_runs(name: str, tmp_path: Path) -> None:
 def test_the_testing_example_passes_under_pytest(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "testing_worker.py", tmp_path / "test_example.py")
     proc = run_python(
-        "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull, "test_example.py",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        os.devnull,
+        "test_example.py",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout, proc.stdout
+
+
+def start_worker(cwd: Path, env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
+    log = (cwd / "worker.log").open("w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celeriac", "-A", "tasks", "worker", "-l", "info", *options],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> int:
+    """A warm stop (SIGTERM); its exit code."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        raise
+
+
+def test_the_probe_answers_for_a_live_worker_only(tmp_path: Path, redis_db: str) -> None:
+    shutil.copy(EXAMPLES / "tasks.py", tmp_path / "tasks.py")
+    shutil.copy(EXAMPLES / PROBE, tmp_path / PROBE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CELERY_BROKER_URL": redis_db}
+    env.pop("CELERIAC_BROKER_URL", None)
+
+    def probe(node: str, timeout: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, PROBE, "tasks", node, timeout],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    nobody = probe("celeriac@nobody-here", "0.5")
+    assert nobody.returncode == 1, nobody.stdout + nobody.stderr
+    assert "celeriac@nobody-here: no answer" in nobody.stdout
+    worker = start_worker(tmp_path, env, "-P", "threads", "-c", "1", "-n", "celeriac@probed")
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # each probe waits up to 2 s for the answer; the worker may still start
+            answer = probe("celeriac@probed", "2")
+            if answer.returncode == 0 or time.monotonic() > deadline or worker.poll() is not None:
+                break
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert "celeriac@probed: pong" in answer.stdout
+    finally:
+        code = stop_worker(worker)
+    assert code == 0, (tmp_path / "worker.log").read_text()
 
 
 def test_getting_started_worker_and_client(tmp_path: Path) -> None:
@@ -71,15 +143,7 @@ def test_getting_started_worker_and_client(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     env.pop("CELERY_BROKER_URL", None)
     env.pop("CELERIAC_BROKER_URL", None)
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "tasks", "worker", "-l", "info", "-c", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(tmp_path, env, "-c", "2")  # prefork, on ./celeriac.sqlite3
     try:
         proc = run_python("call_tasks.py", cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -88,14 +152,8 @@ def test_getting_started_worker_and_client(tmp_path: Path) -> None:
         assert lines[1].startswith("hello Ada, from task ")
         assert lines[2] == "90"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
-        log.close()
-    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+        code = stop_worker(worker)
+    assert code == 0, (tmp_path / "worker.log").read_text()
 
 
 def test_every_python_block_of_the_docs_is_a_tested_example() -> None:

@@ -16,12 +16,22 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_check() -> None:
-    proc = run("ruff", "check", "src", "tests", "bench", "examples")
+    proc = run("ruff", "check", "src", "tests", "bench", "examples", "docs/examples", "docs/_hooks")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_format() -> None:
-    proc = run("ruff", "format", "--check", "src", "tests", "bench", "examples")
+    proc = run(
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "bench",
+        "examples",
+        "docs/examples",
+        "docs/_hooks",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
