@@ -77,7 +77,7 @@ def settings_table() -> str:
                 does = f"accepted, warned: {note.text}"
             quiet = [q for q in note.quiet if q is not None]
             if quiet:
-                does += " (no warning for " + ", ".join(_code(q) for q in quiet) + ")"
+                does += " (no warning when set to " + ", ".join(_code(q) for q in quiet) + ")"
         lines.append(f"| `{name}` | {old_text} | {_code(default)} | {_cell(does)} |")
     return "\n".join(lines)
 
@@ -137,7 +137,13 @@ def readme_differences() -> str:
     match = re.search(r"^## Coming from Celery\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
     if match is None:
         raise ValueError("README.md has no '## Coming from Celery' section")
-    return match.group(1).strip()
+    # GitHub starts a list right after a paragraph line; Python-Markdown needs a blank line
+    lines: list[str] = []
+    for line in match.group(1).strip().splitlines():
+        if line.startswith("- ") and lines and lines[-1] and not lines[-1].startswith(("-", " ")):
+            lines.append("")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def sqlite_schema() -> str:
@@ -207,3 +213,12 @@ def expand(markdown: str) -> str:
 def on_page_markdown(markdown: str, **_: Any) -> str:
     """MkDocs event: expand the markers of each page."""
     return expand(markdown)
+
+
+#: a Sphinx role left in a rendered docstring (``:meth:`x```` renders as ``:meth:<code>``)
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:meth|func|class|data|mod|attr|exc|obj):(?=<code>)")
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """MkDocs event: drop the Sphinx role prefixes the docstrings use (the API pages)."""
+    return SPHINX_ROLE.sub("", html)

@@ -8,6 +8,7 @@ installs it), where that fails."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     need_mkdocs()
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -87,3 +88,22 @@ def test_the_cli_table_has_every_worker_option() -> None:
 def test_an_unknown_generated_block_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown generated block 'nope'"):
         hooks().expand("text\n<!-- generated: nope -->\n")
+
+
+def test_the_benchmark_charts_are_the_ones_their_json_gives(tmp_path: Path) -> None:
+    """docs/benchmarks/ holds what bench/charts.py draws from bench/published/*.json."""
+    spec = importlib.util.spec_from_file_location("bench_charts", ROOT / "bench" / "charts.py")
+    assert spec is not None and spec.loader is not None
+    charts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charts)
+    published = sorted((ROOT / "bench" / "published").glob("*.json"))
+    assert published, "no benchmark results in bench/published/"
+    reports = [json.loads(p.read_text(encoding="utf-8")) for p in published]
+    written = charts.figures(reports, tmp_path)
+    committed = ROOT / "docs" / "benchmarks"
+    for path in written:
+        assert (committed / path.name).read_text(encoding="utf-8") == path.read_text(
+            encoding="utf-8"
+        ), f"docs/benchmarks/{path.name} is stale: run python bench/charts.py"
+    stale = {p.name for p in committed.glob("*.svg")} - {p.name for p in written}
+    assert not stale, f"charts no published run gives: {sorted(stale)}"
