@@ -26,12 +26,21 @@ async def task_status(task_id: str) -> dict[str, object]:
     return {"state": result.state, "result": await result.aget(timeout=1)}
 
 
+async def _check() -> None:  # an HTTP client on the app, as the tests run it
+    import httpx
+
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        task_id = (await client.post("/add", params={"x": 2, "y": 3})).json()["task_id"]
+        await celery_app.AsyncResult(task_id).aget(timeout=10)
+        reply = await client.get(f"/tasks/{task_id}")
+        assert reply.json() == {"state": "SUCCESS", "result": 5}, reply.json()
+
+
 if __name__ == "__main__":  # what the tests run: the app, a worker, an HTTP client
-    from fastapi.testclient import TestClient
+    import asyncio
 
     from celeriac.testing import TestWorker
 
-    with TestWorker(celery_app) as worker, TestClient(api) as client:
-        task_id = client.post("/add", params={"x": 2, "y": 3}).json()["task_id"]
-        worker.join()
-        assert client.get(f"/tasks/{task_id}").json() == {"state": "SUCCESS", "result": 5}
+    with TestWorker(celery_app):
+        asyncio.run(_check())

@@ -115,9 +115,22 @@ def queue_names(conf: Any) -> list[str]:
 @click.option("-n", "--hostname", default=None, help="node name, e.g. w1@%h")
 @click.option("-D", "--detach", is_flag=True, help="run in the background (a daemon)")
 @click.option("-S", "--statedb", default=None, help="(no meaning here; warned)")
-@click.option("-l", "--loglevel", default="WARNING", show_default=True)
-@click.option("-O", "--optimization", type=click.Choice(["default", "fair"]), default=None)
-@click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=None)
+@click.option(
+    "-l", "--loglevel", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING, ..."
+)
+@click.option(
+    "-O",
+    "--optimization",
+    type=click.Choice(["default", "fair"]),
+    default=None,
+    help="fair: a slot takes a message only when it is free (no prefetch)",
+)
+@click.option(
+    "--prefetch-multiplier",
+    type=click.IntRange(min=1),
+    default=None,
+    help="messages held per pool slot (worker_prefetch_multiplier)",
+)
 @click.option("--disable-prefetch", is_flag=True, help="fetch a task only for a free slot")
 @click.option("-c", "--concurrency", type=Concurrency(), default=None, help="N or auto")
 @click.option(
@@ -127,12 +140,39 @@ def queue_names(conf: Any) -> list[str]:
     default=None,
 )
 @click.option("-E", "--task-events", "--events", "task_events", is_flag=True)
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--soft-time-limit", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None)
-@click.option("--pool-start-method", type=click.Choice(["fork", "spawn"]), default=None)
-@click.option("--max-memory-per-child", type=click.IntRange(min=1), default=None, help="KiB")
-@click.option("--purge", "--discard", "purge", is_flag=True)
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="seconds; a task running longer is stopped (task_time_limit)",
+)
+@click.option(
+    "--soft-time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="seconds; SoftTimeLimitExceeded is raised in the task (task_soft_time_limit)",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="replace a prefork child after this many tasks",
+)
+@click.option(
+    "--pool-start-method",
+    type=click.Choice(["fork", "spawn"]),
+    default=None,
+    help="fork (spawn is warned: children are always forked)",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="KiB; replace a prefork child whose resident memory grew past it",
+)
+@click.option(
+    "--purge", "--discard", "purge", is_flag=True, help="delete the waiting messages first"
+)
 @click.option("-Q", "--queues", default=None, help="comma-separated queue names")
 @click.option("-X", "--exclude-queues", default=None, help="comma-separated queue names")
 @click.option("-I", "--include", default=None, help="comma-separated modules to import")
@@ -140,7 +180,9 @@ def queue_names(conf: Any) -> list[str]:
 @click.option("--without-mingle", is_flag=True)
 @click.option("--without-heartbeat", is_flag=True)
 @click.option("--heartbeat-interval", type=int, default=None)
-@click.option("--autoscale", type=Autoscale(), default=None)
+@click.option(
+    "--autoscale", type=Autoscale(), default=None, help="max,min: grow and shrink the prefork pool"
+)
 @click.option("-B", "--beat", is_flag=True, help="(not available: celeriac has no beat yet)")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename", default=None)
 @click.option("--scheduler", default=None)
