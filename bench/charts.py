@@ -67,8 +67,11 @@ def machine_line(report: dict[str, Any]) -> str:
 
 
 def load_line(report: dict[str, Any], names: list[str]) -> str:
+    """The load during the run: each system's rounds, or the run's own description."""
     parts = [f"{SYSTEM_NAMES.get(n, n)} {_loads(report, n)}" for n in names if _loads(report, n)]
-    return "1-min load before->after each round: " + "; ".join(parts)
+    if parts:
+        return "1-min load before->after each round: " + "; ".join(parts)
+    return f"Load: {report.get('machine', {}).get('load', 'not recorded')}"
 
 
 def chart_svg(report: dict[str, Any], row: dict[str, Any]) -> str:
@@ -119,7 +122,10 @@ def chart_svg(report: dict[str, Any], row: dict[str, Any]) -> str:
 
 def _provenance(report: dict[str, Any]) -> str:
     git = report.get("celeriac_git", {})
-    return f"celeriac {git.get('commit', '?')}, finished {report.get('finished', '?')}"
+    text = f"celeriac at {git.get('commit', '?')}, measured {report.get('finished', '?')}"
+    if report.get("transcribed_from"):
+        text += "; figures as recorded in bench/RESULTS.md"
+    return text
 
 
 def _versions(report: dict[str, Any]) -> str:
@@ -161,9 +167,11 @@ def figures(reports: list[dict[str, Any]], out: Path) -> list[Path]:
         markdown += [
             f"Machine: {machine_line(report)}. {load_line(report, names)}. "
             f"celeriac at `{report.get('celeriac_git', {}).get('commit', '?')}`; "
-            f"{_versions(report)}. Finished {report.get('finished', '?')}.",
+            f"{_versions(report)}. Measured {report.get('finished', '?')}.",
             "",
         ]
+        if report.get("transcribed_from"):
+            markdown += [f"Source: {report['transcribed_from']}.", ""]
         notes = [
             f"{SYSTEM_NAMES.get(n, n)}: not run ({why})"
             for n, r in report["systems"].items()
