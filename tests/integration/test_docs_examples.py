@@ -22,9 +22,12 @@ DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 #: run together: a worker subprocess on tasks.py, and call_tasks.py as its client
 GETTING_STARTED = {"tasks.py", "call_tasks.py"}
-#: run with arguments, against a worker on Redis (test_the_probe_...)
+#: run against a worker on Redis (test_the_probe_..., test_remote_control_...)
 PROBE = "probe.py"
-SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name not in {*GETTING_STARTED, PROBE})
+REMOTE_CONTROL = "remote_control.py"
+SCRIPTS = sorted(
+    p.name for p in EXAMPLES.glob("*.py") if p.name not in {*GETTING_STARTED, PROBE, REMOTE_CONTROL}
+)
 
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
@@ -75,11 +78,13 @@ def test_the_testing_example_passes_under_pytest(tmp_path: Path) -> None:
     assert "1 passed" in proc.stdout, proc.stdout
 
 
-def start_worker(cwd: Path, env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    cwd: Path, env: dict[str, str], *options: str, app: str = "tasks"
+) -> subprocess.Popen[bytes]:
     log = (cwd / "worker.log").open("w")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "-A", "tasks", "worker", "-l", "info", *options],
+            [sys.executable, "-m", "celeriac", "-A", app, "worker", "-l", "info", *options],
             cwd=cwd,
             env=env,
             stdout=log,
@@ -133,6 +138,30 @@ def test_the_probe_answers_for_a_live_worker_only(tmp_path: Path, redis_db: str)
     finally:
         code = stop_worker(worker)
     assert code == 0, (tmp_path / "worker.log").read_text()
+
+
+def test_remote_control_example_on_redis(tmp_path: Path, redis_db: str) -> None:
+    """The monitoring page's example: ping, registered, a custom inspect command, and a
+    broadcast shutdown that stops the worker (exit code 0)."""
+    shutil.copy(EXAMPLES / REMOTE_CONTROL, tmp_path / REMOTE_CONTROL)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CELERY_BROKER_URL": redis_db}
+    env.pop("CELERIAC_BROKER_URL", None)
+    worker = start_worker(tmp_path, env, "-P", "threads", "-c", "1", app="remote_control")
+    try:
+        proc = subprocess.run(
+            [sys.executable, REMOTE_CONTROL],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert worker.wait(60) == 0, (tmp_path / "worker.log").read_text()
+    finally:
+        if worker.poll() is None:
+            stop_worker(worker)
 
 
 def test_getting_started_worker_and_client(tmp_path: Path) -> None:
