@@ -154,6 +154,7 @@ def test_rpc_with_a_host_on_a_non_amqp_broker_fails_at_start_up(tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert done.returncode != 0
     assert "takes no host; write rpc://" in done.stdout + done.stderr
