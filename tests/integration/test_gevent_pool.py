@@ -98,6 +98,24 @@ def test_n_sleeping_tasks_run_at_once_in_one_process(app: Celery, tmp_path: Path
         run_sync(app.close_clients())
 
 
+def test_gevent_on_redis_with_rpc_results(tmp_path: Path, redis_db: str) -> None:
+    """The usual deployment: Redis broker, gevent pool; here with ``rpc://`` results."""
+    source = TASKS.format(url=redis_db).replace('broker="', 'backend="rpc://", broker="')
+    write_module(tmp_path, "gtasks", source)
+    app = Celery("client", broker=redis_db, backend="rpc://")
+    n = 10
+    try:
+        with WorkerProcess(tmp_path, "gtasks", "-P", "gevent", "-c", str(n), "-l", "info"):
+            runs = [
+                r.get(timeout=30) for r in [app.send_task("gtasks.nap", (1.0,)) for _ in range(n)]
+            ]
+            assert _overlap(runs)
+            # replies of the subtasks go to the worker's own reply list: none to wait for
+            assert len(app.send_task("gtasks.fan_out", (3,)).get(timeout=20)) == 3
+    finally:
+        run_sync(app.close_clients())
+
+
 def test_concurrency_bounds_the_greenlets(app: Celery, tmp_path: Path) -> None:
     try:
         with WorkerProcess(tmp_path, "gtasks", "-P", "gevent", "-c", "2", "-l", "info"):
