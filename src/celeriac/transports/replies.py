@@ -8,10 +8,12 @@ carries too, so a chain step a worker sends still answers the client), and only 
 client reads the queue. The client keeps what arrives in memory by task id (the newest
 ``max_results``); a state never seen is PENDING. Replies come in the order they were sent.
 
-Receiving happens only while someone asks: ``wait`` starts one pull, shared by every wait
-of the instance, that takes what is queued or blocks up to ``block_seconds`` for the first
-reply; a wait that gives up (timeout, cancel) leaves the pull to finish, so a reply taken
-from the queue is never dropped. ``get`` (a state) pulls without blocking.
+Receiving happens only while someone asks, one pull at a time (so replies are taken in
+the order sent): ``wait`` starts a pull, shared by every wait of the instance, that takes
+what is queued or blocks up to ``block_seconds`` for the first reply; a wait that gives up
+(timeout, cancel) leaves the pull to finish, so a reply taken from the queue is never
+dropped. ``get`` (a state) pulls without blocking, unless a blocking pull is in flight
+(the queue was empty when it started, and it takes what comes).
 
 A transport implements :meth:`ReplyBackend._push` and :meth:`ReplyBackend._pull`.
 Options (``result_backend_transport_options``): ``max_results`` (100000),
@@ -53,8 +55,9 @@ class ReplyBackend(ResultBackend):
         self._max = int(opts.get("max_results", 100_000))
         self._accept = frozenset(opts.get("accept_content") or ["json", "msgpack"])
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._pulling: asyncio.Task[None] | None = None  # the blocking pull of ``wait``
-        self._draining: asyncio.Task[None] | None = None  # the non-blocking one of ``get``
+        # the one pull at a time (so replies are taken in order), and whether it blocks
+        self._reading: asyncio.Task[None] | None = None
+        self._reading_blocks = False
 
     # -- what a transport implements -----------------------------------------------
     @abc.abstractmethod
@@ -91,10 +94,9 @@ class ReplyBackend(ResultBackend):
         """Nothing to declare: a reply queue exists once something is put in it."""
 
     async def close(self) -> None:
-        for task in (self._pulling, self._draining):
-            if task is not None and not task.done():
-                task.cancel()
-        self._pulling = self._draining = None
+        if self._reading is not None and not self._reading.done():
+            self._reading.cancel()
+        self._reading = None
         await self._close()
 
     async def store_replies(self, items: Sequence[tuple[str | None, str, dict[str, Any]]]) -> None:
@@ -112,9 +114,12 @@ class ReplyBackend(ResultBackend):
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         if self.reply_to:
-            if self._draining is None or self._draining.done():
-                self._draining = self._start(0.0)
-            await asyncio.shield(self._draining)
+            pull = self._reading
+            if pull is None or pull.done():
+                pull = self._start(0.0)
+            # a blocking pull in flight found the queue empty and takes what comes
+            if not self._reading_blocks:
+                await asyncio.shield(pull)
         return self._results.get(task_id)
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -136,10 +141,10 @@ class ReplyBackend(ResultBackend):
             left = None if deadline is None else deadline - loop.time()
             if ready or (left is not None and left <= 0) or not self.reply_to:
                 return ready
-            pull = self._pulling
+            pull = self._reading
             if pull is None or pull.done():
                 block = self.block_seconds if left is None else min(left, self.block_seconds)
-                pull = self._pulling = self._start(block)
+                pull = self._start(block)
             await asyncio.wait({pull}, timeout=left)  # on timeout or cancel, it carries on
             error = pull.exception() if pull.done() and not pull.cancelled() else None
             if error is not None:
@@ -152,6 +157,7 @@ class ReplyBackend(ResultBackend):
     def _start(self, block: float) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._receive(block))
         task.add_done_callback(_retrieve)
+        self._reading, self._reading_blocks = task, block > 0
         return task
 
     async def _receive(self, block: float) -> None:
