@@ -158,3 +158,10 @@ def test_eventlet_is_refused_with_the_alternatives(app: Celery, tmp_path: Path) 
     assert all(f"-P {name}" in message for name in ("gevent", "threads", "asyncio"))
     with pytest.raises(ImproperlyConfigured, match=r"worker_pool='eventlet'.*-P gevent"):
         Celery("x", worker_pool="eventlet")
+
+
+def test_the_gevent_pool_refuses_an_unpatched_process() -> None:
+    from celeriac.worker.pools import make_pool
+
+    with pytest.raises(ImproperlyConfigured, match="monkey patched first"):
+        make_pool("gevent", 2)

@@ -65,6 +65,11 @@ class GeventPool(Pool):
             import gevent  # noqa: PLC0415 - an optional dependency
         except ImportError:
             raise ImproperlyConfigured(GEVENT_MISSING) from None
+        if not gevent_patched():  # the loop would never let the greenlets run
+            raise ImproperlyConfigured(
+                "the gevent pool needs the process monkey patched first: run "
+                "`celeriac -A ... worker -P gevent` (in tests, use the threads pool)"
+            )
         self._gevent: Any = gevent
         self._waiting: deque[Job] = deque()
         self._running: dict[Job, Any] = {}  # job -> its greenlet or asyncio task
