@@ -132,6 +132,16 @@ def _choice(*choices: str) -> Validator:
     return check
 
 
+def _pool(name: str, value: Any) -> Any:
+    if value == "eventlet":
+        from celeriac._concurrency import EVENTLET_REFUSED  # noqa: PLC0415
+
+        raise ImproperlyConfigured(
+            f"setting {name}='eventlet': {EVENTLET_REFUSED.partition(': ')[2]}"
+        )
+    return _choice("prefork", "threads", "asyncio", "solo", "gevent")(name, value)
+
+
 def _serializer(name: str, value: Any) -> Any:
     return _choice("json", "msgpack", "pickle")(name, value)
 
@@ -255,7 +265,7 @@ SETTINGS: dict[str, Setting] = {
     "task_publish_retry_policy": Setting(None, _retry_policy),
     # worker
     "worker_concurrency": Setting(None, _int(1)),
-    "worker_pool": Setting("prefork", _choice("prefork", "threads", "asyncio", "solo")),
+    "worker_pool": Setting("prefork", _pool),
     "worker_prefetch_multiplier": Setting(4, _int(1)),
     "worker_prefetch_window": Setting(0.02, _seconds),
     "worker_max_tasks_per_child": Setting(None, _int(1)),

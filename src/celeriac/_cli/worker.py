@@ -23,6 +23,7 @@ from celeriac._cli.daemon import (
     pidfile_lock,
 )
 from celeriac._cli.nodes import node_format
+from celeriac._concurrency import EVENTLET_REFUSED
 
 #: option -> the warning logged at start-up when it is given
 NO_MEANING = {
@@ -123,7 +124,7 @@ def queue_names(conf: Any) -> list[str]:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo"]),
+    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo", "gevent", "eventlet"]),
     default=None,
 )
 @click.option("-E", "--task-events", "--events", "task_events", is_flag=True)
@@ -217,6 +218,8 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
             "-B/--beat: celeriac has no periodic task scheduler (beat) yet; "
             "run Celery's beat beside the worker"
         )
+    if o["pool"] == "eventlet":
+        raise click.UsageError(EVENTLET_REFUSED)
     app = obj.app
     conf = app.conf
     pool = "prefork" if o["pool"] == "processes" else o["pool"]

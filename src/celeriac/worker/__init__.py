@@ -1,7 +1,8 @@
 """The worker: ``celeriac -A app worker``.
 
 ``-P prefork`` (default) forks a supervisor's N children, each a complete consumer with
-its own connections; ``threads``, ``asyncio`` and ``solo`` run one consumer in this process.
+its own connections; ``threads``, ``asyncio``, ``gevent`` and ``solo`` run one consumer in
+this process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from celeriac import __version__
+from celeriac._concurrency import EVENTLET_REFUSED
 from celeriac._queues import consumed_queues
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import create_broker
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-POOL_NAMES = ("prefork", "threads", "asyncio", "solo")
+POOL_NAMES = ("prefork", "threads", "asyncio", "solo", "gevent")
 #: the waits between start-up connection attempts (the last one repeats)
 STARTUP_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
 
@@ -63,6 +65,8 @@ class Worker:
         conf = app.conf
         self.app = app
         self.pool = pool or conf["worker_pool"]
+        if self.pool == "eventlet":
+            raise ImproperlyConfigured(EVENTLET_REFUSED)
         if self.pool not in POOL_NAMES:
             raise ImproperlyConfigured(
                 f"unknown pool {self.pool!r}: use one of {', '.join(POOL_NAMES)}"
@@ -95,6 +99,10 @@ class Worker:
         self.open_logfile(0)
         for line in self.startup_warnings:
             logger.warning("%s", line)
+        if self.pool == "gevent":
+            from celeriac.worker.gevent_pool import ensure_patched  # noqa: PLC0415
+
+            ensure_patched()
         self.app.check_configuration()
         self.app.import_modules()
         asyncio.run(self._preflight())

@@ -19,6 +19,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -70,6 +71,9 @@ class _Store:
         self.buckets: dict[str, tuple[float | None, float]] = {}
         self.waiters: set[_Waiter] = set()
         self._seq = itertools.count(1)
+        # rpc:// replies (celeriac.transports.memory.rpc): reply queue -> JSON metas
+        self.replies: dict[str, deque[str]] = {}
+        self.reply_waiters: set[_Waiter] = set()
 
     def add(self, queue: str, raw: bytes, priority: int, not_before: float | None) -> None:
         entry = _Entry(next(self._seq), queue, priority, raw)
