@@ -213,7 +213,9 @@ def _timezone(name: str, value: Any) -> Any:
         except (ZoneInfoNotFoundError, ValueError):
             near = difflib.get_close_matches(value, available_timezones(), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise _fail(name, value, f"an IANA time zone name such as 'Europe/Paris'{hint}") from None
+            raise _fail(
+                name, value, f"an IANA time zone name such as 'Europe/Paris'{hint}"
+            ) from None
         return value
     raise _fail(name, value, "a time zone name (str) or a tzinfo")
 

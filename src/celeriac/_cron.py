@@ -43,7 +43,9 @@ _STAR_STEP = re.compile(r"^\*/(\d+)$")
 _NUMBER_STEP = re.compile(r"^(\w+)/(\d+)$")
 
 
-def parse_field(spec: object, max_: int, min_: int = 0, names: dict[str, int] | None = None) -> set[int]:
+def parse_field(
+    spec: object, max_: int, min_: int = 0, names: dict[str, int] | None = None
+) -> set[int]:
     """The values of one crontab field (``max_`` values starting at ``min_``)."""
     if isinstance(spec, bool):
         raise ParseException(f"crontab field {spec!r}: expected a number, a pattern or a set")

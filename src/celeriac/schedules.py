@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 UTC = timezone.utc
-schedstate = namedtuple("schedstate", ("is_due", "next"))  # noqa: PYI024 - Celery's shape
+schedstate = namedtuple("schedstate", ("is_due", "next"))
 
 
 def zone(name: Any) -> tzinfo:
@@ -110,11 +110,15 @@ class BaseSchedule:
         """The first scheduled instant after ``last`` that is still to come (UTC)."""
         return now + max(self.remaining_estimate(last), timedelta(0))
 
+    def first_fire(self, last: datetime) -> datetime | None:
+        """The first scheduled instant after ``last`` (None: not known)."""
+        return None
+
     def human(self) -> str:
         return repr(self)
 
 
-class schedule(BaseSchedule):  # noqa: N801 - Celery's name
+class schedule(BaseSchedule):
     """Run every ``run_every`` (a timedelta or seconds). ``relative=True`` rounds each
     run time down to the interval's resolution (day, hour, minute or second), as Celery."""
 
@@ -128,7 +132,9 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
         super().__init__(nowfun, app)
         if run_every is None:
             raise ValueError("schedule(run_every=...): give a timedelta or a number of seconds")
-        self.run_every = run_every if isinstance(run_every, timedelta) else timedelta(seconds=run_every)
+        self.run_every = (
+            run_every if isinstance(run_every, timedelta) else timedelta(seconds=run_every)
+        )
         if self.run_every <= timedelta(0):
             raise ValueError(f"schedule(run_every={run_every!r}): the interval must be positive")
         self.relative = relative
@@ -189,6 +195,9 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
         slot = self.fire_time(last, now) or last
         return self._after(slot)
 
+    def first_fire(self, last: datetime) -> datetime | None:
+        return self._after(last)
+
     def human(self) -> str:
         return self.human_seconds + (" (relative)" if self.relative else "")
 
@@ -207,7 +216,7 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
         return self.__class__, (self.run_every, self.relative, self.nowfun)
 
 
-class crontab(BaseSchedule):  # noqa: N801 - Celery's name
+class crontab(BaseSchedule):
     """Cron-like schedule, with Celery's fields and syntax; every field must match
     (``day_of_week`` and ``day_of_month`` are ANDed, as Celery, unlike cron's OR).
     Evaluated in the app's ``timezone``; see :mod:`celeriac._cron` for DST changes."""
@@ -270,6 +279,9 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
     def next_fire(self, last: datetime, now: datetime) -> datetime | None:
         return self._times.next_after(max(last, now), self.tz)
 
+    def first_fire(self, last: datetime) -> datetime | None:
+        return self._times.next_after(last, self.tz)
+
     def times_between(self, start: datetime, end: datetime) -> list[datetime]:
         """The fire times in ``(start, end]`` (UTC), in order."""
         return list(self._times.between(start, end, self.tz))
@@ -309,7 +321,7 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         return self.__class__, args
 
 
-class solar(BaseSchedule):  # noqa: N801 - Celery's name
+class solar(BaseSchedule):
     """Run at a solar event (``sunrise``, ``sunset``, ``dawn_civil``, ``solar_noon``, ...
     Celery's names) at a place: computed with the NOAA solar equations in the standard
     library (no ``ephem`` needed), accurate to about a minute."""
@@ -357,6 +369,9 @@ class solar(BaseSchedule):  # noqa: N801 - Celery's name
 
     def next_fire(self, last: datetime, now: datetime) -> datetime | None:
         return self._next_after(max(last, now))
+
+    def first_fire(self, last: datetime) -> datetime | None:
+        return self._next_after(last)
 
     def human(self) -> str:
         return f"{self.event} at ({self.lat}, {self.lon})"

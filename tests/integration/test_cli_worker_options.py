@@ -192,17 +192,18 @@ def test_concurrency_auto_and_processes_pool(tmp_path: Path) -> None:
     assert f"concurrency: {auto_concurrency()} (prefork)" in w.log
 
 
-def test_beat_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+def test_beat_with_another_scheduler_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     write_module(tmp_path, "opts", TASKS)
+    scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
     proc = subprocess.run(
-        [sys.executable, "-m", "celeriac", "-A", "opts", "worker", "-B"],
+        [sys.executable, "-m", "celeriac", "-A", "opts", "worker", "-B", "-S", scheduler],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert proc.returncode == 2 and "no periodic task scheduler (beat)" in proc.stderr
+    assert proc.returncode == 2 and "celeriac's beat has one scheduler" in proc.stderr
 
 
 def test_app_and_broker_after_the_subcommand_and_global_options(tmp_path: Path) -> None:

@@ -39,7 +39,9 @@ def _is_schedule(value: Any) -> bool:
 def check_entry(setting: str, name: Any, spec: Any) -> None:
     where = f"{setting}[{name!r}]"
     if not isinstance(name, str) or not name:
-        raise ImproperlyConfigured(f"{setting}: entry names must be non-empty strings, not {name!r}")
+        raise ImproperlyConfigured(
+            f"{setting}: entry names must be non-empty strings, not {name!r}"
+        )
     if not isinstance(spec, dict):
         raise ImproperlyConfigured(f"{where} must be a dict with 'task' and 'schedule'")
     unknown = [k for k in spec if k not in ENTRY_KEYS]

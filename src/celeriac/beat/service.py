@@ -8,8 +8,9 @@ reading beyond "is it due yet"), and claims it: a compare-and-set of the entry's
 run from the value read to the slot, which publishes the task in the same atomic step
 (:class:`~celeriac.transports.capabilities.ScheduleStore`). Two beats reading the same
 last run compute the same slot, and only one compare-and-set succeeds; a beat that loses
-reads again on its next tick. After downtime only the latest missed slot is sent (once),
-and for crontab entries only if it is no older than ``beat_cron_starting_deadline``.
+reads again on its next tick. Slots late by up to ``CATCH_UP_SECONDS`` (10 s: a busy
+beat) are each sent in turn; after a longer downtime only the latest missed slot is sent
+(once), and for crontab entries only if it is no older than ``beat_cron_starting_deadline``.
 
 An entry seen for the first time gets its last run set to now (without a send), as
 Celery's beat does: an interval entry first runs one interval later, a crontab entry at
@@ -22,6 +23,7 @@ backoff, logged each time; the beat never stops by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.beat")
 UTC = timezone.utc
 DEFAULT_MAX_INTERVAL = 300.0
+#: a slot late by at most this is still sent in turn (a busy or briefly cut-off beat);
+#: after a longer gap only the latest missed slot is sent
+CATCH_UP_SECONDS = 10.0
 #: the namespace of the task ids of periodic sends: (entry, slot) -> always the same id
 _IDS = uuid.UUID("5b1e8a52-2f0c-4c53-9d47-0c2b7a4f3e61")
 
@@ -54,6 +59,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_store(broker: str, backend: str) -> str:
+    return (
+        f"celeriac beat needs a store for its claims and last runs: the broker {broker} "
+        f"cannot hold them and neither can the result backend {backend}; set result_backend "
+        "to a redis:// or sqlite:// URL (with RabbitMQ, the beat claims each run there and "
+        "then publishes it)"
+    )
+
+
 class Claims:
     """Where the beat claims slots: the broker when it can publish in the claim, else
     the result backend (claim, then publish; see README "Periodic tasks")."""
@@ -62,6 +76,18 @@ class Claims:
         self.app = app
         self.store: ScheduleStore | None = None
         self.atomic = True
+
+    @staticmethod
+    def check(app: Celeriac) -> None:
+        """Fail at start-up, saying what to change, when no store can hold the claims."""
+        from celeriac.transports import backend_class, broker_class  # noqa: PLC0415
+
+        broker = broker_class(app.broker_url)
+        if issubclass(broker, ScheduleStore):
+            return
+        backend = backend_class(app.backend_url)
+        if not issubclass(backend, ScheduleStore):
+            raise ImproperlyConfigured(_no_store(broker.__name__, backend.__name__))
 
     async def open(self) -> ScheduleStore:
         if self.store is not None:
@@ -74,12 +100,7 @@ class Claims:
         if isinstance(backend, ScheduleStore):
             self.store, self.atomic = backend, False
             return backend
-        raise ImproperlyConfigured(
-            f"celeriac beat needs a store for its claims and last runs: the broker "
-            f"{type(broker).__name__} cannot hold them and neither can the result backend "
-            f"{type(backend).__name__}; set result_backend to a redis:// or sqlite:// URL "
-            "(with RabbitMQ, the beat claims each run there and then publishes it)"
-        )
+        raise ImproperlyConfigured(_no_store(type(broker).__name__, type(backend).__name__))
 
     async def claim(self, name: str, last: int | None, slot: int, send: ScheduledSend) -> bool:
         store = await self.open()
@@ -144,41 +165,50 @@ class Beat:
         return wait
 
     async def _maybe_send(self, entry: Entry, last_ms: int, now: datetime) -> None:
-        slot = _fire_time(entry.schedule, from_ms(last_ms), now)
-        if slot is None:
-            return
-        slot_ms = to_ms(slot)
-        if slot_ms <= last_ms:
-            return
-        deadline = self.app.conf["beat_cron_starting_deadline"]
-        if deadline is not None and _is_cron(entry.schedule):
-            late = (now - slot).total_seconds()
-            if late > deadline:
-                if (entry.name, slot_ms) not in self._missed:
-                    self._missed.add((entry.name, slot_ms))
-                    logger.warning(
-                        "beat: %s missed its run of %s by %.0f s (more than "
-                        "beat_cron_starting_deadline=%s s): not sent",
-                        entry.name,
-                        slot.isoformat(),
-                        late,
-                        deadline,
-                    )
+        """Send the due slots of ``entry``: each in turn while they are late by less
+        than :data:`CATCH_UP_SECONDS` (a busy beat), else only the latest (downtime)."""
+        for _ in range(100):
+            slot = _slot(entry.schedule, from_ms(last_ms), now)
+            if slot is None or to_ms(slot) <= last_ms or self._too_late(entry, slot, now):
                 return
+            if not await self._send(entry, last_ms, slot):
+                return
+            last_ms = to_ms(slot)
+
+    def _too_late(self, entry: Entry, slot: datetime, now: datetime) -> bool:
+        deadline = self.app.conf["beat_cron_starting_deadline"]
+        late = (now - slot).total_seconds()
+        if deadline is None or not _is_cron(entry.schedule) or late <= deadline:
+            return False
+        if (entry.name, to_ms(slot)) not in self._missed:
+            self._missed.add((entry.name, to_ms(slot)))
+            logger.warning(
+                "beat: %s missed its run of %s by %.0f s (more than "
+                "beat_cron_starting_deadline=%s s): not sent",
+                entry.name,
+                slot.isoformat(),
+                late,
+                deadline,
+            )
+        return True
+
+    async def _send(self, entry: Entry, last_ms: int, slot: datetime) -> bool:
         send = self._message(entry, slot)
         for mw in self.app.middleware:
             mw.before_publish(self.app, send[1], send[0])
-        if await self.claims.claim(entry.name, last_ms, slot_ms, send):
-            self.sent += 1
-            for mw in self.app.middleware:
-                mw.after_publish(self.app, send[1], send[0])
-            logger.info(
-                "Scheduler: Sending due task %s (%s) for %s, id %s",
-                entry.name,
-                entry.task,
-                slot.isoformat(),
-                send[1].task_id,
-            )
+        if not await self.claims.claim(entry.name, last_ms, to_ms(slot), send):
+            return False
+        self.sent += 1
+        for mw in self.app.middleware:
+            mw.after_publish(self.app, send[1], send[0])
+        logger.info(
+            "Scheduler: Sending due task %s (%s) for %s, id %s",
+            entry.name,
+            entry.task,
+            slot.isoformat(),
+            send[1].task_id,
+        )
+        return True
 
     def _message(self, entry: Entry, slot: datetime) -> ScheduledSend:
         options = dict(entry.options)
@@ -224,10 +254,8 @@ class Beat:
                     backoff,
                 )
                 wait, backoff = backoff, min(backoff * 2, 30.0)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.005))
-            except TimeoutError:
-                pass
         logger.info("beat: stopped after sending %d tasks", self.sent)
 
 
@@ -251,10 +279,17 @@ def _own(sched: Any) -> bool:
     return False
 
 
-def _fire_time(sched: Any, last: datetime, now: datetime) -> datetime | None:
+def _slot(sched: Any, last: datetime, now: datetime) -> datetime | None:
+    """The slot to claim after ``last``: the next one when it is due and late by less
+    than :data:`CATCH_UP_SECONDS`, else the latest due one (None: nothing is due)."""
     from celeriac.schedules import BaseSchedule  # noqa: PLC0415
 
     if _own(sched):
+        first = sched.first_fire(last)
+        if first is None or first > now:
+            return None
+        if (now - first).total_seconds() <= CATCH_UP_SECONDS:
+            return first  # type: ignore[no-any-return]
         return sched.fire_time(last, now)  # type: ignore[no-any-return]
     if isinstance(sched, BaseSchedule):
         return BaseSchedule.fire_time(sched, last, now)

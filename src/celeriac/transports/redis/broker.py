@@ -43,6 +43,7 @@ from celeriac.transports.capabilities import (
     ScheduledSend,
     ScheduleStore,
 )
+from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -64,7 +65,6 @@ from celeriac.transports.redis.resp import (
     RespTimeoutError,
     Sentinels,
 )
-from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.resp_async import AsyncConnection
 from celeriac.transports.redis.scripts import (
     connection,

@@ -266,7 +266,6 @@ class SQLiteBackend(ResultBackend, ScheduleStore):
                 return {}
             snap = changed
 
-
     # -- beat's claims, for a broker that cannot hold them (ScheduleStore) ---------
     async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
         return _schedule.runs(self._db(), names)
