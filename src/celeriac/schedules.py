@@ -15,10 +15,9 @@ works (the slot is then derived from ``remaining_estimate``).
 from __future__ import annotations
 
 import math
-from collections import namedtuple
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from celeriac._cron import MONTHS, WEEKDAYS, CronTimes, ParseException, parse_field
@@ -28,7 +27,13 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 UTC = timezone.utc
-schedstate = namedtuple("schedstate", ("is_due", "next"))
+
+
+class schedstate(NamedTuple):
+    """What ``is_due`` returns: due now?, and seconds until the beat should look again."""
+
+    is_due: bool
+    next: float
 
 
 def zone(name: Any) -> tzinfo:
