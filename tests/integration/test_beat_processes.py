@@ -1,5 +1,5 @@
 """Beats as real processes: two ``celeriac beat`` and two ``worker -B`` at once, on
-SQLite and on Redis, with an entry every second; one beat is killed with SIGKILL
+SQLite, Redis and RabbitMQ (claims in a Redis result backend), with an entry every second; one beat is killed with SIGKILL
 midway. Every slot must run exactly once: no slot twice, none missing, the slots
 exactly a second apart from the first to the last."""
 
@@ -26,7 +26,8 @@ import os
 from celeriac import Celery
 from celeriac.schedules import crontab
 
-app = Celery("beatapp", broker=os.environ["BEAT_BROKER"])
+app = Celery("beatapp", broker=os.environ["BEAT_BROKER"],
+             backend=os.environ.get("BEAT_BACKEND") or None)
 app.conf.beat_max_loop_interval = 1
 app.conf.task_ignore_result = True
 
@@ -54,13 +55,18 @@ AFTER_KILL = 12
 BEFORE_KILL = 6
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of the app module: its broker (and, with RabbitMQ, the Redis
+    result backend where the beats claim their runs)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'beat.db'}"
+        yield {"BEAT_BROKER": f"sqlite:///{tmp_path / 'beat.db'}"}
         return
     with leased_database() as url:
-        yield url
+        if request.param == "redis":
+            yield {"BEAT_BROKER": url}
+        else:
+            yield {"BEAT_BROKER": request.getfixturevalue("rabbit"), "BEAT_BACKEND": url}
 
 
 def _beat(tmp_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:
@@ -75,9 +81,9 @@ def _lines(path: Path, kind: str = "tick") -> list[str]:
     return [line for line in path.read_text().splitlines() if line.startswith(kind + " ")]
 
 
-def _drain(tmp_path: Path, env: dict[str, str], url: str) -> None:
+def _drain(tmp_path: Path, env: dict[str, str]) -> None:
     """Run what the stopped workers left in the queue, with a worker without beat."""
-    client = Celery("drain", broker=url, set_as_current=False)
+    client = Celery("drain", broker=env["BEAT_BROKER"], set_as_current=False)
 
     async def waiting() -> int:
         broker = await client.get_broker()
@@ -89,11 +95,11 @@ def _drain(tmp_path: Path, env: dict[str, str], url: str) -> None:
 
 
 def test_two_beats_and_two_embedded_beats_send_every_slot_once(
-    broker_url: str, tmp_path: Path
+    urls: dict[str, str], tmp_path: Path
 ) -> None:
     write_module(tmp_path, "beatapp", APP)
     record = tmp_path / "record.txt"
-    env = {"BEAT_BROKER": broker_url, "BEAT_RECORD": str(record)}
+    env = {**urls, "BEAT_RECORD": str(record)}
     beats = [_beat(tmp_path, env) for _ in range(2)]
     workers = [
         WorkerProcess(tmp_path, "beatapp", "-B", "-P", "threads", "-c", "2", "-l", "info", env=env)
@@ -114,7 +120,7 @@ def test_two_beats_and_two_embedded_beats_send_every_slot_once(
     finally:
         for proc in (*beats, *workers):
             proc.stop()
-    _drain(tmp_path, env, broker_url)
+    _drain(tmp_path, env)
     slots = [datetime.fromisoformat(line.split()[1]) for line in _lines(record)]
     assert len(slots) == len(set(slots)), "a slot ran twice"
     slots.sort()
@@ -125,13 +131,15 @@ def test_two_beats_and_two_embedded_beats_send_every_slot_once(
         for p in (*beats, *workers)
     )
     assert sends == len(slots)  # each slot sent by exactly one of the four beats
-    assert "beat: started" in beats[1].log and "claims in the broker" in beats[1].log
+    where = "result backend" if "BEAT_BACKEND" in urls else "broker"
+    assert f"claims in the {where}" in beats[1].log
 
 
-def test_beat_list_shows_entries_with_last_and_next_run(broker_url: str, tmp_path: Path) -> None:
+def test_beat_list_shows_entries_with_last_and_next_run(tmp_path: Path) -> None:
     write_module(tmp_path, "beatapp", APP)
     record = tmp_path / "record.txt"
-    env = {"BEAT_BROKER": broker_url, "BEAT_RECORD": str(record), "BEAT_CRON": "1"}
+    broker = f"sqlite:///{tmp_path / 'beat.db'}"
+    env = {"BEAT_BROKER": broker, "BEAT_RECORD": str(record), "BEAT_CRON": "1"}
     listing = _beat(tmp_path, env, "--list")
     listing.start(wait_ready=False)
     try:
