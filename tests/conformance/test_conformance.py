@@ -16,6 +16,7 @@ from celeriac.testing.conformance import (
     BROKER_MIXINS,
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
@@ -26,6 +27,7 @@ from celeriac.testing.conformance import (
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports import capabilities
@@ -43,6 +45,7 @@ class LocalBrokerSuite(
     RevocationConformance,
     RateLimitConformance,
     DeadLetterConformance,
+    ScheduleStoreConformance,
 ):
     """What the memory and SQLite brokers offer (no remote control)."""
 
@@ -75,7 +78,7 @@ class TestMemoryBackend(LocalBackendSuite):
         clear_results(url)
 
 
-class TestSQLiteBackend(LocalBackendSuite):
+class TestSQLiteBackend(LocalBackendSuite, BackendScheduleStoreConformance):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> BackendFactory:
         return url_factory(SQLiteBackend, f"sqlite:///{tmp_path / 'results.db'}")

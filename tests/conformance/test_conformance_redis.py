@@ -20,6 +20,7 @@ import redis
 from celeriac.testing.conformance import (
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
@@ -30,6 +31,7 @@ from celeriac.testing.conformance import (
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports.redis.backend import RedisBackend
@@ -48,12 +50,17 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    ScheduleStoreConformance,
 ):
     """Everything the Redis broker offers."""
 
 
 class RedisBackendSuite(
-    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+    BackendConformance,
+    GroupConformance,
+    ChordCounterConformance,
+    KeyValueConformance,
+    BackendScheduleStoreConformance,
 ):
     """Everything the Redis result backend offers."""
 

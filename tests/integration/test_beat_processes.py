@@ -1,7 +1,7 @@
 """Beats as real processes: two ``celeriac beat`` and two ``worker -B`` at once, on
-SQLite, Redis and RabbitMQ (claims in a Redis result backend), with an entry every second; one beat is killed with SIGKILL
-midway. Every slot must run exactly once: no slot twice, none missing, the slots
-exactly a second apart from the first to the last."""
+SQLite, Redis and RabbitMQ (claims in a Redis result backend), with an entry every
+second; one beat is killed with SIGKILL midway. Every slot must run exactly once: no
+slot twice, none missing, the slots exactly a second apart from the first to the last."""
 
 from __future__ import annotations
 
