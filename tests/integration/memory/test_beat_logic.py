@@ -9,6 +9,7 @@ import itertools
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -190,3 +191,59 @@ def test_add_periodic_task_in_on_after_configure_as_celerys_docs_show() -> None:
 
     (sent,) = asyncio.run(run())
     assert sent["task"] == hello.name and sent["scheduled_time"] == "2026-05-01T12:00:10+00:00"
+
+
+def test_a_daily_0230_job_across_dst_changes_runs_once_each_day() -> None:
+    """The beat itself (not only the schedule) with a clock stepping 10 minutes at a time
+    over the night Europe/Berlin skips 02:00-03:00, and the night it repeats 02:00-03:00."""
+    berlin = ZoneInfo("Europe/Berlin")
+
+    async def run(start: datetime) -> list[str]:
+        app = _app(
+            timezone="Europe/Berlin",
+            beat_schedule={"daily": {"task": "t.d", "schedule": crontab(minute=30, hour=2)}},
+        )
+        clock = Clock(start)
+        beat = Beat(app, clock=clock)
+        for _ in range(3 * 24 * 6):
+            await beat.tick()
+            clock.advance(600)
+        return [
+            datetime.fromisoformat(h["scheduled_time"]).astimezone(berlin).strftime("%d %H:%M")
+            for h in await _sent(app)
+        ]
+
+    spring = asyncio.run(run(datetime(2026, 3, 27, 12, tzinfo=UTC)))
+    assert spring == ["28 02:30", "29 03:00", "30 02:30"]
+    autumn = asyncio.run(run(datetime(2026, 10, 23, 12, tzinfo=UTC)))
+    assert autumn == ["24 02:30", "25 02:30", "26 02:30"]
+
+
+def test_a_beat_that_cannot_reach_its_broker_says_so_and_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Celery("unreachable", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.beat_schedule = {"tick": {"task": "t", "schedule": 1.0}}
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        seen: list[str] = []
+
+        class Watch(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record.getMessage())
+                if len(seen) >= 2:
+                    stop.set()
+
+        handler = Watch(logging.WARNING)
+        logging.getLogger("celeriac.beat").addHandler(handler)
+        try:
+            await asyncio.wait_for(Beat(app).run(stop), 30)
+        finally:
+            logging.getLogger("celeriac.beat").removeHandler(handler)
+
+    with caplog.at_level(logging.WARNING, "celeriac.beat"):
+        asyncio.run(run())
+    retries = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(retries) == 2
+    assert "retrying in 1 s" in retries[0] and "retrying in 2 s" in retries[1]
