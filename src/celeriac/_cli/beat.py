@@ -25,6 +25,10 @@ NO_MEANING = {
     "schedule": "-s/--schedule: celeriac's beat keeps each entry's last run in the broker, "
     "not in a file; it is not used",
     "executable": "--executable: --detach forks this process; it is not used",
+    "enable_remote_control": "--enable-remote-control: celeriac's beat answers no remote "
+    "control yet (health-check it by its log or its process); it is not used",
+    "hostname": "-n/--hostname: celeriac's beat answers no remote control, so it needs no "
+    "node name; it is not used",
 }
 
 
@@ -41,6 +45,8 @@ def check_scheduler(scheduler: str | None) -> None:
 @click.option("-s", "--schedule", default=None, help="(no meaning here; warned)")
 @click.option("-S", "--scheduler", default=None, help="only Celery's default is accepted")
 @click.option("--max-interval", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--enable-remote-control/--no-enable-remote-control", default=None)
+@click.option("-n", "--hostname", default=None, help="(no meaning here; warned)")
 @click.option("-l", "--loglevel", default="WARNING", show_default=True)
 @click.option("-f", "--logfile", default=None, help="log to this file")
 @click.option("--pidfile", default=None, help="write the beat's pid to this file")

@@ -109,7 +109,16 @@ class Claims:
         if not await store.schedule_claim(name, last, slot):
             return False
         queue, message, priority, not_before = send
-        await self.app._publish(queue, message, priority, not_before, {})
+        broker = await self.app.get_broker()
+        try:
+            await broker.publish(queue, message, priority=priority, not_before=not_before)
+        except Exception:
+            logger.error(
+                "beat: %s: claimed the run of %s but could not publish it: this run is lost",
+                name,
+                from_ms(slot).isoformat(),
+            )
+            raise
         return True
 
 
