@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from celeriac import _publish_retry
 from celeriac.beat.entries import Entry, configured, decode_entry
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
@@ -109,9 +110,13 @@ class Claims:
         if not await store.schedule_claim(name, last, slot):
             return False
         queue, message, priority, not_before = send
-        broker = await self.app.get_broker()
-        try:
+
+        async def publish() -> None:
+            broker = await self.app.get_broker()
             await broker.publish(queue, message, priority=priority, not_before=not_before)
+
+        try:  # retried as any send is (task_publish_retry_policy)
+            await _publish_retry.publish_async(self.app, {}, publish)
         except Exception:
             logger.error(
                 "beat: %s: claimed the run of %s but could not publish it: this run is lost",
