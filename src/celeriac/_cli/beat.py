@@ -135,8 +135,11 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def with_embedded_beat(app: Any, loglevel: str, run: Callable[[], int]) -> int:
+def with_embedded_beat(
+    app: Any, loglevel: str, run: Callable[[], int], logfile: str | None = None
+) -> int:
     """``worker -B``: fork a beat process, run the worker, then stop the beat."""
+    from celeriac._cli.daemon import log_to_file  # noqa: PLC0415
     from celeriac.utils.log import setup_logging  # noqa: PLC0415
 
     parent = os.getpid()
@@ -145,6 +148,8 @@ def with_embedded_beat(app: Any, loglevel: str, run: Callable[[], int]) -> int:
         code = 1
         try:
             setup_logging(loglevel, app.conf)
+            if logfile:
+                log_to_file(logfile)
             app.import_modules()
             code = serve(app, None, parent=parent)
         except BaseException:

@@ -244,6 +244,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     the_worker.purge = o["purge"]
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
+    beat_log = node_format(the_worker.logfile, hostname, 0)
     umask = parse_umask(o["umask"])
     if not o["detach"]:
         if umask is not None:
@@ -251,7 +252,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         drop_privileges(o["uid"], o["gid"])
         with pidfile_lock(pidfile):
             if o["beat"]:
-                return with_embedded_beat(app, o["loglevel"], the_worker.run)
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     if pidfile:
         check_pidfile(pidfile)  # refuse here, on the terminal, if it is running
@@ -261,7 +262,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         with pidfile_lock(pidfile):
             started("")
             if o["beat"]:
-                return with_embedded_beat(app, o["loglevel"], the_worker.run)
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     except click.ClickException as exc:
         started(exc.format_message())

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import _publish_retry
 from celeriac.beat.entries import Entry, configured, decode_entry
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import BackendError, BrokerError, ImproperlyConfigured
 from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
 
 if TYPE_CHECKING:
@@ -144,6 +144,7 @@ class Beat:
         self.claims = Claims(app)
         self.sent = 0
         self._missed: set[tuple[str, int]] = set()
+        self._failed: set[tuple[str, str]] = set()
 
     async def entries(self) -> list[Entry]:
         """``beat_schedule``'s entries, then those stored at runtime (a stored entry of
@@ -172,11 +173,24 @@ class Beat:
                     wait = 0.0  # another beat anchored it first: read it again now
                     continue
             else:
-                await self._maybe_send(entry, last_ms, now)
+                await self._guarded_send(entry, last_ms, now)
             upcoming = _next_fire(entry.schedule, from_ms(last_ms), now)
             if upcoming is not None:
                 wait = min(wait, max((upcoming - self.clock()).total_seconds(), 0.0))
         return wait
+
+    async def _guarded_send(self, entry: Entry, last_ms: int, now: datetime) -> None:
+        """:meth:`_maybe_send`; an entry that cannot be sent (a bad option, an unknown
+        queue) is logged, once per error, and the other entries go on."""
+        try:
+            await self._maybe_send(entry, last_ms, now)
+        except (BrokerError, BackendError, OSError):
+            raise
+        except Exception as exc:
+            key = (entry.name, repr(exc))
+            if key not in self._failed:
+                self._failed.add(key)
+                logger.error("beat: entry %s cannot be sent: %r", entry.name, exc)
 
     async def _maybe_send(self, entry: Entry, last_ms: int, now: datetime) -> None:
         """Send the due slots of ``entry``: each in turn while they are late by less

@@ -247,3 +247,29 @@ def test_a_beat_that_cannot_reach_its_broker_says_so_and_retries(
     retries = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
     assert len(retries) == 2
     assert "retrying in 1 s" in retries[0] and "retrying in 2 s" in retries[1]
+
+
+def test_an_entry_that_cannot_be_sent_is_logged_once_and_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _app(
+        task_create_missing_queues=False,
+        beat_schedule={
+            "bad": {"task": "t.bad", "schedule": 1.0, "options": {"queue": "nowhere"}},
+            "good": {"task": "t.good", "schedule": 1.0},
+        },
+    )
+    clock = Clock()
+
+    async def run() -> list[dict[str, Any]]:
+        beat = Beat(app, clock=clock)
+        for _ in range(4):
+            await beat.tick()
+            clock.advance(1)
+        return await _sent(app)
+
+    with caplog.at_level(logging.ERROR, "celeriac.beat"):
+        sent = asyncio.run(run())
+    assert [h["task"] for h in sent] == ["t.good"] * 3
+    errors = [r.getMessage() for r in caplog.records if "cannot be sent" in r.getMessage()]
+    assert len(errors) == 1 and "entry bad cannot be sent" in errors[0], errors
