@@ -143,8 +143,9 @@ class Beat:
         self.clock = clock
         self.claims = Claims(app)
         self.sent = 0
-        self._missed: set[tuple[str, int]] = set()
-        self._failed: set[tuple[str, str]] = set()
+        #: entry -> the last slot said to be missed / the last error said (once each)
+        self._missed: dict[str, int] = {}
+        self._failed: dict[str, str] = {}
 
     async def entries(self) -> list[Entry]:
         """``beat_schedule``'s entries, then those stored at runtime (a stored entry of
@@ -187,9 +188,8 @@ class Beat:
         except (BrokerError, BackendError, OSError):
             raise
         except Exception as exc:
-            key = (entry.name, repr(exc))
-            if key not in self._failed:
-                self._failed.add(key)
+            if self._failed.get(entry.name) != repr(exc):
+                self._failed[entry.name] = repr(exc)
                 logger.error("beat: entry %s cannot be sent: %r", entry.name, exc)
 
     async def _maybe_send(self, entry: Entry, last_ms: int, now: datetime) -> None:
@@ -208,8 +208,8 @@ class Beat:
         late = (now - slot).total_seconds()
         if deadline is None or not _is_cron(entry.schedule) or late <= deadline:
             return False
-        if (entry.name, to_ms(slot)) not in self._missed:
-            self._missed.add((entry.name, to_ms(slot)))
+        if self._missed.get(entry.name) != to_ms(slot):
+            self._missed[entry.name] = to_ms(slot)
             logger.warning(
                 "beat: %s missed its run of %s by %.0f s (more than "
                 "beat_cron_starting_deadline=%s s): not sent",
