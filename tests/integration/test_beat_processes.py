@@ -132,7 +132,9 @@ def test_two_beats_and_two_embedded_beats_send_every_slot_once(
         len([line for line in p.lines if "Scheduler: Sending due task" in line])
         for p in (*beats, *workers)
     )
-    assert sends == len(slots)  # each slot sent by exactly one of the four beats
+    # each slot sent by one of the four beats (the killed one may have died between a
+    # send and its log line)
+    assert len(slots) - 1 <= sends <= len(slots)
     where = "result backend" if "BEAT_BACKEND" in urls else "broker"
     assert f"claims in the {where}" in beats[1].log
 
