@@ -15,6 +15,7 @@ import pytest
 
 from celeriac import Celery
 from celeriac.beat import Beat
+from celeriac.protocol.message import decode_task
 from celeriac.schedules import crontab
 from celeriac.transports.memory.broker import clear_stores
 
@@ -273,3 +274,37 @@ def test_an_entry_that_cannot_be_sent_is_logged_once_and_the_others_go_on(
     assert [h["task"] for h in sent] == ["t.good"] * 3
     errors = [r.getMessage() for r in caplog.records if "cannot be sent" in r.getMessage()]
     assert len(errors) == 1 and "entry bad cannot be sent" in errors[0], errors
+
+
+def test_entry_options_reach_the_message() -> None:
+    app = _app(
+        beat_schedule={
+            "opts": {
+                "task": "t.o",
+                "schedule": 5.0,
+                "args": (1, 2),
+                "kwargs": {"k": "v"},
+                "options": {"queue": "low", "priority": 7, "expires": 30, "headers": {"h": 1}},
+            }
+        }
+    )
+    clock = Clock()
+
+    async def run() -> list[Any]:
+        beat = Beat(app, clock=clock)
+        await beat.tick()
+        clock.advance(5)
+        await beat.tick()
+        broker = await app.get_broker()
+        got = await broker.fetch(["low"], 10, 0)
+        await broker.ack(got)
+        return [d.message for d in got]
+
+    (message,) = asyncio.run(run())
+    assert message is not None
+    assert message.headers["task"] == "t.o" and message.headers["h"] == 1
+    assert message.headers["scheduled_time"] == "2026-05-01T12:00:05+00:00"
+    assert message.headers["expires"] is not None
+    assert message.properties["priority"] == 7
+    call = decode_task(message, frozenset({"application/json"}))
+    assert call.args == [1, 2] and call.kwargs == {"k": "v"}
