@@ -17,6 +17,7 @@ from celeriac.testing.conformance import (
     BROKER_MIXINS,
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
@@ -28,6 +29,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports import capabilities
@@ -48,6 +50,7 @@ class LocalBrokerSuite(
     RevocationConformance,
     RateLimitConformance,
     DeadLetterConformance,
+    ScheduleStoreConformance,
 ):
     """What the memory and SQLite brokers offer (no remote control)."""
 
@@ -80,7 +83,7 @@ class TestMemoryBackend(LocalBackendSuite):
         clear_results(url)
 
 
-class TestSQLiteBackend(LocalBackendSuite):
+class TestSQLiteBackend(LocalBackendSuite, BackendScheduleStoreConformance):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> BackendFactory:
         return url_factory(SQLiteBackend, f"sqlite:///{tmp_path / 'results.db'}")

@@ -21,6 +21,7 @@ import redis
 from celeriac.testing.conformance import (
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
@@ -32,6 +33,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports.backend import ResultBackend
@@ -52,12 +54,17 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    ScheduleStoreConformance,
 ):
     """Everything the Redis broker offers."""
 
 
 class RedisBackendSuite(
-    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+    BackendConformance,
+    GroupConformance,
+    ChordCounterConformance,
+    KeyValueConformance,
+    BackendScheduleStoreConformance,
 ):
     """Everything the Redis result backend offers."""
 

@@ -31,6 +31,7 @@ from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
+from celeriac.app._periodic import PeriodicMixin
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
@@ -98,7 +99,7 @@ _apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _current: Celeriac | None = None
 
 
-class Celeriac:
+class Celeriac(PeriodicMixin):
     """A celeriac application (also importable as ``Celery``)."""
 
     def __init__(

@@ -19,6 +19,7 @@ from celeriac.testing._capability_suites import (
     RevocationConformance,
 )
 from celeriac.testing._kv_suite import KeyValueConformance
+from celeriac.testing._schedule_suite import ScheduleStoreConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
@@ -26,6 +27,7 @@ from celeriac.transports.capabilities import (
     RateLimitStore,
     RemoteControl,
     RevocationStore,
+    ScheduleStore,
 )
 
 #: Every broker capability Protocol and the mixin that tests it.
@@ -36,6 +38,7 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    ScheduleStore: ScheduleStoreConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the
