@@ -156,7 +156,6 @@ class SignalsMiddleware(Middleware):
                 exchange="",
                 routing_key=queue,
                 headers=message.headers,
-                properties=message.properties,
             )
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
