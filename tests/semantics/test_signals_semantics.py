@@ -328,3 +328,41 @@ def test_a_setup_logging_receiver_replaces_the_workers_logging(
     assert [json.loads(line) for line in lines] == [["colorize", "format", "logfile", "loglevel"]]
     assert not (tmp_path / "after_setup_logger").exists()
     assert handlers == []  # the worker added no handler of its own
+
+
+@pytest.mark.parametrize("package", ["celery", "celeriac"])
+def test_the_publish_signals_of_a_client(package: str) -> None:
+    """Measured on Celery: before_task_publish and after_task_publish, in the client,
+    with the task name as sender and these keyword arguments."""
+    import importlib
+
+    pkg = importlib.import_module(package)
+    signals = importlib.import_module(f"{package}.signals")
+    seen: list[tuple[str, Any, list[str]]] = []
+
+    def before(sender: Any = None, **named: Any) -> None:
+        seen.append(("before", sender, sorted(set(named) - {"signal"})))
+
+    def after(sender: Any = None, **named: Any) -> None:
+        seen.append(("after", sender, sorted(set(named) - {"signal"})))
+
+    signals.before_task_publish.connect(before, weak=False)
+    signals.after_task_publish.connect(after, weak=False)
+    try:
+        with leased_database() as url:
+            app = pkg.Celery("pubclient", broker=url, backend=url)
+            try:
+                app.send_task("sig.add", (1, 2))
+            finally:
+                close_celery_app(app) if package == "celery" else app.close()
+    finally:
+        signals.before_task_publish.disconnect(before)
+        signals.after_task_publish.disconnect(after)
+    assert seen == [
+        (
+            "before",
+            "sig.add",
+            ["body", "declare", "exchange", "headers", "properties", "retry_policy", "routing_key"],
+        ),
+        ("after", "sig.add", ["body", "exchange", "headers", "routing_key"]),
+    ]
