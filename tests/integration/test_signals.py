@@ -21,6 +21,14 @@ from servers import leased_database
 from support import WorkerProcess, wait_until, write_module
 
 
+def test_every_signal_celery_exports_is_exported() -> None:
+    import celery.signals
+
+    assert set(celery.signals.__all__) <= set(signals.__all__)
+    for name in celery.signals.__all__:
+        assert isinstance(getattr(signals, name), signals.Signal), name
+
+
 class Recorder:
     def __init__(self, signal: signals.Signal) -> None:
         self.signal = signal
