@@ -38,6 +38,8 @@ logger = logging.getLogger("celeriac.worker")
 
 _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 _PR_SET_PDEATHSIG = 1
+#: passed to ``Supervisor._on_signal`` for a stop that no signal asked for
+_BROKER_LOST = object()
 
 
 def _end_with_parent(parent: int) -> None:
@@ -111,7 +113,7 @@ class Supervisor:
             logger.warning("Cold shutdown (%s)", signal.Signals(signum).name)
         else:
             logger.warning("Warm shutdown (%s)", signal.Signals(signum).name)
-        if _frame is not None:  # a real signal, not the broker giving up
+        if _frame is not _BROKER_LOST:  # a real signal
             self.worker.shutting_down(signum, cold)
         child_signal = signal.SIGQUIT if cold else signal.SIGTERM
         for child in self.children.values():
@@ -178,7 +180,7 @@ class Supervisor:
         if code == EXIT_BROKER_LOST and not self.stopping:  # broker_connection_retry
             logger.error("Process %r gave up on the broker: stopping the worker", name)
             self.exit_code = 1
-            self._on_signal(signal.SIGTERM, None)
+            self._on_signal(signal.SIGTERM, _BROKER_LOST)
         if code != 0:
             if not self.stopping and code != EXIT_ABANDONED:
                 logger.error("Process %r pid:%d exited with %s", name, child.pid, how)
