@@ -156,6 +156,7 @@ class SignalsMiddleware(Middleware):
                 exchange="",
                 routing_key=queue,
                 headers=message.headers,
+                properties=message.properties,  # celeriac's own: Celery passes none
             )
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
