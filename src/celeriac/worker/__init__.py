@@ -174,11 +174,24 @@ class Worker:
     def open_logfile(self, index: int) -> None:
         """Log to ``logfile`` as pool process ``index`` (0: the main process) sees it
         (unless a ``setup_logging`` receiver configured logging)."""
-        path = self.logfile_for(index)
-        if path and self.own_logging and (index == 0 or path != self.logfile_for(0)):
+        path, main = self.logfile_for(index), self.logfile_for(0)
+        if not path or not self.own_logging:
+            return
+        if index == 0:
             from celeriac._cli.daemon import log_to_file  # noqa: PLC0415
 
             log_to_file(path)
+        elif path != main and main is not None:
+            # a child's own file (``%i``): only the main process's file handler moves,
+            # handlers that ``after_setup_logger`` receivers added stay
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if isinstance(handler, logging.FileHandler) and handler.baseFilename == main:
+                    root.removeHandler(handler)
+                    handler.close()
+                    moved = logging.FileHandler(path, encoding="utf-8")
+                    moved.setFormatter(handler.formatter)
+                    root.addHandler(moved)
 
     async def _purge(self) -> None:
         broker = create_broker(self.app.broker_url, self.app.broker_options())
