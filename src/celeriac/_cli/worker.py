@@ -245,6 +245,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     if o["autoscale"] is not None and pool_name == "prefork":
         the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
+    the_worker.options = dict(o)  # celeryd_init's options
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
     beat_log = node_format(the_worker.logfile, hostname, 0)
