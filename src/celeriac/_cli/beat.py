@@ -106,8 +106,16 @@ def run_beat(obj: AppOptions, o: dict[str, Any]) -> int:
 
 
 def serve(app: Any, max_interval: float | None, parent: int | None = None) -> int:
-    """Run a beat until SIGTERM/SIGINT (or until process ``parent`` is gone)."""
+    """Run a beat until SIGTERM/SIGINT (or until process ``parent`` is gone): sends
+    ``beat_init`` as it starts, and ``beat_embedded_init`` too when a worker's ``-B``
+    started it (``parent``), as Celery's beat does."""
+    from celeriac import signals  # noqa: PLC0415
     from celeriac.beat import Beat  # noqa: PLC0415
+
+    beat = Beat(app, max_interval=max_interval)
+    signals.beat_init.send(sender=beat)
+    if parent is not None:
+        signals.beat_embedded_init.send(sender=beat)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -118,7 +126,7 @@ def serve(app: Any, max_interval: float | None, parent: int | None = None) -> in
         if parent is not None:
             watch = asyncio.create_task(_watch_parent(parent, stop))
         try:
-            await Beat(app, max_interval=max_interval).run(stop)
+            await beat.run(stop)
         finally:
             if watch is not None:
                 watch.cancel()
