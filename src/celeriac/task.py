@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
-from celeriac import states
+from celeriac import _pydantic, states
 from celeriac._loop import run_sync
 from celeriac._retry_args import retry_arguments, task_parameters
 from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
@@ -134,9 +134,10 @@ TASK_OPTIONS = frozenset(
         "routing_key",
         "exchange",
         "rate_limit_scope",
-        "pydantic",
+        *_pydantic.OPTIONS,
     }
 )
+_NOT_ATTRIBUTES = {"name", "base", "shared", "trail", *_pydantic.OPTIONS}
 
 
 class Task(Generic[P, R]):
@@ -174,6 +175,8 @@ class Task(Generic[P, R]):
     # the wrapped function; set on each subclass
     _fn: Callable[..., Any]
     _bound_app: Celeriac | None = None
+    #: the argument models of a ``pydantic=True`` task (``_pydantic.py``)
+    _pydantic_models: _pydantic.PydanticTask | None = None
 
     @property
     def app(self) -> Celeriac:
@@ -527,10 +530,12 @@ def make_task_class(
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise TypeError(f"@task got an unknown option {bad!r} for {name}{hint}")
     _check_options(name, opts)
+    run, models = _pydantic.wrap(fn, app, name, opts)
     attrs: dict[str, Any] = {
         "name": name,
         "_bound_app": app,
-        "_fn": staticmethod(fn),
+        "_fn": staticmethod(run),
+        "_pydantic_models": models,
         "is_async": inspect.iscoroutinefunction(fn),
         "__doc__": fn.__doc__,
         "__module__": fn.__module__,
@@ -538,7 +543,7 @@ def make_task_class(
         "__wrapped__": fn,
     }
     for key, value in opts.items():
-        if key in {"name", "base", "shared", "pydantic", "trail"}:
+        if key in _NOT_ATTRIBUTES:
             continue
         attrs[key] = tuple(value) if key in {"autoretry_for", "throws"} else value
     return type(fn.__name__, (base,), attrs)
@@ -557,8 +562,13 @@ def register_class_task(app: Celeriac, task: Any, options: dict[str, Any]) -> Ta
     if unknown:
         raise TypeError(f"register_task got unknown option(s) {sorted(unknown)} for {task.name}")
     _check_options(task.name, options)
+    if any(options.get(key) for key in _pydantic.OPTIONS):
+        raise ImproperlyConfigured(
+            f"register_task({task.name}): pydantic options apply to function tasks "
+            "(@app.task(pydantic=True)); validate models in the class's run()"
+        )
     for key, value in options.items():
-        if key not in {"name", "base", "shared", "pydantic", "trail"}:
+        if key not in _NOT_ATTRIBUTES:
             setattr(task, key, tuple(value) if key in {"autoretry_for", "throws"} else value)
     task.app = app
     if "_fn" not in cls.__dict__ and inspect.iscoroutinefunction(cls.run):

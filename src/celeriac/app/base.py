@@ -29,8 +29,10 @@ from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._pydantic import dump_sent
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
+from celeriac.app._api import AppAPI
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
@@ -98,7 +100,7 @@ _apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _current: Celeriac | None = None
 
 
-class Celeriac:
+class Celeriac(AppAPI):
     """A celeriac application (also importable as ``Celery``)."""
 
     def __init__(
@@ -110,9 +112,11 @@ class Celeriac:
         include: Sequence[str] | None = None,
         config_source: Any = None,
         set_as_current: bool = True,
+        task_cls: type[Task[Any, Any]] | str | None = None,
         **settings: Any,
     ) -> None:
         self.main = main
+        self._task_cls = task_cls  # app.Task's base (app/_api.py)
         self._fixups: list[Any] = []  # the Django fix-up (celeriac.contrib.django.fixup)
         self._on_import_modules: list[Callable[[], Any]] = []  # lazy autodiscover_tasks()
         self.conf = Settings()
@@ -266,7 +270,7 @@ class Celeriac:
         if isinstance(fn, Task):
             return fn
         name = options.get("name") or self.gen_task_name(fn.__name__, fn.__module__)
-        base = options.get("base") or Task
+        base = options.get("base") or self.Task
         cls = make_task_class(fn, name, self, base, options)
         task = cls()
         _task_config.configure_task(self, task)
@@ -439,6 +443,12 @@ class Celeriac:
         args = list(args or ())
         kwargs = dict(kwargs or {})
         check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
+        serializer = (
+            options.get("serializer")
+            or (task.serializer if task else None)
+            or self.conf["task_serializer"]
+        )
+        args, kwargs = dump_sent(task, args, kwargs, serializer)  # pydantic=True models
         now = utcnow()
         eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")
@@ -461,11 +471,6 @@ class Celeriac:
             ignore_result = self.conf["task_ignore_result"]
         time_limit = options.get("time_limit", task.time_limit if task else None)
         soft_limit = options.get("soft_time_limit", task.soft_time_limit if task else None)
-        serializer = (
-            options.get("serializer")
-            or (task.serializer if task else None)
-            or self.conf["task_serializer"]
-        )
         message = build_task_message(
             name,
             args,
@@ -514,9 +519,6 @@ class Celeriac:
         if task is not None and task.queue:
             return task.queue
         return str(self.conf["task_default_queue"])
-
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
-        return AsyncResult(task_id, app=self, **kwargs)
 
     @property
     def control(self) -> Control:
