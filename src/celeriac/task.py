@@ -9,7 +9,7 @@ import inspect
 import random
 import traceback as tb
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
@@ -280,12 +280,21 @@ class Task(Generic[P, R]):
             **eager_stamps(options),
         )
         token = _current_request.set(request)
-        try:
-            value = self(*request.args, **request.kwargs)
+        a, kw = request.args, request.kwargs
+        try:  # the hooks of a base class run as on a worker (as Celery's eager trace)
+            self.before_start(task_id, a, kw)
+            value = self(*a, **kw)
         except Exception as exc:
+            trace = tb.format_exc()
+            if not isinstance(exc, Retry):
+                self.on_failure(exc, task_id, a, kw, trace)
+                self.after_return(states.FAILURE, exc, task_id, a, kw, trace)
             if throw if throw is not None else self.app.conf.task_eager_propagates:
                 raise
-            return EagerResult(task_id, exc, states.FAILURE, tb.format_exc(), app=self.app)
+            return EagerResult(task_id, exc, states.FAILURE, trace, app=self.app)
+        else:
+            self.on_success(value, task_id, a, kw)
+            self.after_return(states.SUCCESS, value, task_id, a, kw, None)
         finally:
             _current_request.reset(token)
         return EagerResult(task_id, value, states.SUCCESS, app=self.app)
@@ -588,7 +597,5 @@ def _check_options(name: str, opts: dict[str, Any]) -> None:
             f"task {name}: rate_limit_scope={scope!r} is invalid: use 'worker' or 'global'"
         )
 
-
-AsyncFn = Callable[P, Coroutine[Any, Any, R]]
 
 __all__ = ["Context", "Task"]
