@@ -509,15 +509,16 @@ class Celeriac(AppAPI):
         options: dict[str, Any],
         task: Task[Any, Any] | None = None,
     ) -> str:
-        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default."""
-        queue = options.get("queue")
-        if queue:
-            return str(queue)
-        routed = from_routes(self.conf["task_routes"], name, args, kwargs, options, task)
-        if routed:
-            return routed
-        if task is not None and task.queue:
-            return task.queue
+        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default
+        (each a queue name, a queue object, or an exchange and routing key)."""
+        for route in (
+            options,
+            from_routes(self.conf["task_routes"], name, args, kwargs, options, task),
+            {k: getattr(task, k, None) for k in ("queue", "exchange", "routing_key")},
+        ):
+            queue = _queues.route_queue(self.conf, route)
+            if queue:
+                return queue
         return str(self.conf["task_default_queue"])
 
     @property
