@@ -47,7 +47,8 @@ def queue_table(setting: str, value: Any) -> Any:
                 logger.warning(
                     "task_queues: the %s of queue %r (%r) is not used: celeriac declares "
                     "its queues with task_queue_max_priority and task_default_queue_type, "
-                    "bound to a direct exchange of their name",
+                    "bound to a direct exchange of their name (and to their own exchange "
+                    "when it is direct)",
                     what,
                     queue.name,
                     given,
@@ -151,6 +152,28 @@ def route_queue(conf: Settings, route: Any) -> str | None:
     )
 
 
+def bindings(conf: Settings, consumed: list[str]) -> list[tuple[str, str, str]]:
+    """``(queue, exchange, routing_key)`` of each consumed queue that ``task_queues``
+    binds to another direct exchange or key than its name (a worker binds it so)."""
+    found = []
+    for queue in queues_from("task_queues", conf["task_queues"]):
+        exchange, key = queue.exchange or queue.name, queue.routing_key or queue.name
+        direct = queue.exchange_type == "direct"  # others: warned about, not bound
+        if direct and queue.name in consumed and (exchange, key) != (queue.name, queue.name):
+            found.append((queue.name, exchange, key))
+    return found
+
+
+async def bind_consumed(conf: Settings, broker: Any, consumed: list[str]) -> None:
+    """A worker's: bind its queues to the exchanges and keys ``task_queues`` gives them,
+    on a broker that has exchanges (capability ``QueueBindings``)."""
+    from celeriac.transports.capabilities import QueueBindings  # noqa: PLC0415
+
+    if isinstance(broker, QueueBindings):
+        for queue, exchange, key in bindings(conf, consumed):
+            await broker.bind(queue, exchange, key)
+
+
 def declared_queues(conf: Settings) -> list[str]:
     """The names of the queues in ``task_queues``, in order."""
     return [q.name for q in queues_from("task_queues", conf["task_queues"])]
@@ -177,6 +200,8 @@ def check_queue(conf: Settings, queue: str) -> None:
 
 __all__ = [
     "Queue",
+    "bind_consumed",
+    "bindings",
     "check_queue",
     "consumed_queues",
     "declared_queues",

@@ -11,6 +11,7 @@ from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 
 import celeriac
+from celeriac import _queues
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.testing import TestWorker
 
@@ -82,3 +83,19 @@ def test_a_task_sent_by_exchange_and_key_runs_on_the_worker_of_that_queue() -> N
     with TestWorker(app, queues=["routed"]):
         result = where.apply_async(exchange=Exchange("ex"), routing_key="rk")  # type: ignore[no-untyped-call]
         assert result.get(timeout=20) == "routed"
+
+
+def test_a_worker_binds_its_queues_to_the_exchanges_task_queues_gives_them() -> None:
+    app = _app(task_queues=QUEUES)
+    consumed = ["plain", "routed", "own"]
+    assert _queues.bindings(app.conf, consumed) == [
+        ("routed", "ex", "rk"),
+        ("own", "own_ex", "own_rk"),
+    ]
+    assert _queues.bindings(app.conf, ["plain"]) == []  # bound by its name only
+
+
+def test_a_queue_on_a_topic_exchange_is_not_bound_to_it() -> None:
+    topic = KombuQueue("tq", Exchange("tx", type="topic"), routing_key="a.*")  # type: ignore[no-untyped-call]
+    app = _app(task_queues=[topic])
+    assert _queues.bindings(app.conf, ["tq"]) == []
