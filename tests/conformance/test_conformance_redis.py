@@ -27,6 +27,7 @@ from celeriac.testing.conformance import (
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
@@ -48,6 +49,7 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    QueueBindingsConformance,
 ):
     """Everything the Redis broker offers."""
 

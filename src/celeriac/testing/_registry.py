@@ -14,6 +14,7 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
@@ -23,6 +24,7 @@ from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -36,6 +38,7 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    QueueBindings: QueueBindingsConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the

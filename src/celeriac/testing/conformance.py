@@ -12,6 +12,7 @@ contract every broker has; each capability Protocol of
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
+| ``QueueBindings`` | :class:`QueueBindingsConformance` |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
@@ -72,6 +73,7 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
@@ -107,6 +109,7 @@ __all__ = [
     "GroupConformance",
     "KeyValueConformance",
     "LeaseRecoveryConformance",
+    "QueueBindingsConformance",
     "RateLimitConformance",
     "RemoteControlConformance",
     "ReplyConformance",
