@@ -175,8 +175,7 @@ class Task(Generic[P, R]):
     # the wrapped function; set on each subclass
     _fn: Callable[..., Any]
     _bound_app: Celeriac | None = None
-    #: the argument models of a ``pydantic=True`` task (``_pydantic.py``)
-    _pydantic_models: _pydantic.PydanticTask | None = None
+    _pydantic_models: _pydantic.PydanticTask | None = None  # pydantic=True (_pydantic.py)
 
     @property
     def app(self) -> Celeriac:
