@@ -37,6 +37,7 @@ from celeriac.canvas import (
 from celeriac.middleware import Middleware
 from celeriac.result import AsyncResult
 from celeriac.task import Task
+from celeriac.utils import uuid
 
 #: The current app (the most recently created one), as ``celery.current_app``.
 current_app = _CurrentAppProxy()
@@ -60,6 +61,7 @@ __all__ = [
     "signature",
     "states",
     "subtask",
+    "uuid",
     "xmap",
     "xstarmap",
 ]

@@ -29,6 +29,7 @@ from celeriac.testing.conformance import (
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     ReplyConformance,
@@ -55,6 +56,7 @@ class RedisBrokerSuite(
     RemoteControlConformance,
     DeadLetterConformance,
     ScheduleStoreConformance,
+    QueueBindingsConformance,
 ):
     """Everything the Redis broker offers."""
 

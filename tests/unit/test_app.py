@@ -388,6 +388,7 @@ def test_public_names_are_pinned() -> None:
         "signature",
         "states",
         "subtask",
+        "uuid",
         "xmap",
         "xstarmap",
     ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from celeriac import __version__
+from celeriac import __version__, _queues
 from celeriac._cli.common import AppOptions, app_options
 from celeriac._concurrency import GEVENT_MISSING, patch_gevent
 from celeriac.utils.log import mask_url
@@ -178,8 +178,10 @@ def list_command(obj: AppOptions, /, what: str) -> None:
         )
     from celeriac._cli.worker import queue_names  # noqa: PLC0415
 
-    # each celeriac queue is bound to the direct exchange of its name, key = its name
-    rows = [(q, q, q) for q in queue_names(app.conf)]
+    # each celeriac queue is bound to the direct exchange of its name, key = its name, and
+    # to the exchange and key task_queues gives it (celeriac._queues.bindings)
+    names = queue_names(app.conf)
+    rows = [(q, q, q) for q in names] + _queues.bindings(app.conf, names)
     width = max([len(q) for q, _, _ in rows] + [5])
     click.echo(f"{'Queue':<{width}}  {'Exchange':<20}  Routing Key")
     for queue, exchange, key in rows:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from celeriac.signals import Signal
@@ -76,17 +75,6 @@ class PeriodicMixin:
         table[key] = entry
         self.conf["beat_schedule"] = table
         return key
-
-    @property
-    def timezone(self) -> tzinfo:
-        """Celery's ``app.timezone``: the ``timezone`` setting as a tzinfo (UTC unset)."""
-        from celeriac.schedules import BaseSchedule  # noqa: PLC0415
-
-        return BaseSchedule(app=self).tz  # type: ignore[arg-type]
-
-    def now(self) -> datetime:
-        """Celery's ``app.now()``: the current time, aware, in ``app.timezone``."""
-        return datetime.now(self.timezone)
 
     @functools.cached_property
     def beat(self) -> BeatAPI:

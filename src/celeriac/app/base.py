@@ -29,8 +29,10 @@ from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._pydantic import dump_sent
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
+from celeriac.app._api import AppAPI
 from celeriac.app._periodic import PeriodicMixin
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
@@ -99,7 +101,7 @@ _apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _current: Celeriac | None = None
 
 
-class Celeriac(PeriodicMixin):
+class Celeriac(PeriodicMixin, AppAPI):
     """A celeriac application (also importable as ``Celery``)."""
 
     def __init__(
@@ -111,9 +113,11 @@ class Celeriac(PeriodicMixin):
         include: Sequence[str] | None = None,
         config_source: Any = None,
         set_as_current: bool = True,
+        task_cls: type[Task[Any, Any]] | str | None = None,
         **settings: Any,
     ) -> None:
         self.main = main
+        self._task_cls = task_cls  # app.Task's base (app/_api.py)
         self._fixups: list[Any] = []  # the Django fix-up (celeriac.contrib.django.fixup)
         self._on_import_modules: list[Callable[[], Any]] = []  # lazy autodiscover_tasks()
         self.conf = Settings()
@@ -267,7 +271,7 @@ class Celeriac(PeriodicMixin):
         if isinstance(fn, Task):
             return fn
         name = options.get("name") or self.gen_task_name(fn.__name__, fn.__module__)
-        base = options.get("base") or Task
+        base = options.get("base") or self.Task
         cls = make_task_class(fn, name, self, base, options)
         task = cls()
         _task_config.configure_task(self, task)
@@ -445,6 +449,12 @@ class Celeriac(PeriodicMixin):
         args = list(args or ())
         kwargs = dict(kwargs or {})
         check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
+        serializer = (
+            options.get("serializer")
+            or (task.serializer if task else None)
+            or self.conf["task_serializer"]
+        )
+        args, kwargs = dump_sent(task, args, kwargs, serializer)  # pydantic=True models
         now = utcnow()
         eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")
@@ -467,11 +477,6 @@ class Celeriac(PeriodicMixin):
             ignore_result = self.conf["task_ignore_result"]
         time_limit = options.get("time_limit", task.time_limit if task else None)
         soft_limit = options.get("soft_time_limit", task.soft_time_limit if task else None)
-        serializer = (
-            options.get("serializer")
-            or (task.serializer if task else None)
-            or self.conf["task_serializer"]
-        )
         message = build_task_message(
             name,
             args,
@@ -510,19 +515,17 @@ class Celeriac(PeriodicMixin):
         options: dict[str, Any],
         task: Task[Any, Any] | None = None,
     ) -> str:
-        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default."""
-        queue = options.get("queue")
-        if queue:
-            return str(queue)
-        routed = from_routes(self.conf["task_routes"], name, args, kwargs, options, task)
-        if routed:
-            return routed
-        if task is not None and task.queue:
-            return task.queue
+        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default
+        (each a queue name, a queue object, or an exchange and routing key)."""
+        for route in (
+            options,
+            from_routes(self.conf["task_routes"], name, args, kwargs, options, task),
+            {k: getattr(task, k, None) for k in ("queue", "exchange", "routing_key")},
+        ):
+            queue = _queues.route_queue(self.conf, route)
+            if queue:
+                return queue
         return str(self.conf["task_default_queue"])
-
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
-        return AsyncResult(task_id, app=self, **kwargs)
 
     @property
     def control(self) -> Control:

@@ -14,6 +14,7 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
@@ -24,6 +25,7 @@ from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -39,6 +41,7 @@ BROKER_MIXINS: dict[type, type] = {
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
     ScheduleStore: ScheduleStoreConformance,
+    QueueBindings: QueueBindingsConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the

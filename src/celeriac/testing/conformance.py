@@ -14,6 +14,7 @@ contract every broker has; each capability Protocol of
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
 | ``ScheduleStore`` | :class:`ScheduleStoreConformance` (beat's claims; on a result |
 |  | backend: :class:`BackendScheduleStoreConformance`) |
+| ``QueueBindings`` | :class:`QueueBindingsConformance` |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
@@ -74,6 +75,7 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
@@ -114,6 +116,7 @@ __all__ = [
     "GroupConformance",
     "KeyValueConformance",
     "LeaseRecoveryConformance",
+    "QueueBindingsConformance",
     "RateLimitConformance",
     "RemoteControlConformance",
     "ReplyConformance",

@@ -49,6 +49,8 @@ BROKERS: dict[str, str] = {
 #: scheme -> "module:Class" of its result backend
 BACKENDS: dict[str, str] = {
     "memory": f"{_PKG}.memory.backend:MemoryBackend",
+    # Celery's in-process result backend, as its tests (and its pytest plugin) name it
+    "cache+memory": f"{_PKG}.memory.backend:MemoryBackend",
     "sqlite": f"{_PKG}.sqlite.backend:SQLiteBackend",
     "redis": f"{_PKG}.redis.backend:RedisBackend",
     "rediss": f"{_PKG}.redis.backend:RedisBackend",

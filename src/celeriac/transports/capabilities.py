@@ -16,6 +16,7 @@ capability, run against every transport that claims it.
 | :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
 |  |  |  |  |  | result backend's (Redis, SQLite) |
+| :class:`QueueBindings` | ``bind`` | no | no | yes | yes |
 
 ``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
 of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
@@ -182,10 +183,22 @@ class ScheduleStore(Protocol):
         ...
 
 
+@runtime_checkable
+class QueueBindings(Protocol):
+    """Queues reachable by another exchange and routing key than their name (kombu's
+    ``Queue(name, Exchange(x), routing_key=k)`` in ``task_queues``), so that a Celery
+    client publishing to that exchange alone reaches the celeriac worker's queue."""
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind the declared ``queue`` to the direct ``exchange`` with ``routing_key``."""
+        ...
+
+
 __all__ = [
     "Broadcast",
     "DeadLetterStore",
     "LeaseRecovery",
+    "QueueBindings",
     "RateLimitStore",
     "RemoteControl",
     "RevocationStore",

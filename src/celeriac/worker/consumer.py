@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from celeriac import _queues
 from celeriac._outcome import Action, Outcome
 from celeriac.control import remote_command
 from celeriac.exceptions import (
@@ -181,6 +182,7 @@ class Consumer:
         check_capabilities(self.app, self.broker)
         for queue in self.queues:
             await self.broker.declare(queue)
+        await _queues.bind_consumed(self.app.conf, self.broker, self.queues)
         self.pool.start(loop, self.handler, self._on_outcomes)
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)

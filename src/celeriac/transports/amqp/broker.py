@@ -24,6 +24,7 @@ from celeriac.transports.amqp.ratelimit import TokenBuckets
 from celeriac.transports.amqp.remote import Pidbox
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -38,6 +39,7 @@ class AMQPBroker(
     RateLimitStore,
     RemoteControl,
     DeadLetterStore,
+    QueueBindings,
 ):
     """RabbitMQ broker; see the module docstring."""
 

@@ -37,6 +37,7 @@ from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
     DeadLetterStore,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -114,6 +115,7 @@ class RedisBroker(
     RemoteControl,
     DeadLetterStore,
     ScheduleStore,
+    QueueBindings,
 ):
     """Redis broker; see the module docstring."""
 
@@ -191,6 +193,17 @@ class RedisBroker(
         """Record Celery's binding of the queue (also done on the first publish to it)."""
         self._declared.add(queue)
         await self._commands(declare_commands(self.prefix, queue))
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Add ``queue`` to kombu's binding set of ``exchange`` (capability QueueBindings):
+        a Celery client publishing to that exchange with ``routing_key`` finds it."""
+        member = binding_member(routing_key, queue)
+        await self._commands(
+            [
+                ("SADD", binding_key(self.prefix, exchange), member),
+                ("SADD", f"{self.prefix}_kombu.binding_permanent.{exchange}", member),
+            ]
+        )
 
     # -- producing ------------------------------------------------------------
     async def publish(
