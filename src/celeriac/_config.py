@@ -263,6 +263,8 @@ SETTINGS: dict[str, Setting] = {
     "worker_revoke_expires": Setting(10800.0, _seconds),
     "worker_disable_rate_limits": Setting(False, _bool),
     "worker_enable_remote_control": Setting(True, _bool),
+    "worker_send_task_events": Setting(False, _bool),
+    "task_send_sent_event": Setting(False, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
     "worker_task_log_format": Setting(None, _str),

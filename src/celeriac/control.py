@@ -288,7 +288,12 @@ async def remote_command(
         return await _stamp_revoke.command(app, args)
     if method == "hello":
         return {"revoked": {}, "clock": 0}
-    known = ", ".join([*COMMANDS, *sorted(custom.Panel.data)])
+    from celeriac.worker import _inspect  # noqa: PLC0415 - imports the worker
+
+    builtin = _inspect.lookup(method)
+    if builtin is not None and consumer is not None:
+        return await builtin(consumer, dict(args))
+    known = ", ".join([*COMMANDS, *sorted(_inspect.COMMANDS), *sorted(custom.Panel.data)])
     return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
 
 

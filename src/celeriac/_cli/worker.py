@@ -28,15 +28,9 @@ from celeriac._cli.nodes import node_format
 NO_MEANING = {
     "statedb": "--statedb: celeriac keeps revoked task ids in the broker (durable), "
     "so there is no state file; it is not used",
-    "task_events": "-E/--task-events: celeriac workers do not send task events yet; "
-    "monitors will not see this worker's tasks",
     "without_gossip": "--without-gossip: celeriac workers do not gossip; nothing to turn off",
     "without_mingle": "--without-mingle: celeriac workers do not mingle at start-up "
     "(revokes are in the broker); nothing to turn off",
-    "without_heartbeat": "--without-heartbeat: celeriac workers send no event heartbeats; "
-    "nothing to turn off",
-    "heartbeat_interval": "--heartbeat-interval: celeriac workers send no event "
-    "heartbeats; it is not used",
     "schedule_filename": "-s/--schedule: there is no embedded beat (-B); it is not used",
     "scheduler": "--scheduler: there is no embedded beat (-B); it is not used",
     "executable": "--executable: --detach forks this process instead of running a new "
@@ -160,6 +154,8 @@ def worker(obj: AppOptions, /, **options: Any) -> None:
 def _apply_settings(conf: Any, o: dict[str, Any], prefork: bool) -> int | None:
     """The options that are settings (``--time-limit`` is ``task_time_limit``, ...);
     returns the prefetch multiplier."""
+    if o["task_events"]:
+        conf["worker_send_task_events"] = True
     if o["include"]:
         conf["include"] = [*conf["include"], *_csv(o["include"])]
     for option, setting in (
@@ -238,6 +234,10 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     if o["autoscale"] is not None and pool_name == "prefork":
         the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
+    if o["without_heartbeat"]:
+        the_worker.heartbeat_interval = None
+    elif o["heartbeat_interval"]:
+        the_worker.heartbeat_interval = float(o["heartbeat_interval"])
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
     umask = parse_umask(o["umask"])

@@ -88,6 +88,10 @@ class Worker:
         self.autoscale: tuple[int, int] | None = None
         #: delete the waiting messages of the worker's queues before consuming
         self.purge = False
+        #: seconds between event heartbeats (None: none, ``--without-heartbeat``)
+        self.heartbeat_interval: float | None = 2.0
+        #: the prefork children's shared state directory (celeriac.worker._state)
+        self.state_dir: str | None = None
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
@@ -137,7 +141,7 @@ class Worker:
         logger.warning("Purged %d message(s) from %d queue(s)", count, len(self.queues))
 
     def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
-        return Consumer(
+        consumer = Consumer(
             self.app,
             make_pool(pool_name, concurrency),
             queues=self.queues,
@@ -146,6 +150,13 @@ class Worker:
             max_tasks=None,
             consumer_id=consumer_id,
         )
+        consumer.monitor.heartbeat_interval = self.heartbeat_interval
+        consumer.monitor.worker = self
+        if self.state_dir is not None:
+            from celeriac.worker._state import SharedState  # noqa: PLC0415
+
+            consumer.monitor.shared = SharedState(self.state_dir)
+        return consumer
 
     def consumer_for_child(self, consumer_id: str) -> Consumer:
         """A prefork child's consumer, with the per-child limits."""

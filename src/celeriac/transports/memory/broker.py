@@ -28,10 +28,13 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
 )
+from celeriac.transports.memory.fanout import MemoryFanout
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -192,7 +195,16 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
         return Delivery(queue, tag, raw, None, count, error=str(reason))
 
 
-class MemoryBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
+class MemoryBroker(
+    MemoryFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+):
     """In-process broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)

@@ -36,11 +36,13 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
 )
+from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -104,7 +106,14 @@ def _leases(deliveries: Sequence[Delivery]) -> bytes:
 
 
 class RedisBroker(
-    Broker, LeaseRecovery, RevocationStore, RateLimitStore, RemoteControl, DeadLetterStore
+    RedisEvents,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    RemoteControl,
+    DeadLetterStore,
+    EventChannel,
 ):
     """Redis broker; see the module docstring."""
 

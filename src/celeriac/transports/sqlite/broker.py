@@ -28,11 +28,14 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
 )
 from celeriac.transports.sqlite import db as _sql
+from celeriac.transports.sqlite.fanout import SQLiteFanout
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
@@ -52,7 +55,16 @@ def _parse_tag(tag: str) -> tuple[int, int]:
     return int(row_id), int(token)
 
 
-class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
+class SQLiteBroker(
+    SQLiteFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+):
     """SQLite broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)

@@ -1,0 +1,10 @@
+-- celeriac schema version 5: the pub/sub of remote control and events (Celery's pidbox
+-- and celeryev exchanges): publications kept for a minute, read by every listener from
+-- the id it started at.
+CREATE TABLE celeriac_fanout (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX celeriac_fanout_created ON celeriac_fanout (created);
