@@ -22,7 +22,7 @@ from kombu.connection import Connection
 
 import celeriac
 from celeriac.events import EventReceiver
-from support import WorkerProcess, celery_worker, wait_until, write_module
+from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 
 pytestmark = pytest.mark.slow
 
@@ -148,10 +148,36 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
 ) -> None:
     url, backend = urls
     write_module(tmp_path, "mtasks", CELERIAC_TASKS.format(url=url, backend=backend))
+    host = "mon1@localhost"
     write_module(tmp_path, "ctasks", CELERY_TASKS.format(url=url, backend=backend))
+    capp = celery.Celery("ctasks", broker=url, backend=backend)
+
+    def ask(kind: str, command: str, *args: str) -> Any:
+        """One worker's answer, through Celery's CLI on Redis, through Celery's Python
+        API (the same requests, without a process per command) on RabbitMQ."""
+        if url.startswith("redis"):
+            done = _celery_cli(tmp_path, kind, command, *args, "-d", host, "--json", "-t", "5")
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            return _json_replies(done.stdout)[host]
+        if command == "query_task":
+            return (capp.control.inspect([host], timeout=5).query_task(*args) or {})[host]
+        if kind == "inspect":
+            return (getattr(capp.control.inspect([host], timeout=5), command)() or {})[host]
+        named = {
+            "rate_limit": ["task_name", "rate_limit"],
+            "time_limit": ["task_name", "soft", "hard"],
+            "add_consumer": ["queue"],
+            "cancel_consumer": ["queue"],
+            "pool_grow": ["n"],
+        }.get(command, [])
+        arguments = dict(zip(named, args, strict=False))
+        (reply,) = capp.control.broadcast(
+            command, arguments=arguments, destination=[host], reply=True, timeout=5
+        )
+        return reply[host]
+
     captured, thread = _capture(url)
     time.sleep(1.0)  # the receiver's queue/subscription is in place once consume() runs
-    host = "mon1@localhost"
     worker = WorkerProcess(tmp_path, "mtasks", "-c", "2", "-E", "-n", host, "-l", "INFO")
     worker.env["PYTHONPATH"] = str(tmp_path)
     try:
@@ -163,7 +189,7 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
             with pytest.raises(Exception, match="bad"):
                 failed.get(timeout=20)
             assert app.send_task("mon.retry").get(timeout=20) == "again"
-            doomed = app.send_task("mon.add", (1, 1), countdown=30)
+            doomed = app.send_task("mon.add", (1, 1), countdown=2)
             app.control.revoke(doomed.id)
             running = app.send_task("mon.sleep", (6,))
             wait_until(
@@ -192,16 +218,12 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 "clock",
                 "memsample",
             ):
-                done = _celery_cli(tmp_path, "inspect", cmd, "-d", host, "--json", "-t", "5")
-                assert done.returncode == 0, (cmd, done.stdout, done.stderr)
-                answer = _json_replies(done.stdout)[host]
+                answer = ask("inspect", cmd)
                 assert not (isinstance(answer, dict) and "error" in answer), (cmd, answer)
                 if cmd == "active":
                     assert [t["id"] for t in answer] == [running.id]
-                    query = ["inspect", "query_task", running.id, "--json", "-d", host]
-                    done = _celery_cli(tmp_path, *query)
-                    found = _json_replies(done.stdout)[host]
-                    assert found[running.id][0] == "active", (found, done.stdout, done.stderr)
+                    found = ask("inspect", "query_task", running.id)
+                    assert found[running.id][0] == "active", found
                 if cmd == "stats":
                     assert answer["pool"]["max-concurrency"] == 2
                     assert len(answer["pool"]["processes"]) == 2
@@ -217,8 +239,7 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 ["enable_events"],
                 ["pool_grow", "1"],
             ):
-                done = _celery_cli(tmp_path, "control", *control, "-d", host, "--json", "-t", "5")
-                answer = _json_replies(done.stdout)[host]
+                answer = ask("control", *control)
                 assert "ok" in answer, (control, answer)
 
             def processes() -> int:
@@ -235,6 +256,7 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
         assert {"active", "processed", "loadavg", "sw_ident"} <= set(heartbeats[-1])
     finally:
         worker.stop()
+        close_celery_app(capp)
         wait_until(lambda: "worker-offline" in captured.types(), 20, "worker-offline")
         captured.stop()
         thread.join(10)

@@ -184,13 +184,19 @@ class WorkerMonitor(Middleware):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), FLUSH_EVERY)
             self._kick.clear()
-            await self.dispatcher.flush(broker)
             now = time.monotonic()
-            if self.shared is not None:
-                if self._dirty and now >= next_write:
+            held_back = False
+            if self.shared is not None and self._dirty:
+                # the snapshot before the events: who saw task-started finds it in active
+                if now >= next_write:
                     self._dirty = False
                     next_write = now + WRITE_EVERY
                     self.shared.write_snapshot(self.snapshot())
+                else:
+                    held_back = True  # the events wait for the next snapshot
+            if not held_back:
+                await self.dispatcher.flush(broker)
+            if self.shared is not None:
                 if now >= next_read:
                     next_read = now + READ_EVERY
                     changes = self.shared.new_settings()

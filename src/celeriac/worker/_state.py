@@ -24,7 +24,7 @@ import tempfile
 from typing import Any
 
 #: a child rewrites its snapshot at most this often (seconds)
-WRITE_EVERY = 0.25
+WRITE_EVERY = 0.1
 #: a child looks for new settings this often (seconds)
 READ_EVERY = 0.25
 
