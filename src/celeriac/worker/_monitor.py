@@ -196,12 +196,11 @@ class WorkerMonitor(Middleware):
                     held_back = True  # the events wait for the next snapshot
             if not held_back:
                 await self.dispatcher.flush(broker)
-            if self.shared is not None:
-                if now >= next_read:
-                    next_read = now + READ_EVERY
-                    changes = self.shared.new_settings()
-                    if changes:
-                        await self.apply(changes)
+            if self.shared is not None and now >= next_read:
+                next_read = now + READ_EVERY
+                changes = self.shared.new_settings()
+                if changes:
+                    await self.apply(changes)
             if self.speaks_for_worker and self.heartbeat_interval and now >= next_beat:
                 next_beat += self.heartbeat_interval
                 if next_beat < now:
