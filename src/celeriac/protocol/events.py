@@ -9,13 +9,14 @@ travels as one message with routing key ``task.multi`` whose body is a JSON arra
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from celeriac.exceptions import DecodeError
 from celeriac.protocol.message import Message
-from celeriac.protocol.serialization import json_dumps, json_loads
+from celeriac.protocol.serialization import json_loads
 
 EXCHANGE = "celeryev"
 #: what Celery 5.7's workers say they are (Flower and ``celery events`` show it)
@@ -44,7 +45,8 @@ def event_message(
     """The message carrying one event (or a ``<group>.multi`` batch, a list)."""
     return Message(
         headers={"hostname": hostname},
-        body=json_dumps(body if isinstance(body, dict) else list(body)).encode("utf-8"),
+        # plain JSON (the C encoder): an event holds strings, numbers, lists and None
+        body=json.dumps(body if isinstance(body, dict) else list(body), default=repr).encode(),
         properties={
             "delivery_mode": 1,
             "delivery_info": {"exchange": EXCHANGE, "routing_key": key},

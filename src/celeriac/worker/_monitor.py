@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
+#: buffered task events are published this often (seconds; the broker may ask for less
+#: often: ``fanout_interval``) or once this many are waiting
 FLUSH_EVERY = 0.1
+FLUSH_AT = 2000
 #: the heartbeat interval (seconds) unless ``--heartbeat-interval`` says otherwise
 HEARTBEAT_INTERVAL = 2.0
 SOFTWARE = {"sw_ident": "py-celeriac", "sw_ver": __version__, "sw_sys": platform.system()}
@@ -165,7 +168,7 @@ class WorkerMonitor(Middleware):
                     expired=why[0] == "expired",
                 )
         self._dirty = True
-        if self._kick is not None:
+        if self._kick is not None and len(self.dispatcher.buffer) >= FLUSH_AT:
             self._kick.set()
 
     async def run(self) -> None:
@@ -180,9 +183,10 @@ class WorkerMonitor(Middleware):
         now = time.monotonic()
         next_beat = now + (self.heartbeat_interval or 0)
         next_write = next_read = now
+        every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), FLUSH_EVERY)
+                await asyncio.wait_for(self._kick.wait(), every)
             self._kick.clear()
             now = time.monotonic()
             held_back = False

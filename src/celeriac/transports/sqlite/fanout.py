@@ -22,6 +22,9 @@ POLL = 0.1
 
 
 class SQLiteFanout(Fanout):
+    #: publishers of events batch them for this long (seconds): each publish is a write
+    #: transaction, which the broker's own writes wait for
+    fanout_interval = 0.5
     _db: Callable[[], sqlite3.Connection]
     _trimmed = 0.0
 
