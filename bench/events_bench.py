@@ -79,8 +79,7 @@ def listen(url: str, stop: threading.Event, seen: list[int]) -> None:
     async def main() -> None:
         receiver = EventReceiver(benchev.app, {"*": on_event})
         task = asyncio.create_task(receiver.acapture())
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(stop.wait)
         task.cancel()
 
     asyncio.run(main())
@@ -155,8 +154,8 @@ def main() -> None:
                     rates[events].append(rate)
                     label = "on " if events else "off"
                     print(
-                        f"{url.split(':')[0]} events {label} round {round_ + 1}: {rate:,.0f} tasks/s"
-                        f" ({seen} events received)",
+                        f"{url.split(':')[0]} events {label} round {round_ + 1}: "
+                        f"{rate:,.0f} tasks/s ({seen} events received)",
                         flush=True,
                     )
             off, on = statistics.median(rates[False]), statistics.median(rates[True])
