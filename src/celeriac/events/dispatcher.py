@@ -5,13 +5,14 @@ worker run with ``-E`` does."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import time
 from collections import deque
 from typing import Any
 
-from celeriac.protocol.events import event_message, group_of, routing_key, utcoffset
+from celeriac.protocol.events import event_message, json_value, routing_key, utcoffset
 from celeriac.transports.broker import Broker
 from celeriac.transports.capabilities import EventChannel
 
@@ -26,8 +27,12 @@ class EventDispatcher:
         self.pid = pid if pid is not None else os.getpid()
         self._clock = itertools.count(1)
         self._offset = utcoffset()
-        #: task events waiting for :meth:`flush` (appended from any thread)
-        self.buffer: deque[dict[str, Any]] = deque()
+        #: task events waiting for :meth:`flush`, as JSON text (appended from any thread)
+        self.buffer: deque[str] = deque()
+        #: the sender's fields, as JSON object members (for events made from templates)
+        self.sender_json = (
+            f'"hostname": {json_value(hostname)}, "utcoffset": {self._offset!r}, "pid": {self.pid}'
+        )
         self._failing = False
         self._last = 0
 
@@ -47,9 +52,21 @@ class EventDispatcher:
         fields["type"] = event_type
         return fields
 
+    def set_pid(self, pid: int) -> None:
+        self.pid = pid
+        self.sender_json = (
+            f'"hostname": {json_value(self.hostname)}, "utcoffset": {self._offset!r}, "pid": {pid}'
+        )
+
+    def stamp(self) -> tuple[str, int, float]:
+        """For an event made as JSON text: the sender's members, the next clock value
+        and the time now."""
+        self._last = clock = next(self._clock)
+        return self.sender_json, clock, time.time()
+
     def buffered(self, event_type: str, **fields: Any) -> None:
-        """Queue an event for the next :meth:`flush` (a ``<group>.multi`` batch)."""
-        self.buffer.append(self.event(event_type, **fields))
+        """Queue a task event for the next :meth:`flush` (a ``task.multi`` batch)."""
+        self.buffer.append(json.dumps(self.event(event_type, **fields), default=repr))
 
     async def send(self, broker: Broker, event_type: str, **fields: Any) -> None:
         """Publish one event now, alone (worker events, ``task-sent``)."""
@@ -68,14 +85,10 @@ class EventDispatcher:
             batch.append(take())
         if not isinstance(broker, EventChannel):
             return 0
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for event in batch:
-            groups.setdefault(group_of(event["type"]), []).append(event)
-        items = [
-            (f"{group}.multi", event_message(self.hostname, f"{group}.multi", events))
-            for group, events in groups.items()
-        ]
-        await self._publish(broker, items)
+        body = ("[" + ", ".join(batch) + "]").encode()
+        await self._publish(
+            broker, [("task.multi", event_message(self.hostname, "task.multi", body))]
+        )
         return len(batch)
 
     async def _publish(self, broker: EventChannel, items: list[Any]) -> None:

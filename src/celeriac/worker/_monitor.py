@@ -23,6 +23,7 @@ from celeriac import __version__, signals, states
 from celeriac.events.dispatcher import EventDispatcher
 from celeriac.middleware import Middleware
 from celeriac.protocol import safe_repr
+from celeriac.protocol.events import json_value
 from celeriac.worker._state import READ_EVERY, WRITE_EVERY, SharedState
 
 if TYPE_CHECKING:
@@ -107,35 +108,38 @@ class WorkerMonitor(Middleware):
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
         if self._wanted(task):
-            h = request.headers
-            self.dispatcher.buffered(
-                "task-received",
-                uuid=request.id,
-                name=task.name,
-                args=h.get("argsrepr") or safe_repr(request.args),
-                kwargs=h.get("kwargsrepr") or safe_repr(request.kwargs),
-                root_id=request.root_id,
-                parent_id=request.parent_id,
-                retries=request.retries or 0,
-                eta=h.get("eta"),
-                expires=h.get("expires"),
+            h, v = request.headers, json_value
+            sender, clock, now = self.dispatcher.stamp()
+            self.dispatcher.buffer.append(
+                f'{{"uuid": {v(request.id)}, "name": {v(task.name)}, '
+                f'"args": {v(h.get("argsrepr") or safe_repr(request.args))}, '
+                f'"kwargs": {v(h.get("kwargsrepr") or safe_repr(request.kwargs))}, '
+                f'"root_id": {v(request.root_id)}, "parent_id": {v(request.parent_id)}, '
+                f'"retries": {v(request.retries or 0)}, "eta": {v(h.get("eta"))}, '
+                f'"expires": {v(h.get("expires"))}, {sender}, "clock": {clock}, '
+                f'"timestamp": {now!r}, "type": "task-received"}}'
             )
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
         if self._wanted(task):
-            self.dispatcher.buffered("task-started", uuid=request.id)
+            sender, clock, now = self.dispatcher.stamp()
+            self.dispatcher.buffer.append(
+                f'{{"uuid": {json_value(request.id)}, {sender}, "clock": {clock}, '
+                f'"timestamp": {now!r}, "type": "task-started"}}'
+            )
 
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
         if not self._wanted(task):
             return
         state, send = outcome.state, self.dispatcher.buffered
         if state == states.SUCCESS:
-            send(
-                "task-succeeded",
-                uuid=request.id,
-                result=safe_repr(outcome.value),
-                runtime=outcome.runtime,
+            sender, clock, now = self.dispatcher.stamp()
+            self.dispatcher.buffer.append(
+                f'{{"uuid": {json_value(request.id)}, '
+                f'"result": {json_value(safe_repr(outcome.value))}, '
+                f'"runtime": {json_value(outcome.runtime)}, {sender}, "clock": {clock}, '
+                f'"timestamp": {now!r}, "type": "task-succeeded"}}'
             )
         elif state in (states.FAILURE, states.RETRY):
             kind = "task-failed" if state == states.FAILURE else "task-retried"
@@ -174,7 +178,7 @@ class WorkerMonitor(Middleware):
     async def run(self) -> None:
         """Until cancelled: publish buffered events, send heartbeats, share state."""
         consumer = self.consumer
-        self.dispatcher.pid = consumer.worker_pid
+        self.dispatcher.set_pid(consumer.worker_pid)
         self._kick = asyncio.Event()
         broker = consumer.broker
         assert broker is not None
