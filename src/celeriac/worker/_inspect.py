@@ -28,6 +28,7 @@ from celeriac import __version__
 from celeriac._rates import parse_rate
 from celeriac.protocol import safe_repr
 from celeriac.utils.log import mask_url
+from celeriac.worker._state import read_pool
 
 if TYPE_CHECKING:
     from celeriac.worker.consumer import Consumer
@@ -147,7 +148,10 @@ async def stats(consumer: Consumer, args: dict[str, Any]) -> Any:
         total.update(snapshot.get("total") or {})
     worker = monitor.worker
     prefork = monitor.shared is not None
-    processes = sorted(int(s["pid"]) for s in snapshots) if prefork else [os.getpid()]
+    processes = [os.getpid()]
+    if monitor.shared is not None:
+        pool = read_pool(monitor.shared.directory)
+        processes = pool.get("processes") or sorted(int(s["pid"]) for s in snapshots)
     conf = consumer.app.conf
     usage = resource.getrusage(resource.RUSAGE_SELF)
     answer: dict[str, Any] = {

@@ -8,6 +8,7 @@ sends the worker's heartbeats speaks for all of them.
 * ``settings.json``: the changes remote control made (queues consumed, rate and time
   limits, task events on or off), with a version; every child applies a new version
   within :data:`READ_EVERY` seconds, and a child started later applies it at start.
+* ``pool.json``: the supervisor's children (pids) and its pool size;
 * the supervisor's pipe takes ``G<n>`` / ``S<n>`` (grow or shrink the pool by ``n``) and
   ``A<max>,<min>`` (autoscale range) from the answering child.
 
@@ -96,9 +97,19 @@ class SharedState:
         _write(os.path.join(self.directory, "settings.json"), data)
 
 
+def write_pool(directory: str, processes: list[int], concurrency: int) -> None:
+    """The supervisor's record of its children (``stats``' ``pool``)."""
+    with contextlib.suppress(OSError):
+        _write(os.path.join(directory, "pool.json"), {"processes": processes, "max": concurrency})
+
+
+def read_pool(directory: str) -> dict[str, Any]:
+    return _read(os.path.join(directory, "pool.json")) or {}
+
+
 def forget_child(directory: str, pid: int) -> None:
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(directory, f"child-{pid}.json"))
 
 
-__all__ = ["READ_EVERY", "WRITE_EVERY", "SharedState", "forget_child"]
+__all__ = ["READ_EVERY", "WRITE_EVERY", "SharedState", "forget_child", "read_pool", "write_pool"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
-from celeriac.worker._state import forget_child
+from celeriac.worker._state import forget_child, write_pool
 from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
@@ -164,6 +164,11 @@ class Supervisor:
             for mw in self.worker.app.middleware:
                 mw.worker_ready(self.worker.app, self.worker.hostname)
 
+    def _record_pool(self) -> None:
+        if self.worker.state_dir:
+            live = sorted(c.pid for c in self.children.values() if not c.retiring)
+            write_pool(self.worker.state_dir, live, len(live))
+
     def _resize(self, kind: str, text: str) -> None:
         """``pool_grow`` (G<n>), ``pool_shrink`` (S<n>), ``autoscale`` (A<max>,<min>)."""
         if self.stopping:
@@ -192,6 +197,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)
             self.worker.concurrency = len(active) - len(retire)
+            self._record_pool()
         logger.info("Pool now has %d processes", self.worker.concurrency)
 
     def _reap(self) -> None:
@@ -209,6 +215,7 @@ class Supervisor:
             if self.worker.state_dir:
                 forget_child(self.worker.state_dir, pid)
             self._child_exited(child, status)
+            self._record_pool()
 
     def _child_exited(self, child: Child, status: int) -> None:
         name = f"ForkPoolWorker-{child.index}"
@@ -281,6 +288,7 @@ class Supervisor:
                     logging.shutdown()
                     os._exit(code)
             self.children[pid] = Child(index, pid)
+            self._record_pool()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
