@@ -21,6 +21,7 @@ from celeriac.testing.conformance import (
     BrokerConformance,
     BrokerFactory,
     DeadLetterConformance,
+    EventChannelConformance,
     RateLimitConformance,
     RemoteControlConformance,
     ReplyConformance,
@@ -51,6 +52,7 @@ class TestAMQPBroker(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
 ):
     """No LeaseRecovery: RabbitMQ has no leases (a delivery is held until its channel
     closes) and requeues a dead consumer's messages itself."""

@@ -24,6 +24,7 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
@@ -48,6 +49,7 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
 ):
     """Everything the Redis broker offers."""
 

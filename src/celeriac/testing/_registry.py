@@ -18,10 +18,12 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
     RemoteControl,
@@ -36,6 +38,7 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    EventChannel: EventChannelConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the

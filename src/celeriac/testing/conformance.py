@@ -12,6 +12,7 @@ contract every broker has; each capability Protocol of
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
+| ``EventChannel`` | :class:`EventChannelConformance` |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
@@ -76,6 +77,7 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
 from celeriac.testing._support import (
@@ -103,6 +105,7 @@ __all__ = [
     "BrokerFactory",
     "ChordCounterConformance",
     "DeadLetterConformance",
+    "EventChannelConformance",
     "Factory",
     "GroupConformance",
     "KeyValueConformance",
