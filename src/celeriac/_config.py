@@ -264,6 +264,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_disable_rate_limits": Setting(False, _bool),
     "worker_enable_remote_control": Setting(True, _bool),
     "worker_send_task_events": Setting(False, _bool),
+    "worker_metrics_port": Setting(None, _int(1)),
     "task_send_sent_event": Setting(False, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),

@@ -160,3 +160,39 @@ def test_inspect_answers_on_the_memory_broker(command: str) -> None:
         assert answer is not None
         (reply,) = answer.values()
         assert not (isinstance(reply, dict) and "error" in reply), reply
+
+
+def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    write_module(tmp_path, "montasks", TASKS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = WorkerProcess(
+        tmp_path, "montasks", "-c", "2", "-n", "m1@localhost", "--metrics-port", str(port)
+    )
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        worker.start()
+        assert app.send_task("mon.add", (2, 2)).get(timeout=20) == 4
+        base = f"http://127.0.0.1:{port}"
+
+        def scraped() -> str:
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+                text = response.read().decode()
+            done = 'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
+            return text if done in text else ""
+
+        text = wait_until(scraped, 20, "the task counted in /metrics")
+        assert 'queue="celery"} 1.0' in text
+        assert 'celery_task_runtime_seconds_count{hostname="m1@localhost",name="mon.add"' in text
+        assert 'celery_worker_up{hostname="m1@localhost"} 1.0' in text
+        assert 'celery_queue_length{queue_name="celery"} 0.0' in text
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        worker.stop()
+        app.close()

@@ -135,6 +135,12 @@ def queue_names(conf: Any) -> list[str]:
 @click.option("--without-heartbeat", is_flag=True)
 @click.option("--heartbeat-interval", type=int, default=None)
 @click.option("--autoscale", type=Autoscale(), default=None)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus /metrics and /healthz on this port (celeriac[metrics])",
+)
 @click.option("-B", "--beat", is_flag=True, help="(not available: celeriac has no beat yet)")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename", default=None)
 @click.option("--scheduler", default=None)
@@ -156,6 +162,8 @@ def _apply_settings(conf: Any, o: dict[str, Any], prefork: bool) -> int | None:
     returns the prefetch multiplier."""
     if o["task_events"]:
         conf["worker_send_task_events"] = True
+    if o["metrics_port"]:
+        conf["worker_metrics_port"] = o["metrics_port"]
     if o["include"]:
         conf["include"] = [*conf["include"], *_csv(o["include"])]
     for option, setting in (

@@ -100,6 +100,10 @@ class Worker:
         for line in self.startup_warnings:
             logger.warning("%s", line)
         self.app.check_configuration()
+        if self.app.conf["worker_metrics_port"]:
+            from celeriac.worker._metrics import require_client  # noqa: PLC0415
+
+            require_client()
         self.app.import_modules()
         asyncio.run(self._preflight())
         if self.purge:
@@ -151,6 +155,7 @@ class Worker:
             consumer_id=consumer_id,
         )
         consumer.monitor.heartbeat_interval = self.heartbeat_interval
+        consumer.monitor.metrics_port = self.app.conf["worker_metrics_port"]
         consumer.monitor.worker = self
         if self.state_dir is not None:
             from celeriac.worker._state import SharedState  # noqa: PLC0415

@@ -24,6 +24,7 @@ from celeriac.events.dispatcher import EventDispatcher
 from celeriac.middleware import Middleware
 from celeriac.protocol import safe_repr
 from celeriac.protocol.events import json_value
+from celeriac.worker._metrics import MetricsServer, TaskCounts
 from celeriac.worker._state import READ_EVERY, WRITE_EVERY, SharedState
 
 if TYPE_CHECKING:
@@ -96,6 +97,11 @@ class WorkerMonitor(Middleware):
         self.worker: Any = None
         #: the prefork supervisor's pipe, for pool changes (None: not a prefork child)
         self.supervisor_fd: int | None = None
+        #: counts for Prometheus (celeriac.worker._metrics), and the port to serve them on
+        self.metrics = TaskCounts()
+        self.metrics_port: int | None = None
+        #: when the consumer last fetched from the broker (time.monotonic(); /healthz)
+        self.fetched_at = 0.0
 
     @property
     def speaks_for_worker(self) -> bool:
@@ -107,6 +113,7 @@ class WorkerMonitor(Middleware):
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
+        self.metrics.count("received", task.name, _queue(request))
         if self._wanted(task):
             h, v = request.headers, json_value
             sender, clock, now = self.dispatcher.stamp()
@@ -122,6 +129,7 @@ class WorkerMonitor(Middleware):
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
+        self.metrics.count("started", task.name, _queue(request))
         if self._wanted(task):
             sender, clock, now = self.dispatcher.stamp()
             self.dispatcher.buffer.append(
@@ -162,6 +170,10 @@ class WorkerMonitor(Middleware):
                 continue
             if o.job is not None:
                 self.total[o.job.call.name] += 1
+                self._count(o)
+            elif o.state == states.REVOKED and o.delivery.message is not None:
+                name = o.delivery.message.task_name or ""
+                self.metrics.count("revoked", name, o.delivery.queue)
             if self.task_events and o.state == states.REVOKED and o.meta:
                 why = (o.meta.get("result") or {}).get("exc_message") or ["revoked"]
                 self.dispatcher.buffered(
@@ -175,13 +187,39 @@ class WorkerMonitor(Middleware):
         if self._kick is not None and len(self.dispatcher.buffer) >= FLUSH_AT:
             self._kick.set()
 
+    def _count(self, outcome: Outcome) -> None:
+        assert outcome.job is not None
+        state = _STATE_METRIC.get(outcome.state or "")
+        if state is None:
+            return
+        name, queue = outcome.job.call.name, _queue(outcome.job.request)
+        self.metrics.count(state, name, queue)
+        if state in ("succeeded", "failed"):
+            self.metrics.observe(name, queue, outcome.runtime)
+
     async def run(self) -> None:
         """Until cancelled: publish buffered events, send heartbeats, share state."""
         consumer = self.consumer
+        self.fetched_at = time.monotonic()  # connected and declared its queues just now
         self.dispatcher.set_pid(consumer.worker_pid)
         self._kick = asyncio.Event()
         broker = consumer.broker
         assert broker is not None
+        server = None
+        if self.speaks_for_worker and self.metrics_port:
+            server = MetricsServer(consumer, self.metrics_port)
+            try:
+                await server.start()
+            except OSError as exc:
+                logger.error("Metrics: cannot serve on port %d: %s", self.metrics_port, exc)
+                server = None
+        try:
+            await self._run(broker)
+        finally:
+            if server is not None:
+                await server.close()
+
+    async def _run(self, broker: Broker) -> None:
         if self.speaks_for_worker:
             await self._worker_event(broker, "worker-online")
         now = time.monotonic()
@@ -189,6 +227,7 @@ class WorkerMonitor(Middleware):
         next_write = next_read = now
         every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
         while True:
+            assert self._kick is not None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), every)
             self._kick.clear()
@@ -259,6 +298,7 @@ class WorkerMonitor(Middleware):
             "pid": os.getpid(),
             "processed": self.consumer.processed,
             "total": dict(self.total),
+            "metrics": self.metrics.snapshot(),
             "active": [request_info(j, host) for j in running],
             "reserved": [request_info(j, host) for j in waiting],
         }
@@ -304,6 +344,19 @@ class WorkerMonitor(Middleware):
                     await broker.declare(queue)
             consumer.queues = [str(q) for q in queues]
             logger.info("Now consuming from %s", ", ".join(consumer.queues) or "no queue")
+
+
+_STATE_METRIC = {
+    states.SUCCESS: "succeeded",
+    states.FAILURE: "failed",
+    states.RETRY: "retried",
+    states.REVOKED: "revoked",
+    states.REJECTED: "rejected",
+}
+
+
+def _queue(request: Context) -> str:
+    return str(request.delivery_info.get("routing_key") or "")
 
 
 __all__ = ["HEARTBEAT_INTERVAL", "SOFTWARE", "WorkerMonitor", "load_average", "request_info"]

@@ -286,6 +286,7 @@ class Consumer:
                     logger.error("Broker connection lost: %s; reconnecting", exc)
                 await asyncio.sleep(delay)
                 continue
+            self.monitor.fetched_at = time.monotonic()
             if failures:
                 logger.info("Broker connection restored")
                 failures = 0
