@@ -303,6 +303,54 @@ def test_celeriacs_receiver_and_inspect_see_a_celery_worker(
             20,
             "a Celery worker's events",
         )
+        # and celeriac's command line, against the Celery worker
+        write_module(
+            tmp_path, "ours", f"from celeriac import Celery\napp = Celery(broker={url!r})\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        argv = [sys.executable, "-m", "celeriac", "-A", "ours"]
+
+        def ours(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*argv, *args],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        done = ours("inspect", "ping", "-d", host, "-t", "5")
+        assert done.returncode == 0 and f"{host}: OK" in done.stdout, done
+        done = ours("inspect", "stats", "-d", host, "-t", "5", "--json")
+        assert json.loads(done.stdout)[host]["total"]["mon.add"] == 1, done
+        dump = subprocess.Popen(
+            [*argv, "events", "--dump", "--timeout", "30"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        stream = dump.stdout
+        assert stream is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")))
+        reader.start()
+        try:  # the Celery worker's heartbeats show the dump is listening
+            wait_until(lambda: any("] worker-heartbeat: " in x for x in lines), 20, "a heartbeat")
+            assert app.send_task("mon.add", (1, 1)).get(timeout=20) == 2
+            wait_until(
+                lambda: any("] task-succeeded: " in x and "result='2'" in x for x in lines),
+                20,
+                "the task-succeeded line",
+            )
+            assert all(x.startswith(f"{host} [") for x in lines), lines
+        finally:
+            dump.terminate()
+            dump.wait(20)
+            reader.join(10)
+            stream.close()
     finally:
         worker.stop()
         app.close()
