@@ -196,3 +196,29 @@ def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
     finally:
         worker.stop()
         app.close()
+
+
+def test_rate_limit_and_time_limit_commands_change_the_running_worker() -> None:
+    import time
+
+    app = Celery("memrate", broker="memory://rate-limit-command")
+
+    @app.task(name="mem.stamp")
+    def stamp() -> float:
+        return time.monotonic()
+
+    worker = TestWorker(app)
+    worker.consumer.control = True
+    with worker:
+        answer = app.control.rate_limit("mem.stamp", "2/s", reply=True, timeout=2)
+        assert answer == [{"testworker@localhost": {"ok": "new rate limit set successfully"}}]
+        times = sorted(r.get(timeout=20) for r in [stamp.delay() for _ in range(4)])
+        assert times[-1] - times[0] >= 1.0  # 2 a second: four take 1.5 s
+        answer = app.control.time_limit("mem.stamp", soft=5, hard=10, reply=True, timeout=2)
+        assert answer == [{"testworker@localhost": {"ok": "time limits set successfully"}}]
+        assert (app.tasks["mem.stamp"].soft_time_limit, app.tasks["mem.stamp"].time_limit) == (
+            5.0,
+            10.0,
+        )
+        unknown = app.control.rate_limit("no.such", "1/s", reply=True, timeout=2)
+        assert unknown == [{"testworker@localhost": {"error": "unknown task"}}]
