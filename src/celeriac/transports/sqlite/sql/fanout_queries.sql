@@ -11,3 +11,13 @@ SELECT id, channel, payload FROM celeriac_fanout WHERE id > :after ORDER BY id L
 
 -- name: fan_trim
 DELETE FROM celeriac_fanout WHERE created < :before;
+
+-- name: fan_listening
+INSERT INTO celeriac_fanout_listeners (id, glob, seen) VALUES (:id, :glob, :now)
+ON CONFLICT (id) DO UPDATE SET seen = excluded.seen;
+
+-- name: fan_unlisten
+DELETE FROM celeriac_fanout_listeners WHERE id = :id;
+
+-- name: fan_listeners
+SELECT glob FROM celeriac_fanout_listeners WHERE seen >= :since;

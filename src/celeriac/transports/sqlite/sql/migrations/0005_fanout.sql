@@ -8,3 +8,10 @@ CREATE TABLE celeriac_fanout (
     created REAL NOT NULL
 );
 CREATE INDEX celeriac_fanout_created ON celeriac_fanout (created);
+-- who listens (a glob of channels), refreshed every few seconds: a publication no live
+-- listener wants is not written, as a pub/sub publication nobody subscribed to is lost
+CREATE TABLE celeriac_fanout_listeners (
+    id TEXT PRIMARY KEY,
+    glob TEXT NOT NULL,
+    seen REAL NOT NULL
+) WITHOUT ROWID;
