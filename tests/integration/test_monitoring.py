@@ -222,3 +222,27 @@ def test_rate_limit_and_time_limit_commands_change_the_running_worker() -> None:
         )
         unknown = app.control.rate_limit("no.such", "1/s", reply=True, timeout=2)
         assert unknown == [{"testworker@localhost": {"error": "unknown task"}}]
+
+
+def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
+    write_module(tmp_path, "montasks", TASKS)
+    host = "as1@localhost"
+    worker = WorkerProcess(tmp_path, "montasks", "--autoscale", "3,1", "-n", host)
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+
+    def processes() -> int:
+        stats = app.control.inspect([host], timeout=3).stats() or {}
+        return len(stats[host]["pool"]["processes"]) if host in stats else 0
+
+    try:
+        worker.start()
+        assert processes() == 1
+        answer = app.control.autoscale(4, 2, destination=[host], reply=True, timeout=5)
+        assert answer == [{host: {"ok": "autoscale now max=4 min=2"}}]
+        wait_until(lambda: processes() == 2, 30, "the pool at the new minimum")
+        grow = app.control.pool_grow(1, destination=[host], reply=True, timeout=5)
+        assert grow is not None and "not supported with autoscale" in grow[0][host]["error"]
+    finally:
+        worker.stop()
+        app.close()

@@ -178,6 +178,11 @@ class Supervisor:
             self.autoscaler.high = max(1, int(high))
             self.autoscaler.low = min(max(1, int(low or 1)), self.autoscaler.high)
             logger.info("Autoscale now max=%d min=%d", self.autoscaler.high, self.autoscaler.low)
+            count = sum(not c.retiring for c in self.children.values())
+            if count < self.autoscaler.low:  # as Celery's: the pool follows the new range
+                self._resize("G", str(self.autoscaler.low - count))
+            elif count > self.autoscaler.high:
+                self._resize("S", str(count - self.autoscaler.high))
             return
         n = max(0, int(text or 1))
         active = sorted(
