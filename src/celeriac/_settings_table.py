@@ -54,9 +54,10 @@ _EVENTS = (
     "this setting does not change them"
 )
 _BEAT = (
-    "is not implemented yet: celeriac has no beat scheduler, nothing is scheduled (Celery's "
-    "beat, run against the same broker, sends tasks that celeriac workers run)"
+    "celeriac's beat keeps its state (the last run of each entry) in the broker, not in a "
+    "file, and has one scheduler: entries come from beat_schedule and app.beat.add()"
 )
+_BEAT_SYNC = "celeriac's beat stores each run in the broker as it sends it; nothing to sync"
 _COMPONENTS = (
     "celeriac's worker is not built of swappable Celery components; this class path is not used"
 )
@@ -234,21 +235,24 @@ NOTES: dict[str, tuple[Any, Note]] = {
     "event_queue_durable": (False, Note(_EVENTS, quiet=(None, False))),
     "event_serializer": ("json", Note(_EVENTS, quiet=(None, "json"))),
     "event_exchange": ("celeryev", Note(_EVENTS, quiet=(None, "celeryev"))),
-    # beat (not yet)
-    "beat_enable_remote_control": (False, Note(_BEAT, "not-yet", quiet=(None, False))),
-    "beat_remote_control_max_tick_age": (None, Note(_BEAT, "not-yet")),
-    "beat_max_loop_interval": (0, Note(_BEAT, "not-yet", quiet=(None, 0))),
-    "beat_schedule": ({}, Note(_BEAT, "not-yet", quiet=(None, {}))),
+    # beat (celeriac's own: entries from beat_schedule and the broker, state in the broker)
+    "beat_enable_remote_control": (
+        False,
+        Note("is not implemented yet: celeriac's beat answers no remote control", "not-yet"),
+    ),
+    "beat_remote_control_max_tick_age": (
+        None,
+        Note("is not implemented yet: celeriac's beat answers no remote control", "not-yet"),
+    ),
     "beat_scheduler": (
         "celery.beat:PersistentScheduler",
-        Note(_BEAT, "not-yet", quiet=(None, "celery.beat:PersistentScheduler")),
+        Note(_BEAT, quiet=(None, "celery.beat:PersistentScheduler", "celery.beat:Scheduler")),
     ),
     "beat_schedule_filename": (
         "celerybeat-schedule",
-        Note(_BEAT, "not-yet", quiet=(None, "celerybeat-schedule")),
+        Note(_BEAT, quiet=(None, "celerybeat-schedule")),
     ),
-    "beat_sync_every": (0, Note(_BEAT, "not-yet", quiet=(None, 0))),
-    "beat_cron_starting_deadline": (None, Note(_BEAT, "not-yet")),
+    "beat_sync_every": (0, Note(_BEAT_SYNC, quiet=(None, 0))),
     # tasks
     "task_acks_on_failure": (
         None,
@@ -432,18 +436,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         ),
     ),
     # misc
-    "timezone": (
-        None,
-        Note(
-            "celeriac keeps every time in UTC: ETAs and expiry times are absolute, a naive "
-            "datetime is taken as UTC",
-            quiet=(None, "UTC", "utc", "Etc/UTC"),
-        ),
-    ),
-    "enable_utc": (
-        True,
-        Note("celeriac keeps every time in UTC (a naive ETA is taken as UTC)", quiet=(None, True)),
-    ),
     "result_accept_content": (
         None,
         Note(

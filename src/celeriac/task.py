@@ -73,6 +73,13 @@ class Context:
 
     # read from the message when asked (the worker builds a Context per task)
     @property
+    def scheduled_time(self) -> str | None:
+        """The slot a periodic task was sent for (ISO 8601, UTC), from its beat's
+        ``scheduled_time`` header; None for a task no beat sent."""
+        value = self.headers.get("scheduled_time") if self.headers else None
+        return None if value is None else str(value)
+
+    @property
     def time_limit(self) -> float | None:
         limits = self.timelimit
         return limits[0] if isinstance(limits, (list, tuple)) and len(limits) == 2 else None

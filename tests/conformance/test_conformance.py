@@ -7,6 +7,7 @@ import inspect
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from celeriac.testing.conformance import (
     BROKER_MIXINS,
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
@@ -26,16 +28,21 @@ from celeriac.testing.conformance import (
     LeaseRecoveryConformance,
     RateLimitConformance,
     RemoteControlConformance,
+    ReplyConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports import capabilities
+from celeriac.transports.backend import ResultBackend
 from celeriac.transports.memory.backend import MemoryBackend
 from celeriac.transports.memory.backend import clear_stores as clear_results
 from celeriac.transports.memory.broker import MemoryBroker
 from celeriac.transports.memory.broker import clear_stores as clear_queues
+from celeriac.transports.memory.rpc import MemoryRPCBackend
 from celeriac.transports.sqlite.backend import SQLiteBackend
 from celeriac.transports.sqlite.broker import SQLiteBroker
+from celeriac.transports.sqlite.rpc import SQLiteRPCBackend
 
 
 class LocalBrokerSuite(
@@ -46,6 +53,7 @@ class LocalBrokerSuite(
     DeadLetterConformance,
     RemoteControlConformance,
     EventChannelConformance,
+    ScheduleStoreConformance,
 ):
     """What the memory and SQLite brokers offer (everything)."""
 
@@ -78,10 +86,33 @@ class TestMemoryBackend(LocalBackendSuite):
         clear_results(url)
 
 
-class TestSQLiteBackend(LocalBackendSuite):
+class TestSQLiteBackend(LocalBackendSuite, BackendScheduleStoreConformance):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> BackendFactory:
         return url_factory(SQLiteBackend, f"sqlite:///{tmp_path / 'results.db'}")
+
+
+def rpc_factory(cls: type[ResultBackend], broker_url: str) -> BackendFactory:
+    """``rpc://`` backends replying over ``broker_url``'s broker."""
+
+    def make(options: dict[str, Any] | None = None) -> ResultBackend:
+        return cls("rpc://", options={"broker_url": broker_url, **(options or {})})
+
+    return make
+
+
+class TestMemoryRPCBackend(ReplyConformance):
+    @pytest.fixture
+    def backend_factory(self) -> Iterator[BackendFactory]:
+        url = f"memory://conformance-{uuid.uuid4().hex}"
+        yield rpc_factory(MemoryRPCBackend, url)
+        clear_queues(url)
+
+
+class TestSQLiteRPCBackend(ReplyConformance):
+    @pytest.fixture
+    def backend_factory(self, tmp_path: Path) -> BackendFactory:
+        return rpc_factory(SQLiteRPCBackend, f"sqlite:///{tmp_path / 'broker.db'}")
 
 
 def test_every_capability_protocol_has_a_conformance_mixin() -> None:

@@ -2,8 +2,8 @@
 
 An option celeriac implements changes what the worker does; an option that has no
 meaning here is accepted with one warning line at start-up saying what happens
-instead (:data:`NO_MEANING`); ``-B`` (embedded beat) is refused, as celeriac has no
-periodic task scheduler yet.
+instead (:data:`NO_MEANING`); ``-B`` runs a beat in a process of its own beside the
+worker (:mod:`celeriac._cli.beat`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from celeriac._cli.daemon import (
     pidfile_lock,
 )
 from celeriac._cli.nodes import node_format
+from celeriac._concurrency import EVENTLET_REFUSED
 
 #: option -> the warning logged at start-up when it is given
 NO_MEANING = {
@@ -31,8 +32,8 @@ NO_MEANING = {
     "without_gossip": "--without-gossip: celeriac workers do not gossip; nothing to turn off",
     "without_mingle": "--without-mingle: celeriac workers do not mingle at start-up "
     "(revokes are in the broker); nothing to turn off",
-    "schedule_filename": "-s/--schedule: there is no embedded beat (-B); it is not used",
-    "scheduler": "--scheduler: there is no embedded beat (-B); it is not used",
+    "schedule_filename": "-s/--schedule: celeriac's beat keeps each entry's last run in "
+    "the broker, not in a file; it is not used",
     "executable": "--executable: --detach forks this process instead of running a new "
     "interpreter; it is not used",
 }
@@ -117,7 +118,7 @@ def queue_names(conf: Any) -> list[str]:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo"]),
+    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo", "gevent", "eventlet"]),
     default=None,
 )
 @click.option("-E", "--task-events", "--events", "task_events", is_flag=True)
@@ -141,7 +142,7 @@ def queue_names(conf: Any) -> list[str]:
     default=None,
     help="serve Prometheus /metrics and /healthz on this port (celeriac[metrics])",
 )
-@click.option("-B", "--beat", is_flag=True, help="(not available: celeriac has no beat yet)")
+@click.option("-B", "--beat", is_flag=True, help="run a beat (periodic tasks) beside the worker")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename", default=None)
 @click.option("--scheduler", default=None)
 @click.option("-f", "--logfile", default=None, help="log to this file (%n, %i, ... expand)")
@@ -214,14 +215,20 @@ def _concurrency(o: dict[str, Any]) -> int | None:
 
 
 def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
+    from celeriac._cli.beat import check_scheduler, with_embedded_beat  # noqa: PLC0415
+    from celeriac.beat.service import Claims  # noqa: PLC0415
     from celeriac.worker import Worker, expand_hostname  # noqa: PLC0415
 
-    if o["beat"]:
-        raise click.UsageError(
-            "-B/--beat: celeriac has no periodic task scheduler (beat) yet; "
-            "run Celery's beat beside the worker"
-        )
+    if o["pool"] == "eventlet":
+        raise click.UsageError(EVENTLET_REFUSED)
     app = obj.app
+    if o["beat"]:
+        check_scheduler(o["scheduler"])
+        Claims.check(app)
+    else:  # with -B, the beat process sends the app signals after importing the tasks
+        if o["scheduler"]:
+            obj.warnings.append("--scheduler: only the beat (-B) uses it; it is not used")
+        app.finalize()
     conf = app.conf
     pool = "prefork" if o["pool"] == "processes" else o["pool"]
     pool_name = pool or conf["worker_pool"]
@@ -246,14 +253,18 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         the_worker.heartbeat_interval = None
     elif o["heartbeat_interval"]:
         the_worker.heartbeat_interval = float(o["heartbeat_interval"])
+    the_worker.options = dict(o)  # celeryd_init's options
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
+    beat_log = node_format(the_worker.logfile, hostname, 0)
     umask = parse_umask(o["umask"])
     if not o["detach"]:
         if umask is not None:
             os.umask(umask)
         drop_privileges(o["uid"], o["gid"])
         with pidfile_lock(pidfile):
+            if o["beat"]:
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     if pidfile:
         check_pidfile(pidfile)  # refuse here, on the terminal, if it is running
@@ -262,6 +273,8 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         drop_privileges(o["uid"], o["gid"])
         with pidfile_lock(pidfile):
             started("")
+            if o["beat"]:
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     except click.ClickException as exc:
         started(exc.format_message())

@@ -31,6 +31,7 @@ from celeriac._config import Settings
 from celeriac._loop import run_sync
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
+from celeriac.app._periodic import PeriodicMixin
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
@@ -98,7 +99,7 @@ _apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _current: Celeriac | None = None
 
 
-class Celeriac:
+class Celeriac(PeriodicMixin):
     """A celeriac application (also importable as ``Celery``)."""
 
     def __init__(
@@ -215,7 +216,7 @@ class Celeriac:
     def check_configuration(self) -> None:
         """Fail now, with a clear message, if the broker or backend URL is unusable."""
         broker_class(self.broker_url)
-        backend_class(self.backend_url)
+        backend_class(self.backend_url, self.broker_url)  # rpc://: can this broker reply?
 
     def start(self, argv: list[str] | None = None) -> None:
         """Run the ``celeriac`` command line with this app (``python app.py worker``)."""
@@ -298,7 +299,12 @@ class Celeriac:
                     bopts = self.backend_options()
                     if backend_class(self.backend_url).needs_reply_to:  # rpc: the broker's
                         # server, and this app's reply queue (``reply_to`` of its tasks)
-                        bopts = {"broker_url": self.broker_url, "reply_to": self.reply_to, **bopts}
+                        bopts = {
+                            "broker_url": self.broker_url,
+                            "broker_options": opts,
+                            "reply_to": self.reply_to,
+                            **bopts,
+                        }
                     clients = _Clients(
                         create_broker(self.broker_url, opts),
                         create_backend(self.backend_url, bopts),

@@ -20,6 +20,7 @@ from celeriac.testing._capability_suites import (
 )
 from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
+from celeriac.testing._schedule_suite import ScheduleStoreConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
@@ -28,6 +29,7 @@ from celeriac.transports.capabilities import (
     RateLimitStore,
     RemoteControl,
     RevocationStore,
+    ScheduleStore,
 )
 
 #: Every broker capability Protocol and the mixin that tests it.
@@ -39,6 +41,7 @@ BROKER_MIXINS: dict[type, type] = {
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
     EventChannel: EventChannelConformance,
+    ScheduleStore: ScheduleStoreConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the

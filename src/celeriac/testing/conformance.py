@@ -13,6 +13,8 @@ contract every broker has; each capability Protocol of
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
 | ``EventChannel`` | :class:`EventChannelConformance` |
+| ``ScheduleStore`` | :class:`ScheduleStoreConformance` (beat's claims; on a result |
+|  | backend: :class:`BackendScheduleStoreConformance`) |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
@@ -80,6 +82,10 @@ from celeriac.testing._capability_suites import (
 from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
+from celeriac.testing._schedule_suite import (
+    BackendScheduleStoreConformance,
+    ScheduleStoreConformance,
+)
 from celeriac.testing._support import (
     QUEUE,
     BackendFactory,
@@ -100,6 +106,7 @@ __all__ = [
     "QUEUE",
     "BackendConformance",
     "BackendFactory",
+    "BackendScheduleStoreConformance",
     "BroadcastConformance",
     "BrokerConformance",
     "BrokerFactory",
@@ -114,6 +121,7 @@ __all__ = [
     "RemoteControlConformance",
     "ReplyConformance",
     "RevocationConformance",
+    "ScheduleStoreConformance",
     "backend_offers",
     "message",
     "number",

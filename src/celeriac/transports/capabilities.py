@@ -14,6 +14,9 @@ capability, run against every transport that claims it.
 |  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
 | :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
+| :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
+|  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
+|  |  |  |  |  | result backend's (Redis, SQLite) |
 
 ``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
 of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
@@ -166,6 +169,42 @@ class DeadLetterStore(Protocol):
         ...
 
 
+#: one message a claim publishes: (queue, message, priority, not_before)
+ScheduledSend = tuple[str, Message, int, float | None]
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Beat's store: the last run of each periodic entry, claimed atomically, and the
+    entries added at runtime. Times are whole milliseconds since the epoch (UTC), so a
+    claim compares exact integers whatever the process that computed them.
+
+    On a broker, a claim publishes its message in the same atomic step (one SQLite
+    transaction, one Redis script): a slot is sent exactly once by any number of beats.
+    A result backend offers the same calls without ``send`` (for brokers that cannot,
+    such as RabbitMQ: the beat then claims in the backend and publishes after)."""
+
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        """The stored last run of each entry of ``names`` that has one."""
+        ...
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        """If the stored last run of ``name`` is ``last`` (None: none is stored), store
+        ``slot`` and publish ``send``, atomically: True. False (nothing done) when it is
+        anything else: another beat claimed first."""
+        ...
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        """The entries stored at runtime (name -> the beat's encoding of it)."""
+        ...
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        """Store (or with None, delete) a runtime entry; deleting also forgets its runs."""
+        ...
+
+
 __all__ = [
     "Broadcast",
     "DeadLetterStore",
@@ -174,5 +213,7 @@ __all__ = [
     "RateLimitStore",
     "RemoteControl",
     "RevocationStore",
+    "ScheduleStore",
+    "ScheduledSend",
     "revocations_of",
 ]

@@ -28,8 +28,9 @@ from celeriac.exceptions import (
     ImproperlyConfigured,
     MessageError,
 )
-from celeriac.middleware import Middleware, overriding
+from celeriac.middleware import Middleware, consumer_sender, overriding
 from celeriac.protocol import Message, control_reply, parse_control
+from celeriac.states import REJECTED
 from celeriac.transports.broker import Broker, Delivery, Revocation
 from celeriac.transports.capabilities import (
     LeaseRecovery,
@@ -171,6 +172,7 @@ class Consumer:
     # -- main ---------------------------------------------------------------
     async def run(self, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()
+        consumer_sender.set(self)  # the sender of task_received, task_unknown ...
         self._wake, self._space, self._settled = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.broker = await self._connect_broker()
         self.broker.consumer_id = self.consumer_id
@@ -420,11 +422,15 @@ class Consumer:
     async def _settle(self, batch: list[Outcome]) -> None:
         broker, backend = self.broker, self.backend
         assert broker is not None and backend is not None
-        for settle in self._settlers:  # results first (the built-in ResultStore)
-            await self._retrying(partial(settle, self.app, batch, broker, backend))
+        await self._run_settlers(batch, broker, backend)
         follow_ups = [item for o in batch for item in o.follow_ups]
         if follow_ups:
+            # new messages (retries, callbacks, chain steps) go through the publish hooks
+            # (before/after_task_publish); a rejected message put back is not new
+            new = [(q, m) for o in batch if o.state != REJECTED for q, m, _, _ in o.follow_ups]
+            self._publish_hooks("before_publish", new)
             await self._retrying(partial(broker.publish_many, follow_ups))
+            self._publish_hooks("after_publish", new)
         await self._release(batch, broker)
         for outcome in batch:
             if outcome.action is Action.PROGRESS:
@@ -449,6 +455,27 @@ class Consumer:
         assert self._space is not None and self._settled is not None
         self._space.set()
         self._settled.set()
+
+    async def _run_settlers(
+        self, batch: list[Outcome], broker: Broker, backend: ResultBackend
+    ) -> None:
+        """The settle hooks, results first (the built-in ResultStore); one that fails
+        other than by the connection is an internal error of each task of the batch."""
+        for settle in self._settlers:
+            try:
+                await self._retrying(partial(settle, self.app, batch, broker, backend))
+            except (OSError, BrokerError, BackendError):
+                raise  # a cold stop during an outage
+            except Exception as exc:
+                logger.exception("Settling %d outcome(s) failed: %r", len(batch), exc)
+                for outcome in batch:
+                    if outcome.job is not None and outcome.action is not Action.PROGRESS:
+                        self.handler.tell_internal_error(outcome.job, exc)
+
+    def _publish_hooks(self, hook: str, messages: list[tuple[str, Message]]) -> None:
+        for mw in self.app.middleware:
+            for queue, message in messages:
+                getattr(mw, hook)(self.app, message, queue)
 
     def _observe(self, runtime: float) -> None:
         average = self._runtime

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from celeriac import signals
 from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
 from celeriac.worker._state import forget_child, write_pool
@@ -40,6 +41,8 @@ logger = logging.getLogger("celeriac.worker")
 
 _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 _PR_SET_PDEATHSIG = 1
+#: passed to ``Supervisor._on_signal`` for a stop that no signal asked for
+_BROKER_LOST = object()
 
 
 def _end_with_parent(parent: int) -> None:
@@ -120,6 +123,8 @@ class Supervisor:
             logger.warning("Cold shutdown (%s)", signal.Signals(signum).name)
         else:
             logger.warning("Warm shutdown (%s)", signal.Signals(signum).name)
+        if _frame is not _BROKER_LOST:  # a real signal
+            self.worker.shutting_down(signum, cold)
         child_signal = signal.SIGQUIT if cold else signal.SIGTERM
         for child in self.children.values():
             with contextlib.suppress(ProcessLookupError):
@@ -160,9 +165,7 @@ class Supervisor:
                 child.idle_since = time.monotonic()
         if not self._ready_announced and all(c.ready for c in self.children.values()):
             self._ready_announced = True
-            logger.warning("%s ready.", self.worker.hostname)
-            for mw in self.worker.app.middleware:
-                mw.worker_ready(self.worker.app, self.worker.hostname)
+            self.worker.announce_ready()
 
     def _record_pool(self) -> None:
         if self.worker.state_dir:
@@ -234,7 +237,7 @@ class Supervisor:
         if code == EXIT_BROKER_LOST and not self.stopping:  # broker_connection_retry
             logger.error("Process %r gave up on the broker: stopping the worker", name)
             self.exit_code = 1
-            self._on_signal(signal.SIGTERM, None)
+            self._on_signal(signal.SIGTERM, _BROKER_LOST)
         if code != 0:
             if not self.stopping and code != EXIT_ABANDONED:
                 logger.error("Process %r pid:%d exited with %s", name, child.pid, how)
@@ -274,6 +277,7 @@ class Supervisor:
         return 0
 
     def _spawn(self, index: int) -> None:
+        signals.worker_before_create_process.send(sender=self)
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
@@ -290,14 +294,24 @@ class Supervisor:
                 except BaseException:
                     logger.exception("ForkPoolWorker-%d crashed", index)
                 finally:
-                    logging.shutdown()
-                    os._exit(code)
+                    self._child_exit(code)
             self.children[pid] = Child(index, pid)
             self._record_pool()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     # -- child ----------------------------------------------------------------
+    def _child_exit(self, code: int) -> None:
+        """End this child: ``worker_process_shutdown`` (as Celery's, in the child), then
+        exit with ``code``."""
+        try:
+            signals.worker_process_shutdown.send(
+                sender=self.worker.hostname, pid=os.getpid(), exitcode=code
+            )
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
     def _child_main(self, index: int, parent: int, mask: set[int | signal.Signals]) -> int:
         """A child: the consumer's event loop on a thread, tasks on the main thread (so a
         signal can interrupt a task blocked in a system call: soft limits, terminate).
@@ -311,6 +325,7 @@ class Supervisor:
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         worker = self.worker
         worker.open_logfile(index)
+        signals.worker_process_init.send(sender=worker.hostname)
         consumer = worker.consumer_for_child(self._consumer_id(os.getpid()))
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
@@ -340,8 +355,7 @@ class Supervisor:
                 consumer.exit_code = consumer.exit_code or 1
             if consumer.exit_code or consumer.cold:
                 # the main thread may be stuck in a task that was stopped: leave now
-                logging.shutdown()
-                os._exit(consumer.exit_code)
+                self._child_exit(consumer.exit_code)
             pool.stop()
 
         def on_signal(signum: int, _frame: object) -> None:

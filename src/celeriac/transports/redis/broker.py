@@ -41,8 +41,11 @@ from celeriac.transports.capabilities import (
     RateLimitStore,
     RemoteControl,
     RevocationStore,
+    ScheduledSend,
+    ScheduleStore,
 )
 from celeriac.transports.redis.events import RedisEvents
+from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -114,6 +117,7 @@ class RedisBroker(
     RemoteControl,
     DeadLetterStore,
     EventChannel,
+    ScheduleStore,
 ):
     """Redis broker; see the module docstring."""
 
@@ -501,6 +505,31 @@ class RedisBroker(
 
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         return float(await self._run("take_token", key, rate, capacity))
+
+    # -- beat's store (ScheduleStore: redis/schedule.py) ------------------------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        with self._errors():
+            return await _schedule.runs(self._fast, self.prefix, names)
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        group: list[Any] = []
+        if send is not None:
+            queue, message, priority, not_before = send
+            if queue not in self._declared:
+                await self.declare(queue)
+            group = publish_group(queue, message, priority, not_before, eta_visible=False)
+        with self._errors():
+            return await _schedule.claim(self._fast, self.prefix, name, last, slot, group)
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        with self._errors():
+            return await _schedule.entries(self._fast, self.prefix)
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        with self._errors():
+            await _schedule.set_entry(self._fast, self.prefix, name, data)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
