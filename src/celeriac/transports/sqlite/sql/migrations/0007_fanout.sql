@@ -1,4 +1,4 @@
--- celeriac schema version 5: the pub/sub of remote control and events (Celery's pidbox
+-- celeriac schema version 7: the pub/sub of remote control and events (Celery's pidbox
 -- and celeryev exchanges): publications kept for a minute, read by every listener from
 -- the id it started at.
 CREATE TABLE celeriac_fanout (
