@@ -249,10 +249,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     if o["autoscale"] is not None and pool_name == "prefork":
         the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
-    if o["without_heartbeat"]:
-        the_worker.heartbeat_interval = None
-    elif o["heartbeat_interval"]:
-        the_worker.heartbeat_interval = float(o["heartbeat_interval"])
+    the_worker.heartbeat_interval = _heartbeat(o)
     the_worker.options = dict(o)  # celeryd_init's options
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
@@ -279,6 +276,14 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     except click.ClickException as exc:
         started(exc.format_message())
         raise
+
+
+def _heartbeat(o: dict[str, Any]) -> float | None:
+    """Seconds between event heartbeats: ``--heartbeat-interval`` (2), none with
+    ``--without-heartbeat``."""
+    if o["without_heartbeat"]:
+        return None
+    return float(o["heartbeat_interval"] or 2.0)
 
 
 def _absolute(path: str | None) -> str | None:

@@ -44,8 +44,8 @@ from celeriac.transports.capabilities import (
     ScheduledSend,
     ScheduleStore,
 )
-from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis import schedule as _schedule
+from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,

@@ -37,8 +37,8 @@ from celeriac.transports.capabilities import (
     ScheduleStore,
 )
 from celeriac.transports.sqlite import db as _sql
-from celeriac.transports.sqlite.fanout import SQLiteFanout
 from celeriac.transports.sqlite import schedule as _schedule
+from celeriac.transports.sqlite.fanout import SQLiteFanout
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
