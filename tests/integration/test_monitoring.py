@@ -56,8 +56,13 @@ def test_a_prefork_worker_on_sqlite_is_monitored(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    assert dump.stderr is not None  # events published before it listens are not kept
+    for line in dump.stderr:  # (after "Created the SQLite database ...")
+        if "-> celeriac events: listening on sqlite://" in line:
+            break
     worker = WorkerProcess(tmp_path, "montasks", "-c", "2", "-E", "-n", host, "-l", "INFO")
     worker.env["PYTHONPATH"] = str(tmp_path)
     try:
@@ -98,6 +103,7 @@ def test_a_prefork_worker_on_sqlite_is_monitored(tmp_path: Path) -> None:
         worker.stop()
         dump.terminate()
         out, _ = dump.communicate(timeout=20)
+        dump.stderr.close()
     for kind in ("worker-online", "worker-heartbeat", "task-received", "task-started"):
         assert f"{host} [" in out and f"] {kind}: " in out, (kind, out)
     assert "task-succeeded: " in out and "result='3'" in out

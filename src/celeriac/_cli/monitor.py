@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from celeriac._cli.common import AppOptions, app_options
+from celeriac.utils.log import mask_url
 
 EX_UNAVAILABLE = 69
 
@@ -205,8 +206,13 @@ def events(
             click.echo(render(state, clear=sys.stdout.isatty()))
 
     receiver = EventReceiver(obj.app, {"*": on_event})
+    where = mask_url(obj.app.broker_url)
+
+    def listening() -> None:
+        click.echo(f"-> celeriac events: listening on {where}", err=True)
+
     with contextlib.suppress(KeyboardInterrupt):
-        receiver.capture(timeout=timeout, limit=limit)
+        receiver.capture(timeout=timeout, limit=limit, listening=listening)
     if not dump:
         click.echo(render(state, clear=False))
 

@@ -86,11 +86,16 @@ class EventReceiver:
                 await task
         return count
 
-    def capture(self, timeout: float | None = None, limit: int | None = None) -> int:
+    def capture(
+        self,
+        timeout: float | None = None,
+        limit: int | None = None,
+        listening: Callable[[], None] | None = None,
+    ) -> int:
         """:meth:`acapture` for sync code (runs on the app's event-loop thread)."""
         from celeriac._loop import run_sync  # noqa: PLC0415
 
-        return run_sync(self.acapture(timeout, limit))
+        return run_sync(self.acapture(timeout, limit, listening))
 
 
 __all__ = ["EventReceiver"]
