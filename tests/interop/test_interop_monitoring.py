@@ -184,7 +184,8 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
         worker.start()
         app = celeriac.Celery("client", broker=url, backend=backend, task_send_sent_event=True)
         try:
-            assert app.send_task("mon.add", (2, 2)).get(timeout=20) == 4
+            first = app.send_task("mon.add", (2, 2))
+            assert first.get(timeout=20) == 4
             failed = app.send_task("mon.fail", ("bad",))
             with pytest.raises(Exception, match="bad"):
                 failed.get(timeout=20)
@@ -262,14 +263,16 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
         thread.join(10)
     online = [e for e in captured.events if e["type"] == "worker-online"]
     assert online and online[0]["hostname"] == host
-    succeeded = next(e for e in captured.events if e["type"] == "task-succeeded")
+    succeeded = next(
+        e for e in captured.events if e["type"] == "task-succeeded" and e["uuid"] == first.id
+    )
     assert succeeded["result"] == "4" and succeeded["runtime"] >= 0
     failed_event = next(e for e in captured.events if e["type"] == "task-failed")
     assert (
         failed_event["exception"] == "ValueError('bad')"
         and "Traceback" in failed_event["traceback"]
     )
-    sent = next(e for e in captured.events if e["type"] == "task-sent")
+    sent = next(e for e in captured.events if e["type"] == "task-sent" and e["uuid"] == first.id)
     assert sent["name"] == "mon.add" and sent["args"] == "(2, 2)" and sent["queue"] == "celery"
 
 
