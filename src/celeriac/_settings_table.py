@@ -50,8 +50,8 @@ _CONTROL = (
     "this setting does not change them"
 )
 _EVENTS = (
-    "is not implemented yet: celeriac sends no task events (celery events, Flower see "
-    "nothing from its workers)"
+    "celeriac's events use Celery's default exchange (celeryev), queue lifetimes and JSON; "
+    "this setting does not change them"
 )
 _BEAT = (
     "celeriac's beat keeps its state (the last run of each entry) in the broker, not in a "
@@ -227,16 +227,14 @@ NOTES: dict[str, tuple[Any, Note]] = {
     "control_queue_exclusive": (True, Note(_CONTROL, quiet=(None, True))),
     "control_queue_durable": (False, Note(_CONTROL, quiet=(None, False))),
     "control_exchange": ("celery", Note(_CONTROL, quiet=(None, "celery"))),
-    # events (not yet)
-    "event_queue_expires": (60.0, Note(_EVENTS, "not-yet", quiet=(None, 60, 60.0))),
-    "event_queue_ttl": (5.0, Note(_EVENTS, "not-yet", quiet=(None, 5, 5.0))),
-    "event_queue_prefix": ("celeryev", Note(_EVENTS, "not-yet", quiet=(None, "celeryev"))),
-    "event_queue_exclusive": (True, Note(_EVENTS, "not-yet", quiet=(None, True))),
-    "event_queue_durable": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
-    "event_serializer": ("json", Note(_EVENTS, "not-yet", quiet=(None, "json"))),
-    "event_exchange": ("celeryev", Note(_EVENTS, "not-yet", quiet=(None, "celeryev"))),
-    "worker_send_task_events": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
-    "task_send_sent_event": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
+    # events
+    "event_queue_expires": (60.0, Note(_EVENTS, quiet=(None, 60, 60.0))),
+    "event_queue_ttl": (5.0, Note(_EVENTS, quiet=(None, 5, 5.0))),
+    "event_queue_prefix": ("celeryev", Note(_EVENTS, quiet=(None, "celeryev"))),
+    "event_queue_exclusive": (True, Note(_EVENTS, quiet=(None, True))),
+    "event_queue_durable": (False, Note(_EVENTS, quiet=(None, False))),
+    "event_serializer": ("json", Note(_EVENTS, quiet=(None, "json"))),
+    "event_exchange": ("celeryev", Note(_EVENTS, quiet=(None, "celeryev"))),
     # beat (celeriac's own: entries from beat_schedule and the broker, state in the broker)
     "beat_enable_remote_control": (
         False,

@@ -22,6 +22,7 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
@@ -50,9 +51,11 @@ class LocalBrokerSuite(
     RevocationConformance,
     RateLimitConformance,
     DeadLetterConformance,
+    RemoteControlConformance,
+    EventChannelConformance,
     ScheduleStoreConformance,
 ):
-    """What the memory and SQLite brokers offer (no remote control)."""
+    """What the memory and SQLite brokers offer (everything)."""
 
 
 class LocalBackendSuite(
@@ -129,14 +132,16 @@ def test_every_capability_protocol_has_a_conformance_mixin() -> None:
 def test_a_capability_mixin_fails_for_a_broker_without_the_capability() -> None:
     """Claiming a capability a broker lacks fails (the first check), it does not skip."""
 
-    class NoRemoteControl(DeadLetterConformance):
+    from celeriac.transports.amqp.broker import AMQPBroker
+
+    class NoLeases(DeadLetterConformance):
         pass
 
-    suite = NoRemoteControl()
-    suite.test_dead_letter_store_is_implemented(url_factory(MemoryBroker, "memory://x"))
-    with pytest.raises(AssertionError):
-        RemoteControlConformance().test_remote_control_is_implemented(
-            url_factory(MemoryBroker, "memory://x")
+    suite = NoLeases()
+    suite.test_dead_letter_store_is_implemented(url_factory(AMQPBroker, "amqp://x"))
+    with pytest.raises(AssertionError):  # RabbitMQ keeps no leases
+        LeaseRecoveryConformance().test_lease_recovery_is_implemented(
+            url_factory(AMQPBroker, "amqp://x")
         )
 
 

@@ -21,6 +21,7 @@ from celeriac.testing.conformance import (
     BrokerConformance,
     BrokerFactory,
     DeadLetterConformance,
+    EventChannelConformance,
     QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
@@ -52,6 +53,7 @@ class TestAMQPBroker(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     QueueBindingsConformance,
 ):
     """No LeaseRecovery: RabbitMQ has no leases (a delivery is held until its channel

@@ -26,6 +26,7 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
@@ -55,6 +56,7 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     ScheduleStoreConformance,
     QueueBindingsConformance,
 ):

@@ -142,7 +142,9 @@ def test_an_hourly_job_neither_skips_nor_doubles_across_dst_changes(zone: str) -
 
 def test_crontab_is_evaluated_in_the_app_timezone() -> None:
     assert _app("Asia/Tokyo").timezone == ZoneInfo("Asia/Tokyo")
-    assert _app().timezone == ZoneInfo("UTC") and _app("Asia/Tokyo").now().utcoffset() == timedelta(hours=9)
+    assert _app().timezone == ZoneInfo("UTC") and _app("Asia/Tokyo").now().utcoffset() == timedelta(
+        hours=9
+    )
     nine = crontab(minute=0, hour=9, app=_app("America/New_York"))
     after = datetime(2026, 7, 1, tzinfo=UTC)
     assert nine.first_fire(after) == datetime(2026, 7, 1, 13, tzinfo=UTC)  # 09:00 EDT

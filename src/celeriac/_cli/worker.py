@@ -29,15 +29,9 @@ from celeriac._concurrency import EVENTLET_REFUSED
 NO_MEANING = {
     "statedb": "--statedb: celeriac keeps revoked task ids in the broker (durable), "
     "so there is no state file; it is not used",
-    "task_events": "-E/--task-events: celeriac workers do not send task events yet; "
-    "monitors will not see this worker's tasks",
     "without_gossip": "--without-gossip: celeriac workers do not gossip; nothing to turn off",
     "without_mingle": "--without-mingle: celeriac workers do not mingle at start-up "
     "(revokes are in the broker); nothing to turn off",
-    "without_heartbeat": "--without-heartbeat: celeriac workers send no event heartbeats; "
-    "nothing to turn off",
-    "heartbeat_interval": "--heartbeat-interval: celeriac workers send no event "
-    "heartbeats; it is not used",
     "schedule_filename": "-s/--schedule: celeriac's beat keeps each entry's last run in "
     "the broker, not in a file; it is not used",
     "executable": "--executable: --detach forks this process instead of running a new "
@@ -142,6 +136,12 @@ def queue_names(conf: Any) -> list[str]:
 @click.option("--without-heartbeat", is_flag=True)
 @click.option("--heartbeat-interval", type=int, default=None)
 @click.option("--autoscale", type=Autoscale(), default=None)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus /metrics and /healthz on this port (celeriac[metrics])",
+)
 @click.option("-B", "--beat", is_flag=True, help="run a beat (periodic tasks) beside the worker")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename", default=None)
 @click.option("--scheduler", default=None)
@@ -161,6 +161,10 @@ def worker(obj: AppOptions, /, **options: Any) -> None:
 def _apply_settings(conf: Any, o: dict[str, Any], prefork: bool) -> int | None:
     """The options that are settings (``--time-limit`` is ``task_time_limit``, ...);
     returns the prefetch multiplier."""
+    if o["task_events"]:
+        conf["worker_send_task_events"] = True
+    if o["metrics_port"]:
+        conf["worker_metrics_port"] = o["metrics_port"]
     if o["include"]:
         conf["include"] = [*conf["include"], *_csv(o["include"])]
     for option, setting in (
@@ -245,6 +249,7 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     if o["autoscale"] is not None and pool_name == "prefork":
         the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
+    the_worker.heartbeat_interval = _heartbeat(o)
     the_worker.options = dict(o)  # celeryd_init's options
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
@@ -271,6 +276,14 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     except click.ClickException as exc:
         started(exc.format_message())
         raise
+
+
+def _heartbeat(o: dict[str, Any]) -> float | None:
+    """Seconds between event heartbeats: ``--heartbeat-interval`` (2), none with
+    ``--without-heartbeat``."""
+    if o["without_heartbeat"]:
+        return None
+    return float(o["heartbeat_interval"] or 2.0)
 
 
 def _absolute(path: str | None) -> str | None:

@@ -134,7 +134,7 @@ class Celeriac(PeriodicMixin, AppAPI):
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.conf.watch(_task_config.WATCHED, lambda: _task_config.configure_all(self))
-        self.middleware: list[Middleware] = [SignalsMiddleware()]
+        self.middleware: list[Middleware] = [SignalsMiddleware(), _sent_events()]
         from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
 
         install(self)  # canvas: callbacks, chains, chord joins, celery.map/starmap/chunks
@@ -584,3 +584,9 @@ def shared_task(
 Celery = Celeriac
 
 __all__ = ["Celeriac", "Celery", "current_app", "shared_task"]
+
+
+def _sent_events() -> Middleware:
+    from celeriac.events.sent import TaskSentEvents  # noqa: PLC0415 - events import the app
+
+    return TaskSentEvents()

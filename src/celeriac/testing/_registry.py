@@ -19,11 +19,13 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._schedule_suite import ScheduleStoreConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     QueueBindings,
     RateLimitStore,
@@ -40,6 +42,7 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    EventChannel: EventChannelConformance,
     ScheduleStore: ScheduleStoreConformance,
     QueueBindings: QueueBindingsConformance,
 }

@@ -12,6 +12,7 @@ contract every broker has; each capability Protocol of
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
+| ``EventChannel`` | :class:`EventChannelConformance` |
 | ``ScheduleStore`` | :class:`ScheduleStoreConformance` (beat's claims; on a result |
 |  | backend: :class:`BackendScheduleStoreConformance`) |
 | ``QueueBindings`` | :class:`QueueBindingsConformance` |
@@ -80,6 +81,7 @@ from celeriac.testing._capability_suites import (
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
 from celeriac.testing._schedule_suite import (
@@ -112,6 +114,7 @@ __all__ = [
     "BrokerFactory",
     "ChordCounterConformance",
     "DeadLetterConformance",
+    "EventChannelConformance",
     "Factory",
     "GroupConformance",
     "KeyValueConformance",

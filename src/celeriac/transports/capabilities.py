@@ -11,8 +11,9 @@ capability, run against every transport that claims it.
 | :class:`RevocationStore` | ``revoke``, ``revoked``, ``revoked_among`` | yes | yes | yes | yes |
 | :class:`RateLimitStore` | ``take_token`` | yes | yes | yes | yes |
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
-|  | ``request_control``, ``broadcast_control`` | no | no | yes | yes |
+|  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
+| :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
 | :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
 |  |  |  |  |  | result backend's (Redis, SQLite) |
@@ -139,6 +140,28 @@ class RemoteControl(Broadcast, Protocol):
 
 
 @runtime_checkable
+class EventChannel(Protocol):
+    """Celery's events (the ``celeryev`` topic exchange): every listener sees every
+    event published after it listens; none are kept for later listeners."""
+
+    async def publish_events(self, items: Sequence[tuple[str, Message]]) -> None:
+        """Publish each ``(routing_key, message)`` (made by
+        :func:`celeriac.protocol.events.event_message`)."""
+        ...
+
+    async def listen_events(
+        self,
+        patterns: Sequence[str],
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        """Pass each event message whose routing key matches one of ``patterns`` (AMQP
+        binding keys: ``#``, ``worker.#``) to ``handler``, until cancelled; reconnects by
+        itself. ``listening`` is called each time events can arrive."""
+        ...
+
+
+@runtime_checkable
 class DeadLetterStore(Protocol):
     """Reading back what the broker set aside."""
 
@@ -197,6 +220,7 @@ class QueueBindings(Protocol):
 __all__ = [
     "Broadcast",
     "DeadLetterStore",
+    "EventChannel",
     "LeaseRecovery",
     "QueueBindings",
     "RateLimitStore",

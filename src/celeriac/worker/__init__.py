@@ -103,6 +103,10 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf["worker_max_tasks_per_child"]
         #: KiB of resident memory after which a prefork child is replaced
         self.max_memory_per_child: int | None = conf["worker_max_memory_per_child"]
+        #: seconds between event heartbeats (None: none, ``--without-heartbeat``)
+        self.heartbeat_interval: float | None = 2.0
+        #: the prefork children's shared state directory (celeriac.worker._state)
+        self.state_dir: str | None = None
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
@@ -127,6 +131,10 @@ class Worker:
         )
         for line in self.startup_warnings:
             logger.warning("%s", line)
+        if app.conf["worker_metrics_port"]:
+            from celeriac.worker._metrics import require_client  # noqa: PLC0415
+
+            require_client()
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         try:
             asyncio.run(self._preflight())
@@ -211,7 +219,7 @@ class Worker:
         logger.warning("Purged %d message(s) from %d queue(s)", count, len(self.queues))
 
     def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
-        return Consumer(
+        consumer = Consumer(
             self.app,
             make_pool(pool_name, concurrency),
             queues=self.queues,
@@ -220,6 +228,14 @@ class Worker:
             max_tasks=None,
             consumer_id=consumer_id,
         )
+        consumer.monitor.heartbeat_interval = self.heartbeat_interval
+        consumer.monitor.metrics_port = self.app.conf["worker_metrics_port"]
+        consumer.monitor.worker = self
+        if self.state_dir is not None:
+            from celeriac.worker._state import SharedState  # noqa: PLC0415
+
+            consumer.monitor.shared = SharedState(self.state_dir)
+        return consumer
 
     def consumer_for_child(self, consumer_id: str) -> Consumer:
         """A prefork child's consumer, with the per-child limits."""

@@ -39,6 +39,7 @@ from celeriac.transports.capabilities import (
     RemoteControl,
     RevocationStore,
 )
+from celeriac.worker._monitor import WorkerMonitor
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.limits import resident_kib
@@ -137,7 +138,9 @@ class Consumer:
         self.revocation_store: RevocationStore | None = None
         self.rate_store: RateLimitStore | None = None
         self.backend: ResultBackend | None = None
-        self.use_middleware([*builtins(self), *app.middleware])
+        #: events, counts and shared state for monitors (celeriac.worker._monitor)
+        self.monitor = WorkerMonitor(self)
+        self.use_middleware([*builtins(self), self.monitor, *app.middleware])
 
     def use_middleware(self, middleware: list[Middleware]) -> None:
         """Run these hooks (the worker's own, then the app's), calling only those that
@@ -196,6 +199,7 @@ class Consumer:
                 await asyncio.wait_for(listening.wait(), CONTROL_START_TIMEOUT)
         if on_ready is not None:
             on_ready()
+        helpers.append(loop.create_task(self.monitor.run()))
         settler = loop.create_task(self._settle_loop())
         helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
         try:
@@ -208,6 +212,8 @@ class Consumer:
             self._closing = True  # the drain is over: nothing more will be settled
             self._wake.set()
             await asyncio.gather(settler, *helpers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.monitor.close()
             self.pool.stop()
             for mw in self.middleware:
                 mw.worker_shutdown(self.app, self.hostname)
@@ -284,6 +290,7 @@ class Consumer:
                     logger.error("Broker connection lost: %s; reconnecting", exc)
                 await asyncio.sleep(delay)
                 continue
+            self.monitor.fetched_at = time.monotonic()
             if failures:
                 logger.info("Broker connection restored")
                 failures = 0
@@ -346,6 +353,7 @@ class Consumer:
         if self.max_tasks and self._submitted >= self.max_tasks:
             self._withheld.append(job)  # this process stops after max_tasks: give it back
             if not self._stopping:
+                self.monitor.recycling = True
                 self.stop()
             return
         self._submitted += 1
@@ -438,11 +446,13 @@ class Consumer:
                     self._exit_after_abandon(outcome.job)
         if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
             logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
+            self.monitor.recycling = True
             self.stop()
         if self.max_memory and not self._stopping and (rss := resident_kib()) > self.max_memory:
             logger.warning(
                 "Child process uses %d KiB (max %d KiB); restarting", rss, self.max_memory
             )
+            self.monitor.recycling = True
             self.stop()
         assert self._space is not None and self._settled is not None
         self._space.set()
@@ -574,6 +584,7 @@ class Consumer:
             job.call.name,
             job.call.id,
         )
+        self.monitor.recycling = True
         self.stop()
         self.exit_code = EXIT_ABANDONED
 

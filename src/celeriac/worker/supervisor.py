@@ -16,8 +16,10 @@ import logging
 import multiprocessing
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals
 from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
+from celeriac.worker._state import forget_child, write_pool
 from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
@@ -87,8 +90,17 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: self._poke())
         first = self.autoscaler.low if self.autoscaler else self.worker.concurrency
-        for index in range(1, first + 1):
-            self._spawn(index)
+        self.worker.state_dir = tempfile.mkdtemp(prefix="celeriac-worker-")
+        try:
+            for index in range(1, first + 1):
+                self._spawn(index)
+            self._supervise()
+        finally:
+            shutil.rmtree(self.worker.state_dir, ignore_errors=True)
+        logger.info("Worker %s stopped", self.worker.hostname)
+        return self.exit_code
+
+    def _supervise(self) -> None:
         while self.children:
             with contextlib.suppress(InterruptedError):
                 readable, _, _ = select.select([self._wake_r, self._ready_r], [], [], 1.0)
@@ -99,8 +111,6 @@ class Supervisor:
             self._reap()
             if self.autoscaler is not None and not self.stopping:
                 self._scale(self.autoscaler)
-        logger.info("Worker %s stopped", self.worker.hostname)
-        return self.exit_code
 
     def _poke(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -140,6 +150,9 @@ class Supervisor:
         except BlockingIOError:
             return
         for word in data.decode().split():
+            if word[0] in "GSA":  # from remote control: pool_grow, pool_shrink, autoscale
+                self._resize(word[0], word[1:])
+                continue
             kind, pid_text = (word[0], word[1:]) if word[0] in "BI" else ("R", word)
             child = self.children.get(int(pid_text))
             if child is None:
@@ -154,6 +167,47 @@ class Supervisor:
             self._ready_announced = True
             self.worker.announce_ready()
 
+    def _record_pool(self) -> None:
+        if self.worker.state_dir:
+            live = sorted(c.pid for c in self.children.values() if not c.retiring)
+            write_pool(self.worker.state_dir, live, len(live))
+
+    def _resize(self, kind: str, text: str) -> None:
+        """``pool_grow`` (G<n>), ``pool_shrink`` (S<n>), ``autoscale`` (A<max>,<min>)."""
+        if self.stopping:
+            return
+        if kind == "A" and self.autoscaler is not None:
+            high, _, low = text.partition(",")
+            self.autoscaler.high = max(1, int(high))
+            self.autoscaler.low = min(max(1, int(low or 1)), self.autoscaler.high)
+            logger.info("Autoscale now max=%d min=%d", self.autoscaler.high, self.autoscaler.low)
+            count = sum(not c.retiring for c in self.children.values())
+            if count < self.autoscaler.low:  # as Celery's: the pool follows the new range
+                self._resize("G", str(self.autoscaler.low - count))
+            elif count > self.autoscaler.high:
+                self._resize("S", str(count - self.autoscaler.high))
+            return
+        n = max(0, int(text or 1))
+        active = sorted(
+            (c for c in self.children.values() if not c.retiring), key=lambda c: c.index
+        )
+        if kind == "G":
+            used = {c.index for c in self.children.values()}
+            for _ in range(n):
+                index = min(set(range(1, len(used) + 2)) - used)
+                used.add(index)
+                self._spawn(index)
+            self.worker.concurrency = len(active) + n
+        elif kind == "S":
+            retire = [c for c in reversed(active) if c.index != 1][:n]
+            for child in retire:
+                child.retiring = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+            self.worker.concurrency = len(active) - len(retire)
+            self._record_pool()
+        logger.info("Pool now has %d processes", self.worker.concurrency)
+
     def _reap(self) -> None:
         while self.children:
             try:
@@ -166,7 +220,10 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            if self.worker.state_dir:
+                forget_child(self.worker.state_dir, pid)
             self._child_exited(child, status)
+            self._record_pool()
 
     def _child_exited(self, child: Child, status: int) -> None:
         name = f"ForkPoolWorker-{child.index}"
@@ -239,6 +296,7 @@ class Supervisor:
                 finally:
                     self._child_exit(code)
             self.children[pid] = Child(index, pid)
+            self._record_pool()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
@@ -272,6 +330,7 @@ class Supervisor:
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
         consumer.worker_pid = parent
+        consumer.monitor.supervisor_fd = self._ready_w
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
         if self.autoscaler is not None:

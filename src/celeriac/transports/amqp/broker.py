@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from celeriac.transports.amqp.consume import Consuming
 from celeriac.transports.amqp.core import DEAD_LETTER_QUEUE
+from celeriac.transports.amqp.events import EventExchange
 from celeriac.transports.amqp.ratelimit import TokenBuckets
 from celeriac.transports.amqp.remote import Pidbox
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     QueueBindings,
     RateLimitStore,
     RemoteControl,
@@ -35,10 +37,12 @@ class AMQPBroker(
     Consuming,
     TokenBuckets,
     Pidbox,
+    EventExchange,
     RevocationStore,
     RateLimitStore,
     RemoteControl,
     DeadLetterStore,
+    EventChannel,
     QueueBindings,
 ):
     """RabbitMQ broker; see the module docstring."""

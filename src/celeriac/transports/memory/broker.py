@@ -29,12 +29,15 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
     ScheduledSend,
     ScheduleStore,
 )
+from celeriac.transports.memory.fanout import MemoryFanout
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -201,7 +204,15 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
 
 
 class MemoryBroker(
-    Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore, ScheduleStore
+    MemoryFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+    ScheduleStore,
 ):
     """In-process broker; see the module docstring."""
 

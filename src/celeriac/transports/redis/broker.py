@@ -36,6 +36,7 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     QueueBindings,
     RateLimitStore,
@@ -45,6 +46,7 @@ from celeriac.transports.capabilities import (
     ScheduleStore,
 )
 from celeriac.transports.redis import schedule as _schedule
+from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -108,12 +110,14 @@ def _leases(deliveries: Sequence[Delivery]) -> bytes:
 
 
 class RedisBroker(
+    RedisEvents,
     Broker,
     LeaseRecovery,
     RevocationStore,
     RateLimitStore,
     RemoteControl,
     DeadLetterStore,
+    EventChannel,
     ScheduleStore,
     QueueBindings,
 ):

@@ -28,14 +28,17 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
     ScheduledSend,
     ScheduleStore,
 )
 from celeriac.transports.sqlite import db as _sql
 from celeriac.transports.sqlite import schedule as _schedule
+from celeriac.transports.sqlite.fanout import SQLiteFanout
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
@@ -56,7 +59,15 @@ def _parse_tag(tag: str) -> tuple[int, int]:
 
 
 class SQLiteBroker(
-    Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore, ScheduleStore
+    SQLiteFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+    ScheduleStore,
 ):
     """SQLite broker; see the module docstring."""
 
