@@ -14,6 +14,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# ``celeriac ... worker -P gevent``: monkey patch before anything imports sockets, as Celery
+from celeriac._concurrency import maybe_patch_concurrency as _maybe_patch_concurrency
+
+_maybe_patch_concurrency()
+
 from celeriac import states
 from celeriac._queues import Queue
 from celeriac.app import Celeriac, Celery, _CurrentAppProxy, shared_task
@@ -32,6 +37,7 @@ from celeriac.canvas import (
 from celeriac.middleware import Middleware
 from celeriac.result import AsyncResult
 from celeriac.task import Task
+from celeriac.utils import uuid
 
 #: The current app (the most recently created one), as ``celery.current_app``.
 current_app = _CurrentAppProxy()
@@ -55,6 +61,7 @@ __all__ = [
     "signature",
     "states",
     "subtask",
+    "uuid",
     "xmap",
     "xstarmap",
 ]

@@ -16,8 +16,9 @@ import os
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from celeriac._settings_table import NOTES, Note, old_name
 from celeriac.exceptions import ImproperlyConfigured
@@ -132,6 +133,16 @@ def _choice(*choices: str) -> Validator:
     return check
 
 
+def _pool(name: str, value: Any) -> Any:
+    if value == "eventlet":
+        from celeriac._concurrency import EVENTLET_REFUSED  # noqa: PLC0415
+
+        raise ImproperlyConfigured(
+            f"setting {name}='eventlet': {EVENTLET_REFUSED.partition(': ')[2]}"
+        )
+    return _choice("prefork", "threads", "asyncio", "solo", "gevent")(name, value)
+
+
 def _serializer(name: str, value: Any) -> Any:
     return _choice("json", "msgpack", "pickle")(name, value)
 
@@ -201,6 +212,31 @@ def _protocol(name: str, value: Any) -> Any:
     return value
 
 
+def _timezone(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    if isinstance(value, str):
+        if not value:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            near = difflib.get_close_matches(value, available_timezones(), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise _fail(
+                name, value, f"an IANA time zone name such as 'Europe/Paris'{hint}"
+            ) from None
+        return value
+    raise _fail(name, value, "a time zone name (str) or a tzinfo")
+
+
+def _beat_schedule(name: str, value: Any) -> Any:
+    from celeriac.beat.entries import check_schedule  # noqa: PLC0415 - imports this module
+
+    value = _mapping(name, value)
+    return None if value is None else check_schedule(name, value)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     default: Any
@@ -255,7 +291,7 @@ SETTINGS: dict[str, Setting] = {
     "task_publish_retry_policy": Setting(None, _retry_policy),
     # worker
     "worker_concurrency": Setting(None, _int(1)),
-    "worker_pool": Setting("prefork", _choice("prefork", "threads", "asyncio", "solo")),
+    "worker_pool": Setting("prefork", _pool),
     "worker_prefetch_multiplier": Setting(4, _int(1)),
     "worker_prefetch_window": Setting(0.02, _seconds),
     "worker_max_tasks_per_child": Setting(None, _int(1)),
@@ -263,12 +299,21 @@ SETTINGS: dict[str, Setting] = {
     "worker_revoke_expires": Setting(10800.0, _seconds),
     "worker_disable_rate_limits": Setting(False, _bool),
     "worker_enable_remote_control": Setting(True, _bool),
+    "worker_send_task_events": Setting(False, _bool),
+    "worker_metrics_port": Setting(None, _int(1)),
+    "task_send_sent_event": Setting(False, _bool),
     "worker_hijack_root_logger": Setting(True, _bool),
     "worker_log_format": Setting(None, _str),
     "worker_task_log_format": Setting(None, _str),
     "worker_log_datefmt": Setting(None, _str),
     "worker_task_log_datefmt": Setting(None, _str),
+    # beat
+    "beat_schedule": Setting({}, _beat_schedule),
+    "beat_max_loop_interval": Setting(0, _seconds),
+    "beat_cron_starting_deadline": Setting(None, _seconds),
     # misc
+    "timezone": Setting(None, _timezone),
+    "enable_utc": Setting(True, _bool),
     "imports": Setting([], _list),
     "include": Setting([], _list),
 }

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -109,16 +111,53 @@ def thread_loop() -> asyncio.AbstractEventLoop:
     return state.loop
 
 
+#: loops run by a greenlet, under gevent (the gevent pool's worker loop) -> that greenlet
+_greenlet_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def run_by_greenlet(loop: asyncio.AbstractEventLoop, owner: Any) -> None:
+    """Record that greenlet ``owner`` runs ``loop``: the other greenlets of its thread see
+    it as their running loop (asyncio keeps one per thread), so their blocking calls are
+    handed to it (see :func:`run_sync`)."""
+    _greenlet_loops[loop] = owner
+
+
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run ``coro`` to completion for a sync caller and return its result."""
     try:
-        asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
     except RuntimeError:
         loop = thread_loop()
         if timeout is None:
             return loop.run_until_complete(coro)
         return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    owner = _greenlet_loops.get(running) if _greenlet_loops else None
+    if owner is not None:
+        return _run_on_greenlet_loop(running, owner, coro, timeout)
     return loop_thread().run(coro, timeout)
+
+
+def _run_on_greenlet_loop(
+    loop: asyncio.AbstractEventLoop, owner: Any, coro: Coroutine[Any, Any, T], timeout: float | None
+) -> T:
+    """From a greenlet (a gevent pool task): run ``coro`` on the loop another greenlet of
+    this thread runs, waiting cooperatively (the wait yields to the other greenlets). A
+    second loop cannot run in this thread while that one does, so this is the one way."""
+    if sys.modules["greenlet"].getcurrent() is owner:
+        coro.close()
+        raise RuntimeError(
+            "a blocking celeriac call (delay(), get(), ...) in an async def task on the "
+            "gevent pool would stop the worker's event loop; await the async API there "
+            "(await task.adelay(), await task.aapply_async(), await result.aget())"
+        )
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise
 
 
 def _after_fork() -> None:

@@ -47,7 +47,8 @@ def queue_table(setting: str, value: Any) -> Any:
                 logger.warning(
                     "task_queues: the %s of queue %r (%r) is not used: celeriac declares "
                     "its queues with task_queue_max_priority and task_default_queue_type, "
-                    "bound to a direct exchange of their name",
+                    "bound to a direct exchange of their name (and to their own exchange "
+                    "when it is direct)",
                     what,
                     queue.name,
                     given,
@@ -112,6 +113,67 @@ def _bad(setting: str, item: Any) -> ImproperlyConfigured:
     )
 
 
+def queue_name(queue: Any) -> str | None:
+    """The name of a queue given as a name, kombu's ``Queue`` or celeriac's."""
+    if isinstance(queue, str):
+        return queue or None
+    name = getattr(queue, "name", None)
+    return str(name) if name else None
+
+
+def route_queue(conf: Settings, route: Any) -> str | None:
+    """The queue a route names: ``queue`` (a name or a queue object), else the queue of
+    ``task_queues`` bound to ``exchange`` with ``routing_key`` (a direct exchange, as
+    Celery's: a queue declared without them is bound to the exchange and key of its
+    name). None when the route says nothing; an exchange and key no queue is bound to
+    fail the send, naming them (Celery's broker would drop the message)."""
+    if route is None or isinstance(route, str) or not isinstance(route, Mapping):
+        return queue_name(route)
+    queue = queue_name(route.get("queue"))
+    if queue:
+        return queue
+    exchange = queue_name(route.get("exchange"))
+    key = route.get("routing_key")
+    if not exchange and not key:
+        return None
+    default = str(conf["task_default_queue"])
+    exchange = exchange or str(conf["task_default_exchange"] or default)
+    declared = queues_from("task_queues", conf["task_queues"]) or [Queue(default)]
+    for candidate in declared:
+        bound_to = candidate.exchange or candidate.name
+        if bound_to == exchange and (
+            key is None or (candidate.routing_key or candidate.name) == key
+        ):
+            return candidate.name
+    raise ImproperlyConfigured(
+        f"no queue of task_queues is bound to exchange {exchange!r} with routing key "
+        f"{key!r} (declared: {', '.join(q.name for q in declared)}): route by queue name, "
+        "or declare Queue(name, Exchange(exchange), routing_key=key)"
+    )
+
+
+def bindings(conf: Settings, consumed: list[str]) -> list[tuple[str, str, str]]:
+    """``(queue, exchange, routing_key)`` of each consumed queue that ``task_queues``
+    binds to another direct exchange or key than its name (a worker binds it so)."""
+    found = []
+    for queue in queues_from("task_queues", conf["task_queues"]):
+        exchange, key = queue.exchange or queue.name, queue.routing_key or queue.name
+        direct = queue.exchange_type == "direct"  # others: warned about, not bound
+        if direct and queue.name in consumed and (exchange, key) != (queue.name, queue.name):
+            found.append((queue.name, exchange, key))
+    return found
+
+
+async def bind_consumed(conf: Settings, broker: Any, consumed: list[str]) -> None:
+    """A worker's: bind its queues to the exchanges and keys ``task_queues`` gives them,
+    on a broker that has exchanges (capability ``QueueBindings``)."""
+    from celeriac.transports.capabilities import QueueBindings  # noqa: PLC0415
+
+    if isinstance(broker, QueueBindings):
+        for queue, exchange, key in bindings(conf, consumed):
+            await broker.bind(queue, exchange, key)
+
+
 def declared_queues(conf: Settings) -> list[str]:
     """The names of the queues in ``task_queues``, in order."""
     return [q.name for q in queues_from("task_queues", conf["task_queues"])]
@@ -136,4 +198,14 @@ def check_queue(conf: Settings, queue: str) -> None:
         )
 
 
-__all__ = ["Queue", "check_queue", "consumed_queues", "declared_queues", "queues_from"]
+__all__ = [
+    "Queue",
+    "bind_consumed",
+    "bindings",
+    "check_queue",
+    "consumed_queues",
+    "declared_queues",
+    "queue_name",
+    "queues_from",
+    "route_queue",
+]

@@ -16,9 +16,10 @@ def from_routes(
     kwargs: dict[str, Any],
     options: dict[str, Any],
     task: Any,
-) -> str | None:
-    """The queue ``task_routes`` gives a task (a table, a router callable, or a list of
-    them, the first answer winning), or None."""
+) -> Any:
+    """The route ``task_routes`` gives a task (a table, a router callable, or a list of
+    them, the first answer winning): a queue (its name or a queue object), a mapping with
+    ``queue`` or ``exchange``/``routing_key``, or None."""
     if not routes:
         return None
     for router in routes if isinstance(routes, (list, tuple)) else [routes]:
@@ -26,10 +27,11 @@ def from_routes(
             route = router(name, args, kwargs, options, task=task)
         else:
             route = match_route(router, name)
-        if isinstance(route, str):
+        if isinstance(route, dict):
+            if route.get("queue") or route.get("exchange") or route.get("routing_key"):
+                return route
+        elif route:
             return route
-        if isinstance(route, dict) and route.get("queue"):
-            return str(route["queue"])
     return None
 
 

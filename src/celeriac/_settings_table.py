@@ -50,13 +50,14 @@ _CONTROL = (
     "this setting does not change them"
 )
 _EVENTS = (
-    "is not implemented yet: celeriac sends no task events (celery events, Flower see "
-    "nothing from its workers)"
+    "celeriac's events use Celery's default exchange (celeryev), queue lifetimes and JSON; "
+    "this setting does not change them"
 )
 _BEAT = (
-    "is not implemented yet: celeriac has no beat scheduler, nothing is scheduled (Celery's "
-    "beat, run against the same broker, sends tasks that celeriac workers run)"
+    "celeriac's beat keeps its state (the last run of each entry) in the broker, not in a "
+    "file, and has one scheduler: entries come from beat_schedule and app.beat.add()"
 )
+_BEAT_SYNC = "celeriac's beat stores each run in the broker as it sends it; nothing to sync"
 _COMPONENTS = (
     "celeriac's worker is not built of swappable Celery components; this class path is not used"
 )
@@ -226,31 +227,32 @@ NOTES: dict[str, tuple[Any, Note]] = {
     "control_queue_exclusive": (True, Note(_CONTROL, quiet=(None, True))),
     "control_queue_durable": (False, Note(_CONTROL, quiet=(None, False))),
     "control_exchange": ("celery", Note(_CONTROL, quiet=(None, "celery"))),
-    # events (not yet)
-    "event_queue_expires": (60.0, Note(_EVENTS, "not-yet", quiet=(None, 60, 60.0))),
-    "event_queue_ttl": (5.0, Note(_EVENTS, "not-yet", quiet=(None, 5, 5.0))),
-    "event_queue_prefix": ("celeryev", Note(_EVENTS, "not-yet", quiet=(None, "celeryev"))),
-    "event_queue_exclusive": (True, Note(_EVENTS, "not-yet", quiet=(None, True))),
-    "event_queue_durable": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
-    "event_serializer": ("json", Note(_EVENTS, "not-yet", quiet=(None, "json"))),
-    "event_exchange": ("celeryev", Note(_EVENTS, "not-yet", quiet=(None, "celeryev"))),
-    "worker_send_task_events": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
-    "task_send_sent_event": (False, Note(_EVENTS, "not-yet", quiet=(None, False))),
-    # beat (not yet)
-    "beat_enable_remote_control": (False, Note(_BEAT, "not-yet", quiet=(None, False))),
-    "beat_remote_control_max_tick_age": (None, Note(_BEAT, "not-yet")),
-    "beat_max_loop_interval": (0, Note(_BEAT, "not-yet", quiet=(None, 0))),
-    "beat_schedule": ({}, Note(_BEAT, "not-yet", quiet=(None, {}))),
+    # events
+    "event_queue_expires": (60.0, Note(_EVENTS, quiet=(None, 60, 60.0))),
+    "event_queue_ttl": (5.0, Note(_EVENTS, quiet=(None, 5, 5.0))),
+    "event_queue_prefix": ("celeryev", Note(_EVENTS, quiet=(None, "celeryev"))),
+    "event_queue_exclusive": (True, Note(_EVENTS, quiet=(None, True))),
+    "event_queue_durable": (False, Note(_EVENTS, quiet=(None, False))),
+    "event_serializer": ("json", Note(_EVENTS, quiet=(None, "json"))),
+    "event_exchange": ("celeryev", Note(_EVENTS, quiet=(None, "celeryev"))),
+    # beat (celeriac's own: entries from beat_schedule and the broker, state in the broker)
+    "beat_enable_remote_control": (
+        False,
+        Note("is not implemented yet: celeriac's beat answers no remote control", "not-yet"),
+    ),
+    "beat_remote_control_max_tick_age": (
+        None,
+        Note("is not implemented yet: celeriac's beat answers no remote control", "not-yet"),
+    ),
     "beat_scheduler": (
         "celery.beat:PersistentScheduler",
-        Note(_BEAT, "not-yet", quiet=(None, "celery.beat:PersistentScheduler")),
+        Note(_BEAT, quiet=(None, "celery.beat:PersistentScheduler", "celery.beat:Scheduler")),
     ),
     "beat_schedule_filename": (
         "celerybeat-schedule",
-        Note(_BEAT, "not-yet", quiet=(None, "celerybeat-schedule")),
+        Note(_BEAT, quiet=(None, "celerybeat-schedule")),
     ),
-    "beat_sync_every": (0, Note(_BEAT, "not-yet", quiet=(None, 0))),
-    "beat_cron_starting_deadline": (None, Note(_BEAT, "not-yet")),
+    "beat_sync_every": (0, Note(_BEAT_SYNC, quiet=(None, 0))),
     # tasks
     "task_acks_on_failure": (
         None,
@@ -434,18 +436,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         ),
     ),
     # misc
-    "timezone": (
-        None,
-        Note(
-            "celeriac keeps every time in UTC: ETAs and expiry times are absolute, a naive "
-            "datetime is taken as UTC",
-            quiet=(None, "UTC", "utc", "Etc/UTC"),
-        ),
-    ),
-    "enable_utc": (
-        True,
-        Note("celeriac keeps every time in UTC (a naive ETA is taken as UTC)", quiet=(None, True)),
-    ),
     "result_accept_content": (
         None,
         Note(

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from celeriac import __version__
+from celeriac._cli.beat import beat
 from celeriac._cli.common import AppOptions, app_options, find_app, global_options  # noqa: F401 - find_app: public
+from celeriac._cli.monitor import control, events, inspect, status
 from celeriac._cli.multi import multi
 from celeriac._cli.tools import call, list_command, report, shell
 from celeriac._cli.worker import worker
@@ -29,7 +31,9 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 #: the app of ``app.start()`` / ``app.worker_main()``, used when no ``-A`` is given
 _started_app: Celeriac | None = None
 
-for _command in (worker, multi, call, shell, report, list_command):
+for _command in (worker, beat, multi, call, shell, report, list_command):
+    cli.add_command(_command)
+for _command in (inspect, control, status, events):
     cli.add_command(_command)
 
 

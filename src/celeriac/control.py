@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _stamp_revoke, states
+from celeriac._control_api import ControlCommands, InspectCommands
 from celeriac._loop import run_sync
 from celeriac._outcome import revoked_meta
 from celeriac.exceptions import ImproperlyConfigured
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 _NOT_STARTED = frozenset({states.PENDING, states.RETRY})
 
 
-class Control:
+class Control(ControlCommands):
     def __init__(self, app: Celeriac) -> None:
         self.app = app
 
@@ -204,7 +205,7 @@ class Control:
         return run_sync(purge())
 
 
-class Inspect:
+class Inspect(InspectCommands):
     """Asks workers about themselves; see :meth:`Control.inspect`."""
 
     def __init__(self, control: Control, destination: Sequence[str] | None, timeout: float) -> None:
@@ -288,7 +289,12 @@ async def remote_command(
         return await _stamp_revoke.command(app, args)
     if method == "hello":
         return {"revoked": {}, "clock": 0}
-    known = ", ".join([*COMMANDS, *sorted(custom.Panel.data)])
+    from celeriac.worker import _inspect  # noqa: PLC0415 - imports the worker
+
+    builtin = _inspect.lookup(method)
+    if builtin is not None and consumer is not None:
+        return await builtin(consumer, dict(args))
+    known = ", ".join([*COMMANDS, *sorted(_inspect.COMMANDS), *sorted(custom.Panel.data)])
     return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
 
 

@@ -22,11 +22,12 @@ Three worker hooks act on the consumer's loop rather than on one task:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
+from celeriac.exceptions import NotRegistered, Reject
 from celeriac.protocol import Message
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
     from celeriac.transports.backend import ResultBackend
     from celeriac.transports.broker import Broker
     from celeriac.worker.core import Job
+
+
+#: the consumer whose loop is running (set by ``Consumer.run``): the ``sender`` of the
+#: signals Celery sends from its consumer (``task_received``, ``task_unknown`` ...)
+consumer_sender: ContextVar[Any] = ContextVar("consumer_sender")
 
 
 class Middleware:
@@ -81,6 +87,15 @@ class Middleware:
     def on_unknown(self, name: str, task_id: str, message: Message) -> None:
         """Called when a message names a task that is not registered."""
 
+    def on_rejected(self, message: Message | None, exc: BaseException | None) -> None:
+        """Called when a message is dead-lettered unread: undecodable, of a refused
+        content type, or not a task message (``message`` None when unreadable)."""
+
+    def on_internal_error(self, task: Task[Any, Any], request: Context, exc: BaseException) -> None:
+        """Called when the worker itself failed around a task (a middleware hook, the
+        task's ``on_failure``, the result store raised ``exc``); the task is recorded as
+        FAILURE with ``exc``."""
+
     def on_exception(self, job: Job, exc: BaseException, runtime: float) -> BaseException | Outcome:
         """Called in the executing thread when the task raised ``exc`` (``runtime``
         seconds after it started). Return ``exc`` to go on, another exception to go on
@@ -117,7 +132,8 @@ def overriding(middleware: Iterable[Middleware], hook: str) -> list[Callable[...
 
 
 class SignalsMiddleware(Middleware):
-    """Fires Celery's signals (``celeriac.signals``) with Celery's argument names."""
+    """Fires Celery's task and publish signals (``celeriac.signals``) with Celery's
+    argument names; the worker's life-cycle signals are sent by the worker itself."""
 
     def before_publish(self, app: Celeriac, message: Message, queue: str) -> None:
         if signals.before_task_publish.receivers:
@@ -140,22 +156,12 @@ class SignalsMiddleware(Middleware):
                 exchange="",
                 routing_key=queue,
                 headers=message.headers,
-                properties=message.properties,
+                properties=message.properties,  # celeriac's own: Celery passes none
             )
-
-    def worker_start(self, app: Celeriac, hostname: str) -> None:
-        signals.worker_process_init.send(sender=None)
-
-    def worker_ready(self, app: Celeriac, hostname: str) -> None:
-        signals.worker_ready.send(sender=hostname)
-
-    def worker_shutdown(self, app: Celeriac, hostname: str) -> None:
-        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-        signals.worker_shutdown.send(sender=hostname)
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         if signals.task_received.receivers:
-            signals.task_received.send(sender=task, request=request)
+            signals.task_received.send(sender=consumer_sender.get(None), request=request)
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
         if signals.task_prerun.receivers:
@@ -171,11 +177,21 @@ class SignalsMiddleware(Middleware):
         if not _AFTER_TASK_SIGNALS.has_receivers():
             return  # the common case: nobody listens, build nothing
         state = outcome.state
+        job = outcome.job
+        if job is not None and job.abandoned and outcome is not job.stop_outcome:
+            # the late outcome of a job the worker stopped is dropped: after a hard time
+            # limit the stop outcome sent the signals; after a terminate, only
+            # ``task_postrun`` (then ``task_revoked``), as Celery's child sends
+            stop = job.stop_outcome
+            if stop is None or stop.state != states.REVOKED:
+                return
+            outcome = stop
+            state = None
         if state == states.SUCCESS:
-            signals.task_success.send(sender=task, result=outcome.value)
+            signals.task_success.send(sender=task, result=outcome.value, runtime=outcome.runtime)
         elif state == states.RETRY:
             signals.task_retry.send(
-                sender=task, request=request, reason=outcome.exc, einfo=outcome.traceback
+                sender=task, request=request, reason=outcome.exc, einfo=_einfo(outcome)
             )
         elif state == states.FAILURE:
             signals.task_failure.send(
@@ -184,11 +200,11 @@ class SignalsMiddleware(Middleware):
                 exception=outcome.exc,
                 args=request.args,
                 kwargs=request.kwargs,
-                traceback=outcome.traceback,
-                einfo=outcome.traceback,
+                traceback=outcome.exc.__traceback__ if outcome.exc is not None else None,
+                einfo=_einfo(outcome),
             )
-        elif state == states.REJECTED:
-            signals.task_rejected.send(sender=task, message=None, exc=outcome.exc)
+        if isinstance(outcome.exc, Reject):
+            state = states.REJECTED  # stored as FAILURE (requeue=False), as Celery
         retval = outcome.value if state == states.SUCCESS else outcome.exc
         signals.task_postrun.send(
             sender=task,
@@ -214,7 +230,33 @@ class SignalsMiddleware(Middleware):
         )
 
     def on_unknown(self, name: str, task_id: str, message: Message) -> None:
-        signals.task_unknown.send(sender=None, name=name, id=task_id, message=message, exc=None)
+        signals.task_unknown.send(
+            sender=consumer_sender.get(None),
+            name=name,
+            id=task_id,
+            message=message,
+            exc=NotRegistered(name),
+        )
+
+    def on_rejected(self, message: Message | None, exc: BaseException | None) -> None:
+        signals.task_rejected.send(sender=consumer_sender.get(None), message=message, exc=exc)
+
+    def on_internal_error(self, task: Task[Any, Any], request: Context, exc: BaseException) -> None:
+        signals.task_internal_error.send(
+            sender=task,
+            task_id=request.id,
+            args=request.args,
+            kwargs=request.kwargs,
+            request=request,
+            exception=exc,
+            traceback=exc.__traceback__,
+            einfo=signals.ExceptionInfo(exc),
+        )
+
+
+def _einfo(outcome: Outcome) -> signals.ExceptionInfo | None:
+    exc = outcome.exc
+    return None if exc is None else signals.ExceptionInfo(exc, outcome.traceback)
 
 
 class _SignalGroup:
@@ -229,7 +271,6 @@ _AFTER_TASK_SIGNALS = _SignalGroup(
     signals.task_success,
     signals.task_retry,
     signals.task_failure,
-    signals.task_rejected,
     signals.task_postrun,
 )
 

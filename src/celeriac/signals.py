@@ -3,7 +3,9 @@
 Receivers connect with ``@task_success.connect`` (or ``.connect(fn, sender=...)``) and are
 called with keyword arguments; ``sender`` filters by the sending object or, for task
 signals, by task name. The worker fires them through one middleware
-(:class:`celeriac.middleware.SignalsMiddleware`), not from scattered call sites.
+(:class:`celeriac.middleware.SignalsMiddleware`), not from scattered call sites; the
+worker's own life-cycle signals (``celeryd_init`` ... ``worker_shutdown``) and the logging
+ones are sent by the worker's start-up and shutdown code (``celeriac.worker``).
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ task_revoked = Signal("task_revoked")
 task_rejected = Signal("task_rejected")
 task_unknown = Signal("task_unknown")
 task_internal_error = Signal("task_internal_error")
-# worker signals
+# worker signals, in the order a worker sends them at start-up (``import_modules`` first)
 celeryd_init = Signal("celeryd_init")
+celeryd_after_setup = Signal("celeryd_after_setup")
 worker_init = Signal("worker_init")
 worker_before_create_process = Signal("worker_before_create_process")
 worker_ready = Signal("worker_ready")
@@ -128,14 +131,69 @@ import_modules = Signal("import_modules")
 setup_logging = Signal("setup_logging")
 after_setup_logger = Signal("after_setup_logger")
 after_setup_task_logger = Signal("after_setup_task_logger")
+# beat signals
+beat_init = Signal("beat_init")
+beat_embedded_init = Signal("beat_embedded_init")
+# Celery's eventlet pool's: exported so that code connecting to them imports, never sent
+# (celeriac has no eventlet pool; ``-P eventlet`` is refused)
+eventlet_pool_started = Signal("eventlet_pool_started")
+eventlet_pool_preshutdown = Signal("eventlet_pool_preshutdown")
+eventlet_pool_postshutdown = Signal("eventlet_pool_postshutdown")
+eventlet_pool_apply = Signal("eventlet_pool_apply")
+
+
+class ExceptionInfo:
+    """The ``einfo`` of ``task_failure``, ``task_retry`` and ``task_internal_error``, as
+    Celery's (billiard's): ``type``, ``exception``, ``tb`` and the formatted ``traceback``;
+    ``str()`` is the formatted traceback."""
+
+    def __init__(self, exc: BaseException, traceback: str | None = None) -> None:
+        self.type = type(exc)
+        self.exception = exc
+        self.tb = exc.__traceback__
+        if traceback is None:
+            import traceback as tb_module  # noqa: PLC0415
+
+            traceback = "".join(tb_module.format_exception(self.type, exc, self.tb))
+        self.traceback = traceback
+        self.internal = False
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"
+
+
+def send_raising(signal: Signal, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:
+    """``signal.send``, then raise the first exception a receiver raised (as Celery does
+    for ``import_modules`` and ``setup_logging``: a broken hook there must stop the start)."""
+    replies = signal.send(sender=sender, **named)
+    for _, reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
 
 __all__ = [
+    "ExceptionInfo",
     "Signal",
     "after_setup_logger",
     "after_setup_task_logger",
     "after_task_publish",
+    "beat_embedded_init",
+    "beat_init",
     "before_task_publish",
+    "celeryd_after_setup",
     "celeryd_init",
+    "eventlet_pool_apply",
+    "eventlet_pool_postshutdown",
+    "eventlet_pool_preshutdown",
+    "eventlet_pool_started",
     "heartbeat_sent",
     "import_modules",
     "setup_logging",

@@ -9,12 +9,12 @@ import inspect
 import random
 import traceback as tb
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
-from celeriac import states
+from celeriac import _pydantic, states
 from celeriac._loop import run_sync
 from celeriac._retry_args import retry_arguments, task_parameters
 from celeriac.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
@@ -72,6 +72,13 @@ class Context:
         return getattr(self, key, default)
 
     # read from the message when asked (the worker builds a Context per task)
+    @property
+    def scheduled_time(self) -> str | None:
+        """The slot a periodic task was sent for (ISO 8601, UTC), from its beat's
+        ``scheduled_time`` header; None for a task no beat sent."""
+        value = self.headers.get("scheduled_time") if self.headers else None
+        return None if value is None else str(value)
+
     @property
     def time_limit(self) -> float | None:
         limits = self.timelimit
@@ -134,9 +141,10 @@ TASK_OPTIONS = frozenset(
         "routing_key",
         "exchange",
         "rate_limit_scope",
-        "pydantic",
+        *_pydantic.OPTIONS,
     }
 )
+_NOT_ATTRIBUTES = {"name", "base", "shared", "trail", *_pydantic.OPTIONS}
 
 
 class Task(Generic[P, R]):
@@ -174,6 +182,7 @@ class Task(Generic[P, R]):
     # the wrapped function; set on each subclass
     _fn: Callable[..., Any]
     _bound_app: Celeriac | None = None
+    _pydantic_models: _pydantic.PydanticTask | None = None  # pydantic=True (_pydantic.py)
 
     @property
     def app(self) -> Celeriac:
@@ -277,12 +286,21 @@ class Task(Generic[P, R]):
             **eager_stamps(options),
         )
         token = _current_request.set(request)
-        try:
-            value = self(*request.args, **request.kwargs)
+        a, kw = request.args, request.kwargs
+        try:  # the hooks of a base class run as on a worker (as Celery's eager trace)
+            self.before_start(task_id, a, kw)
+            value = self(*a, **kw)
         except Exception as exc:
+            trace = tb.format_exc()
+            if not isinstance(exc, Retry):
+                self.on_failure(exc, task_id, a, kw, trace)
+                self.after_return(states.FAILURE, exc, task_id, a, kw, trace)
             if throw if throw is not None else self.app.conf.task_eager_propagates:
                 raise
-            return EagerResult(task_id, exc, states.FAILURE, tb.format_exc(), app=self.app)
+            return EagerResult(task_id, exc, states.FAILURE, trace, app=self.app)
+        else:
+            self.on_success(value, task_id, a, kw)
+            self.after_return(states.SUCCESS, value, task_id, a, kw, None)
         finally:
             _current_request.reset(token)
         return EagerResult(task_id, value, states.SUCCESS, app=self.app)
@@ -527,10 +545,12 @@ def make_task_class(
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise TypeError(f"@task got an unknown option {bad!r} for {name}{hint}")
     _check_options(name, opts)
+    run, models = _pydantic.wrap(fn, app, name, opts)
     attrs: dict[str, Any] = {
         "name": name,
         "_bound_app": app,
-        "_fn": staticmethod(fn),
+        "_fn": staticmethod(run),
+        "_pydantic_models": models,
         "is_async": inspect.iscoroutinefunction(fn),
         "__doc__": fn.__doc__,
         "__module__": fn.__module__,
@@ -538,7 +558,7 @@ def make_task_class(
         "__wrapped__": fn,
     }
     for key, value in opts.items():
-        if key in {"name", "base", "shared", "pydantic", "trail"}:
+        if key in _NOT_ATTRIBUTES:
             continue
         attrs[key] = tuple(value) if key in {"autoretry_for", "throws"} else value
     return type(fn.__name__, (base,), attrs)
@@ -557,8 +577,13 @@ def register_class_task(app: Celeriac, task: Any, options: dict[str, Any]) -> Ta
     if unknown:
         raise TypeError(f"register_task got unknown option(s) {sorted(unknown)} for {task.name}")
     _check_options(task.name, options)
+    if any(options.get(key) for key in _pydantic.OPTIONS):
+        raise ImproperlyConfigured(
+            f"register_task({task.name}): pydantic options apply to function tasks "
+            "(@app.task(pydantic=True)); validate models in the class's run()"
+        )
     for key, value in options.items():
-        if key not in {"name", "base", "shared", "pydantic", "trail"}:
+        if key not in _NOT_ATTRIBUTES:
             setattr(task, key, tuple(value) if key in {"autoretry_for", "throws"} else value)
     task.app = app
     if "_fn" not in cls.__dict__ and inspect.iscoroutinefunction(cls.run):
@@ -578,7 +603,5 @@ def _check_options(name: str, opts: dict[str, Any]) -> None:
             f"task {name}: rate_limit_scope={scope!r} is invalid: use 'worker' or 'global'"
         )
 
-
-AsyncFn = Callable[P, Coroutine[Any, Any, R]]
 
 __all__ = ["Context", "Task"]

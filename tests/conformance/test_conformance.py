@@ -7,6 +7,7 @@ import inspect
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,25 +17,32 @@ from celeriac.testing.conformance import (
     BROKER_MIXINS,
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
     RateLimitConformance,
     RemoteControlConformance,
+    ReplyConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
 from celeriac.transports import capabilities
+from celeriac.transports.backend import ResultBackend
 from celeriac.transports.memory.backend import MemoryBackend
 from celeriac.transports.memory.backend import clear_stores as clear_results
 from celeriac.transports.memory.broker import MemoryBroker
 from celeriac.transports.memory.broker import clear_stores as clear_queues
+from celeriac.transports.memory.rpc import MemoryRPCBackend
 from celeriac.transports.sqlite.backend import SQLiteBackend
 from celeriac.transports.sqlite.broker import SQLiteBroker
+from celeriac.transports.sqlite.rpc import SQLiteRPCBackend
 
 
 class LocalBrokerSuite(
@@ -43,8 +51,11 @@ class LocalBrokerSuite(
     RevocationConformance,
     RateLimitConformance,
     DeadLetterConformance,
+    RemoteControlConformance,
+    EventChannelConformance,
+    ScheduleStoreConformance,
 ):
-    """What the memory and SQLite brokers offer (no remote control)."""
+    """What the memory and SQLite brokers offer (everything)."""
 
 
 class LocalBackendSuite(
@@ -75,10 +86,33 @@ class TestMemoryBackend(LocalBackendSuite):
         clear_results(url)
 
 
-class TestSQLiteBackend(LocalBackendSuite):
+class TestSQLiteBackend(LocalBackendSuite, BackendScheduleStoreConformance):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> BackendFactory:
         return url_factory(SQLiteBackend, f"sqlite:///{tmp_path / 'results.db'}")
+
+
+def rpc_factory(cls: type[ResultBackend], broker_url: str) -> BackendFactory:
+    """``rpc://`` backends replying over ``broker_url``'s broker."""
+
+    def make(options: dict[str, Any] | None = None) -> ResultBackend:
+        return cls("rpc://", options={"broker_url": broker_url, **(options or {})})
+
+    return make
+
+
+class TestMemoryRPCBackend(ReplyConformance):
+    @pytest.fixture
+    def backend_factory(self) -> Iterator[BackendFactory]:
+        url = f"memory://conformance-{uuid.uuid4().hex}"
+        yield rpc_factory(MemoryRPCBackend, url)
+        clear_queues(url)
+
+
+class TestSQLiteRPCBackend(ReplyConformance):
+    @pytest.fixture
+    def backend_factory(self, tmp_path: Path) -> BackendFactory:
+        return rpc_factory(SQLiteRPCBackend, f"sqlite:///{tmp_path / 'broker.db'}")
 
 
 def test_every_capability_protocol_has_a_conformance_mixin() -> None:
@@ -98,14 +132,16 @@ def test_every_capability_protocol_has_a_conformance_mixin() -> None:
 def test_a_capability_mixin_fails_for_a_broker_without_the_capability() -> None:
     """Claiming a capability a broker lacks fails (the first check), it does not skip."""
 
-    class NoRemoteControl(DeadLetterConformance):
+    from celeriac.transports.amqp.broker import AMQPBroker
+
+    class NoLeases(DeadLetterConformance):
         pass
 
-    suite = NoRemoteControl()
-    suite.test_dead_letter_store_is_implemented(url_factory(MemoryBroker, "memory://x"))
-    with pytest.raises(AssertionError):
-        RemoteControlConformance().test_remote_control_is_implemented(
-            url_factory(MemoryBroker, "memory://x")
+    suite = NoLeases()
+    suite.test_dead_letter_store_is_implemented(url_factory(AMQPBroker, "amqp://x"))
+    with pytest.raises(AssertionError):  # RabbitMQ keeps no leases
+        LeaseRecoveryConformance().test_lease_recovery_is_implemented(
+            url_factory(AMQPBroker, "amqp://x")
         )
 
 

@@ -21,6 +21,8 @@ from celeriac.testing.conformance import (
     BrokerConformance,
     BrokerFactory,
     DeadLetterConformance,
+    EventChannelConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     ReplyConformance,
@@ -51,6 +53,8 @@ class TestAMQPBroker(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
+    QueueBindingsConformance,
 ):
     """No LeaseRecovery: RabbitMQ has no leases (a delivery is held until its channel
     closes) and requeues a dead consumer's messages itself."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -20,20 +21,27 @@ import redis
 from celeriac.testing.conformance import (
     BackendConformance,
     BackendFactory,
+    BackendScheduleStoreConformance,
     BrokerConformance,
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    EventChannelConformance,
     GroupConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
+    ReplyConformance,
     RevocationConformance,
+    ScheduleStoreConformance,
     url_factory,
 )
+from celeriac.transports.backend import ResultBackend
 from celeriac.transports.redis.backend import RedisBackend
 from celeriac.transports.redis.broker import RedisBroker
+from celeriac.transports.redis.rpc import RedisRPCBackend
 from servers import PrivateRedis, PrivateSentinel, deleted_afterwards, need_redis_server
 from support import wait_until
 
@@ -48,12 +56,19 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    EventChannelConformance,
+    ScheduleStoreConformance,
+    QueueBindingsConformance,
 ):
     """Everything the Redis broker offers."""
 
 
 class RedisBackendSuite(
-    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+    BackendConformance,
+    GroupConformance,
+    ChordCounterConformance,
+    KeyValueConformance,
+    BackendScheduleStoreConformance,
 ):
     """Everything the Redis result backend offers."""
 
@@ -68,6 +83,18 @@ class TestRedisBackend(RedisBackendSuite):
     @pytest.fixture
     def backend_factory(self, prefixed_url: str) -> BackendFactory:
         return url_factory(RedisBackend, prefixed_url)
+
+
+class TestRedisRPCBackend(ReplyConformance):
+    """``rpc://`` on a Redis broker: replies in lists named by each caller's reply_to."""
+
+    @pytest.fixture
+    def backend_factory(self, prefixed_url: str) -> BackendFactory:
+        def make(options: dict[str, Any] | None = None) -> ResultBackend:
+            options = {"broker_url": prefixed_url, **(options or {})}
+            return RedisRPCBackend("rpc://", options=options)
+
+        return make
 
 
 # -- through Sentinel -------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_worker_options_show_in_the_banner(tmp_path: Path) -> None:
     assert ".> a" in log and ".> b" in log and ". bannerapp.add" in log
 
 
-@pytest.mark.parametrize("args", [["worker", "-P", "gevent"], ["worker", "-c", "0"]])
+@pytest.mark.parametrize("args", [["worker", "-P", "nosuchpool"], ["worker", "-c", "0"]])
 def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     write_module(tmp_path, "optapp", TASKS)
     proc = run(tmp_path, "-A", "optapp", *args)

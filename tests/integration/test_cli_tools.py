@@ -103,6 +103,18 @@ def test_list_bindings_needs_amqp(tmp_path: Path) -> None:
     assert proc.stdout.split("\n")[1].split() == ["celery", "celery", "celery"]
 
 
+def test_list_bindings_shows_the_exchanges_task_queues_binds_to(tmp_path: Path) -> None:
+    module = (
+        TASKS + "\nfrom kombu import Exchange, Queue\n"
+        "app.conf.task_queues = [Queue('lb_q', Exchange('lb_ex'), routing_key='lb_rk')]\n"
+    )
+    write_module(tmp_path, "tools", module)
+    proc = celeriac(tmp_path, "-A", "tools", "-b", AMQP_URL, "list", "bindings")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert rows == [["lb_q", "lb_q", "lb_q"], ["lb_q", "lb_ex", "lb_rk"]]
+
+
 def test_app_start_and_worker_main_run_the_command_line(tmp_path: Path) -> None:
     path = write_module(
         tmp_path, "tools", TASKS.replace('result_backend="redis://user:s3cret@127.0.0.1:1/0"', "")

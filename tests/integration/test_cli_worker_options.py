@@ -10,10 +10,12 @@ from pathlib import Path
 
 import click
 import pytest
+from celery.bin.beat import beat as celery_beat_command
 from celery.bin.celery import celery as celery_group
 from celery.bin.worker import worker as celery_worker_command
 
 from celeriac import Celery
+from celeriac._cli.beat import beat as celeriac_beat_command
 from celeriac._cli.worker import NO_MEANING, auto_concurrency
 from celeriac._cli.worker import worker as celeriac_worker_command
 from celeriac.cli import cli
@@ -80,6 +82,11 @@ def test_every_celery_worker_option_is_a_celeriac_worker_option() -> None:
     assert not missing, f"celery worker options celeriac lacks: {sorted(missing)}"
     for name in NO_MEANING:  # each warned-about option is one of Celery's
         assert name in {p.name for p in celery_worker_command.params}
+
+
+def test_every_celery_beat_option_is_a_celeriac_beat_option() -> None:
+    missing = option_names(celery_beat_command) - option_names(celeriac_beat_command)
+    assert not missing, f"celery beat options celeriac lacks: {sorted(missing)}"
 
 
 def test_every_celery_global_option_is_a_celeriac_global_option() -> None:
@@ -192,17 +199,18 @@ def test_concurrency_auto_and_processes_pool(tmp_path: Path) -> None:
     assert f"concurrency: {auto_concurrency()} (prefork)" in w.log
 
 
-def test_beat_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+def test_beat_with_another_scheduler_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     write_module(tmp_path, "opts", TASKS)
+    scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
     proc = subprocess.run(
-        [sys.executable, "-m", "celeriac", "-A", "opts", "worker", "-B"],
+        [sys.executable, "-m", "celeriac", "-A", "opts", "worker", "-B", "--scheduler", scheduler],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert proc.returncode == 2 and "no periodic task scheduler (beat)" in proc.stderr
+    assert proc.returncode == 2 and "celeriac's beat has one scheduler" in proc.stderr
 
 
 def test_app_and_broker_after_the_subcommand_and_global_options(tmp_path: Path) -> None:

@@ -300,7 +300,8 @@ def test_request_context_has_celerys_fields(env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("pool", "task"), [("prefork", "soft"), ("threads", "soft_steps"), ("asyncio", "asoft")]
+    ("pool", "task"),
+    [("prefork", "soft"), ("threads", "soft_steps"), ("asyncio", "asoft"), ("gevent", "soft")],
 )
 def test_soft_time_limit_is_raised_inside_the_task(
     env: dict[str, str], pool: str, task: str
@@ -316,7 +317,9 @@ def test_soft_time_limit_is_raised_inside_the_task(
         w.wait_for(r"Soft time limit \(0\.3s\) exceeded")
 
 
-@pytest.mark.parametrize(("pool", "task"), [("prefork", "hard"), ("asyncio", "ahard")])
+@pytest.mark.parametrize(
+    ("pool", "task"), [("prefork", "hard"), ("asyncio", "ahard"), ("gevent", "hard")]
+)
 def test_hard_time_limit_stops_the_task_and_records_failure(
     env: dict[str, str], pool: str, task: str
 ) -> None:
@@ -403,7 +406,7 @@ def test_revoke_reaches_queued_delayed_and_future_messages(env: dict[str, str]) 
         assert lines(env, name) == []
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "gevent"])
 def test_revoke_terminate_stops_a_running_task(env: dict[str, str], pool: str) -> None:
     app = client(env)
     with worker(env, "-P", pool, "-c", "1") as w:

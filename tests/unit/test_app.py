@@ -388,6 +388,7 @@ def test_public_names_are_pinned() -> None:
         "signature",
         "states",
         "subtask",
+        "uuid",
         "xmap",
         "xstarmap",
     ]
@@ -424,7 +425,7 @@ def test_the_embedded_broker_needs_no_optional_package(tmp_path: Path) -> None:
     extras' packages is imported on the way (they are made unimportable here)."""
     code = """
 import importlib.abc, sys
-EXTRAS = {"redis", "hiredis", "aiormq", "aio_pika", "pamqp", "yarl", "psycopg", "msgpack"}
+EXTRAS = {"redis", "hiredis", "aiormq", "aio_pika", "pamqp", "yarl", "psycopg", "msgpack", "gevent"}
 
 class NoExtras(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

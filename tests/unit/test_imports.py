@@ -8,6 +8,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "celeriac"
 
 
@@ -45,6 +47,7 @@ def test_the_package_has_the_modules_this_test_walks() -> None:
     assert len(names) > 40
 
 
+@pytest.mark.timeout(600)  # a whole-package subprocess run; slow on a loaded machine
 def test_every_module_imports_alone() -> None:
     names = module_names()
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,6 +37,7 @@ def test_ruff_format() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.timeout(600)  # a whole-package subprocess run; slow on a loaded machine
 def test_mypy_strict_on_the_package() -> None:
     proc = run("mypy", "--cache-dir=/dev/null")
     assert proc.returncode == 0, proc.stdout + proc.stderr

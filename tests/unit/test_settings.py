@@ -111,12 +111,18 @@ def test_a_warned_setting_logs_one_warning_naming_it(caplog: pytest.LogCaptureFi
     assert app.conf.broker_pool_limit == 10
 
 
-def test_the_warnings_say_not_yet_for_beat_and_events(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_warnings_say_what_beat_does_instead_and_none_for_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, "celeriac.settings")
-    _app(beat_schedule={"x": {"task": "t", "schedule": 5}}, worker_send_task_events=True)
+    app = _app(beat_schedule={"x": {"task": "t", "schedule": 5}}, worker_send_task_events=True)
+    app.conf.task_send_sent_event = True
+    _app(beat_schedule_filename="/var/run/celerybeat-schedule")
     text = caplog.text
-    assert "beat_schedule is not implemented yet: celeriac has no beat scheduler" in text
-    assert "worker_send_task_events is not implemented yet: celeriac sends no task events" in text
+    assert "Setting beat_schedule=" not in text  # implemented: no warning
+    assert "beat_schedule_filename=" in text and "last run of each entry) in the broker" in text
+    assert "worker_send_task_events" not in text  # implemented: events are sent
+    assert "task_send_sent_event" not in text
 
 
 def test_unknown_names_fail_with_hints_among_real_names() -> None:

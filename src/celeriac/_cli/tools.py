@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from celeriac import __version__
+from celeriac import __version__, _queues
 from celeriac._cli.common import AppOptions, app_options
+from celeriac._concurrency import GEVENT_MISSING, patch_gevent
 from celeriac.utils.log import mask_url
 
 SECRET = re.compile(r"API|TOKEN|KEY|SECRET|PASS|PROFANITIES_LIST|SIGNATURE|DATABASE", re.I)
@@ -91,14 +92,18 @@ def call(obj: AppOptions, /, name: str, **o: Any) -> None:
 @click.option("--bpython", is_flag=True, help="use bpython")
 @click.option("--python", "plain", is_flag=True, help="the plain Python shell")
 @click.option("-T", "--without-tasks", is_flag=True, help="no task names in the namespace")
-@click.option("--eventlet", is_flag=True, help="(not available)")
-@click.option("--gevent", is_flag=True, help="(not available)")
+@click.option("--eventlet", is_flag=True, help="(refused: celeriac has no eventlet support)")
+@click.option("--gevent", is_flag=True, help="monkey patch with gevent first")
 @app_options
 @click.pass_obj
 def shell(obj: AppOptions, /, **o: Any) -> None:
     """A Python shell with the app, its tasks and celeriac's names."""
-    if o["eventlet"] or o["gevent"]:
-        raise click.UsageError("celeriac has no eventlet or gevent support")
+    if o["eventlet"]:
+        raise click.UsageError(
+            "--eventlet: celeriac has no eventlet support; use --gevent (or no option)"
+        )
+    if o["gevent"] and not patch_gevent():
+        raise click.UsageError(f"--gevent: {GEVENT_MISSING}")
     import celeriac  # noqa: PLC0415
 
     app = obj.app
@@ -173,8 +178,10 @@ def list_command(obj: AppOptions, /, what: str) -> None:
         )
     from celeriac._cli.worker import queue_names  # noqa: PLC0415
 
-    # each celeriac queue is bound to the direct exchange of its name, key = its name
-    rows = [(q, q, q) for q in queue_names(app.conf)]
+    # each celeriac queue is bound to the direct exchange of its name, key = its name, and
+    # to the exchange and key task_queues gives it (celeriac._queues.bindings)
+    names = queue_names(app.conf)
+    rows = [(q, q, q) for q in names] + _queues.bindings(app.conf, names)
     width = max([len(q) for q, _, _ in rows] + [5])
     click.echo(f"{'Queue':<{width}}  {'Exchange':<20}  Routing Key")
     for queue, exchange, key in rows:

@@ -2,8 +2,8 @@
 
 An option celeriac implements changes what the worker does; an option that has no
 meaning here is accepted with one warning line at start-up saying what happens
-instead (:data:`NO_MEANING`); ``-B`` (embedded beat) is refused, as celeriac has no
-periodic task scheduler yet.
+instead (:data:`NO_MEANING`); ``-B`` runs a beat in a process of its own beside the
+worker (:mod:`celeriac._cli.beat`).
 """
 
 from __future__ import annotations
@@ -23,22 +23,17 @@ from celeriac._cli.daemon import (
     pidfile_lock,
 )
 from celeriac._cli.nodes import node_format
+from celeriac._concurrency import EVENTLET_REFUSED
 
 #: option -> the warning logged at start-up when it is given
 NO_MEANING = {
     "statedb": "--statedb: celeriac keeps revoked task ids in the broker (durable), "
     "so there is no state file; it is not used",
-    "task_events": "-E/--task-events: celeriac workers do not send task events yet; "
-    "monitors will not see this worker's tasks",
     "without_gossip": "--without-gossip: celeriac workers do not gossip; nothing to turn off",
     "without_mingle": "--without-mingle: celeriac workers do not mingle at start-up "
     "(revokes are in the broker); nothing to turn off",
-    "without_heartbeat": "--without-heartbeat: celeriac workers send no event heartbeats; "
-    "nothing to turn off",
-    "heartbeat_interval": "--heartbeat-interval: celeriac workers send no event "
-    "heartbeats; it is not used",
-    "schedule_filename": "-s/--schedule: there is no embedded beat (-B); it is not used",
-    "scheduler": "--scheduler: there is no embedded beat (-B); it is not used",
+    "schedule_filename": "-s/--schedule: celeriac's beat keeps each entry's last run in "
+    "the broker, not in a file; it is not used",
     "executable": "--executable: --detach forks this process instead of running a new "
     "interpreter; it is not used",
 }
@@ -136,7 +131,7 @@ def queue_names(conf: Any) -> list[str]:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo"]),
+    type=click.Choice(["prefork", "processes", "threads", "asyncio", "solo", "gevent", "eventlet"]),
     default=None,
 )
 @click.option("-E", "--task-events", "--events", "task_events", is_flag=True)
@@ -183,7 +178,13 @@ def queue_names(conf: Any) -> list[str]:
 @click.option(
     "--autoscale", type=Autoscale(), default=None, help="max,min: grow and shrink the prefork pool"
 )
-@click.option("-B", "--beat", is_flag=True, help="(not available: celeriac has no beat yet)")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus /metrics and /healthz on this port (celeriac[metrics])",
+)
+@click.option("-B", "--beat", is_flag=True, help="run a beat (periodic tasks) beside the worker")
 @click.option("-s", "--schedule-filename", "--schedule", "schedule_filename", default=None)
 @click.option("--scheduler", default=None)
 @click.option("-f", "--logfile", default=None, help="log to this file (%n, %i, ... expand)")
@@ -202,6 +203,10 @@ def worker(obj: AppOptions, /, **options: Any) -> None:
 def _apply_settings(conf: Any, o: dict[str, Any], prefork: bool) -> int | None:
     """The options that are settings (``--time-limit`` is ``task_time_limit``, ...);
     returns the prefetch multiplier."""
+    if o["task_events"]:
+        conf["worker_send_task_events"] = True
+    if o["metrics_port"]:
+        conf["worker_metrics_port"] = o["metrics_port"]
     if o["include"]:
         conf["include"] = [*conf["include"], *_csv(o["include"])]
     for option, setting in (
@@ -252,14 +257,20 @@ def _concurrency(o: dict[str, Any]) -> int | None:
 
 
 def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
+    from celeriac._cli.beat import check_scheduler, with_embedded_beat  # noqa: PLC0415
+    from celeriac.beat.service import Claims  # noqa: PLC0415
     from celeriac.worker import Worker, expand_hostname  # noqa: PLC0415
 
-    if o["beat"]:
-        raise click.UsageError(
-            "-B/--beat: celeriac has no periodic task scheduler (beat) yet; "
-            "run Celery's beat beside the worker"
-        )
+    if o["pool"] == "eventlet":
+        raise click.UsageError(EVENTLET_REFUSED)
     app = obj.app
+    if o["beat"]:
+        check_scheduler(o["scheduler"])
+        Claims.check(app)
+    else:  # with -B, the beat process sends the app signals after importing the tasks
+        if o["scheduler"]:
+            obj.warnings.append("--scheduler: only the beat (-B) uses it; it is not used")
+        app.finalize()
     conf = app.conf
     pool = "prefork" if o["pool"] == "processes" else o["pool"]
     pool_name = pool or conf["worker_pool"]
@@ -280,14 +291,19 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
     if o["autoscale"] is not None and pool_name == "prefork":
         the_worker.autoscale = o["autoscale"]
     the_worker.purge = o["purge"]
+    the_worker.heartbeat_interval = _heartbeat(o)
+    the_worker.options = dict(o)  # celeryd_init's options
     the_worker.logfile = _absolute(o["logfile"])
     pidfile = _absolute(node_format(o["pidfile"], hostname))
+    beat_log = node_format(the_worker.logfile, hostname, 0)
     umask = parse_umask(o["umask"])
     if not o["detach"]:
         if umask is not None:
             os.umask(umask)
         drop_privileges(o["uid"], o["gid"])
         with pidfile_lock(pidfile):
+            if o["beat"]:
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     if pidfile:
         check_pidfile(pidfile)  # refuse here, on the terminal, if it is running
@@ -296,10 +312,20 @@ def run_worker(obj: AppOptions, o: dict[str, Any]) -> int:
         drop_privileges(o["uid"], o["gid"])
         with pidfile_lock(pidfile):
             started("")
+            if o["beat"]:
+                return with_embedded_beat(app, o["loglevel"], the_worker.run, beat_log)
             return the_worker.run()
     except click.ClickException as exc:
         started(exc.format_message())
         raise
+
+
+def _heartbeat(o: dict[str, Any]) -> float | None:
+    """Seconds between event heartbeats: ``--heartbeat-interval`` (2), none with
+    ``--without-heartbeat``."""
+    if o["without_heartbeat"]:
+        return None
+    return float(o["heartbeat_interval"] or 2.0)
 
 
 def _absolute(path: str | None) -> str | None:

@@ -29,8 +29,11 @@ from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._pydantic import dump_sent
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
+from celeriac.app._api import AppAPI
+from celeriac.app._periodic import PeriodicMixin
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.middleware import Middleware, SignalsMiddleware
 from celeriac.protocol import Message, build_task_message, utcnow
@@ -98,7 +101,7 @@ _apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _current: Celeriac | None = None
 
 
-class Celeriac:
+class Celeriac(PeriodicMixin, AppAPI):
     """A celeriac application (also importable as ``Celery``)."""
 
     def __init__(
@@ -110,9 +113,11 @@ class Celeriac:
         include: Sequence[str] | None = None,
         config_source: Any = None,
         set_as_current: bool = True,
+        task_cls: type[Task[Any, Any]] | str | None = None,
         **settings: Any,
     ) -> None:
         self.main = main
+        self._task_cls = task_cls  # app.Task's base (app/_api.py)
         self._fixups: list[Any] = []  # the Django fix-up (celeriac.contrib.django.fixup)
         self._on_import_modules: list[Callable[[], Any]] = []  # lazy autodiscover_tasks()
         self.conf = Settings()
@@ -129,7 +134,7 @@ class Celeriac:
             self.conf[key] = value
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.conf.watch(_task_config.WATCHED, lambda: _task_config.configure_all(self))
-        self.middleware: list[Middleware] = [SignalsMiddleware()]
+        self.middleware: list[Middleware] = [SignalsMiddleware(), _sent_events()]
         from celeriac.canvas._worker import install  # noqa: PLC0415 - canvas imports app types
 
         install(self)  # canvas: callbacks, chains, chord joins, celery.map/starmap/chunks
@@ -215,7 +220,7 @@ class Celeriac:
     def check_configuration(self) -> None:
         """Fail now, with a clear message, if the broker or backend URL is unusable."""
         broker_class(self.broker_url)
-        backend_class(self.backend_url)
+        backend_class(self.backend_url, self.broker_url)  # rpc://: can this broker reply?
 
     def start(self, argv: list[str] | None = None) -> None:
         """Run the ``celeriac`` command line with this app (``python app.py worker``)."""
@@ -266,7 +271,7 @@ class Celeriac:
         if isinstance(fn, Task):
             return fn
         name = options.get("name") or self.gen_task_name(fn.__name__, fn.__module__)
-        base = options.get("base") or Task
+        base = options.get("base") or self.Task
         cls = make_task_class(fn, name, self, base, options)
         task = cls()
         _task_config.configure_task(self, task)
@@ -298,7 +303,12 @@ class Celeriac:
                     bopts = self.backend_options()
                     if backend_class(self.backend_url).needs_reply_to:  # rpc: the broker's
                         # server, and this app's reply queue (``reply_to`` of its tasks)
-                        bopts = {"broker_url": self.broker_url, "reply_to": self.reply_to, **bopts}
+                        bopts = {
+                            "broker_url": self.broker_url,
+                            "broker_options": opts,
+                            "reply_to": self.reply_to,
+                            **bopts,
+                        }
                     clients = _Clients(
                         create_broker(self.broker_url, opts),
                         create_backend(self.backend_url, bopts),
@@ -439,6 +449,12 @@ class Celeriac:
         args = list(args or ())
         kwargs = dict(kwargs or {})
         check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
+        serializer = (
+            options.get("serializer")
+            or (task.serializer if task else None)
+            or self.conf["task_serializer"]
+        )
+        args, kwargs = dump_sent(task, args, kwargs, serializer)  # pydantic=True models
         now = utcnow()
         eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")
@@ -461,11 +477,6 @@ class Celeriac:
             ignore_result = self.conf["task_ignore_result"]
         time_limit = options.get("time_limit", task.time_limit if task else None)
         soft_limit = options.get("soft_time_limit", task.soft_time_limit if task else None)
-        serializer = (
-            options.get("serializer")
-            or (task.serializer if task else None)
-            or self.conf["task_serializer"]
-        )
         message = build_task_message(
             name,
             args,
@@ -504,19 +515,17 @@ class Celeriac:
         options: dict[str, Any],
         task: Task[Any, Any] | None = None,
     ) -> str:
-        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default."""
-        queue = options.get("queue")
-        if queue:
-            return str(queue)
-        routed = from_routes(self.conf["task_routes"], name, args, kwargs, options, task)
-        if routed:
-            return routed
-        if task is not None and task.queue:
-            return task.queue
+        """The queue a task goes to: ``queue=`` option, ``task_routes``, task, default
+        (each a queue name, a queue object, or an exchange and routing key)."""
+        for route in (
+            options,
+            from_routes(self.conf["task_routes"], name, args, kwargs, options, task),
+            {k: getattr(task, k, None) for k in ("queue", "exchange", "routing_key")},
+        ):
+            queue = _queues.route_queue(self.conf, route)
+            if queue:
+                return queue
         return str(self.conf["task_default_queue"])
-
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:
-        return AsyncResult(task_id, app=self, **kwargs)
 
     @property
     def control(self) -> Control:
@@ -575,3 +584,9 @@ def shared_task(
 Celery = Celeriac
 
 __all__ = ["Celeriac", "Celery", "current_app", "shared_task"]
+
+
+def _sent_events() -> Middleware:
+    from celeriac.events.sent import TaskSentEvents  # noqa: PLC0415 - events import the app
+
+    return TaskSentEvents()

@@ -431,6 +431,11 @@ class Signature(dict[str, Any]):
         """Send it with these extra arguments."""
         return self.apply_async(args, kwargs)
 
+    def __invert__(self) -> Any:
+        """``~sig``: send it and wait for its value (``sig.apply_async().get()``), the
+        shorthand of Celery's Canvas guide."""
+        return self.apply_async().get()
+
     def apply_async(
         self,
         args: Iterable[Any] | None = None,

@@ -50,7 +50,10 @@ def decode_exception(meta: Any) -> BaseException:
     try:
         return cls(*args)
     except Exception:
-        exc = cls.__new__(cls)
+        try:
+            exc = cls.__new__(cls)
+        except Exception:  # a type that cannot be made from its args (pydantic's errors)
+            return _synthetic_exception(module, name)(*args)
         exc.args = args
         return exc
 

@@ -195,5 +195,39 @@ class ReplyConformance(BackendClaims):
 
         run(main())
 
+    def test_replies_arrive_in_the_order_sent(self, backend_factory: BackendFactory) -> None:
+        key, task = str(uuid.uuid4()), str(uuid.uuid4())
+        steps = [_meta(task, "PROGRESS", {"step": n}) for n in range(5)]
+
+        async def main() -> None:
+            async with (
+                opened(backend_factory({"reply_to": key})) as caller,
+                opened(backend_factory()) as worker,
+            ):
+                for step in steps:  # each its own send
+                    await worker.store_replies([(key, task, step)])
+                assert await caller.get(task) == steps[-1]
+
+        run(main())
+
+    def test_a_timed_out_wait_loses_no_reply(self, backend_factory: BackendFactory) -> None:
+        """A reply taken from the queue while the wait that asked for it gave up (its
+        timeout, a cancel) is kept for the next call."""
+        key, task = str(uuid.uuid4()), str(uuid.uuid4())
+
+        async def main() -> None:
+            async with (
+                opened(backend_factory({"reply_to": key})) as caller,
+                opened(backend_factory()) as worker,
+            ):
+                assert await caller.wait([task], 0.05) == {}
+                waiting = asyncio.create_task(caller.wait([task], 10.0))
+                await asyncio.sleep(0.01)
+                waiting.cancel()
+                await worker.store_replies([(key, task, _meta(task, result=3))])
+                assert await caller.wait([task], 10.0) == {task: _meta(task, result=3)}
+
+        run(main())
+
 
 __all__ = ["BackendClaims", "BackendConformance", "ReplyConformance"]

@@ -21,6 +21,7 @@ from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -438,3 +439,27 @@ __all__ = [
     "RemoteControlConformance",
     "RevocationConformance",
 ]
+
+
+class QueueBindingsConformance:
+    """:class:`QueueBindings`: binding a declared queue to another exchange and routing
+    key (again, or on another instance) is harmless, and the queue still delivers."""
+
+    def test_queue_bindings_is_implemented(self, broker_factory: BrokerFactory) -> None:
+        assert isinstance(broker_factory(), QueueBindings)
+
+    def test_a_bound_queue_still_delivers(self, broker_factory: BrokerFactory) -> None:
+        async def main() -> None:
+            async with opened(broker_factory()) as broker, opened(broker_factory()) as other:
+                assert isinstance(broker, QueueBindings) and isinstance(other, QueueBindings)
+                await broker.declare(QUEUE)
+                await broker.bind(QUEUE, f"{QUEUE}.exchange", "conformance.key")
+                await broker.bind(QUEUE, f"{QUEUE}.exchange", "conformance.key")
+                await other.declare(QUEUE)
+                await other.bind(QUEUE, f"{QUEUE}.exchange", "conformance.key")
+                await broker.publish(QUEUE, message(1))
+                (got,) = await other.fetch([QUEUE], 1, 5.0)
+                assert number(got) == 1
+                await other.ack([got])
+
+        run(main())

@@ -14,18 +14,24 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
+from celeriac.testing._schedule_suite import ScheduleStoreConformance
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
+    ScheduleStore,
 )
 
 #: Every broker capability Protocol and the mixin that tests it.
@@ -36,6 +42,9 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    EventChannel: EventChannelConformance,
+    ScheduleStore: ScheduleStoreConformance,
+    QueueBindings: QueueBindingsConformance,
 }
 
 #: Every optional part of the result-backend contract (:data:`BACKEND_PARTS`) and the

@@ -12,6 +12,10 @@ contract every broker has; each capability Protocol of
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
+| ``EventChannel`` | :class:`EventChannelConformance` |
+| ``ScheduleStore`` | :class:`ScheduleStoreConformance` (beat's claims; on a result |
+|  | backend: :class:`BackendScheduleStoreConformance`) |
+| ``QueueBindings`` | :class:`QueueBindingsConformance` |
 
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
@@ -72,12 +76,18 @@ from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
     LeaseRecoveryConformance,
+    QueueBindingsConformance,
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
 )
+from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
+from celeriac.testing._schedule_suite import (
+    BackendScheduleStoreConformance,
+    ScheduleStoreConformance,
+)
 from celeriac.testing._support import (
     QUEUE,
     BackendFactory,
@@ -98,19 +108,23 @@ __all__ = [
     "QUEUE",
     "BackendConformance",
     "BackendFactory",
+    "BackendScheduleStoreConformance",
     "BroadcastConformance",
     "BrokerConformance",
     "BrokerFactory",
     "ChordCounterConformance",
     "DeadLetterConformance",
+    "EventChannelConformance",
     "Factory",
     "GroupConformance",
     "KeyValueConformance",
     "LeaseRecoveryConformance",
+    "QueueBindingsConformance",
     "RateLimitConformance",
     "RemoteControlConformance",
     "ReplyConformance",
     "RevocationConformance",
+    "ScheduleStoreConformance",
     "backend_offers",
     "message",
     "number",

@@ -49,6 +49,8 @@ BROKERS: dict[str, str] = {
 #: scheme -> "module:Class" of its result backend
 BACKENDS: dict[str, str] = {
     "memory": f"{_PKG}.memory.backend:MemoryBackend",
+    # Celery's in-process result backend, as its tests (and its pytest plugin) name it
+    "cache+memory": f"{_PKG}.memory.backend:MemoryBackend",
     "sqlite": f"{_PKG}.sqlite.backend:SQLiteBackend",
     "redis": f"{_PKG}.redis.backend:RedisBackend",
     "rediss": f"{_PKG}.redis.backend:RedisBackend",
@@ -56,6 +58,16 @@ BACKENDS: dict[str, str] = {
     "unix": f"{_PKG}.redis.backend:RedisBackend",
     "sentinel": f"{_PKG}.redis.backend:RedisBackend",
     "rpc": f"{_PKG}.amqp.rpc:RPCBackend",
+}
+
+#: broker scheme -> "module:Class" of the ``rpc://`` backend whose replies travel on that
+#: broker (AMQP reply queues, Redis lists, a SQLite table, the memory store)
+RPC_BACKENDS: dict[str, str] = {
+    "memory": f"{_PKG}.memory.rpc:MemoryRPCBackend",
+    "sqlite": f"{_PKG}.sqlite.rpc:SQLiteRPCBackend",
+    **{s: f"{_PKG}.redis.rpc:RedisRPCBackend" for s in ("redis", "rediss", "redis+socket")},
+    **{s: f"{_PKG}.redis.rpc:RedisRPCBackend" for s in ("unix", "sentinel")},
+    **{s: f"{_PKG}.amqp.rpc:RPCBackend" for s in ("amqp", "amqps", "pyamqp")},
 }
 
 #: the pip extra that brings a transport package's dependencies
@@ -99,8 +111,34 @@ def broker_class(url: str) -> type[Broker]:
     return cls
 
 
-def backend_class(url: str) -> type[ResultBackend]:
+def backend_class(url: str, broker_url: str | None = None) -> type[ResultBackend]:
+    """The result backend class for ``url``; for ``rpc://``, the one that replies over
+    ``broker_url``'s broker (without it: AMQP's, the class-level answers being the same)."""
+    if broker_url is not None and _scheme(url) == "rpc":
+        return _rpc_class(url, broker_url)
     cls: type[ResultBackend] = load_class("result_backend", url, BACKENDS)
+    return cls
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _rpc_class(url: str, broker_url: str) -> type[ResultBackend]:
+    scheme = _scheme(broker_url)
+    if scheme not in RPC_BACKENDS:
+        raise ImproperlyConfigured(
+            f"result_backend {url!r}: rpc:// replies travel on the broker, and the "
+            f"{scheme}:// broker has no reply channel; set result_backend to a store "
+            f"(redis://, sqlite://) instead"
+        )
+    amqp = RPC_BACKENDS[scheme].startswith(f"{_PKG}.amqp.")
+    if not amqp and url.partition("://")[2].strip("/"):
+        raise ImproperlyConfigured(
+            f"result_backend {url!r}: on a {scheme}:// broker rpc:// replies travel on the "
+            f"broker itself, so the URL takes no host; write rpc://"
+        )
+    cls: type[ResultBackend] = load_class("result_backend", f"{scheme}://", RPC_BACKENDS)
     return cls
 
 
@@ -109,7 +147,9 @@ def create_broker(url: str, options: dict[str, Any] | None = None) -> Broker:
 
 
 def create_backend(url: str, options: dict[str, Any] | None = None) -> ResultBackend:
-    return backend_class(url)(url, options=options)
+    """A result backend; an ``rpc://`` one replies over ``options["broker_url"]``."""
+    broker_url = (options or {}).get("broker_url")
+    return backend_class(url, str(broker_url) if broker_url else None)(url, options=options)
 
 
 class SyncPublisher(Protocol):
@@ -182,6 +222,7 @@ def close_sync(app: Any) -> None:
 __all__ = [
     "BACKENDS",
     "BROKERS",
+    "RPC_BACKENDS",
     "Broker",
     "DeadLetter",
     "Delivery",

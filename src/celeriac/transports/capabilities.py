@@ -11,8 +11,13 @@ capability, run against every transport that claims it.
 | :class:`RevocationStore` | ``revoke``, ``revoked``, ``revoked_among`` | yes | yes | yes | yes |
 | :class:`RateLimitStore` | ``take_token`` | yes | yes | yes | yes |
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
-|  | ``request_control``, ``broadcast_control`` | no | no | yes | yes |
+|  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
+| :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
+| :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
+|  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
+|  |  |  |  |  | result backend's (Redis, SQLite) |
+| :class:`QueueBindings` | ``bind`` | no | no | yes | yes |
 
 ``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
 of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
@@ -135,6 +140,28 @@ class RemoteControl(Broadcast, Protocol):
 
 
 @runtime_checkable
+class EventChannel(Protocol):
+    """Celery's events (the ``celeryev`` topic exchange): every listener sees every
+    event published after it listens; none are kept for later listeners."""
+
+    async def publish_events(self, items: Sequence[tuple[str, Message]]) -> None:
+        """Publish each ``(routing_key, message)`` (made by
+        :func:`celeriac.protocol.events.event_message`)."""
+        ...
+
+    async def listen_events(
+        self,
+        patterns: Sequence[str],
+        handler: Callable[[Message], Awaitable[None]],
+        listening: Callable[[], None] | None = None,
+    ) -> None:
+        """Pass each event message whose routing key matches one of ``patterns`` (AMQP
+        binding keys: ``#``, ``worker.#``) to ``handler``, until cancelled; reconnects by
+        itself. ``listening`` is called each time events can arrive."""
+        ...
+
+
+@runtime_checkable
 class DeadLetterStore(Protocol):
     """Reading back what the broker set aside."""
 
@@ -143,12 +170,63 @@ class DeadLetterStore(Protocol):
         ...
 
 
+#: one message a claim publishes: (queue, message, priority, not_before)
+ScheduledSend = tuple[str, Message, int, float | None]
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Beat's store: the last run of each periodic entry, claimed atomically, and the
+    entries added at runtime. Times are whole milliseconds since the epoch (UTC), so a
+    claim compares exact integers whatever the process that computed them.
+
+    On a broker, a claim publishes its message in the same atomic step (one SQLite
+    transaction, one Redis script): a slot is sent exactly once by any number of beats.
+    A result backend offers the same calls without ``send`` (for brokers that cannot,
+    such as RabbitMQ: the beat then claims in the backend and publishes after)."""
+
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        """The stored last run of each entry of ``names`` that has one."""
+        ...
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        """If the stored last run of ``name`` is ``last`` (None: none is stored), store
+        ``slot`` and publish ``send``, atomically: True. False (nothing done) when it is
+        anything else: another beat claimed first."""
+        ...
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        """The entries stored at runtime (name -> the beat's encoding of it)."""
+        ...
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        """Store (or with None, delete) a runtime entry; deleting also forgets its runs."""
+        ...
+
+
+@runtime_checkable
+class QueueBindings(Protocol):
+    """Queues reachable by another exchange and routing key than their name (kombu's
+    ``Queue(name, Exchange(x), routing_key=k)`` in ``task_queues``), so that a Celery
+    client publishing to that exchange alone reaches the celeriac worker's queue."""
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind the declared ``queue`` to the direct ``exchange`` with ``routing_key``."""
+        ...
+
+
 __all__ = [
     "Broadcast",
     "DeadLetterStore",
+    "EventChannel",
     "LeaseRecovery",
+    "QueueBindings",
     "RateLimitStore",
     "RemoteControl",
     "RevocationStore",
+    "ScheduleStore",
+    "ScheduledSend",
     "revocations_of",
 ]

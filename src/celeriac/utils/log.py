@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -62,16 +63,51 @@ class WorkerFormatter(logging.Formatter):
         return super().format(record)
 
 
-def setup_logging(level: str | int, conf: Any = None) -> None:
-    """Configure the root logger the way a Celery worker does."""
+def _level(level: str | int) -> int:
     if isinstance(level, str):
-        level = level.upper()
-        if level not in {"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"}:
+        name = level.upper()
+        if name not in {"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"}:
             from celeriac.exceptions import ImproperlyConfigured  # noqa: PLC0415
 
             raise ImproperlyConfigured(
                 f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
+        return logging.getLevelName(name)  # type: ignore[no-any-return]
+    return level
+
+
+def setup_worker_logging(
+    level: str | int,
+    conf: Any = None,
+    logfile: str | None = None,
+    to_file: Callable[[], None] | None = None,
+) -> bool:
+    """The worker's logging, with Celery's signals: ``setup_logging`` first -- when a
+    receiver is connected, it configures logging and celeriac does nothing (False is
+    returned) --, else the root logger is set up (:func:`setup_logging`), then
+    ``after_setup_logger`` and ``after_setup_task_logger`` (the parent of the
+    :func:`get_task_logger` loggers) are sent; ``to_file`` moves the output to
+    ``logfile`` in between."""
+    from celeriac import signals  # noqa: PLC0415
+
+    number = _level(level)
+    log_format = (conf["worker_log_format"] if conf is not None else None) or LOG_FORMAT
+    task_format = (conf["worker_task_log_format"] if conf is not None else None) or TASK_LOG_FORMAT
+    named: dict[str, Any] = {"loglevel": number, "logfile": logfile, "colorize": False}
+    if signals.send_raising(signals.setup_logging, format=log_format, **named):
+        return False
+    setup_logging(number, conf)
+    if to_file is not None:
+        to_file()
+    signals.after_setup_logger.send(logger=logging.getLogger(), format=log_format, **named)
+    task_logger = logging.getLogger("celeriac.task")
+    signals.after_setup_task_logger.send(logger=task_logger, format=task_format, **named)
+    return True
+
+
+def setup_logging(level: str | int, conf: Any = None) -> None:
+    """Configure the root logger the way a Celery worker does."""
+    level = _level(level)
     root = logging.getLogger()
     if conf is not None and not conf["worker_hijack_root_logger"] and root.handlers:
         return
@@ -83,4 +119,11 @@ def setup_logging(level: str | int, conf: Any = None) -> None:
     root.setLevel(level)
 
 
-__all__ = ["WorkerFormatter", "get_logger", "get_task_logger", "mask_url", "setup_logging"]
+__all__ = [
+    "WorkerFormatter",
+    "get_logger",
+    "get_task_logger",
+    "mask_url",
+    "setup_logging",
+    "setup_worker_logging",
+]

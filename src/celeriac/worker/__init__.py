@@ -1,7 +1,8 @@
 """The worker: ``celeriac -A app worker``.
 
 ``-P prefork`` (default) forks a supervisor's N children, each a complete consumer with
-its own connections; ``threads``, ``asyncio`` and ``solo`` run one consumer in this process.
+its own connections; ``threads``, ``asyncio``, ``gevent`` and ``solo`` run one consumer in
+this process.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from celeriac import __version__
+from celeriac import __version__, signals
+from celeriac._concurrency import EVENTLET_REFUSED
 from celeriac._queues import consumed_queues
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports import create_broker
-from celeriac.utils.log import mask_url, setup_logging
+from celeriac.utils.log import mask_url, setup_worker_logging
 from celeriac.worker.consumer import Consumer, check_capabilities
 from celeriac.worker.pools import POOLS, make_pool
 from celeriac.worker.startup import connect_at_startup
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
-POOL_NAMES = ("prefork", "threads", "asyncio", "solo")
+POOL_NAMES = ("prefork", "threads", "asyncio", "solo", "gevent")
 #: the waits between start-up connection attempts (the last one repeats)
 STARTUP_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
 
@@ -60,9 +62,33 @@ class Worker:
         max_tasks_per_child: int | None = None,
         banner: bool = True,
     ) -> None:
-        conf = app.conf
         self.app = app
+        self.hostname = expand_hostname(hostname)
+        self._given = (concurrency, pool, queues, prefetch_multiplier, max_tasks_per_child)
+        self.configure()
+        self.loglevel = loglevel if loglevel is not None else "WARNING"
+        self.banner = banner
+        #: log to this file (``%n``, ``%i``, ... expanded) instead of stderr
+        self.logfile: str | None = None
+        #: one-line warnings logged at start-up (options that mean nothing here)
+        self.startup_warnings: list[str] = []
+        #: (max, min) pool processes of a prefork pool that grows and shrinks with load
+        self.autoscale: tuple[int, int] | None = None
+        #: delete the waiting messages of the worker's queues before consuming
+        self.purge = False
+        #: the command line's options (``celeryd_init``'s ``options``)
+        self.options: dict[str, Any] = {}
+        #: False when a ``setup_logging`` receiver configures logging instead
+        self.own_logging = True
+
+    def configure(self) -> None:
+        """The settings the worker reads (again after ``celeryd_init``, whose receivers
+        may change ``conf`` for this node), under the explicit arguments."""
+        concurrency, pool, queues, prefetch_multiplier, max_tasks_per_child = self._given
+        conf = self.app.conf
         self.pool = pool or conf["worker_pool"]
+        if self.pool == "eventlet":
+            raise ImproperlyConfigured(EVENTLET_REFUSED)
         if self.pool not in POOL_NAMES:
             raise ImproperlyConfigured(
                 f"unknown pool {self.pool!r}: use one of {', '.join(POOL_NAMES)}"
@@ -73,40 +99,74 @@ class Worker:
         if self.pool == "solo":
             self.concurrency = 1
         self.queues = list(queues or consumed_queues(conf))
-        self.hostname = expand_hostname(hostname)
-        self.loglevel = loglevel if loglevel is not None else "WARNING"
         self.prefetch_multiplier = prefetch_multiplier or conf["worker_prefetch_multiplier"]
         self.max_tasks_per_child = max_tasks_per_child or conf["worker_max_tasks_per_child"]
-        self.banner = banner
         #: KiB of resident memory after which a prefork child is replaced
         self.max_memory_per_child: int | None = conf["worker_max_memory_per_child"]
-        #: log to this file (``%n``, ``%i``, ... expanded) instead of stderr
-        self.logfile: str | None = None
-        #: one-line warnings logged at start-up (options that mean nothing here)
-        self.startup_warnings: list[str] = []
-        #: (max, min) pool processes of a prefork pool that grows and shrinks with load
-        self.autoscale: tuple[int, int] | None = None
-        #: delete the waiting messages of the worker's queues before consuming
-        self.purge = False
+        #: seconds between event heartbeats (None: none, ``--without-heartbeat``)
+        self.heartbeat_interval: float | None = 2.0
+        #: the prefork children's shared state directory (celeriac.worker._state)
+        self.state_dir: str | None = None
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
-        setup_logging(self.loglevel, self.app.conf)
-        self.open_logfile(0)
+        """Start, with Celery's signals in Celery's order: ``import_modules`` (then the
+        app's modules are imported), ``celeryd_init``, ``worker_init``, the logging
+        signals, ``celeryd_after_setup``; ``worker_shutdown`` when it stops."""
+        app = self.app
+        if self.pool == "gevent":
+            from celeriac.worker.gevent_pool import ensure_patched  # noqa: PLC0415
+
+            ensure_patched()
+        app.check_configuration()
+        signals.send_raising(signals.import_modules, sender=app)
+        app.import_modules()
+        signals.celeryd_init.send(
+            sender=self.hostname, instance=self, conf=app.conf, options=self.options
+        )
+        self.configure()
+        signals.worker_init.send(sender=self)
+        self.own_logging = setup_worker_logging(
+            self.loglevel, app.conf, self.logfile_for(0), lambda: self.open_logfile(0)
+        )
         for line in self.startup_warnings:
             logger.warning("%s", line)
-        self.app.check_configuration()
-        self.app.import_modules()
-        asyncio.run(self._preflight())
-        if self.purge:
-            asyncio.run(self._purge())
-        if self.banner:
-            print(self.banner_text(), file=sys.stderr, flush=True)
-        if self.pool == "prefork":
-            from celeriac.worker.supervisor import Supervisor  # noqa: PLC0415
+        if app.conf["worker_metrics_port"]:
+            from celeriac.worker._metrics import require_client  # noqa: PLC0415
 
-            return Supervisor(self).run()
-        return asyncio.run(self._run_single())
+            require_client()
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
+        try:
+            asyncio.run(self._preflight())
+            if self.purge:
+                asyncio.run(self._purge())
+            if self.banner:
+                print(self.banner_text(), file=sys.stderr, flush=True)
+            if self.pool == "prefork":
+                from celeriac.worker.supervisor import Supervisor  # noqa: PLC0415
+
+                return Supervisor(self).run()
+            return asyncio.run(self._run_single())
+        finally:
+            signals.worker_shutdown.send(sender=self)
+
+    def announce_ready(self) -> None:
+        """The worker takes tasks: logged, then ``worker_ready`` and the middleware's
+        ``worker_ready`` hooks."""
+        logger.warning("%s ready.", self.hostname)
+        signals.worker_ready.send(sender=self)
+        for mw in self.app.middleware:
+            mw.worker_ready(self.app, self.hostname)
+
+    def shutting_down(self, signum: int, cold: bool) -> None:
+        """A shutdown signal arrived (in the worker's main process): ``worker_shutting_down``
+        with Celery's arguments (``sig='SIGTERM'``, ``how='Warm'``, ``exitcode``)."""
+        signals.worker_shutting_down.send(
+            sender=self.hostname,
+            sig=signal.Signals(signum).name,
+            how="Cold" if cold else "Warm",
+            exitcode=0,
+        )
 
     async def _preflight(self) -> None:
         """Before any child is forked: the broker can be reached (retried while
@@ -119,13 +179,35 @@ class Worker:
         finally:
             await broker.close()
 
-    def open_logfile(self, index: int) -> None:
-        """Log to ``logfile`` as pool process ``index`` (0: the main process) sees it."""
-        if self.logfile and (index == 0 or "%i" in self.logfile or "%I" in self.logfile):
-            from celeriac._cli.daemon import log_to_file  # noqa: PLC0415
-            from celeriac._cli.nodes import node_format  # noqa: PLC0415
+    def logfile_for(self, index: int) -> str | None:
+        """The log file of pool process ``index`` (0: the main process), expanded."""
+        if not self.logfile:
+            return None
+        from celeriac._cli.nodes import node_format  # noqa: PLC0415
 
-            log_to_file(node_format(self.logfile, self.hostname, index) or self.logfile)
+        return node_format(self.logfile, self.hostname, index) or self.logfile
+
+    def open_logfile(self, index: int) -> None:
+        """Log to ``logfile`` as pool process ``index`` (0: the main process) sees it
+        (unless a ``setup_logging`` receiver configured logging)."""
+        path, main = self.logfile_for(index), self.logfile_for(0)
+        if not path or not self.own_logging:
+            return
+        if index == 0:
+            from celeriac._cli.daemon import log_to_file  # noqa: PLC0415
+
+            log_to_file(path)
+        elif path != main and main is not None:
+            # a child's own file (``%i``): only the main process's file handler moves,
+            # handlers that ``after_setup_logger`` receivers added stay
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if isinstance(handler, logging.FileHandler) and handler.baseFilename == main:
+                    root.removeHandler(handler)
+                    handler.close()
+                    moved = logging.FileHandler(path, encoding="utf-8")
+                    moved.setFormatter(handler.formatter)
+                    root.addHandler(moved)
 
     async def _purge(self) -> None:
         broker = create_broker(self.app.broker_url, self.app.broker_options())
@@ -137,7 +219,7 @@ class Worker:
         logger.warning("Purged %d message(s) from %d queue(s)", count, len(self.queues))
 
     def make_consumer(self, pool_name: str, concurrency: int, consumer_id: str) -> Consumer:
-        return Consumer(
+        consumer = Consumer(
             self.app,
             make_pool(pool_name, concurrency),
             queues=self.queues,
@@ -146,6 +228,14 @@ class Worker:
             max_tasks=None,
             consumer_id=consumer_id,
         )
+        consumer.monitor.heartbeat_interval = self.heartbeat_interval
+        consumer.monitor.metrics_port = self.app.conf["worker_metrics_port"]
+        consumer.monitor.worker = self
+        if self.state_dir is not None:
+            from celeriac.worker._state import SharedState  # noqa: PLC0415
+
+            consumer.monitor.shared = SharedState(self.state_dir)
+        return consumer
 
     def consumer_for_child(self, consumer_id: str) -> Consumer:
         """A prefork child's consumer, with the per-child limits."""
@@ -155,16 +245,12 @@ class Worker:
         return consumer
 
     async def _run_single(self) -> int:
+        if self.pool == "solo":  # as Celery's solo pool: its one "process" is this one
+            signals.worker_process_init.send(sender=self.hostname)
         consumer = self.make_consumer(self.pool, self.concurrency, f"{self.hostname}:{os.getpid()}")
         consumer.control = True
-        install_stop_handlers(consumer.stop)
-
-        def ready() -> None:
-            logger.warning("%s ready.", self.hostname)
-            for mw in self.app.middleware:
-                mw.worker_ready(self.app, self.hostname)
-
-        await consumer.run(on_ready=ready)
+        install_stop_handlers(consumer.stop, on_signal=self.shutting_down)
+        await consumer.run(on_ready=self.announce_ready)
         return 0
 
     def _concurrency_text(self) -> str:
@@ -202,22 +288,29 @@ def _where(url: str) -> str:
     return mask_url(url)
 
 
-def install_stop_handlers(stop: Callable[[bool], None], announce: bool = True) -> None:
-    """SIGTERM/SIGINT: warm stop (cold on the second); SIGQUIT: cold stop."""
+def install_stop_handlers(
+    stop: Callable[[bool], None],
+    announce: bool = True,
+    on_signal: Callable[[int, bool], None] | None = None,
+) -> None:
+    """SIGTERM/SIGINT: warm stop (cold on the second); SIGQUIT: cold stop; ``on_signal``
+    is told first (signal number, cold)."""
     loop = asyncio.get_running_loop()
     state = {"signalled": False}
 
-    def on_signal(signum: signal.Signals, cold: bool) -> None:
+    def handle(signum: signal.Signals, cold: bool) -> None:
         cold = cold or state["signalled"]
         state["signalled"] = True
         if announce:
             kind = "Cold" if cold else "Warm"
             logger.warning("%s shutdown (%s)", kind, signum.name)
+        if on_signal is not None:
+            on_signal(signum, cold)
         stop(cold)
 
-    loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM, False)
-    loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT, False)
-    loop.add_signal_handler(signal.SIGQUIT, on_signal, signal.SIGQUIT, True)
+    loop.add_signal_handler(signal.SIGTERM, handle, signal.SIGTERM, False)
+    loop.add_signal_handler(signal.SIGINT, handle, signal.SIGINT, False)
+    loop.add_signal_handler(signal.SIGQUIT, handle, signal.SIGQUIT, True)
 
 
 __all__ = ["POOLS", "POOL_NAMES", "Worker", "expand_hostname"]

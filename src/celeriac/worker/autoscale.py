@@ -20,6 +20,7 @@ logger = logging.getLogger("celeriac.worker")
 
 
 class ScaledChild(Protocol):
+    index: int
     pid: int
     ready: bool
     busy: bool
@@ -44,8 +45,13 @@ class Autoscaler:
             return True, None
         if len(active) > self.low:
             now = time.monotonic()
-            for child in active:
-                if child.ready and not child.busy and now - child.idle_since >= self.keepalive:
+            for child in reversed(active):  # the newest first; child 1 answers remote control
+                if (
+                    child.index != 1
+                    and child.ready
+                    and not child.busy
+                    and now - child.idle_since >= self.keepalive
+                ):
                     return False, child
         return False, None
 

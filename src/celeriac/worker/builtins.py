@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -158,7 +159,9 @@ class TerminateRevoked(Middleware):
             how = revoked.get(job.call.id)
             if how is not None and how.terminate and job.running:
                 logger.warning("Terminating revoked task %s[%s]", job.call.name, job.call.id)
-                consumer.stop_job(job, TaskRevokedError("terminated"), Terminated)
+                error = TaskRevokedError("terminated")
+                error.signum = _signum(how.signal)  # type: ignore[attr-defined]
+                consumer.stop_job(job, error, Terminated)
 
 
 def builtins(consumer: Consumer) -> list[Middleware]:
@@ -171,6 +174,17 @@ def builtins(consumer: Consumer) -> list[Middleware]:
         TimeLimits(consumer),
         TerminateRevoked(consumer),
     ]
+
+
+def _signum(name: str | int | None) -> signal.Signals:
+    """The signal a revoke named (``task_revoked``'s ``signum``); SIGTERM by default."""
+    if isinstance(name, int):
+        return signal.Signals(name)
+    text = (name or "SIGTERM").upper()
+    try:
+        return signal.Signals[text if text.startswith("SIG") else f"SIG{text}"]
+    except KeyError:
+        return signal.SIGTERM
 
 
 def _overtaken(outcome: Outcome) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from celeriac import _queues
 from celeriac._outcome import Action, Outcome
 from celeriac.control import remote_command
 from celeriac.exceptions import (
@@ -28,8 +29,9 @@ from celeriac.exceptions import (
     ImproperlyConfigured,
     MessageError,
 )
-from celeriac.middleware import Middleware, overriding
+from celeriac.middleware import Middleware, consumer_sender, overriding
 from celeriac.protocol import Message, control_reply, parse_control
+from celeriac.states import REJECTED
 from celeriac.transports.broker import Broker, Delivery, Revocation
 from celeriac.transports.capabilities import (
     LeaseRecovery,
@@ -37,6 +39,7 @@ from celeriac.transports.capabilities import (
     RemoteControl,
     RevocationStore,
 )
+from celeriac.worker._monitor import WorkerMonitor
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.limits import resident_kib
@@ -135,7 +138,9 @@ class Consumer:
         self.revocation_store: RevocationStore | None = None
         self.rate_store: RateLimitStore | None = None
         self.backend: ResultBackend | None = None
-        self.use_middleware([*builtins(self), *app.middleware])
+        #: events, counts and shared state for monitors (celeriac.worker._monitor)
+        self.monitor = WorkerMonitor(self)
+        self.use_middleware([*builtins(self), self.monitor, *app.middleware])
 
     def use_middleware(self, middleware: list[Middleware]) -> None:
         """Run these hooks (the worker's own, then the app's), calling only those that
@@ -168,6 +173,7 @@ class Consumer:
     # -- main ---------------------------------------------------------------
     async def run(self, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()
+        consumer_sender.set(self)  # the sender of task_received, task_unknown ...
         self._wake, self._space, self._settled = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.broker = await self._connect_broker()
         self.broker.consumer_id = self.consumer_id
@@ -179,6 +185,7 @@ class Consumer:
         check_capabilities(self.app, self.broker)
         for queue in self.queues:
             await self.broker.declare(queue)
+        await _queues.bind_consumed(self.app.conf, self.broker, self.queues)
         self.pool.start(loop, self.handler, self._on_outcomes)
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
@@ -192,6 +199,7 @@ class Consumer:
                 await asyncio.wait_for(listening.wait(), CONTROL_START_TIMEOUT)
         if on_ready is not None:
             on_ready()
+        helpers.append(loop.create_task(self.monitor.run()))
         settler = loop.create_task(self._settle_loop())
         helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
         try:
@@ -204,6 +212,8 @@ class Consumer:
             self._closing = True  # the drain is over: nothing more will be settled
             self._wake.set()
             await asyncio.gather(settler, *helpers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.monitor.close()
             self.pool.stop()
             for mw in self.middleware:
                 mw.worker_shutdown(self.app, self.hostname)
@@ -280,6 +290,7 @@ class Consumer:
                     logger.error("Broker connection lost: %s; reconnecting", exc)
                 await asyncio.sleep(delay)
                 continue
+            self.monitor.fetched_at = time.monotonic()
             if failures:
                 logger.info("Broker connection restored")
                 failures = 0
@@ -342,6 +353,7 @@ class Consumer:
         if self.max_tasks and self._submitted >= self.max_tasks:
             self._withheld.append(job)  # this process stops after max_tasks: give it back
             if not self._stopping:
+                self.monitor.recycling = True
                 self.stop()
             return
         self._submitted += 1
@@ -412,11 +424,15 @@ class Consumer:
     async def _settle(self, batch: list[Outcome]) -> None:
         broker, backend = self.broker, self.backend
         assert broker is not None and backend is not None
-        for settle in self._settlers:  # results first (the built-in ResultStore)
-            await self._retrying(partial(settle, self.app, batch, broker, backend))
+        await self._run_settlers(batch, broker, backend)
         follow_ups = [item for o in batch for item in o.follow_ups]
         if follow_ups:
+            # new messages (retries, callbacks, chain steps) go through the publish hooks
+            # (before/after_task_publish); a rejected message put back is not new
+            new = [(q, m) for o in batch if o.state != REJECTED for q, m, _, _ in o.follow_ups]
+            self._publish_hooks("before_publish", new)
             await self._retrying(partial(broker.publish_many, follow_ups))
+            self._publish_hooks("after_publish", new)
         await self._release(batch, broker)
         for outcome in batch:
             if outcome.action is Action.PROGRESS:
@@ -430,15 +446,38 @@ class Consumer:
                     self._exit_after_abandon(outcome.job)
         if self.max_tasks and self.processed >= self.max_tasks and not self._stopping:
             logger.info("Consumer reached max tasks (%d); restarting", self.max_tasks)
+            self.monitor.recycling = True
             self.stop()
         if self.max_memory and not self._stopping and (rss := resident_kib()) > self.max_memory:
             logger.warning(
                 "Child process uses %d KiB (max %d KiB); restarting", rss, self.max_memory
             )
+            self.monitor.recycling = True
             self.stop()
         assert self._space is not None and self._settled is not None
         self._space.set()
         self._settled.set()
+
+    async def _run_settlers(
+        self, batch: list[Outcome], broker: Broker, backend: ResultBackend
+    ) -> None:
+        """The settle hooks, results first (the built-in ResultStore); one that fails
+        other than by the connection is an internal error of each task of the batch."""
+        for settle in self._settlers:
+            try:
+                await self._retrying(partial(settle, self.app, batch, broker, backend))
+            except (OSError, BrokerError, BackendError):
+                raise  # a cold stop during an outage
+            except Exception as exc:
+                logger.exception("Settling %d outcome(s) failed: %r", len(batch), exc)
+                for outcome in batch:
+                    if outcome.job is not None and outcome.action is not Action.PROGRESS:
+                        self.handler.tell_internal_error(outcome.job, exc)
+
+    def _publish_hooks(self, hook: str, messages: list[tuple[str, Message]]) -> None:
+        for mw in self.app.middleware:
+            for queue, message in messages:
+                getattr(mw, hook)(self.app, message, queue)
 
     def _observe(self, runtime: float) -> None:
         average = self._runtime
@@ -545,6 +584,7 @@ class Consumer:
             job.call.name,
             job.call.id,
         )
+        self.monitor.recycling = True
         self.stop()
         self.exit_code = EXIT_ABANDONED
 

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import logging
 import os
+import signal
 import threading
 import time
 import traceback as tb
@@ -29,6 +30,8 @@ from celeriac.exceptions import (
     Reject,
     SoftTimeLimitExceeded,
     TaskRevokedError,
+    Terminated,
+    TimeLimitExceeded,
     WorkerLostError,
 )
 from celeriac.middleware import Middleware, overriding
@@ -117,6 +120,8 @@ class Handler:
         self._before_task = overriding(middleware, "before_task")
         self._after_task = overriding(middleware, "after_task")
         self._on_exception = overriding(middleware, "on_exception")
+        self._on_rejected = overriding(middleware, "on_rejected")
+        self._on_internal_error = overriding(middleware, "on_internal_error")
 
     # -- deciding -----------------------------------------------------------
     def accept_delivery(
@@ -126,6 +131,8 @@ class Handler:
         if delivery.message is None:
             reason = delivery.error or "unreadable message"
             logger.error("Dead-lettering unreadable message from %s: %s", delivery.queue, reason)
+            for hook in self._on_rejected:
+                hook(None, MessageError(reason))
             return Outcome(delivery, Action.DEAD_LETTER, reason=reason)
         message = delivery.message
         try:
@@ -143,6 +150,8 @@ class Handler:
             meta = None
             if task_id:
                 meta = self._failure_meta(task_id, exc, None)
+            for hook in self._on_rejected:
+                hook(message, exc)
             return Outcome(delivery, Action.DEAD_LETTER, reason=exc.reason, meta=meta)
         if delivery.delivery_count > 1 + self.max_redeliveries:
             reason = (
@@ -199,14 +208,16 @@ class Handler:
         now = time.time()
         if revoked is not None:
             logger.info("Discarding revoked task %s[%s]", call.name, call.id)
+            request = self._request(call, delivery) if self._on_revoked else None
             for hook in self._on_revoked:
-                hook(task, None)
+                hook(task, request)
             meta = revoked_meta(call.id, "revoked")
             return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
         if call.expires is not None and call.expires.timestamp() <= now:
             logger.info("Discarding expired task %s[%s]", call.name, call.id)
+            request = self._request(call, delivery) if self._on_revoked else None
             for hook in self._on_revoked:
-                hook(task, None, expired=True)
+                hook(task, request, expired=True)
             meta = revoked_meta(call.id, "expired")
             return Outcome(delivery, Action.ACK, meta=meta, state=states.REVOKED)
         lost_policy = task.reject_on_worker_lost
@@ -264,7 +275,25 @@ class Handler:
 
     # -- executing ----------------------------------------------------------
     def execute(self, job: Job, loop: asyncio.AbstractEventLoop | None = None) -> Outcome:
-        """Run a job in this thread (an ``async def`` task runs on ``loop``)."""
+        """Run a job in this thread (an ``async def`` task runs on ``loop``); an error of
+        the worker itself around it (a middleware hook) is an internal error."""
+        try:
+            return self._execute(job, loop)
+        except Exception as exc:
+            if isinstance(exc, _INTERRUPTS):
+                raise
+            return self.internal_error(job, exc)
+
+    async def execute_async(self, job: Job) -> Outcome:
+        """Run an ``async def`` job on the running loop (the asyncio pool)."""
+        try:
+            return await self._execute_async(job)
+        except Exception as exc:
+            if isinstance(exc, _INTERRUPTS):
+                raise
+            return self.internal_error(job, exc)
+
+    def _execute(self, job: Job, loop: asyncio.AbstractEventLoop | None) -> Outcome:
         expired = self._expired(job)
         if expired is not None:
             return expired
@@ -272,6 +301,7 @@ class Handler:
         token = self._begin(job)
         start = time.perf_counter()
         try:
+            job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
             value = job.task.run(*job.call.args, **job.call.kwargs)
             if job.task.is_async and inspect.isawaitable(value):
                 if loop is None:
@@ -286,14 +316,14 @@ class Handler:
             return self._raised(job, exc, time.perf_counter() - start, token)
         return self._succeeded(job, value, time.perf_counter() - start, token)
 
-    async def execute_async(self, job: Job) -> Outcome:
-        """Run an ``async def`` job on the running loop (the asyncio pool)."""
+    async def _execute_async(self, job: Job) -> Outcome:
         expired = self._expired(job)
         if expired is not None:
             return expired
         token = self._begin(job)
         start = time.perf_counter()
         try:
+            job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
             value = job.task.run(*job.call.args, **job.call.kwargs)
             if inspect.isawaitable(value):
                 value = await value
@@ -329,10 +359,46 @@ class Handler:
             )
             self.report(Outcome(job.delivery, Action.PROGRESS, job=job, meta=meta))
         token = _current_request.set(job.request)
-        for hook in self._before_task:
-            hook(job.task, job.request)
-        job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
+        try:
+            for hook in self._before_task:
+                hook(job.task, job.request)
+        except BaseException:
+            _current_request.reset(token)
+            raise
         return token
+
+    def internal_error(self, job: Job, exc: BaseException) -> Outcome:
+        """The worker failed around ``job`` (not its code): as Celery, the job is a
+        FAILURE with ``exc`` and the ``on_internal_error`` hooks (``task_internal_error``)
+        are told."""
+        call = job.call
+        with job.lock:
+            job.finished = True
+        trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        logger.error("Task %s[%s] internal error: %r\n%s", call.name, call.id, exc, trace.rstrip())
+        self.tell_internal_error(job, exc)
+        meta = None
+        if not self.ignores_result(job) or self._stores_errors(job):
+            meta = self._failure_meta(call.id, exc, trace, call, self._extended(job))
+        action, reason = self._failure_action(job, exc)
+        return Outcome(
+            job.delivery,
+            action,
+            job=job,
+            state=states.FAILURE,
+            exc=exc,
+            traceback=trace,
+            meta=meta,
+            reason=reason,
+        )
+
+    def tell_internal_error(self, job: Job, exc: BaseException) -> None:
+        """Call the ``on_internal_error`` hooks (one that raises is logged)."""
+        for hook in self._on_internal_error:
+            try:
+                hook(job.task, job.request, exc)
+            except Exception:
+                logger.exception("on_internal_error hook %r raised", hook)
 
     def _succeeded(self, job: Job, value: Any, runtime: float, token: Any) -> Outcome:
         call, task = job.call, job.task
@@ -398,6 +464,10 @@ class Handler:
         else:
             try:
                 task.on_failure(exc, call.id, call.args, call.kwargs, trace)
+            except Exception as error:  # as Celery: an internal error (the task failed)
+                logger.exception("Task %s[%s] failure handler raised", call.name, call.id)
+                self.tell_internal_error(job, error)
+            try:
                 task.after_return(states.FAILURE, exc, call.id, call.args, call.kwargs, trace)
             except Exception:
                 logger.exception("Task %s[%s] failure handler raised", call.name, call.id)
@@ -437,8 +507,9 @@ class Handler:
         if isinstance(exc, TaskRevokedError):
             meta: dict[str, Any] | None = revoked_meta(call.id, "terminated")
             state, action, reason = states.REVOKED, Action.ACK, None
+            signum = getattr(exc, "signum", signal.SIGTERM)
             for hook in self._on_revoked:
-                hook(job.task, job.request, terminated=True)
+                hook(job.task, job.request, terminated=True, signum=signum)
         else:
             state = states.FAILURE
             meta = None
@@ -520,6 +591,10 @@ class Handler:
     def lost_meta(self, job: Job, reason: str) -> dict[str, Any]:
         """FAILURE meta for a task whose process died (used by the supervisor)."""
         return self._failure_meta(job.call.id, WorkerLostError(reason), None, job.call)
+
+
+#: what the worker raises inside a running task (time limits, terminate): never internal
+_INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)
 
 
 async def _await(value: Any) -> Any:

@@ -3,6 +3,7 @@
 ``ThreadPool(n)`` runs jobs on n daemon threads (``solo`` is n=1, and each prefork child
 uses one); each thread keeps its own event loop for ``async def`` tasks. ``AsyncioPool``
 runs up to n ``async def`` tasks at once on the consumer's loop, and sync tasks on threads.
+``gevent`` (:mod:`celeriac.worker.gevent_pool`) runs them in greenlets.
 Outcomes come back to the consumer's loop in batches through an :class:`Outbox`.
 """
 
@@ -272,11 +273,19 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
     return bool(done == 1)
 
 
+def _gevent_pool(concurrency: int) -> Pool:
+    """The gevent pool, imported only when asked for (gevent is an optional extra)."""
+    from celeriac.worker.gevent_pool import GeventPool  # noqa: PLC0415
+
+    return GeventPool(concurrency)
+
+
 POOLS: dict[str, Callable[[int], Pool]] = {
     "threads": ThreadPool,
     "solo": SoloPool,
     "prefork-child": MainThreadPool,
     "asyncio": AsyncioPool,
+    "gevent": _gevent_pool,
 }
 
 

@@ -16,14 +16,18 @@ import logging
 import multiprocessing
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from celeriac import signals
 from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
+from celeriac.worker._state import forget_child, write_pool
 from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.consumer import EXIT_ABANDONED
 from celeriac.worker.pools import MainThreadPool
@@ -37,6 +41,8 @@ logger = logging.getLogger("celeriac.worker")
 
 _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 _PR_SET_PDEATHSIG = 1
+#: passed to ``Supervisor._on_signal`` for a stop that no signal asked for
+_BROKER_LOST = object()
 
 
 def _end_with_parent(parent: int) -> None:
@@ -84,8 +90,17 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: self._poke())
         first = self.autoscaler.low if self.autoscaler else self.worker.concurrency
-        for index in range(1, first + 1):
-            self._spawn(index)
+        self.worker.state_dir = tempfile.mkdtemp(prefix="celeriac-worker-")
+        try:
+            for index in range(1, first + 1):
+                self._spawn(index)
+            self._supervise()
+        finally:
+            shutil.rmtree(self.worker.state_dir, ignore_errors=True)
+        logger.info("Worker %s stopped", self.worker.hostname)
+        return self.exit_code
+
+    def _supervise(self) -> None:
         while self.children:
             with contextlib.suppress(InterruptedError):
                 readable, _, _ = select.select([self._wake_r, self._ready_r], [], [], 1.0)
@@ -96,8 +111,6 @@ class Supervisor:
             self._reap()
             if self.autoscaler is not None and not self.stopping:
                 self._scale(self.autoscaler)
-        logger.info("Worker %s stopped", self.worker.hostname)
-        return self.exit_code
 
     def _poke(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -110,6 +123,8 @@ class Supervisor:
             logger.warning("Cold shutdown (%s)", signal.Signals(signum).name)
         else:
             logger.warning("Warm shutdown (%s)", signal.Signals(signum).name)
+        if _frame is not _BROKER_LOST:  # a real signal
+            self.worker.shutting_down(signum, cold)
         child_signal = signal.SIGQUIT if cold else signal.SIGTERM
         for child in self.children.values():
             with contextlib.suppress(ProcessLookupError):
@@ -135,6 +150,9 @@ class Supervisor:
         except BlockingIOError:
             return
         for word in data.decode().split():
+            if word[0] in "GSA":  # from remote control: pool_grow, pool_shrink, autoscale
+                self._resize(word[0], word[1:])
+                continue
             kind, pid_text = (word[0], word[1:]) if word[0] in "BI" else ("R", word)
             child = self.children.get(int(pid_text))
             if child is None:
@@ -147,9 +165,48 @@ class Supervisor:
                 child.idle_since = time.monotonic()
         if not self._ready_announced and all(c.ready for c in self.children.values()):
             self._ready_announced = True
-            logger.warning("%s ready.", self.worker.hostname)
-            for mw in self.worker.app.middleware:
-                mw.worker_ready(self.worker.app, self.worker.hostname)
+            self.worker.announce_ready()
+
+    def _record_pool(self) -> None:
+        if self.worker.state_dir:
+            live = sorted(c.pid for c in self.children.values() if not c.retiring)
+            write_pool(self.worker.state_dir, live, len(live))
+
+    def _resize(self, kind: str, text: str) -> None:
+        """``pool_grow`` (G<n>), ``pool_shrink`` (S<n>), ``autoscale`` (A<max>,<min>)."""
+        if self.stopping:
+            return
+        if kind == "A" and self.autoscaler is not None:
+            high, _, low = text.partition(",")
+            self.autoscaler.high = max(1, int(high))
+            self.autoscaler.low = min(max(1, int(low or 1)), self.autoscaler.high)
+            logger.info("Autoscale now max=%d min=%d", self.autoscaler.high, self.autoscaler.low)
+            count = sum(not c.retiring for c in self.children.values())
+            if count < self.autoscaler.low:  # as Celery's: the pool follows the new range
+                self._resize("G", str(self.autoscaler.low - count))
+            elif count > self.autoscaler.high:
+                self._resize("S", str(count - self.autoscaler.high))
+            return
+        n = max(0, int(text or 1))
+        active = sorted(
+            (c for c in self.children.values() if not c.retiring), key=lambda c: c.index
+        )
+        if kind == "G":
+            used = {c.index for c in self.children.values()}
+            for _ in range(n):
+                index = min(set(range(1, len(used) + 2)) - used)
+                used.add(index)
+                self._spawn(index)
+            self.worker.concurrency = len(active) + n
+        elif kind == "S":
+            retire = [c for c in reversed(active) if c.index != 1][:n]
+            for child in retire:
+                child.retiring = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+            self.worker.concurrency = len(active) - len(retire)
+            self._record_pool()
+        logger.info("Pool now has %d processes", self.worker.concurrency)
 
     def _reap(self) -> None:
         while self.children:
@@ -163,7 +220,10 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            if self.worker.state_dir:
+                forget_child(self.worker.state_dir, pid)
             self._child_exited(child, status)
+            self._record_pool()
 
     def _child_exited(self, child: Child, status: int) -> None:
         name = f"ForkPoolWorker-{child.index}"
@@ -177,7 +237,7 @@ class Supervisor:
         if code == EXIT_BROKER_LOST and not self.stopping:  # broker_connection_retry
             logger.error("Process %r gave up on the broker: stopping the worker", name)
             self.exit_code = 1
-            self._on_signal(signal.SIGTERM, None)
+            self._on_signal(signal.SIGTERM, _BROKER_LOST)
         if code != 0:
             if not self.stopping and code != EXIT_ABANDONED:
                 logger.error("Process %r pid:%d exited with %s", name, child.pid, how)
@@ -217,6 +277,7 @@ class Supervisor:
         return 0
 
     def _spawn(self, index: int) -> None:
+        signals.worker_before_create_process.send(sender=self)
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
@@ -233,13 +294,24 @@ class Supervisor:
                 except BaseException:
                     logger.exception("ForkPoolWorker-%d crashed", index)
                 finally:
-                    logging.shutdown()
-                    os._exit(code)
+                    self._child_exit(code)
             self.children[pid] = Child(index, pid)
+            self._record_pool()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     # -- child ----------------------------------------------------------------
+    def _child_exit(self, code: int) -> None:
+        """End this child: ``worker_process_shutdown`` (as Celery's, in the child), then
+        exit with ``code``."""
+        try:
+            signals.worker_process_shutdown.send(
+                sender=self.worker.hostname, pid=os.getpid(), exitcode=code
+            )
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
     def _child_main(self, index: int, parent: int, mask: set[int | signal.Signals]) -> int:
         """A child: the consumer's event loop on a thread, tasks on the main thread (so a
         signal can interrupt a task blocked in a system call: soft limits, terminate).
@@ -253,10 +325,12 @@ class Supervisor:
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
         worker = self.worker
         worker.open_logfile(index)
+        signals.worker_process_init.send(sender=worker.hostname)
         consumer = worker.consumer_for_child(self._consumer_id(os.getpid()))
         consumer.exit_on_abandon = True
         consumer.control = index == 1  # one child answers the worker's remote control
         consumer.worker_pid = parent
+        consumer.monitor.supervisor_fd = self._ready_w
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
         if self.autoscaler is not None:
@@ -281,8 +355,7 @@ class Supervisor:
                 consumer.exit_code = consumer.exit_code or 1
             if consumer.exit_code or consumer.cold:
                 # the main thread may be stuck in a task that was stopped: leave now
-                logging.shutdown()
-                os._exit(consumer.exit_code)
+                self._child_exit(consumer.exit_code)
             pool.stop()
 
         def on_signal(signum: int, _frame: object) -> None:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from celeriac.transports.amqp.consume import Consuming
 from celeriac.transports.amqp.core import DEAD_LETTER_QUEUE
+from celeriac.transports.amqp.events import EventExchange
 from celeriac.transports.amqp.ratelimit import TokenBuckets
 from celeriac.transports.amqp.remote import Pidbox
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
@@ -34,10 +37,13 @@ class AMQPBroker(
     Consuming,
     TokenBuckets,
     Pidbox,
+    EventExchange,
     RevocationStore,
     RateLimitStore,
     RemoteControl,
     DeadLetterStore,
+    EventChannel,
+    QueueBindings,
 ):
     """RabbitMQ broker; see the module docstring."""
 

@@ -167,6 +167,16 @@ class AMQPCore(Broker):
         async with self._errors():
             await self._declare(await self._session(), queue)
 
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind ``queue`` to the durable direct ``exchange`` (declared if need be) with
+        ``routing_key`` (capability QueueBindings), as Celery's worker binds it."""
+        async with self._errors():
+            s = await self._session()
+            await self._declare(s, queue)
+            ch = await self._channel(s, "admin")
+            await ch.exchange_declare(exchange, exchange_type="direct", durable=True)
+            await ch.queue_bind(queue, exchange, routing_key=routing_key)
+
     async def _declare(self, s: Session, queue: str) -> None:
         if queue in s.declared:
             return

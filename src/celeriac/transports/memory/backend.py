@@ -1,4 +1,5 @@
-"""In-process result backend (``memory://`` or ``memory://name``) for tests.
+"""In-process result backend for tests: ``memory://``, ``memory://name``, or Celery's
+``cache+memory://``.
 
 Results live in a process-global store per URL, shared by every event loop and thread of
 the process. Metas are kept as JSON text (``protocol.json_dumps``), so tests go through
@@ -136,7 +137,7 @@ def clear_stores(url: str | None = None) -> None:
 class MemoryBackend(ResultBackend):
     """In-process result backend; see the module docstring."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    schemes: ClassVar[tuple[str, ...]] = ("memory", "cache+memory")
 
     def __init__(self, url: str = "memory://", *, options: dict[str, Any] | None = None):
         super().__init__(url, options=options)

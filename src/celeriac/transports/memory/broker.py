@@ -19,6 +19,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -28,10 +29,15 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
+    ScheduledSend,
+    ScheduleStore,
 )
+from celeriac.transports.memory.fanout import MemoryFanout
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -68,8 +74,13 @@ class _Store:
         self.dead: list[DeadLetter] = []
         self.revoked: dict[str, tuple[float, Revocation]] = {}
         self.buckets: dict[str, tuple[float | None, float]] = {}
+        self.schedule_runs: dict[str, int] = {}
+        self.schedule_entries: dict[str, bytes] = {}
         self.waiters: set[_Waiter] = set()
         self._seq = itertools.count(1)
+        # rpc:// replies (celeriac.transports.memory.rpc): reply queue -> JSON metas
+        self.replies: dict[str, deque[str]] = {}
+        self.reply_waiters: set[_Waiter] = set()
 
     def add(self, queue: str, raw: bytes, priority: int, not_before: float | None) -> None:
         entry = _Entry(next(self._seq), queue, priority, raw)
@@ -192,7 +203,17 @@ def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
         return Delivery(queue, tag, raw, None, count, error=str(reason))
 
 
-class MemoryBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
+class MemoryBroker(
+    MemoryFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+    ScheduleStore,
+):
     """In-process broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
@@ -235,6 +256,40 @@ class MemoryBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadL
         with store.lock:
             store.add(queue, bytes(raw), priority, not_before)
             store.wake()
+
+    # -- beat's store (ScheduleStore) ------------------------------------------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        store = self._store()
+        with store.lock:
+            return {n: store.schedule_runs[n] for n in names if n in store.schedule_runs}
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        raw = None if send is None else encode_envelope(send[1], queue=send[0])
+        store = self._store()
+        with store.lock:
+            if store.schedule_runs.get(name) != last or (last is not None and slot <= last):
+                return False
+            store.schedule_runs[name] = slot
+            if send is not None and raw is not None:
+                store.add(send[0], raw, send[2], send[3])
+                store.wake()
+        return True
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        store = self._store()
+        with store.lock:
+            return dict(store.schedule_entries)
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        store = self._store()
+        with store.lock:
+            if data is None:
+                store.schedule_entries.pop(name, None)
+                store.schedule_runs.pop(name, None)
+            else:
+                store.schedule_entries[name] = data
 
     # -- consuming --------------------------------------------------------
     async def fetch(self, queues: Sequence[str], max_count: int, timeout: float) -> list[Delivery]:

@@ -36,6 +36,8 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
+from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
+from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.layout import exec_error
 from celeriac.transports.redis.resp import Endpoint, ReplyError, RespError, Sentinels
 from celeriac.transports.redis.resp_async import AsyncConnection
@@ -159,7 +161,7 @@ class _Listener:
         self._lost()
 
 
-class RedisBackend(ResultBackend):
+class RedisBackend(ResultBackend, ScheduleStore):
     """Redis result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+socket", "sentinel")
@@ -337,6 +339,27 @@ class RedisBackend(ResultBackend):
             await script("chord_done")(
                 self._fast, self.global_prefix, group_id, token, CHORD_DONE_SECONDS
             )
+
+    # -- beat's claims, for a broker that cannot hold them (ScheduleStore) ---------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        with self._errors():
+            return await _schedule.runs(self._fast, self.global_prefix, names)
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        if send is not None:
+            raise NotImplementedError("a result backend claims; the broker publishes")
+        with self._errors():
+            return await _schedule.claim(self._fast, self.global_prefix, name, last, slot, [])
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        with self._errors():
+            return await _schedule.entries(self._fast, self.global_prefix)
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        with self._errors():
+            await _schedule.set_entry(self._fast, self.global_prefix, name, data)
 
     # -- raw key values ----------------------------------------------------------
     # As Celery's Redis backend, raw keys are the caller's: ``global_keyprefix`` is not

@@ -36,11 +36,17 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
+    QueueBindings,
     RateLimitStore,
     RemoteControl,
     RevocationStore,
+    ScheduledSend,
+    ScheduleStore,
 )
+from celeriac.transports.redis import schedule as _schedule
+from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis.layout import (
     BINDING_SEP,
     binding_key,
@@ -104,7 +110,16 @@ def _leases(deliveries: Sequence[Delivery]) -> bytes:
 
 
 class RedisBroker(
-    Broker, LeaseRecovery, RevocationStore, RateLimitStore, RemoteControl, DeadLetterStore
+    RedisEvents,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    RemoteControl,
+    DeadLetterStore,
+    EventChannel,
+    ScheduleStore,
+    QueueBindings,
 ):
     """Redis broker; see the module docstring."""
 
@@ -182,6 +197,17 @@ class RedisBroker(
         """Record Celery's binding of the queue (also done on the first publish to it)."""
         self._declared.add(queue)
         await self._commands(declare_commands(self.prefix, queue))
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Add ``queue`` to kombu's binding set of ``exchange`` (capability QueueBindings):
+        a Celery client publishing to that exchange with ``routing_key`` finds it."""
+        member = binding_member(routing_key, queue)
+        await self._commands(
+            [
+                ("SADD", binding_key(self.prefix, exchange), member),
+                ("SADD", f"{self.prefix}_kombu.binding_permanent.{exchange}", member),
+            ]
+        )
 
     # -- producing ------------------------------------------------------------
     async def publish(
@@ -492,6 +518,31 @@ class RedisBroker(
 
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         return float(await self._run("take_token", key, rate, capacity))
+
+    # -- beat's store (ScheduleStore: redis/schedule.py) ------------------------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        with self._errors():
+            return await _schedule.runs(self._fast, self.prefix, names)
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        group: list[Any] = []
+        if send is not None:
+            queue, message, priority, not_before = send
+            if queue not in self._declared:
+                await self.declare(queue)
+            group = publish_group(queue, message, priority, not_before, eta_visible=False)
+        with self._errors():
+            return await _schedule.claim(self._fast, self.prefix, name, last, slot, group)
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        with self._errors():
+            return await _schedule.entries(self._fast, self.prefix)
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        with self._errors():
+            await _schedule.set_entry(self._fast, self.prefix, name, data)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:

@@ -26,12 +26,14 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
+from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
 from celeriac.transports.sqlite import db as _sql
+from celeriac.transports.sqlite import schedule as _schedule
 
 _READY_JSON = json.dumps(sorted(states.READY_STATES))
 
 
-class SQLiteBackend(ResultBackend):
+class SQLiteBackend(ResultBackend, ScheduleStore):
     """SQLite result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -263,6 +265,23 @@ class SQLiteBackend(ResultBackend):
             if changed is None:
                 return {}
             snap = changed
+
+    # -- beat's claims, for a broker that cannot hold them (ScheduleStore) ---------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        return _schedule.runs(self._db(), names)
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        if send is not None:
+            raise NotImplementedError("a result backend claims; the broker publishes")
+        return _schedule.claim(self._db(), BackendError, name, last, slot)
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        return _schedule.entries(self._db())
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        _schedule.set_entry(self._db(), BackendError, name, data)
 
 
 def _expiry(now: float, ttl: float | None) -> float | None:

@@ -28,11 +28,17 @@ from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
     DeadLetterStore,
+    EventChannel,
     LeaseRecovery,
     RateLimitStore,
+    RemoteControl,
     RevocationStore,
+    ScheduledSend,
+    ScheduleStore,
 )
 from celeriac.transports.sqlite import db as _sql
+from celeriac.transports.sqlite import schedule as _schedule
+from celeriac.transports.sqlite.fanout import SQLiteFanout
 
 
 def _delivery(queue: str, tag: str, raw: bytes, count: int) -> Delivery:
@@ -52,7 +58,17 @@ def _parse_tag(tag: str) -> tuple[int, int]:
     return int(row_id), int(token)
 
 
-class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadLetterStore):
+class SQLiteBroker(
+    SQLiteFanout,
+    Broker,
+    LeaseRecovery,
+    RevocationStore,
+    RateLimitStore,
+    DeadLetterStore,
+    RemoteControl,
+    EventChannel,
+    ScheduleStore,
+):
     """SQLite broker; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -272,6 +288,34 @@ class SQLiteBroker(Broker, LeaseRecovery, RevocationStore, RateLimitStore, DeadL
             )
             conn.execute(self._q["bucket_set"], {"key": key, "tokens": tokens, "now": now})
         return wait
+
+    # -- beat's store (ScheduleStore: sqlite/schedule.py) -------------------------
+    async def schedule_runs(self, names: Sequence[str]) -> dict[str, int]:
+        return _schedule.runs(self._db(), names)
+
+    async def schedule_claim(
+        self, name: str, last: int | None, slot: int, send: ScheduledSend | None = None
+    ) -> bool:
+        publish = None
+        if send is not None:
+            queue, message, priority, not_before = send
+            row = self._row(
+                queue, encode_envelope(message, queue=queue), priority, not_before, time.time()
+            )
+
+            def publish(conn: sqlite3.Connection) -> None:
+                conn.execute(self._q["publish"], row)
+
+        claimed = _schedule.claim(self._db(), BrokerError, name, last, slot, publish)
+        if claimed and send is not None:
+            self._watch.bump()
+        return claimed
+
+    async def schedule_entries(self) -> dict[str, bytes]:
+        return _schedule.entries(self._db())
+
+    async def schedule_set_entry(self, name: str, data: bytes | None) -> None:
+        _schedule.set_entry(self._db(), BrokerError, name, data)
 
     # -- administration ---------------------------------------------------
     async def purge(self, queue: str) -> int:

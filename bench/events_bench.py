@@ -1,0 +1,170 @@
+"""What Celery's events cost a celeriac worker: drain with task events on (``-E``) and
+off, the median of K rounds each, alternating.
+
+    python bench/events_bench.py [--n 20000] [--repeat 3] [--redis-url redis://host/db]
+
+Each round enqueues N no-op tasks, starts ``celeriac worker -P prefork -c 2`` (with or
+without ``-E``; worker heartbeats are on in both), and times from "ready." until every
+result is stored. SQLite runs in a temporary directory; with ``--redis-url`` (a database
+of its own: it is flushed) Redis runs too. With ``--listen``, a receiver in this process
+reads every event while events are on (as a monitor would; on a 2-core machine it takes
+CPU from the worker it measures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TASKS = """
+import os
+from celeriac import Celery
+app = Celery("benchev", broker=os.environ["BENCH_URL"])
+
+@app.task(name="benchev.noop")
+def noop():
+    return None
+"""
+
+
+def enqueue(url: str, n: int) -> None:
+    code = f"import benchev\nfor _ in range({n}):\n    benchev.app.send_task('benchev.noop')\n"
+    run_python(url, code)
+
+
+def run_python(url: str, code: str) -> None:
+    env = {**os.environ, "BENCH_URL": url, "PYTHONPATH": os.environ["BENCH_DIR"]}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def counter(url: str, n: int):  # type: ignore[no-untyped-def]
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[1]
+        conn = sqlite3.connect(path)
+        return lambda: conn.execute("SELECT count(*) FROM celeriac_results").fetchone()[0]
+    import redis
+
+    client = redis.Redis.from_url(url)
+
+    def count() -> int:  # dbsize is cheap; it counts a few other keys: then look closer
+        if client.dbsize() < n:
+            return 0
+        return sum(1 for _ in client.scan_iter("celery-task-meta-*", count=5000))
+
+    return count
+
+
+def listen(url: str, stop: threading.Event, seen: list[int]) -> None:
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    os.environ["BENCH_URL"] = url
+    import benchev  # type: ignore[import-not-found]
+
+    from celeriac.events import EventReceiver
+
+    def on_event(event: dict[str, object]) -> None:
+        seen[0] += 1
+
+    async def main() -> None:
+        receiver = EventReceiver(benchev.app, {"*": on_event})
+        task = asyncio.create_task(receiver.acapture())
+        await asyncio.to_thread(stop.wait)
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, int]:
+    enqueue(url, n)
+    count = counter(url, n)
+    argv = [sys.executable, "-m", "celeriac", "-A", "benchev", "worker", "-c", "2", "-l", "WARNING"]
+    if events:
+        argv.append("-E")
+    env = {**os.environ, "BENCH_URL": url, "PYTHONPATH": os.environ["BENCH_DIR"]}
+    stop, seen = threading.Event(), [0]
+    listener = threading.Thread(target=listen, args=(url, stop, seen), daemon=True)
+    if events and listening:
+        listener.start()
+        time.sleep(1.0)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "ready." in line:
+                break
+        t0, c0 = time.time(), count()
+        while count() < n:
+            time.sleep(0.005)
+        t1 = time.time()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        stop.set()
+    return (n - c0) / (t1 - t0), seen[0]
+
+
+def reset(url: str) -> None:
+    if url.startswith("sqlite"):
+        path = Path(url.split("sqlite:///", 1)[1])
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    else:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--listen", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["BENCH_DIR"] = tmp
+        Path(tmp, "benchev.py").write_text(TASKS)
+        urls = [] if args.skip_sqlite else [f"sqlite:///{tmp}/bench.db"]
+        urls += [args.redis_url] if args.redis_url else []
+        for url in urls:
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            for round_ in range(args.repeat):
+                for events in (False, True) if round_ % 2 == 0 else (True, False):
+                    reset(url)
+                    rate, seen = drain(url, args.n, events, args.listen)
+                    rates[events].append(rate)
+                    label = "on " if events else "off"
+                    print(
+                        f"{url.split(':')[0]} events {label} round {round_ + 1}: "
+                        f"{rate:,.0f} tasks/s ({seen} events received)",
+                        flush=True,
+                    )
+            off, on = statistics.median(rates[False]), statistics.median(rates[True])
+            print(
+                f"{url.split(':')[0]}: median off {off:,.0f}/s, on {on:,.0f}/s, "
+                f"on/off {on / off:.2f}"
+            )
+            reset(url)
+
+
+if __name__ == "__main__":
+    main()

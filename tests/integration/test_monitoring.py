@@ -1,0 +1,254 @@
+"""Monitoring on the embedded brokers: a prefork worker on SQLite answers remote control
+(one answer for all its children; pool_grow/shrink and add/cancel_consumer really change
+it) and sends events that ``celeriac events`` shows; the memory broker carries events
+and remote control in-process; heartbeats fire ``heartbeat_sent``; ``disable_events``
+stops task events."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celery, signals
+from celeriac.events import EventReceiver
+from celeriac.testing import TestWorker
+from support import WorkerProcess, wait_until, write_module
+
+CELERIAC = shutil.which("celeriac", path=os.path.dirname(sys.executable)) or "celeriac"
+
+TASKS = """
+import pathlib
+from celeriac import Celery
+app = Celery("montasks", broker=f"sqlite:///{pathlib.Path(__file__).resolve().parent / 'b.db'}")
+
+@app.task(name="mon.add")
+def add(x, y):
+    return x + y
+"""
+
+
+def run(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    argv = [CELERIAC, "-A", "montasks", *args]
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_a_prefork_worker_on_sqlite_is_monitored(tmp_path: Path) -> None:
+    write_module(tmp_path, "montasks", TASKS)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import montasks  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    app: Celery = montasks.app
+    host = "sq1@localhost"
+    dump = subprocess.Popen(
+        [CELERIAC, "-A", "montasks", "events", "--dump", "--timeout", "60"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert dump.stderr is not None  # events published before it listens are not kept
+    for line in dump.stderr:  # (after "Created the SQLite database ...")
+        if "-> celeriac events: listening on sqlite://" in line:
+            break
+    worker = WorkerProcess(tmp_path, "montasks", "-c", "2", "-E", "-n", host, "-l", "INFO")
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    try:
+        worker.start()
+        assert app.control.ping(timeout=5) == [{host: {"ok": "pong"}}]
+        assert app.send_task("mon.add", (1, 2)).get(timeout=20) == 3
+        done = run(tmp_path, "inspect", "ping", "-d", host, "-t", "5")
+        assert done.returncode == 0 and "1 node online." in done.stdout, done
+        done = run(tmp_path, "inspect", "ping", "-d", "nobody@nowhere", "-t", "2")
+        assert done.returncode == 69 and "no answer from nobody@nowhere" in done.stderr
+        done = run(tmp_path, "control", "rate_limit", "no.such.task", "1/s", "-t", "5")
+        assert done.returncode == 1 and "unknown task" in done.stdout
+
+        def processes() -> int:
+            stats = app.control.inspect([host], timeout=3).stats() or {}
+            return len(stats[host]["pool"]["processes"]) if host in stats else 0
+
+        assert processes() == 2
+        assert app.control.broadcast("pool_grow", {"n": 1}, [host], reply=True, timeout=5) == [
+            {host: {"ok": "pool will grow"}}
+        ]
+        wait_until(lambda: processes() == 3, 30, "three pool processes")
+        app.control.broadcast("pool_shrink", {"n": 2}, [host], reply=True, timeout=5)
+        wait_until(lambda: processes() == 1, 30, "one pool process")
+
+        extra = app.send_task("mon.add", (5, 5), queue="extra")
+        answer = app.control.broadcast(
+            "add_consumer", {"queue": "extra"}, [host], reply=True, timeout=5
+        )
+        assert answer == [{host: {"ok": "add consumer extra"}}]
+        assert extra.get(timeout=20) == 10
+        queues = app.control.inspect([host], timeout=5).active_queues() or {}
+        assert [q["name"] for q in queues[host]] == ["celery", "extra"]
+        app.control.broadcast("cancel_consumer", {"queue": "extra"}, [host], reply=True, timeout=5)
+        queues = app.control.inspect([host], timeout=5).active_queues() or {}
+        assert [q["name"] for q in queues[host]] == ["celery"]
+    finally:
+        worker.stop()
+        dump.terminate()
+        out, _ = dump.communicate(timeout=20)
+        dump.stderr.close()
+    for kind in ("worker-online", "worker-heartbeat", "task-received", "task-started"):
+        assert f"{host} [" in out and f"] {kind}: " in out, (kind, out)
+    assert "task-succeeded: " in out and "result='3'" in out
+    assert "] worker-offline: " in out
+
+
+def test_the_memory_broker_carries_events_and_remote_control() -> None:
+    app = Celery("memmon", broker="memory://monitoring", worker_send_task_events=True)
+
+    @app.task(name="mem.double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    got: list[dict[str, Any]] = []
+    listening = threading.Event()
+    beats: list[Any] = []
+
+    def on_beat(sender: Any = None, **_: Any) -> None:
+        beats.append(sender)
+
+    signals.heartbeat_sent.connect(on_beat)
+    receiver = EventReceiver(app, {"*": got.append})
+
+    async def capture() -> None:
+        await receiver.acapture(timeout=30, listening=listening.set)
+
+    import asyncio
+
+    thread = threading.Thread(target=lambda: asyncio.run(capture()), daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    worker = TestWorker(app)
+    worker.consumer.control = True
+    worker.consumer.monitor.heartbeat_interval = 0.2
+    try:
+        with worker:
+            assert double.delay(21).get(timeout=10) == 42
+            assert app.control.ping(timeout=2) == [{"testworker@localhost": {"ok": "pong"}}]
+            answer = app.control.broadcast("disable_events", reply=True, timeout=2)
+            assert answer == [{"testworker@localhost": {"ok": "task events disabled"}}]
+            silent = double.delay(1)
+            assert silent.get(timeout=10) == 2
+            wait_until(lambda: len(beats) >= 3, 10, "three heartbeats")
+    finally:
+        signals.heartbeat_sent.disconnect(on_beat)
+    wait_until(lambda: any(e["type"] == "worker-offline" for e in got), 10, "worker-offline")
+    types = [e["type"] for e in got]
+    assert {"worker-online", "task-received", "task-started", "task-succeeded"} <= set(types)
+    assert not [e for e in got if e.get("uuid") == silent.id]  # sent after disable_events
+    assert beats[0] is worker.consumer.monitor
+
+
+@pytest.mark.parametrize("command", ["active", "reserved", "scheduled", "stats", "conf", "clock"])
+def test_inspect_answers_on_the_memory_broker(command: str) -> None:
+    app2 = Celery("meminspect", broker=f"memory://inspect2-{command}")
+    worker = TestWorker(app2)
+    worker.consumer.control = True
+    with worker:
+        answer = app2.control.inspect(timeout=2)._request(command)
+        assert answer is not None
+        (reply,) = answer.values()
+        assert not (isinstance(reply, dict) and "error" in reply), reply
+
+
+def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    write_module(tmp_path, "montasks", TASKS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = WorkerProcess(
+        tmp_path, "montasks", "-c", "2", "-n", "m1@localhost", "--metrics-port", str(port)
+    )
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        worker.start()
+        assert app.send_task("mon.add", (2, 2)).get(timeout=20) == 4
+        base = f"http://127.0.0.1:{port}"
+
+        def scraped() -> str:
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+                text = response.read().decode()
+            done = 'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
+            return text if done in text else ""
+
+        text = wait_until(scraped, 20, "the task counted in /metrics")
+        assert 'queue="celery"} 1.0' in text
+        assert 'celery_task_runtime_seconds_count{hostname="m1@localhost",name="mon.add"' in text
+        assert 'celery_worker_up{hostname="m1@localhost"} 1.0' in text
+        assert 'celery_queue_length{queue_name="celery"} 0.0' in text
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        worker.stop()
+        app.close()
+
+
+def test_rate_limit_and_time_limit_commands_change_the_running_worker() -> None:
+    import time
+
+    app = Celery("memrate", broker="memory://rate-limit-command")
+
+    @app.task(name="mem.stamp")
+    def stamp() -> float:
+        return time.monotonic()
+
+    worker = TestWorker(app)
+    worker.consumer.control = True
+    with worker:
+        answer = app.control.rate_limit("mem.stamp", "2/s", reply=True, timeout=2)
+        assert answer == [{"testworker@localhost": {"ok": "new rate limit set successfully"}}]
+        times = sorted(r.get(timeout=20) for r in [stamp.delay() for _ in range(4)])
+        assert times[-1] - times[0] >= 1.0  # 2 a second: four take 1.5 s
+        answer = app.control.time_limit("mem.stamp", soft=5, hard=10, reply=True, timeout=2)
+        assert answer == [{"testworker@localhost": {"ok": "time limits set successfully"}}]
+        assert (app.tasks["mem.stamp"].soft_time_limit, app.tasks["mem.stamp"].time_limit) == (
+            5.0,
+            10.0,
+        )
+        unknown = app.control.rate_limit("no.such", "1/s", reply=True, timeout=2)
+        assert unknown == [{"testworker@localhost": {"error": "unknown task"}}]
+
+
+def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
+    write_module(tmp_path, "montasks", TASKS)
+    host = "as1@localhost"
+    worker = WorkerProcess(tmp_path, "montasks", "--autoscale", "3,1", "-n", host)
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+
+    def processes() -> int:
+        stats = app.control.inspect([host], timeout=3).stats() or {}
+        return len(stats[host]["pool"]["processes"]) if host in stats else 0
+
+    try:
+        worker.start()
+        assert processes() == 1
+        answer = app.control.autoscale(4, 2, destination=[host], reply=True, timeout=5)
+        assert answer == [{host: {"ok": "autoscale now max=4 min=2"}}]
+        wait_until(lambda: processes() == 2, 30, "the pool at the new minimum")
+        grow = app.control.pool_grow(1, destination=[host], reply=True, timeout=5)
+        assert grow is not None and "not supported with autoscale" in grow[0][host]["error"]
+    finally:
+        worker.stop()
+        app.close()
