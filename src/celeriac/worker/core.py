@@ -302,7 +302,7 @@ class Handler:
         start = time.perf_counter()
         try:
             job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
-            value = job.task.run(*job.call.args, **job.call.kwargs)
+            value = _body(job.task)(*job.call.args, **job.call.kwargs)
             if job.task.is_async and inspect.isawaitable(value):
                 if loop is None:
                     value = asyncio.run(_await(value))
@@ -324,7 +324,7 @@ class Handler:
         start = time.perf_counter()
         try:
             job.task.before_start(job.call.id, job.call.args, job.call.kwargs)
-            value = job.task.run(*job.call.args, **job.call.kwargs)
+            value = _body(job.task)(*job.call.args, **job.call.kwargs)
             if inspect.isawaitable(value):
                 value = await value
             job.finished = True
@@ -595,6 +595,15 @@ class Handler:
 
 #: what the worker raises inside a running task (time limits, terminate): never internal
 _INTERRUPTS = (SoftTimeLimitExceeded, TimeLimitExceeded, Terminated)
+
+
+def _body(task: Task[Any, Any]) -> Any:
+    """What the worker calls to run ``task``: its class's own ``__call__`` when it has
+    one (Flask's ``FlaskTask`` pattern: a ``Task`` subclass whose ``__call__`` wraps
+    ``self.run`` in a context), else ``run``, as Celery's worker does."""
+    if type(task).__call__ is not Task.__call__:
+        return task
+    return task.run
 
 
 async def _await(value: Any) -> Any:
