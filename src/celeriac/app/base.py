@@ -29,6 +29,7 @@ from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._parentage import inherit
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
 from celeriac.exceptions import ImproperlyConfigured
@@ -439,6 +440,7 @@ class Celeriac:
         args = list(args or ())
         kwargs = dict(kwargs or {})
         check_sent(task, args, kwargs, options)  # typing=True: TypeError now, as Celery
+        inherit(options, self.conf["task_inherit_parent_priority"])  # sent from a task
         now = utcnow()
         eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")
