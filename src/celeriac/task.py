@@ -49,7 +49,10 @@ class Context:
     group_index: int | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
+    #: the custom headers the caller sent (``apply_async(headers=...)``), None when none,
+    #: as Celery's worker gives them; every header of the message: ``message_headers``
+    headers: dict[str, Any] | None = None
+    message_headers: dict[str, Any] = field(default_factory=dict)
     #: the stamp names (``sig.stamp(...)``), None when unstamped; and name -> value
     stamped_headers: list[str] | None = None
     stamps: dict[str, Any] | None = None
@@ -85,15 +88,36 @@ class Context:
     @property
     def origin(self) -> str | None:
         """The client that sent the task (``pid@host``)."""
-        return self.headers.get("origin")
+        return self.message_headers.get("origin")
 
     @property
     def shadow(self) -> str | None:
-        return self.headers.get("shadow")
+        return self.message_headers.get("shadow")
 
     @property
     def replaced_task_nesting(self) -> int:
-        return int(self.headers.get("replaced_task_nesting") or 0)
+        return int(self.message_headers.get("replaced_task_nesting") or 0)
+
+
+#: the headers of protocol v2 (and celeriac's own) a message carries for every task:
+#: the others are the caller's custom headers (``request.headers``)
+PROTOCOL_HEADERS = frozenset(
+    {
+        *("lang", "task", "id", "shadow", "eta", "expires", "group", "group_index"),
+        *("retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr"),
+        *("origin", "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps"),
+        *("redelivered", "celeriac_requeues", "x-death", "x-first-death-exchange"),
+        *("x-first-death-queue", "x-first-death-reason", "x-delivery-count"),
+    }
+)
+
+
+def custom_headers(headers: dict[str, Any]) -> dict[str, Any] | None:
+    """The caller's own headers among a message's (stamps left out), or None."""
+    stamped = headers.get("stamped_headers")
+    stamps = set(stamped) if isinstance(stamped, list) else set()
+    found = {k: v for k, v in headers.items() if k not in PROTOCOL_HEADERS and k not in stamps}
+    return found or None
 
 
 _DIRECT = Context()
@@ -273,7 +297,7 @@ class Task(Generic[P, R]):
             is_eager=True,
             called_directly=False,
             root_id=task_id,
-            headers=dict(options.get("headers") or {}),
+            headers=dict(options["headers"]) if options.get("headers") else None,
             **eager_stamps(options),
         )
         token = _current_request.set(request)

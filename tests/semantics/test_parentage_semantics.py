@@ -32,6 +32,18 @@ def info(self, *args):
     return {"id": r.id, "parent_id": r.parent_id, "root_id": r.root_id}
 
 
+@app.task(name="pa.headers", bind=True)
+def headers(self):
+    return self.request.headers
+
+
+@app.task(name="pa.retried_headers", bind=True)
+def retried_headers(self):
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return self.request.headers
+
+
 @app.task(name="pa.spawn", bind=True)
 def spawn(self):
     return [self.request.id, self.request.root_id, info.delay().id]
@@ -256,3 +268,13 @@ def test_group_get_with_a_callback_raises_a_failure(cluster: Cluster) -> None:
     result = cluster.pkg.group(t.fail.s(), t.add.s(2, 2)).delay()
     with pytest.raises(KeyError):
         result.get(timeout=10, callback=lambda *a: None)
+
+
+# -- self.request.headers ---------------------------------------------------------------
+def test_request_headers_are_the_custom_ones(cluster: Cluster) -> None:
+    t = cluster.tasks
+    assert t.headers.delay().get(timeout=10) is None
+    custom = {"x-custom": 1, "other": "b"}
+    assert t.headers.apply_async(headers=custom).get(timeout=10) == custom
+    assert t.headers.s().stamp(mystamp="v").apply_async().get(timeout=10) is None
+    assert t.retried_headers.apply_async(headers=custom).get(timeout=10) == custom
