@@ -4,6 +4,7 @@ them (measured here on the ``celery->celery`` run)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -30,6 +31,15 @@ def fail(*args):
 def info(self, *args):
     r = self.request
     return {"id": r.id, "parent_id": r.parent_id, "root_id": r.root_id}
+
+
+@app.task(name="pa.send_bad")
+def send_bad():
+    try:
+        add.delay(1, 2, z=3)
+    except TypeError as exc:
+        return str(exc)
+    return "sent"
 
 
 @app.task(name="pa.headers", bind=True)
@@ -278,3 +288,16 @@ def test_request_headers_are_the_custom_ones(cluster: Cluster) -> None:
     assert t.headers.apply_async(headers=custom).get(timeout=10) == custom
     assert t.headers.s().stamp(mystamp="v").apply_async().get(timeout=10) is None
     assert t.retried_headers.apply_async(headers=custom).get(timeout=10) == custom
+
+
+# -- argument checking ------------------------------------------------------------------
+def test_an_unknown_keyword_argument_is_a_type_error_before_sending(cluster: Cluster) -> None:
+    t = cluster.tasks
+    words = "add() got an unexpected keyword argument 'z'"
+    with pytest.raises(TypeError, match=re.escape(words)):
+        t.add.delay(1, 2, z=3)
+    with pytest.raises(TypeError, match=re.escape(words)):
+        t.add.apply_async((1, 2), {"z": 3})
+    with pytest.raises(TypeError, match=re.escape(words)):
+        t.add.s(1, 2, z=3).delay()
+    assert t.send_bad.delay().get(timeout=10) == words  # from a task too
