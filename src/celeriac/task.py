@@ -71,8 +71,22 @@ class Context:
     #: the task stored a state of its own (``update_state``) while running
     state_updated: bool = False
 
+    #: Celery's Context defaults of fields celeriac's worker does not use
+    logfile: ClassVar[str | None] = None
+    loglevel: ClassVar[int | None] = None
+    utc: ClassVar[bool | None] = None
+    taskset: ClassVar[str | None] = None
+
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+    def __getattr__(self, key: str) -> Any:
+        """Any other header of the message (``task``, ``argsrepr``, ``lang``, a custom
+        header ...), as Celery's Context has every header as an attribute."""
+        headers = self.__dict__.get("message_headers")
+        if headers and key in headers and not key.startswith("__"):
+            return headers[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     # read from the message when asked (the worker builds a Context per task)
     @property
@@ -298,6 +312,7 @@ class Task(Generic[P, R]):
             called_directly=False,
             root_id=task_id,
             headers=dict(options["headers"]) if options.get("headers") else None,
+            message_headers={**(options.get("headers") or {}), "task": self.name},
             **eager_stamps(options),
         )
         token = _current_request.set(request)

@@ -47,6 +47,13 @@ def headers(self):
     return self.request.headers
 
 
+@app.task(name="pa.fields", bind=True)
+def fields(self, *args, **kwargs):
+    r = self.request
+    names = ["task", "argsrepr", "kwargsrepr", "lang", "logfile", "loglevel", "utc", "taskset"]
+    return [[getattr(r, name) for name in names], r.get("x-custom"), getattr(r, "x-custom")]
+
+
 @app.task(name="pa.retried_headers", bind=True)
 def retried_headers(self):
     if self.request.retries == 0:
@@ -288,6 +295,15 @@ def test_request_headers_are_the_custom_ones(cluster: Cluster) -> None:
     assert t.headers.apply_async(headers=custom).get(timeout=10) == custom
     assert t.headers.s().stamp(mystamp="v").apply_async().get(timeout=10) is None
     assert t.retried_headers.apply_async(headers=custom).get(timeout=10) == custom
+
+
+def test_every_header_is_a_request_attribute(cluster: Cluster) -> None:
+    got = cluster.tasks.fields.apply_async((1,), {"a": 2}, headers={"x-custom": 5})
+    assert got.get(timeout=10) == [
+        ["pa.fields", "(1,)", "{'a': 2}", "py", None, None, None, None],
+        5,
+        5,
+    ]
 
 
 # -- argument checking ------------------------------------------------------------------
