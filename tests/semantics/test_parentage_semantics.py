@@ -4,6 +4,7 @@ them (measured here on the ``celery->celery`` run)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ TASKS = """
 import importlib
 
 result_module = importlib.import_module(pkg.__name__ + ".result")
+app.conf.task_inherit_parent_priority = True
 
 
 @app.task(name="pa.add")
@@ -31,6 +33,16 @@ def fail(*args):
 def info(self, *args):
     r = self.request
     return {"id": r.id, "parent_id": r.parent_id, "root_id": r.root_id}
+
+
+@app.task(name="pa.priority", bind=True)
+def priority(self):
+    return self.request.delivery_info.get("priority")
+
+
+@app.task(name="pa.spawn_priority", bind=True)
+def spawn_priority(self):
+    return [priority.delay().id, priority.apply_async(priority=1).id]
 
 
 @app.task(name="pa.send_bad")
@@ -145,6 +157,13 @@ def test_a_chain_sent_from_a_task(cluster: Cluster) -> None:
     assert last["root_id"] == top.id
     first = _result(cluster, last["parent_id"]).get(timeout=10)
     assert [first["parent_id"], first["root_id"]] == [top.id, top.id]
+
+
+def test_a_task_sent_from_a_task_inherits_its_priority(cluster: Cluster) -> None:
+    """With ``task_inherit_parent_priority`` (set in this module); a given one wins."""
+    inherited, given = cluster.tasks.spawn_priority.apply_async(priority=3).get(timeout=10)
+    assert _result(cluster, inherited).get(timeout=10) == 3
+    assert _result(cluster, given).get(timeout=10) == 1
 
 
 def test_given_ids_win(cluster: Cluster) -> None:
@@ -317,3 +336,34 @@ def test_an_unknown_keyword_argument_is_a_type_error_before_sending(cluster: Clu
     with pytest.raises(TypeError, match=re.escape(words)):
         t.add.s(1, 2, z=3).delay()
     assert t.send_bad.delay().get(timeout=10) == words  # from a task too
+
+
+# -- aget (celeriac's asyncio API) ---------------------------------------------------------
+def test_aget_takes_the_same_options(cluster: Cluster) -> None:
+    if cluster.client != "celeriac":
+        pytest.skip("aget is celeriac's own (Celery's client has no asyncio API)")
+    t = cluster.tasks
+    failed, ok = t.fail.delay(), t.add.delay(1, 1)
+    key = cluster.token()
+    slow = t.progress.delay(key)
+    ticks: list[int] = []
+    called: list[Any] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        (cluster.directory / f"{key}.go").touch()
+
+    async def run() -> None:
+        with pytest.raises(KeyError):
+            await failed.aget(timeout=10)
+        with pytest.raises(KeyError):
+            await _result(cluster, ok.id, parent=_result(cluster, failed.id)).aget(timeout=10)
+        child = _result(cluster, ok.id, parent=_result(cluster, failed.id))
+        assert await child.aget(timeout=10, follow_parents=False) == 2
+        got = await slow.aget(
+            timeout=10, on_interval=tick, interval=0.2, callback=lambda *a: called.append(a)
+        )
+        assert got == "done"
+
+    asyncio.run(run())
+    assert ticks and called == [(slow.id, "done")]
