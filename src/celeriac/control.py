@@ -64,13 +64,17 @@ class Control:
         arguments, as Celery's ``broadcast``."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         name = _signal_name(signal) if terminate else None
-        run_sync(self.arevoke(ids, terminate=terminate, signal=name, broadcast=not reply))
         if not reply:
+            run_sync(self.arevoke(ids, terminate=terminate, signal=name))
             return None
+        # asked first: a celeriac worker records it durably and answers about the tasks
+        # it holds (recorded here first, a terminate could stop them before it answers)
         arguments = {"task_id": ids, "terminate": terminate, "signal": name, **extra}
-        return self.broadcast(
+        answers = self.broadcast(
             "revoke", arguments, destination, True, timeout, limit, callback=callback
         )
+        run_sync(self.arevoke(ids, terminate=terminate, signal=name, broadcast=False))
+        return answers
 
     async def arevoke(
         self,

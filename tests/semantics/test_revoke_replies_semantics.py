@@ -3,6 +3,7 @@ workers' answers as Celery 5.7's worker gives them (measured on ``celery->celery
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -26,8 +27,12 @@ def hold(key):
 
 
 def _host(cluster: Cluster) -> str:
-    (answer,) = cluster.app.control.ping(timeout=5)
-    return next(iter(answer))
+    """The worker's name, once it answers remote control (it may start listening a
+    little after the worker is up)."""
+    host = f"semantics@{socket.gethostname()}"
+    control = cluster.app.control
+    wait_until(lambda: control.ping(destination=[host], timeout=1), 30, "a ping answered")
+    return host
 
 
 def test_revoke_with_reply(cluster: Cluster) -> None:

@@ -48,11 +48,11 @@ async def revoke(
 ) -> Any:
     """Revoke tasks by id (durably); ``terminate``: stop them where they run."""
     ids = [str(task_id)] if isinstance(task_id, str) else [str(i) for i in task_id or ()]
+    held = {job.call.id for job in _held(state.consumer)}  # before it takes effect
     await state.app.control.arevoke(
         ids, terminate=bool(terminate), signal=str(signal) if signal else None, broadcast=False
     )
     if terminate:
-        held = {job.call.id for job in _held(state.consumer)}
         here = [i for i in dict.fromkeys(ids) if i in held]
         return {"ok": f"terminate: {', '.join(here)}" if here else "terminate: tasks unknown"}
     return {"ok": f"tasks {set(ids)!r} flagged as revoked"}
