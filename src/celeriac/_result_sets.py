@@ -170,9 +170,15 @@ class ResultSet(ResultBase):
         ``on_message``, ``on_interval``, ``disable_sync_subtasks``): :mod:`celeriac._waiting`.
         """
         return self.join_native(
-            timeout, propagate, interval, callback, no_ack, on_message, on_interval,
+            timeout,
+            propagate,
+            interval,
+            callback,
+            no_ack,
+            on_message,
+            on_interval,
             disable_sync_subtasks,
-        )  # fmt: skip
+        )
 
     def join_native(
         self,
