@@ -8,11 +8,15 @@ if it is running (workers check running tasks against the store once a second). 
 is also broadcast as Celery's remote-control request, so Celery workers running on the
 same broker flag the task as revoked too (in their memory, as Celery does).
 
+With ``reply=True`` the workers are asked first and answer in Celery's words (``[{worker:
+{"ok": "tasks {'<id>'} flagged as revoked"}}]``), then the caller records it too.
+
 Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
-per worker): a ``revoke`` from a Celery client becomes a durable revocation as above;
-``ping``, ``registered`` and ``shutdown`` are carried out, and ``revoke_by_stamped_headers``
-is stored durably too (``celeriac._stamp_revoke``). A revoke celeriac broadcast
-itself carries a header that its workers skip (its effect is in place already).
+per worker), with the commands of ``celeriac.worker.commands`` (a ``revoke`` from a Celery
+client becomes a durable revocation as above; ``ping``, ``registered``, ``shutdown``,
+``revoke_by_stamped_headers``) and the user's, from one registry. A revoke celeriac
+broadcast without asking for answers carries a header that its workers skip (its effect
+is in place already).
 """
 
 from __future__ import annotations
