@@ -147,28 +147,6 @@ class ResultSet(ResultBase):
             result._meta = None
         control.revoke([r.id for r in self.leaves()], terminate=terminate, signal=signal)
 
-    def maybe_throw(
-        self, callback: Callable[[str, Any], Any] | None = None, propagate: bool = True
-    ) -> None:
-        """Raise the first failure among the tasks as they stand now (Celery's)."""
-        metas = self._metas()
-        for result in self.leaves():
-            meta = metas.get(result.id)
-            if meta is not None:
-                result._set_meta(meta)
-            result._finish(meta or {"status": states.PENDING}, propagate, callback)
-
-    maybe_reraise = maybe_throw
-
-    async def amaybe_throw(self) -> None:
-        """``maybe_throw`` for asyncio code (``follow_parents`` of ``aget``)."""
-        leaves = self.leaves()
-        metas = await _get_many(self.app, list(dict.fromkeys(r.id for r in leaves)))
-        for result in leaves:
-            meta = metas.get(result.id)
-            if meta is not None and meta.get("status") in states.PROPAGATE_STATES:
-                raise exception_from_meta(meta)
-
     def forget(self) -> None:
         """Delete every task's stored result."""
         for result in self.leaves():

@@ -5,7 +5,6 @@ them (measured here on the ``celery->celery`` run)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 from typing import Any
 
@@ -204,10 +203,6 @@ def test_a_failed_parent_raises_first(cluster: Cluster) -> None:
     assert fresh.get(timeout=10, follow_parents=False) == 2
     fresh = _result(cluster, ok.id, parent=_result(cluster, failed.id))
     assert fresh.get(timeout=10, propagate=False) == 2  # parents only with propagate
-    group_result = importlib.import_module(f"{cluster.client}.result").GroupResult
-    group = group_result("g-" + cluster.token(), [_result(cluster, failed.id)])
-    with pytest.raises(KeyError):  # a group parent: any failed member
-        _result(cluster, ok.id, parent=group).get(timeout=10)
 
 
 def test_a_parent_failing_while_the_child_waits(cluster: Cluster) -> None:
@@ -366,10 +361,6 @@ def test_aget_takes_the_same_options(cluster: Cluster) -> None:
             await _result(cluster, ok.id, parent=_result(cluster, failed.id)).aget(timeout=10)
         child = _result(cluster, ok.id, parent=_result(cluster, failed.id))
         assert await child.aget(timeout=10, follow_parents=False) == 2
-        group_result = importlib.import_module("celeriac.result").GroupResult
-        group = group_result("g-" + cluster.token(), [_result(cluster, failed.id)])
-        with pytest.raises(KeyError):
-            await _result(cluster, ok.id, parent=group).aget(timeout=10)
         got = await slow.aget(
             timeout=10, on_interval=tick, interval=0.2, callback=lambda *a: called.append(a)
         )
