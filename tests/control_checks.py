@@ -4,6 +4,7 @@ RabbitMQ semantics modules (``tests/semantics/test_control_commands*_semantics.p
 from __future__ import annotations
 
 from semantic_cluster import Cluster
+from support import wait_until
 
 TASKS = '''
 import importlib
@@ -54,6 +55,8 @@ def add(x, y):
 def run_checks(cluster: Cluster) -> None:
     """The calls and answers (shared with the RabbitMQ module)."""
     control = cluster.app.control
+    # a worker may start listening to remote control a little after it is up
+    wait_until(lambda: control.ping(timeout=1), 30, "a ping answered")
     answers = control.broadcast("sem_bump", arguments={"n": 3}, reply=True, timeout=5, limit=1)
     assert answers is not None and len(answers) == 1
     ((host, answer),) = answers[0].items()

@@ -267,6 +267,7 @@ SETTINGS: dict[str, Setting] = {
     "task_serializer": Setting("json", _serializer),
     "task_default_queue": Setting("celery", _str),
     "task_default_priority": Setting(None, _int(0)),
+    "task_inherit_parent_priority": Setting(False, _bool),
     "task_routes": Setting(None, _routes),
     "task_queues": Setting(None, _queues),
     "task_default_queue_type": Setting("classic", _choice("classic", "quorum")),

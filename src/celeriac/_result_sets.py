@@ -8,12 +8,13 @@ a set waits: ``docs/internals/results.md``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._loop import run_sync
-from celeriac.exceptions import TimeoutError
+from celeriac._waiting import Watch, assert_will_not_block, check_no_ack
+from celeriac.exceptions import ImproperlyConfigured, TimeoutError
 from celeriac.result import AsyncResult, ResultBase, exception_from_meta, result_from_tuple
 
 if TYPE_CHECKING:
@@ -157,25 +158,134 @@ class ResultSet(ResultBase):
         timeout: float | None = None,
         propagate: bool = True,
         interval: float = 0.5,
-        **_ignored: Any,
-    ) -> list[Any]:
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Callable[[], Any] | None = None,
+    ) -> list[Any] | None:
         """Wait for every task; return their values in order. With ``propagate`` the
-        first failure (in order) is raised as soon as it is known."""
-        return run_sync(self.aget(timeout, propagate, interval))
+        first failure (in order) is raised as soon as it is known. Celery's other options
+        (``callback(task_id, value)`` per task as it finishes, then None is returned;
+        ``on_message``, ``on_interval``, ``disable_sync_subtasks``): :mod:`celeriac._waiting`.
+        """
+        return self.join_native(
+            timeout,
+            propagate,
+            interval,
+            callback,
+            no_ack,
+            on_message,
+            on_interval,
+            disable_sync_subtasks,
+        )
 
-    join = get
-    join_native = get
+    def join_native(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+    ) -> list[Any] | None:
+        """``get``: the tasks waited for together; with ``callback``, each is reported
+        as it finishes (in any order) and None is returned, as Celery's."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        check_no_ack(no_ack)
+        if callback is None and on_message is None and on_interval is None:
+            return run_sync(self.aget(timeout, propagate, interval, disable_sync_subtasks=False))
+        watch = Watch(repr(self), timeout, interval, on_message, on_interval, None)
+        self._join_watching(watch, propagate, callback)
+        return None if callback is not None else self._values(propagate)
+
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Callable[[], Any] | None = None,
+    ) -> list[Any]:
+        """The tasks waited for one after the other, in order (``callback`` called in
+        order, and an empty list returned); Celery's ``join`` takes no ``on_message``."""
+        if on_message is not None:
+            raise ImproperlyConfigured("Backend does not support on_message callback")
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values: list[Any] = []
+        for result in self.results:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            value = result.get(  # type: ignore[attr-defined]
+                timeout=left,
+                propagate=propagate,
+                interval=interval,
+                no_ack=no_ack,
+                on_interval=on_interval,
+                disable_sync_subtasks=False,
+            )
+            if callback is not None:
+                callback(str(result.id), value)
+            else:
+                values.append(value)
+        return values
+
+    def _join_watching(
+        self, watch: Watch, propagate: bool, callback: Callable[[str, Any], Any] | None
+    ) -> None:
+        """Wait in slices (see :class:`Watch`): each task's new states go to
+        ``on_message``, each finished member to ``callback`` (a failure raised first with
+        ``propagate``), and ``on_interval`` is called between slices."""
+        leaves = self.leaves()
+        metas: dict[str, dict[str, Any]] = {r.id: r._meta for r in leaves if r._meta}
+        seen: dict[str, Any] = {}
+        reported: set[int] = set()
+        while True:
+            pending = list(dict.fromkeys(r.id for r in leaves if r.id not in metas))
+            if pending and watch.on_message is not None:
+                metas.update(_report_states(self.app, pending, seen, watch.on_message))
+            step = watch.slice()
+            pending = [task_id for task_id in pending if task_id not in metas]
+            if pending and step > 0:
+                metas.update(run_sync(_wait_round(self.app, pending, step)))
+            for result in leaves:
+                if result.id in metas:
+                    result._set_meta(metas[result.id])
+            for index, member in enumerate(self.results):
+                if index not in reported and _member_ready(member, metas):
+                    reported.add(index)
+                    value = _member_value(member, propagate)
+                    if callback is not None:
+                        callback(str(member.id), value)
+            if propagate and callback is None:
+                _raise_first_failure(leaves, metas)
+            if len(reported) == len(self.results):
+                return
+            watch.after_slice()
 
     async def aget(
-        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        disable_sync_subtasks: bool = True,
     ) -> list[Any]:
-        """``get`` for asyncio code.
+        """``get`` for asyncio code (``disable_sync_subtasks`` as ``get``'s).
 
         Waits through ``backend.wait`` (push-based where the backend allows), one id at a
         time: the unfinished task that comes last in order, which tends to finish last,
         so each wake-up is followed by one read of every unfinished task and a few rounds
         settle even a large group.
         """
+        if disable_sync_subtasks:
+            assert_will_not_block()
         leaves = self.leaves()
         deadline = None if timeout is None else time.monotonic() + timeout
         metas: dict[str, dict[str, Any]] = {r.id: r._meta for r in leaves if r._meta}
@@ -216,6 +326,49 @@ class ResultSet(ResultBase):
 
 async def _get_many(app: Celeriac, task_ids: list[str]) -> dict[str, dict[str, Any]]:
     return await (await app.get_backend()).get_many(task_ids)
+
+
+def _report_states(
+    app: Celeriac,
+    task_ids: list[str],
+    seen: dict[str, Any],
+    on_message: Callable[[dict[str, Any]], Any],
+) -> dict[str, dict[str, Any]]:
+    """Read the tasks' states, call ``on_message`` with each one that changed since it
+    was last ``seen``; the ready ones are returned."""
+    ready: dict[str, dict[str, Any]] = {}
+    for task_id, meta in run_sync(_get_many(app, task_ids)).items():
+        shown = (meta.get("status"), meta.get("result"), meta.get("date_done"))
+        if seen.get(task_id) != shown:
+            seen[task_id] = shown
+            on_message(meta)
+        if meta.get("status") in states.READY_STATES:
+            ready[task_id] = meta
+    return ready
+
+
+async def _wait_round(app: Celeriac, task_ids: list[str], step: float) -> dict[str, dict[str, Any]]:
+    """The ready metas after waiting up to ``step`` for the last of ``task_ids``."""
+    backend = await app.get_backend()
+    found = dict(await backend.wait([task_ids[-1]], step, interval=min(step, 0.05)))
+    rest = [task_id for task_id in task_ids if task_id not in found]
+    if rest:
+        found.update(_ready_only(await backend.get_many(rest)))
+    return found
+
+
+def _member_ready(member: ResultBase, metas: dict[str, dict[str, Any]]) -> bool:
+    if isinstance(member, ResultSet):
+        return all(leaf.id in metas for leaf in member.leaves())
+    return member.id in metas
+
+
+def _member_value(member: ResultBase, propagate: bool) -> Any:
+    """A finished member's value (raising its failure with ``propagate``)."""
+    if isinstance(member, ResultSet):
+        return member._values(propagate)
+    assert isinstance(member, AsyncResult) and member._meta is not None
+    return member._outcome(member._meta, propagate)
 
 
 def _ready_only(metas: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

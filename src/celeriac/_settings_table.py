@@ -311,14 +311,6 @@ NOTES: dict[str, tuple[Any, Note]] = {
         None,
         Note("celeriac routes by queue name (the routing key is the queue's name)"),
     ),
-    "task_inherit_parent_priority": (
-        False,
-        Note(
-            "is not implemented yet: a subtask gets its own priority",
-            "not-yet",
-            quiet=(None, False),
-        ),
-    ),
     "task_remote_tracebacks": (
         False,
         Note("AsyncResult.traceback holds the worker's traceback as text", quiet=(None, False)),

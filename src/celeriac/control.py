@@ -8,18 +8,22 @@ if it is running (workers check running tasks against the store once a second). 
 is also broadcast as Celery's remote-control request, so Celery workers running on the
 same broker flag the task as revoked too (in their memory, as Celery does).
 
+With ``reply=True`` the workers are asked first and answer in Celery's words (``[{worker:
+{"ok": "tasks {'<id>'} flagged as revoked"}}]``), then the caller records it too.
+
 Workers answer Celery's remote control too (:func:`remote_command`, run by one consumer
-per worker): a ``revoke`` from a Celery client becomes a durable revocation as above;
-``ping``, ``registered`` and ``shutdown`` are carried out, and ``revoke_by_stamped_headers``
-is stored durably too (``celeriac._stamp_revoke``). A revoke celeriac broadcast
-itself carries a header that its workers skip (its effect is in place already).
+per worker), with the commands of ``celeriac.worker.commands`` (a ``revoke`` from a Celery
+client becomes a durable revocation as above; ``ping``, ``registered``, ``shutdown``,
+``revoke_by_stamped_headers``) and the user's, from one registry. A revoke celeriac
+broadcast without asking for answers carries a header that its workers skip (its effect
+is in place already).
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import signal as signal_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _stamp_revoke, states
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
+logger = logging.getLogger("celeriac.control")
+
 #: stored states of a task no worker is running (a RETRY waits for its next run)
 _NOT_STARTED = frozenset({states.PENDING, states.RETRY})
 
@@ -45,13 +51,35 @@ class Control(ControlCommands):
     def revoke(
         self,
         task_id: str | Sequence[str],
-        destination: Any = None,
+        destination: Sequence[str] | None = None,
         terminate: bool = False,
-        signal: str | None = None,
-        **_ignored: Any,
-    ) -> None:
-        """Revoke one or more tasks: they will not run (``terminate``: stop if running)."""
-        run_sync(self.arevoke(task_id, terminate=terminate, signal=signal))
+        signal: str | int | None = "SIGTERM",
+        *,
+        reply: bool = False,
+        timeout: float = 1.0,
+        limit: int | None = None,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        **extra: Any,
+    ) -> list[dict[str, Any]] | None:
+        """Revoke one or more tasks: they will not run (``terminate``: stop them where
+        they run). Durable, for every worker (``destination`` narrows who is told and
+        answers). With ``reply``, the workers' answers as Celery's: ``[{worker: {"ok":
+        "tasks {'<id>'} flagged as revoked"}}, ...]`` (``timeout``, ``limit``, and
+        ``callback`` called with each as it comes); extra keywords go to the workers as
+        arguments, as Celery's ``broadcast``."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        name = _signal_name(signal) if terminate else None
+        if not reply:
+            run_sync(self.arevoke(ids, terminate=terminate, signal=name))
+            return None
+        # asked first: a celeriac worker records it durably and answers about the tasks
+        # it holds (recorded here first, a terminate could stop them before it answers)
+        arguments = {"task_id": ids, "terminate": terminate, "signal": name, **extra}
+        answers = self.broadcast(
+            "revoke", arguments, destination, True, timeout, limit, callback=callback
+        )
+        run_sync(self.arevoke(ids, terminate=terminate, signal=name, broadcast=False))
+        return answers
 
     async def arevoke(
         self,
@@ -134,12 +162,20 @@ class Control(ControlCommands):
         reply: bool = False,
         timeout: float = 1.0,
         limit: int | None = None,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        **extra: Any,
     ) -> list[dict[str, Any]] | None:
         """Send a remote-control command to the workers (Celery's and celeriac's) on the
         broker; with ``reply``, their answers (``[{worker: answer}, ...]``) collected for
         ``timeout`` seconds, or until ``limit`` came (by default, one per ``destination``
-        when it is given)."""
-        return run_sync(self.abroadcast(command, arguments, destination, reply, timeout, limit))
+        when it is given); ``callback(answer)`` is called with each. Extra keywords are
+        arguments of the command, as in Celery."""
+        arguments = {**(arguments or {}), **_arguments(extra)}
+        answers = run_sync(self.abroadcast(command, arguments, destination, reply, timeout, limit))
+        if callback is not None:
+            for answer in answers or ():
+                callback(answer)
+        return answers
 
     async def abroadcast(
         self,
@@ -246,56 +282,65 @@ class Inspect(InspectCommands):
         return self._ask("stats")
 
 
-#: the remote-control commands a celeriac worker carries out
-COMMANDS = ("ping", "registered", "revoke", "revoke_by_stamped_headers", "shutdown")
+def _signal_name(signal: str | int | None) -> str:
+    """The name of a signal given by name (``"KILL"``, ``"SIGKILL"``) or number; a
+    ValueError naming the choices for anything else (Celery's worker would answer an
+    error)."""
+    if signal is None:
+        return "SIGTERM"
+    try:
+        if isinstance(signal, int):
+            return signal_module.Signals(signal).name
+        text = str(signal).upper()
+        return signal_module.Signals[text if text.startswith("SIG") else f"SIG{text}"].name
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"revoke(signal={signal!r}): not a signal; give a name such as 'SIGTERM', "
+            f"'SIGKILL' or 'SIGUSR1', or a number"
+        ) from None
+
+
+#: Celery's ``broadcast`` keywords about its kombu connection: only None is possible here
+_CONNECTION_KEYWORDS = ("connection", "channel")
+
+
+def _arguments(extra: dict[str, Any]) -> dict[str, Any]:
+    for key in _CONNECTION_KEYWORDS:
+        if extra.pop(key, None) is not None:
+            raise TypeError(
+                f"{key}=: celeriac's remote control uses the app's own broker connection; "
+                f"leave {key} out"
+            )
+    if extra.get("pattern") is not None or extra.get("matcher") is not None:
+        raise TypeError("pattern/matcher: celeriac workers match destinations by name only")
+    extra.pop("pattern", None)
+    extra.pop("matcher", None)
+    return extra
 
 
 async def remote_command(
     app: Celeriac, request: ControlRequest, worker_pid: int, consumer: Any = None
 ) -> Any:
-    """A worker's answer to a Celery remote-control request (``celery control revoke``,
-    ``celery inspect ping``): the :data:`COMMANDS` are carried out (``shutdown`` is a warm
-    shutdown: SIGTERM to ``worker_pid``, the worker's main process); ``hello`` (a starting
-    Celery worker's greeting) gets an empty answer; anything else an error naming what is
-    answered. A command registered with ``celeriac.worker.control``'s decorators comes
-    first (``consumer`` is the worker's, for its ``state``)."""
-    from celeriac.worker import control as custom  # noqa: PLC0415 - imports the worker
+    """A worker's answer to a remote-control request (``celery control revoke``,
+    ``celery inspect ping``, a custom command): the handler registered under its name in
+    ``celeriac.worker.control.Panel`` (the built-ins of ``celeriac.worker.commands`` and
+    the user's), run with the worker's ``state`` (``consumer`` is the worker's). An
+    unknown command answers as Celery's worker does, ``{"error": "KeyError('name')"}``
+    (and the worker logs which commands it knows)."""
+    from celeriac.worker import control as panel  # noqa: PLC0415 - imports the worker
 
-    method, args = request.method, request.arguments
-    handler = custom.lookup(method)
+    handler = panel.lookup(request.method)
     if handler is not None:
-        return await custom.run_command(handler, custom.make_state(app, consumer), dict(args))
-    if method == "ping":
-        return {"ok": "pong"}
-    if method == "registered":
-        return sorted(name for name in app.tasks if not name.startswith("celery."))
-    if method == "shutdown":
-        os.kill(worker_pid, signal_module.SIGTERM)
-        return {"ok": "shutting down"}
-    if method == "revoke":
-        given = args.get("task_id")
-        ids = [str(given)] if isinstance(given, str) else [str(i) for i in given or ()]
-        if not ids:
-            return {"ok": "no task id given"}
-        signal = args.get("signal")
-        await app.control.arevoke(
-            ids,
-            terminate=bool(args.get("terminate")),
-            signal=str(signal) if signal else None,
-            broadcast=False,
-        )
-        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
-    if method == _stamp_revoke.COMMAND:
-        return await _stamp_revoke.command(app, args)
-    if method == "hello":
-        return {"revoked": {}, "clock": 0}
+        state = panel.make_state(app, consumer)
+        return await panel.run_command(handler, state, dict(request.arguments))
     from celeriac.worker import _inspect  # noqa: PLC0415 - imports the worker
 
-    builtin = _inspect.lookup(method)
+    builtin = _inspect.lookup(request.method)  # the inspect/control set of the monitor
     if builtin is not None and consumer is not None:
-        return await builtin(consumer, dict(args))
-    known = ", ".join([*COMMANDS, *sorted(_inspect.COMMANDS), *sorted(custom.Panel.data)])
-    return {"error": f"No such command: {method!r} (celeriac workers answer {known})"}
+        return await builtin(consumer, dict(request.arguments))
+    known = ", ".join(sorted({*panel.Panel.data, *_inspect.COMMANDS}))
+    logger.warning("Remote control: no such command %r (known: %s)", request.method, known)
+    return {"error": repr(KeyError(request.method))}
 
 
-__all__ = ["COMMANDS", "Control", "Inspect", "remote_command"]
+__all__ = ["Control", "Inspect", "remote_command"]

@@ -5,13 +5,21 @@ public here). How results are read and waited for: ``docs/internals/results.md``
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from celeriac import states
 from celeriac._loop import run_sync
+from celeriac._waiting import (
+    Watch,
+    allow_join_result,
+    assert_will_not_block,
+    check_no_ack,
+    denied_join_result,
+)
 from celeriac.exceptions import IncompleteStream, TaskRevokedError, TimeoutError
 from celeriac.protocol import decode_exception
 from celeriac.transports import sync_waiter
@@ -41,6 +49,13 @@ def exception_from_meta(meta: dict[str, Any]) -> BaseException:
         text = message[0] if isinstance(message, list) and message else "revoked"
         return TaskRevokedError(f"task {meta.get('task_id')} {text}")
     return _attach_traceback(decode_exception(meta.get("result")), meta.get("traceback"))
+
+
+#: ``get``'s default EXCEPTION_STATES and PROPAGATE_STATES
+_DEFAULT_STATES: tuple[Collection[str], Collection[str]] = (
+    states.EXCEPTION_STATES,
+    states.PROPAGATE_STATES,
+)
 
 
 class ResultBase:
@@ -227,14 +242,35 @@ class AsyncResult(ResultBase, Generic[R]):
         timeout: float | None = None,
         propagate: bool = True,
         interval: float = 0.5,
-        **_ignored: Any,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        EXCEPTION_STATES: Collection[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: Collection[str] = states.PROPAGATE_STATES,
     ) -> R:
         """Wait for the result and return it; re-raise the task's exception if it failed.
-        None at once for a task sent with ``ignore_result`` (no result will come)."""
+        None at once for a task sent with ``ignore_result`` (no result will come). The
+        other options are Celery's: see :mod:`celeriac._waiting`."""
         if self.ignored:
             return cast(R, None)
-        meta = self._meta
-        if meta is None:
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        check_no_ack(no_ack)
+        states_ = (EXCEPTION_STATES, PROPAGATE_STATES)
+        parents = follow_parents and propagate and self.parent is not None
+        if parents:
+            self._raise_parent_failure()
+        if self._meta is not None:  # known already (Celery's cache path)
+            return self._finish(self._meta, propagate, callback if propagate else None, states_)
+        meta: dict[str, Any] | None
+        if on_message is not None or on_interval is not None or parents:
+            check = self._raise_parent_failure if parents else None
+            watch = Watch(self.id, timeout, interval, on_message, on_interval, check)
+            meta = self._watch(watch)
+        else:
             waiter = sync_waiter(self.app)
             if waiter is not None:  # the transport's sync fast path
                 meta = waiter.wait(self.id, timeout)
@@ -243,36 +279,148 @@ class AsyncResult(ResultBase, Generic[R]):
                 meta = found.get(self.id)
             if meta is None:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
-            self._set_meta(meta)
-        return self._outcome(meta, propagate)
+        self._set_meta(meta)
+        return self._finish(meta, propagate, callback, states_)
 
     wait = get
 
     async def aget(
-        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        EXCEPTION_STATES: Collection[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: Collection[str] = states.PROPAGATE_STATES,
     ) -> R:
-        """``get`` for asyncio code (also available as ``await result``)."""
+        """``get`` for asyncio code (also available as ``await result``); the callbacks
+        are called in the event loop's thread."""
         if self.ignored:
             return cast(R, None)
-        meta = self._meta
-        if meta is None:
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        check_no_ack(no_ack)
+        states_ = (EXCEPTION_STATES, PROPAGATE_STATES)
+        parents = follow_parents and propagate and self.parent is not None
+        if parents:
+            await self._araise_parent_failure()
+        if self._meta is not None:
+            return self._finish(self._meta, propagate, callback if propagate else None, states_)
+        meta: dict[str, Any] | None
+        if on_message is not None or on_interval is not None or parents:
+            watch = Watch(self.id, timeout, interval, on_message, on_interval, None)
+            meta = await self._awatch(watch, parents)
+        else:
             found = await self.app.backend_wait([self.id], timeout, interval)
             meta = found.get(self.id)
             if meta is None:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
-            self._set_meta(meta)
-        return self._outcome(meta, propagate)
+        self._set_meta(meta)
+        return self._finish(meta, propagate, callback, states_)
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.aget().__await__()
 
-    def _outcome(self, meta: dict[str, Any], propagate: bool) -> R:
+    def _watch(self, watch: Watch) -> dict[str, Any]:
+        while True:
+            if watch.on_message is not None:
+                meta = run_sync(self.app.backend_get(self.id))
+                if meta is not None and watch.seen(meta, states.READY_STATES):
+                    return meta
+            step = watch.slice()
+            if step > 0:
+                found = run_sync(self.app.backend_wait([self.id], step, step))
+                if self.id in found:
+                    watch.seen(found[self.id], states.READY_STATES)
+                    return found[self.id]
+            watch.after_slice()
+
+    async def _awatch(self, watch: Watch, parents: bool) -> dict[str, Any]:
+        while True:
+            if watch.on_message is not None:
+                meta = await self.app.backend_get(self.id)
+                if meta is not None and watch.seen(meta, states.READY_STATES):
+                    return meta
+            step = watch.slice()
+            if step > 0:
+                found = await self.app.backend_wait([self.id], step, step)
+                if self.id in found:
+                    watch.seen(found[self.id], states.READY_STATES)
+                    return found[self.id]
+            due = time.monotonic() >= watch.next_tick
+            watch.after_slice()
+            if due and parents:
+                await self._araise_parent_failure()
+
+    def _parents(self) -> list[ResultBase]:
+        found: list[ResultBase] = []
+        node = self.parent
+        while node is not None and len(found) < 10_000:
+            found.append(node)
+            node = node.parent
+        return found
+
+    def _raise_parent_failure(self) -> None:
+        """Celery's ``follow_parents``: the oldest failed parent raises its exception."""
+        for node in reversed(self._parents()):
+            maybe_throw = getattr(node, "maybe_throw", None)
+            if maybe_throw is not None:
+                maybe_throw()
+
+    async def _araise_parent_failure(self) -> None:
+        for node in reversed(self._parents()):
+            if isinstance(node, AsyncResult):
+                node._throw(await node._aget_meta())
+            elif hasattr(node, "amaybe_throw"):
+                await node.amaybe_throw()
+
+    async def _aget_meta(self) -> dict[str, Any]:
+        if self._meta is not None:
+            return self._meta
+        meta = await self.app.backend_get(self.id) or {"status": states.PENDING}
+        self._set_meta(meta)
+        return meta
+
+    def maybe_throw(
+        self, propagate: bool = True, callback: Callable[[str, Any], Any] | None = None
+    ) -> Any:
+        """Raise the task's exception if it failed (``propagate``); else return its value
+        as it stands now (``callback(id, value)`` called with it), as Celery's."""
+        meta = self._get_meta()
+        return self._finish(meta, propagate, callback, _DEFAULT_STATES)
+
+    maybe_reraise = maybe_throw
+
+    def _throw(self, meta: dict[str, Any]) -> None:
         if meta.get("status") in states.PROPAGATE_STATES:
-            exc = exception_from_meta(meta)
-            if propagate:
-                raise exc
-            return cast(R, exc)
-        return cast(R, meta.get("result"))
+            raise exception_from_meta(meta)
+
+    def _finish(
+        self,
+        meta: dict[str, Any],
+        propagate: bool,
+        callback: Callable[[str, Any], Any] | None,
+        states_: tuple[Collection[str], Collection[str]] = _DEFAULT_STATES,
+    ) -> R:
+        exception_states, propagate_states = states_
+        status = meta.get("status")
+        if propagate and status in propagate_states:
+            raise exception_from_meta(meta)
+        if status in exception_states or status in propagate_states:
+            value: Any = exception_from_meta(meta)
+        else:
+            value = meta.get("result")
+        if callback is not None:
+            callback(self.id, value)
+        return cast(R, value)
+
+    def _outcome(self, meta: dict[str, Any], propagate: bool) -> R:
+        return self._finish(meta, propagate, None)
 
 
 class EagerResult(AsyncResult[R]):
@@ -320,12 +468,25 @@ class EagerResult(AsyncResult[R]):
         timeout: float | None = None,
         propagate: bool = True,
         interval: float = 0.5,
-        **_ignored: Any,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        EXCEPTION_STATES: Collection[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: Collection[str] = states.PROPAGATE_STATES,
     ) -> R:
-        if self._state == states.FAILURE and isinstance(self._retval, BaseException):
-            if propagate:
-                raise self._retval
-            return cast(R, self._retval)
+        """The value (or the exception, raised with ``propagate``); it is known already,
+        so nothing is waited for: ``on_message``/``on_interval`` are never called."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        check_no_ack(no_ack)
+        failed = self._state in PROPAGATE_STATES and isinstance(self._retval, BaseException)
+        if failed and propagate:
+            raise self._retval
+        if callback is not None:
+            callback(self.id, self._retval)
         return cast(R, self._retval)
 
     wait = get
@@ -367,5 +528,7 @@ __all__ = [
     "GroupResult",
     "ResultBase",
     "ResultSet",
+    "allow_join_result",
+    "denied_join_result",
     "result_from_tuple",
 ]

@@ -49,7 +49,10 @@ class Context:
     group_index: int | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
+    #: the custom headers the caller sent (``apply_async(headers=...)``), None when none,
+    #: as Celery's worker gives them; every header of the message: ``message_headers``
+    headers: dict[str, Any] | None = None
+    message_headers: dict[str, Any] = field(default_factory=dict)
     #: the stamp names (``sig.stamp(...)``), None when unstamped; and name -> value
     stamped_headers: list[str] | None = None
     stamps: dict[str, Any] | None = None
@@ -68,15 +71,29 @@ class Context:
     #: the task stored a state of its own (``update_state``) while running
     state_updated: bool = False
 
+    #: Celery's Context defaults of fields celeriac's worker does not use
+    logfile: ClassVar[str | None] = None
+    loglevel: ClassVar[int | None] = None
+    utc: ClassVar[bool | None] = None
+    taskset: ClassVar[str | None] = None
+
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+    def __getattr__(self, key: str) -> Any:
+        """Any other header of the message (``task``, ``argsrepr``, ``lang``, a custom
+        header ...), as Celery's Context has every header as an attribute."""
+        headers = self.__dict__.get("message_headers")
+        if headers and key in headers and not key.startswith("__"):
+            return headers[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     # read from the message when asked (the worker builds a Context per task)
     @property
     def scheduled_time(self) -> str | None:
         """The slot a periodic task was sent for (ISO 8601, UTC), from its beat's
         ``scheduled_time`` header; None for a task no beat sent."""
-        value = self.headers.get("scheduled_time") if self.headers else None
+        value = self.message_headers.get("scheduled_time")
         return None if value is None else str(value)
 
     @property
@@ -92,15 +109,36 @@ class Context:
     @property
     def origin(self) -> str | None:
         """The client that sent the task (``pid@host``)."""
-        return self.headers.get("origin")
+        return self.message_headers.get("origin")
 
     @property
     def shadow(self) -> str | None:
-        return self.headers.get("shadow")
+        return self.message_headers.get("shadow")
 
     @property
     def replaced_task_nesting(self) -> int:
-        return int(self.headers.get("replaced_task_nesting") or 0)
+        return int(self.message_headers.get("replaced_task_nesting") or 0)
+
+
+#: the headers of protocol v2 (and celeriac's own) a message carries for every task:
+#: the others are the caller's custom headers (``request.headers``)
+PROTOCOL_HEADERS = frozenset(
+    {
+        *("lang", "task", "id", "shadow", "eta", "expires", "group", "group_index"),
+        *("retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr"),
+        *("origin", "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps"),
+        *("redelivered", "celeriac_requeues", "x-death", "x-first-death-exchange"),
+        *("x-first-death-queue", "x-first-death-reason", "x-delivery-count"),
+    }
+)
+
+
+def custom_headers(headers: dict[str, Any]) -> dict[str, Any] | None:
+    """The caller's own headers among a message's (stamps left out), or None."""
+    stamped = headers.get("stamped_headers")
+    stamps = set(stamped) if isinstance(stamped, list) else set()
+    found = {k: v for k, v in headers.items() if k not in PROTOCOL_HEADERS and k not in stamps}
+    return found or None
 
 
 _DIRECT = Context()
@@ -282,7 +320,8 @@ class Task(Generic[P, R]):
             is_eager=True,
             called_directly=False,
             root_id=task_id,
-            headers=dict(options.get("headers") or {}),
+            headers=dict(options["headers"]) if options.get("headers") else None,
+            message_headers={**(options.get("headers") or {}), "task": self.name},
             **eager_stamps(options),
         )
         token = _current_request.set(request)

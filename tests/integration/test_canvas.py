@@ -82,7 +82,7 @@ def on_error_id(task_id):
 
 @app.task(name="ctasks.restore")
 def restore(group_id):
-    return GroupResult.restore(group_id, app=app).get(timeout=10)
+    return GroupResult.restore(group_id, app=app).get(timeout=10, disable_sync_subtasks=False)
 
 @app.task(name="ctasks.spawn")
 def spawn():

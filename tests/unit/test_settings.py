@@ -296,7 +296,7 @@ def test_worker_and_task_log_formats() -> None:
     for logger in (task_logger, plain):
         logger.addHandler(Keep())
         logger.propagate = False
-    token = _current_request.set(Context(id="abc", headers={"task": "t.fmt"}))
+    token = _current_request.set(Context(id="abc", message_headers={"task": "t.fmt"}))
     try:
         task_logger.warning("in the task")
         plain.warning("in the worker")

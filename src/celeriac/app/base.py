@@ -29,6 +29,7 @@ from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
 from celeriac._config import Settings
 from celeriac._loop import run_sync
+from celeriac._parentage import inherit
 from celeriac._pydantic import dump_sent
 from celeriac._sending import as_utc, expiry_time, from_routes, sig_list
 from celeriac._shared_task import _SharedTask
@@ -455,6 +456,7 @@ class Celeriac(PeriodicMixin, AppAPI):
             or self.conf["task_serializer"]
         )
         args, kwargs = dump_sent(task, args, kwargs, serializer)  # pydantic=True models
+        inherit(options, self.conf["task_inherit_parent_priority"])  # sent from a task
         now = utcnow()
         eta = as_utc(options.get("eta"))
         countdown = options.get("countdown")

@@ -96,7 +96,7 @@ def replaced() -> Ignore:
 
 def replaced_nesting(request: Context) -> int:
     """How many replacements deep the running task is (its ``replaced_task_nesting``)."""
-    value = (request.headers or {}).get("replaced_task_nesting")
+    value = request.message_headers.get("replaced_task_nesting")
     return value if isinstance(value, int) else 0
 
 

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,21 +124,61 @@ def _succeeded(app: Celeriac, request: Context, outcome: Outcome, sent: list[Any
     emit = Emit(app)
     children: list[Any] = list(sent)
     value = outcome.value
+    failed = _Pending()
     for callback in request.callbacks or ():
-        result = (
-            signature(callback, app=app).clone()._build(emit, (value,), {}, _base_options(request))
-        )
-        children.append(plain(result.as_tuple()))
+        sig = signature(callback, app=app).clone()
+        built = _follow_up(app, request, emit, failed, [sig], sig._build, (value,), {})
+        if built is not None:
+            children.append(plain(built.as_tuple()))
     if request.chain:
         steps = list(request.chain)
         step = signature(steps.pop(), app=app).clone()
-        result = step._build(emit, (value,), {}, {**_base_options(request), "chain": steps})
-        children.append(plain(result.as_tuple()))
+        options = {"chain": steps}
+        built = _follow_up(
+            app, request, emit, failed, request.chain, step._build, (value,), options
+        )
+        if built is not None:
+            children.append(plain(built.as_tuple()))
     outcome.follow_ups.extend(emit.items)
-    if emit.chord_starts:
-        _PENDING.setdefault(outcome, _Pending()).chord_starts.extend(emit.chord_starts)
+    if emit.chord_starts or failed.metas or failed.parts:
+        slot = _PENDING.setdefault(outcome, _Pending())
+        slot.chord_starts.extend(emit.chord_starts)
+        slot.metas.extend(failed.metas)
+        slot.parts.extend(failed.parts)
     if children and outcome.meta is not None:
         outcome.meta["children"] = children
+
+
+def _follow_up(
+    app: Celeriac,
+    request: Context,
+    emit: Emit,
+    failed: _Pending,
+    steps: Any,
+    build: Callable[..., Any],
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+) -> Any:
+    """Build one follow-up of a finished task into ``emit``; its result, or None when it
+    could not be built (a bad option, an argument its serializer refuses ...): then the
+    error is logged and stored as the FAILURE of the follow-up's ``steps`` that have an
+    id (so a caller waiting on them gets it), the task's own result staying as it is,
+    and the other follow-ups are sent. (Celery's worker fails the task itself then.)"""
+    own = Emit(app)
+    try:
+        result = build(own, args, {}, {**_base_options(request), **options})
+    except Exception as exc:
+        logger.exception("Canvas: a follow-up of %s could not be sent", request.id)
+        trace = "".join(traceback.format_exception(exc))
+        found = fail_steps(
+            app, steps, states.FAILURE, encode_exception(exc), trace, request.root_id
+        )
+        failed.metas.extend(found.metas)
+        failed.parts.extend(found.parts)
+        return None
+    emit.items.extend(own.items)
+    emit.chord_starts.extend(own.chord_starts)
+    return result
 
 
 def _failed(app: Celeriac, request: Context, outcome: Outcome) -> None:
@@ -221,8 +262,15 @@ def plan_errbacks(
         task = app.tasks.get(errback.task)
         if task is not None and _takes_request(task, errback):
             calls.append(partial(errback, request, exc, trace))
-        else:
-            errback.clone()._build(emit, (request.id,), {}, _base_options(request))
+            continue
+        own = Emit(app)
+        try:  # each on its own: one that cannot be sent does not stop the others
+            errback.clone()._build(own, (request.id,), {}, _base_options(request))
+        except Exception:
+            logger.exception("Canvas: an errback of %s could not be sent", request.id)
+            continue
+        emit.items.extend(own.items)
+        emit.chord_starts.extend(own.chord_starts)
     return calls
 
 

@@ -27,7 +27,7 @@ class _TaskFilter(logging.Filter):
 
         request = _current_request.get()
         record.task_id = request.id or "???"
-        record.task_name = request.headers.get("task", "???") if request.headers else "???"
+        record.task_name = request.message_headers.get("task", "???")
         return True
 
 

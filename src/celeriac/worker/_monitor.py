@@ -115,7 +115,7 @@ class WorkerMonitor(Middleware):
         self._dirty = True
         self.metrics.count("received", task.name, _queue(request))
         if self._wanted(task):
-            h, v = request.headers, json_value
+            h, v = request.message_headers, json_value
             sender, clock, now = self.dispatcher.stamp()
             self.dispatcher.buffer.append(
                 f'{{"uuid": {v(request.id)}, "name": {v(task.name)}, '

@@ -169,3 +169,7 @@ __all__ = [
     "make_state",
     "run_command",
 ]
+
+
+# the worker's own commands, registered first so that a user's of the same name wins
+from celeriac.worker import commands as _commands  # noqa: E402,F401

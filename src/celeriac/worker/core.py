@@ -44,7 +44,7 @@ from celeriac.protocol import (
     serialize,
 )
 from celeriac.result import ResultBase
-from celeriac.task import Context, Task, _current_request
+from celeriac.task import Context, Task, _current_request, custom_headers
 from celeriac.transports.broker import Delivery, Revocation
 from celeriac.worker.rejects import rejected
 
@@ -258,7 +258,8 @@ class Handler:
             group_index=call.group_index,
             reply_to=call.reply_to,
             correlation_id=call.correlation_id,
-            headers=headers,
+            headers=custom_headers(headers),
+            message_headers=headers,
             stamped_headers=headers.get("stamped_headers"),
             stamps=headers.get("stamps"),
             timelimit=headers.get("timelimit"),
