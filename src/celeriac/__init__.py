@@ -36,7 +36,7 @@ from celeriac.canvas import (
 )
 from celeriac.middleware import Middleware
 from celeriac.result import AsyncResult
-from celeriac.task import Task
+from celeriac.task import Task, current_task
 from celeriac.utils import uuid
 
 #: The current app (the most recently created one), as ``celery.current_app``.
@@ -55,6 +55,7 @@ __all__ = [
     "chord",
     "chunks",
     "current_app",
+    "current_task",
     "group",
     "maybe_signature",
     "shared_task",

@@ -70,6 +70,8 @@ class Context:
     delivery_count: int = 1
     #: the task stored a state of its own (``update_state``) while running
     state_updated: bool = False
+    #: the ``Task`` running with this request (``celeriac.current_task``); None outside
+    running_task: Any = field(default=None, repr=False, compare=False)
 
     #: Celery's Context defaults of fields celeriac's worker does not use
     logfile: ClassVar[str | None] = None
@@ -145,6 +147,33 @@ _DIRECT = Context()
 _current_request: contextvars.ContextVar[Context] = contextvars.ContextVar(
     "celeriac_request", default=_DIRECT
 )
+
+
+def get_current_task() -> Task[Any, Any] | None:
+    """The task running in this thread or asyncio task (on a worker or eagerly); None
+    outside one. As Celery's ``celery._state.get_current_task``."""
+    task: Task[Any, Any] | None = _current_request.get().running_task
+    return task
+
+
+class _CurrentTaskProxy:
+    """``celeriac.current_task``: the running task (see :func:`get_current_task`); false
+    outside a task, as Celery's ``current_task``."""
+
+    def __getattr__(self, name: str) -> Any:
+        task = get_current_task()
+        if task is None:
+            raise AttributeError(f"current_task: no task is running here (asked for {name!r})")
+        return getattr(task, name)
+
+    def __bool__(self) -> bool:
+        return get_current_task() is not None
+
+    def __repr__(self) -> str:
+        return repr(get_current_task())
+
+
+current_task = _CurrentTaskProxy()
 
 #: Options ``@app.task(...)`` accepts; anything else is an error at decoration time.
 TASK_OPTIONS = frozenset(
@@ -322,6 +351,7 @@ class Task(Generic[P, R]):
             root_id=task_id,
             headers=dict(options["headers"]) if options.get("headers") else None,
             message_headers={**(options.get("headers") or {}), "task": self.name},
+            running_task=self,
             **eager_stamps(options),
         )
         token = _current_request.set(request)

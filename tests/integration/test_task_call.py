@@ -1,6 +1,7 @@
-"""A ``Task`` subclass's own ``__call__`` runs the task on the worker, as Celery's worker
-calls it (Flask's documented pattern: ``class FlaskTask(Task)`` whose ``__call__`` wraps
-``self.run`` in the Flask app's context, given as ``Celery(task_cls=FlaskTask)``)."""
+"""The running task as the worker gives it, as Celery's: ``current_task``, and a ``Task``
+subclass's own ``__call__`` (Flask's documented pattern: ``class FlaskTask(Task)`` whose
+``__call__`` wraps ``self.run`` in the Flask app's context, given as
+``Celery(task_cls=FlaskTask)``), which the worker calls instead of ``run``."""
 
 from __future__ import annotations
 
@@ -76,3 +77,38 @@ def test_a_base_with_its_own_call_wraps_only_its_tasks() -> None:
             assert plain.delay().get(timeout=10) == "none"
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("pool", ["threads", "asyncio"])
+def test_current_task_is_the_running_task_as_celerys(pool: str) -> None:
+    import celery
+
+    from celeriac import current_task
+
+    # outside a task: false, as Celery's (its proxy wraps None)
+    assert not current_task and not celery.current_task
+    app = Celery(
+        "curtask",
+        broker=f"memory://call-{uuid.uuid4().hex}",
+        backend="memory://",
+        set_as_current=False,
+    )
+
+    @app.task(name="cur.sync", bind=True)
+    def sync(self: Any) -> list[Any]:
+        return [current_task.name, current_task.request.id == self.request.id]
+
+    @app.task(name="cur.async", bind=True)
+    async def asynchronous(self: Any) -> list[Any]:
+        return [current_task.name, current_task.request.id == self.request.id]
+
+    try:
+        assert sync.apply().get() == ["cur.sync", True]  # eagerly too
+        with TestWorker(app, pool=pool, concurrency=2):
+            assert sync.delay().get(timeout=10) == ["cur.sync", True]
+            assert asynchronous.delay().get(timeout=10) == ["cur.async", True]
+    finally:
+        app.close()
+    assert not current_task
+    with pytest.raises(AttributeError, match="no task is running"):
+        _ = current_task.request

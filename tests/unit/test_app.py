@@ -382,6 +382,7 @@ def test_public_names_are_pinned() -> None:
         "chord",
         "chunks",
         "current_app",
+        "current_task",
         "group",
         "maybe_signature",
         "shared_task",

@@ -359,6 +359,7 @@ class Handler:
                 job.call.id, states.STARTED, {"pid": os.getpid(), "hostname": self.hostname}
             )
             self.report(Outcome(job.delivery, Action.PROGRESS, job=job, meta=meta))
+        job.request.running_task = job.task
         token = _current_request.set(job.request)
         try:
             for hook in self._before_task:
