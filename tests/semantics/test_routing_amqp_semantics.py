@@ -1,48 +1,28 @@
-"""On RabbitMQ: routing with kombu's objects, measured on Celery: a ``Queue`` object as the
-``queue=`` option and in ``task_routes``, and ``exchange``/``routing_key`` reaching the
-queue of ``task_queues`` bound to them (a Celery client: through the binding the worker
-made). The default queue is one no worker consumes, so a message routed wrongly never
-runs (and the test fails) instead of landing there."""
+"""Routing with kombu's objects on RabbitMQ (real exchanges and bindings, ``rpc://``
+results), measured on Celery: see ``routing_checks``."""
 
 from __future__ import annotations
 
+from routing_checks import (
+    TASKS,
+    check_exchange_and_routing_key,
+    check_queue_object_option,
+    check_queue_object_route,
+)
 from semantic_cluster import Cluster
 
-BROKER = "amqp"  # RabbitMQ: real exchanges and bindings, rpc:// results
+__all__ = ["TASKS"]
 
-TASKS = """
-from kombu import Exchange, Queue
-
-ROUTED = Queue("sem_rta_a", Exchange("sem_rta_ex", type="direct"), routing_key="sem_rta_key")
-app.conf.task_queues = (ROUTED, Queue("sem_rta_b"))
-app.conf.task_default_queue = "sem_rta_nobody"
-app.conf.task_routes = {"sem.rt.by_object": {"queue": ROUTED}}
-
-
-@app.task(name="sem.rt.ping")
-def ping():
-    return "pong"
-
-
-@app.task(name="sem.rt.by_object")
-def by_object():
-    return "object"
-"""
+BROKER = "amqp"
 
 
 def test_a_queue_object_as_the_queue_option(cluster: Cluster) -> None:
-    t = cluster.tasks
-    assert t.ping.apply_async(queue=t.ROUTED).get(timeout=20) == "pong"
-    assert t.ping.apply_async(queue=t.Queue("sem_rta_b")).get(timeout=20) == "pong"
+    check_queue_object_option(cluster)
 
 
 def test_a_queue_object_in_task_routes(cluster: Cluster) -> None:
-    assert cluster.tasks.by_object.delay().get(timeout=20) == "object"
+    check_queue_object_route(cluster)
 
 
 def test_an_exchange_and_routing_key_reach_the_queue_bound_to_them(cluster: Cluster) -> None:
-    # a Celery client sending by exchange alone declares nothing: it finds the queue
-    # through the binding the worker made
-    t = cluster.tasks
-    result = t.ping.apply_async(exchange="sem_rta_ex", routing_key="sem_rta_key")
-    assert result.get(timeout=20) == "pong"
+    check_exchange_and_routing_key(cluster)
