@@ -66,6 +66,10 @@ class Worker:
         self.hostname = expand_hostname(hostname)
         self._given = (concurrency, pool, queues, prefetch_multiplier, max_tasks_per_child)
         self.configure()
+        #: seconds between event heartbeats (None: none, ``--without-heartbeat``)
+        self.heartbeat_interval: float | None = 2.0
+        #: the prefork children's shared state directory (celeriac.worker._state)
+        self.state_dir: str | None = None
         self.loglevel = loglevel if loglevel is not None else "WARNING"
         self.banner = banner
         #: log to this file (``%n``, ``%i``, ... expanded) instead of stderr
@@ -103,10 +107,6 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf["worker_max_tasks_per_child"]
         #: KiB of resident memory after which a prefork child is replaced
         self.max_memory_per_child: int | None = conf["worker_max_memory_per_child"]
-        #: seconds between event heartbeats (None: none, ``--without-heartbeat``)
-        self.heartbeat_interval: float | None = 2.0
-        #: the prefork children's shared state directory (celeriac.worker._state)
-        self.state_dir: str | None = None
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:

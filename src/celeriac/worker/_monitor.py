@@ -266,7 +266,9 @@ class WorkerMonitor(Middleware):
             await self._worker_event(broker, "worker-offline")
 
     async def _worker_event(self, broker: Broker, kind: str) -> None:
-        if signals.heartbeat_sent.receivers:
+        # as Celery's heart: the signal comes with its online/heartbeat/offline events,
+        # none without heartbeats (--without-heartbeat)
+        if self.heartbeat_interval and signals.heartbeat_sent.receivers:
             signals.heartbeat_sent.send(sender=self)
         active, processed = self.counts()
         await self.dispatcher.send(
