@@ -168,11 +168,30 @@ def test_inspect_answers_on_the_memory_broker(command: str) -> None:
         assert not (isinstance(reply, dict) and "error" in reply), reply
 
 
+SENDING = (
+    TASKS.replace('"montasks",', '"montasks", task_send_sent_event=True,')
+    + """
+
+@app.task(name="mon.spawn")
+def spawn():
+    return add.delay(1, 2).id
+
+@app.task(name="mon.again", bind=True, max_retries=1, default_retry_delay=0)
+def again(self):
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return "again"
+"""
+)
+
+
 def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
+    """Every count, and celery_task_sent_total for what the worker itself sends (a task
+    sent from a task body, a retry); the client's sends are the client's."""
     import socket
     import urllib.request
 
-    write_module(tmp_path, "montasks", TASKS)
+    write_module(tmp_path, "montasks", SENDING)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -184,16 +203,24 @@ def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
     try:
         worker.start()
         assert app.send_task("mon.add", (2, 2)).get(timeout=20) == 4
+        spawned = app.AsyncResult(app.send_task("mon.spawn").get(timeout=20))
+        assert spawned.get(timeout=20) == 3
+        assert app.send_task("mon.again").get(timeout=20) == "again"
         base = f"http://127.0.0.1:{port}"
+        sent = 'celery_task_sent_total{hostname="m1@localhost",name="%s",queue="celery"} 1.0'
 
         def scraped() -> str:
             with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
                 text = response.read().decode()
-            done = 'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
-            return text if done in text else ""
+            done = (
+                'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
+                'queue="celery"} 2.0'
+            )
+            return text if done in text and sent % "mon.again" in text else ""
 
-        text = wait_until(scraped, 20, "the task counted in /metrics")
-        assert 'queue="celery"} 1.0' in text
+        text = wait_until(scraped, 20, "the tasks counted in /metrics")
+        assert sent % "mon.add" in text, text  # sent from mon.spawn's body
+        assert 'celery_task_sent_total{hostname="m1@localhost",name="mon.spawn"' not in text
         assert 'celery_task_runtime_seconds_count{hostname="m1@localhost",name="mon.add"' in text
         assert 'celery_worker_up{hostname="m1@localhost"} 1.0' in text
         assert 'celery_queue_length{queue_name="celery"} 0.0' in text

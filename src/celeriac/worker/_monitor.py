@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__, signals, states
 from celeriac.events.dispatcher import EventDispatcher
+from celeriac.events.sent import TaskSentEvents
 from celeriac.middleware import Middleware
 from celeriac.protocol import safe_repr
 from celeriac.protocol.events import json_value
@@ -206,6 +207,11 @@ class WorkerMonitor(Middleware):
         broker = consumer.broker
         assert broker is not None
         server = None
+        # celery_task_sent_total: the task-sent events of the tasks this process sends
+        # (follow-ups the consumer publishes, tasks sent from task bodies)
+        senders = [mw for mw in consumer.app.middleware if isinstance(mw, TaskSentEvents)]
+        for sender in senders:
+            sender.listeners.append(self._count_sent)
         if self.speaks_for_worker and self.metrics_port:
             server = MetricsServer(consumer, self.metrics_port)
             try:
@@ -216,8 +222,15 @@ class WorkerMonitor(Middleware):
         try:
             await self._run(broker)
         finally:
+            for sender in senders:
+                with contextlib.suppress(ValueError):
+                    sender.listeners.remove(self._count_sent)
             if server is not None:
                 await server.close()
+
+    def _count_sent(self, name: str, queue: str) -> None:
+        self._dirty = True
+        self.metrics.count("sent", name, queue)
 
     async def _run(self, broker: Broker) -> None:
         if self.speaks_for_worker:
