@@ -48,6 +48,10 @@ HEARTBEAT_INTERVAL = 2.0
 SOFTWARE = {"sw_ident": "py-celeriac", "sw_ver": __version__, "sw_sys": platform.system()}
 
 
+def _always() -> bool:
+    return True
+
+
 def load_average() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -103,6 +107,9 @@ class WorkerMonitor(Middleware):
         self.metrics_port: int | None = None
         #: when the consumer last fetched from the broker (time.monotonic(); /healthz)
         self.fetched_at = 0.0
+        #: False while the broker says nobody listens to task events (SQLite): the hooks
+        #: build none, as the broker would drop them
+        self.listened = True
 
     @property
     def speaks_for_worker(self) -> bool:
@@ -110,7 +117,9 @@ class WorkerMonitor(Middleware):
 
     # -- task events (executing thread) ------------------------------------------------
     def _wanted(self, task: Task[Any, Any]) -> bool:
-        return self.task_events and getattr(task, "send_events", True) is not False
+        return (
+            self.task_events and self.listened and getattr(task, "send_events", True) is not False
+        )
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
@@ -239,6 +248,8 @@ class WorkerMonitor(Middleware):
         next_beat = now + (self.heartbeat_interval or 0)
         next_write = next_read = now
         every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
+        probe = getattr(broker, "task_events_listened", None) or _always
+        self._listeners(probe)
         while True:
             assert self._kick is not None
             with contextlib.suppress(asyncio.TimeoutError):
@@ -254,6 +265,7 @@ class WorkerMonitor(Middleware):
                     self.shared.write_snapshot(self.snapshot())
                 else:
                     held_back = True  # the events wait for the next snapshot
+            self._listeners(probe)
             if not held_back:
                 await self.dispatcher.flush(broker)
             if self.shared is not None and now >= next_read:
@@ -266,6 +278,11 @@ class WorkerMonitor(Middleware):
                 if next_beat < now:
                     next_beat = now + self.heartbeat_interval
                 await self._worker_event(broker, "worker-heartbeat")
+
+    def _listeners(self, probe: Any) -> None:
+        self.listened = bool(probe())
+        if not self.listened:
+            self.dispatcher.buffer.clear()  # the broker would drop them
 
     async def close(self) -> None:
         """At the consumer's stop: the last events, and worker-offline for the worker."""
