@@ -279,3 +279,52 @@ def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
     finally:
         worker.stop()
         app.close()
+
+
+def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: Path) -> None:
+    """While nobody listens, a worker on SQLite builds no task events (the broker would
+    drop them); a monitor that starts later gets the events of the tasks that follow."""
+    import asyncio
+    import contextlib
+
+    write_module(tmp_path, "montasks", TASKS)
+    host = "sq2@localhost"
+    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host)
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    got: list[dict[str, Any]] = []
+    listening, stop = threading.Event(), threading.Event()
+
+    async def monitor() -> None:
+        receiver = EventReceiver(app, {"*": got.append})
+        capture = asyncio.ensure_future(receiver.acapture(listening=listening.set))
+        await asyncio.to_thread(stop.wait)
+        capture.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await capture
+
+    thread = threading.Thread(target=asyncio.run, args=(monitor(),), daemon=True)
+    try:
+        worker.start()
+        unseen = app.send_task("mon.add", (1, 1))
+        assert unseen.get(timeout=20) == 2
+        thread.start()
+        assert listening.wait(20)
+        sent: list[str] = []
+
+        def succeeded_seen() -> bool:
+            if any(e["type"] == "task-succeeded" and e["uuid"] in sent for e in got):
+                return True
+            result = app.send_task("mon.add", (2, 3))
+            sent.append(result.id)
+            assert result.get(timeout=20) == 5
+            return False
+
+        wait_until(succeeded_seen, 30, "a task-succeeded event at the late monitor")
+        assert not [e for e in got if e.get("uuid") == unseen.id]
+    finally:
+        stop.set()
+        if thread.ident is not None:
+            thread.join(20)
+        worker.stop()
+        app.close()
