@@ -6,7 +6,8 @@ files the children share (:mod:`celeriac.worker._state`).
 
 Task events are built in the hooks (in the executing thread) and buffered; the consumer's
 loop publishes them within :data:`FLUSH_EVERY` seconds, or sooner after a settled batch,
-so one publish carries many events."""
+so one publish carries many events. On a broker that knows whether anyone listens
+(SQLite's ``task_events_listened``), no task events are built while nobody does."""
 
 from __future__ import annotations
 
