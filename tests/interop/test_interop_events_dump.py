@@ -63,22 +63,26 @@ def urls(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         yield request.getfixturevalue("rabbit"), "rpc://"
 
 
-def _listening(url: str) -> bool:
-    """The dump's subscription is in place: on Redis a client of the test's database with
-    a (pattern) subscription, on RabbitMQ a ``celeryev.*`` queue with a consumer."""
+def _listeners(url: str) -> set[str]:
+    """Who listens to events: on Redis the clients of the test's own database with a
+    (pattern) subscription, on RabbitMQ the ``celeryev.*`` queues with a consumer."""
     if url.startswith("redis"):
         client = redis.Redis.from_url(url)
         try:
             db = int(url.rsplit("/", 1)[1])
-            return any(
-                int(c["db"]) == db and (int(c["sub"]) + int(c["psub"])) > 0
+            return {
+                str(c["id"])
                 for c in client.client_list()
-            )
+                if int(c["db"]) == db and (int(c["sub"]) + int(c["psub"])) > 0
+            }
         finally:
             client.close()
     vhost = url.rsplit("/", 1)[1]
-    rows = rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "consumers").splitlines()
-    return any(r.split()[0].startswith("celeryev.") and r.split()[-1] != "0" for r in rows)
+    rows = [
+        r.split()
+        for r in rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "consumers").splitlines()
+    ]
+    return {r[0] for r in rows if r and r[0].startswith("celeryev.") and r[-1] != "0"}
 
 
 def _seen(dump: WorkerProcess, host: str, words: str) -> bool:
@@ -98,9 +102,10 @@ def test_celery_events_dump_shows_every_event_type(tmp_path: Path, urls: tuple[s
     worker.env["PYTHONPATH"] = str(tmp_path)
     app = celeriac.Celery("client", broker=url, backend=backend, task_send_sent_event=True)
     try:
+        before = _listeners(url)  # (a listener another test left has nothing to do with it)
         dump.start(wait_ready=False)
         dump.wait_for(r"-> evdump: starting capture", 60)
-        wait_until(lambda: _listening(url), 60, "celery events --dump subscribed")
+        wait_until(lambda: _listeners(url) - before, 60, "celery events --dump subscribed")
         worker.start(timeout=60)
         first = app.send_task("dump.add", (2, 2))
         assert first.get(timeout=30) == 4
