@@ -168,11 +168,30 @@ def test_inspect_answers_on_the_memory_broker(command: str) -> None:
         assert not (isinstance(reply, dict) and "error" in reply), reply
 
 
+SENDING = (
+    TASKS.replace('"montasks",', '"montasks", task_send_sent_event=True,')
+    + """
+
+@app.task(name="mon.spawn")
+def spawn():
+    return add.delay(1, 2).id
+
+@app.task(name="mon.again", bind=True, max_retries=1, default_retry_delay=0)
+def again(self):
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return "again"
+"""
+)
+
+
 def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
+    """Every count, and celery_task_sent_total for what the worker itself sends (a task
+    sent from a task body, a retry); the client's sends are the client's."""
     import socket
     import urllib.request
 
-    write_module(tmp_path, "montasks", TASKS)
+    write_module(tmp_path, "montasks", SENDING)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -184,16 +203,24 @@ def test_metrics_and_health_on_the_metrics_port(tmp_path: Path) -> None:
     try:
         worker.start()
         assert app.send_task("mon.add", (2, 2)).get(timeout=20) == 4
+        spawned = app.AsyncResult(app.send_task("mon.spawn").get(timeout=20))
+        assert spawned.get(timeout=20) == 3
+        assert app.send_task("mon.again").get(timeout=20) == "again"
         base = f"http://127.0.0.1:{port}"
+        sent = 'celery_task_sent_total{hostname="m1@localhost",name="%s",queue="celery"} 1.0'
 
         def scraped() -> str:
             with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
                 text = response.read().decode()
-            done = 'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
-            return text if done in text else ""
+            done = (
+                'celery_task_succeeded_total{hostname="m1@localhost",name="mon.add",'
+                'queue="celery"} 2.0'
+            )
+            return text if done in text and sent % "mon.again" in text else ""
 
-        text = wait_until(scraped, 20, "the task counted in /metrics")
-        assert 'queue="celery"} 1.0' in text
+        text = wait_until(scraped, 20, "the tasks counted in /metrics")
+        assert sent % "mon.add" in text, text  # sent from mon.spawn's body
+        assert 'celery_task_sent_total{hostname="m1@localhost",name="mon.spawn"' not in text
         assert 'celery_task_runtime_seconds_count{hostname="m1@localhost",name="mon.add"' in text
         assert 'celery_worker_up{hostname="m1@localhost"} 1.0' in text
         assert 'celery_queue_length{queue_name="celery"} 0.0' in text
@@ -250,5 +277,54 @@ def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
         grow = app.control.pool_grow(1, destination=[host], reply=True, timeout=5)
         assert grow is not None and "not supported with autoscale" in grow[0][host]["error"]
     finally:
+        worker.stop()
+        app.close()
+
+
+def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: Path) -> None:
+    """While nobody listens, a worker on SQLite builds no task events (the broker would
+    drop them); a monitor that starts later gets the events of the tasks that follow."""
+    import asyncio
+    import contextlib
+
+    write_module(tmp_path, "montasks", TASKS)
+    host = "sq2@localhost"
+    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host)
+    worker.env["PYTHONPATH"] = str(tmp_path)
+    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    got: list[dict[str, Any]] = []
+    listening, stop = threading.Event(), threading.Event()
+
+    async def monitor() -> None:
+        receiver = EventReceiver(app, {"*": got.append})
+        capture = asyncio.ensure_future(receiver.acapture(listening=listening.set))
+        await asyncio.to_thread(stop.wait)
+        capture.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await capture
+
+    thread = threading.Thread(target=asyncio.run, args=(monitor(),), daemon=True)
+    try:
+        worker.start()
+        unseen = app.send_task("mon.add", (1, 1))
+        assert unseen.get(timeout=20) == 2
+        thread.start()
+        assert listening.wait(20)
+        sent: list[str] = []
+
+        def succeeded_seen() -> bool:
+            if any(e["type"] == "task-succeeded" and e["uuid"] in sent for e in got):
+                return True
+            result = app.send_task("mon.add", (2, 3))
+            sent.append(result.id)
+            assert result.get(timeout=20) == 5
+            return False
+
+        wait_until(succeeded_seen, 30, "a task-succeeded event at the late monitor")
+        assert not [e for e in got if e.get("uuid") == unseen.id]
+    finally:
+        stop.set()
+        if thread.ident is not None:
+            thread.join(20)
         worker.stop()
         app.close()

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.events.dispatcher import EventDispatcher
@@ -40,11 +41,13 @@ def sent_fields(message: Message, queue: str) -> dict[str, Any]:
 
 class TaskSentEvents(Middleware):
     """Sends ``task-sent`` after each publish, when the app's ``task_send_sent_event``
-    (or the task's ``send_sent_event``) says so."""
+    (or the task's ``send_sent_event``) says so. ``listeners`` are called with the task's
+    name and queue for each task-sent event (a worker counts its own for Prometheus)."""
 
     def __init__(self) -> None:
         self._dispatcher: EventDispatcher | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self.listeners: list[Callable[[str, str], None]] = []
 
     def after_publish(self, app: Celeriac, message: Message, queue: str) -> None:
         if not app.conf["task_send_sent_event"]:
@@ -55,6 +58,8 @@ class TaskSentEvents(Middleware):
             name = f"gen{os.getpid()}@{socket.gethostname()}"
             dispatcher = self._dispatcher = EventDispatcher(name)
         fields = sent_fields(message, queue)
+        for listener in self.listeners:
+            listener(str(fields["name"]), queue)
 
         async def send() -> None:
             await dispatcher.send(await app.get_broker(), "task-sent", **fields)

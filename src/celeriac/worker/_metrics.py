@@ -2,13 +2,15 @@
 check, served by the consumer that speaks for the worker (in prefork, child 1, for every
 child) on the worker's event loop, without threads.
 
-``/metrics`` has the names celery-exporter users chart: ``celery_task_received_total``,
-``..._started_total``, ``..._succeeded_total``, ``..._failed_total``,
+``/metrics`` has the names celery-exporter users chart: ``celery_task_sent_total``,
+``..._received_total``, ``..._started_total``, ``..._succeeded_total``, ``..._failed_total``,
 ``..._retried_total``, ``..._revoked_total``, ``..._rejected_total`` (labels ``name``,
 ``hostname``, ``queue``), the ``celery_task_runtime_seconds`` histogram,
 ``celery_worker_up``, ``celery_worker_tasks_active`` and ``celery_queue_length``
-(label ``queue_name``). ``task-sent`` is a client's event, which a worker does not see:
-``celery_task_sent_total`` is left to an exporter reading events. The exposition is
+(label ``queue_name``). ``celery_task_sent_total`` counts the task-sent events this
+worker sends itself (with ``task_send_sent_event``: retries, callbacks, chain steps and
+tasks sent from task bodies, by the queue sent to); a client's task-sent events are the
+client's, seen only by an exporter reading events. The exposition is
 ``prometheus_client``'s (the ``celeriac[metrics]`` extra), from a collector that reads
 the children's counts at each scrape.
 
@@ -34,7 +36,7 @@ logger = logging.getLogger("celeriac.worker")
 HEALTHY_WITHIN = 10.0
 #: the histogram's upper bounds (seconds), prometheus_client's defaults
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-STATES = ("received", "started", "succeeded", "failed", "retried", "revoked", "rejected")
+STATES = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected")
 
 
 def require_client() -> None:

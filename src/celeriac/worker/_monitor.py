@@ -6,7 +6,8 @@ files the children share (:mod:`celeriac.worker._state`).
 
 Task events are built in the hooks (in the executing thread) and buffered; the consumer's
 loop publishes them within :data:`FLUSH_EVERY` seconds, or sooner after a settled batch,
-so one publish carries many events."""
+so one publish carries many events. On a broker that knows whether anyone listens
+(SQLite's ``task_events_listened``), no task events are built while nobody does."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__, signals, states
 from celeriac.events.dispatcher import EventDispatcher
+from celeriac.events.sent import TaskSentEvents
 from celeriac.middleware import Middleware
 from celeriac.protocol import safe_repr
 from celeriac.protocol.events import json_value
@@ -45,6 +47,10 @@ FLUSH_AT = 2000
 #: the heartbeat interval (seconds) unless ``--heartbeat-interval`` says otherwise
 HEARTBEAT_INTERVAL = 2.0
 SOFTWARE = {"sw_ident": "py-celeriac", "sw_ver": __version__, "sw_sys": platform.system()}
+
+
+def _always() -> bool:
+    return True
 
 
 def load_average() -> list[float]:
@@ -102,6 +108,9 @@ class WorkerMonitor(Middleware):
         self.metrics_port: int | None = None
         #: when the consumer last fetched from the broker (time.monotonic(); /healthz)
         self.fetched_at = 0.0
+        #: False while the broker says nobody listens to task events (SQLite): the hooks
+        #: build none, as the broker would drop them
+        self.listened = True
 
     @property
     def speaks_for_worker(self) -> bool:
@@ -109,7 +118,9 @@ class WorkerMonitor(Middleware):
 
     # -- task events (executing thread) ------------------------------------------------
     def _wanted(self, task: Task[Any, Any]) -> bool:
-        return self.task_events and getattr(task, "send_events", True) is not False
+        return (
+            self.task_events and self.listened and getattr(task, "send_events", True) is not False
+        )
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
@@ -206,6 +217,11 @@ class WorkerMonitor(Middleware):
         broker = consumer.broker
         assert broker is not None
         server = None
+        # celery_task_sent_total: the task-sent events of the tasks this process sends
+        # (follow-ups the consumer publishes, tasks sent from task bodies)
+        senders = [mw for mw in consumer.app.middleware if isinstance(mw, TaskSentEvents)]
+        for sender in senders:
+            sender.listeners.append(self._count_sent)
         if self.speaks_for_worker and self.metrics_port:
             server = MetricsServer(consumer, self.metrics_port)
             try:
@@ -216,8 +232,15 @@ class WorkerMonitor(Middleware):
         try:
             await self._run(broker)
         finally:
+            for sender in senders:
+                with contextlib.suppress(ValueError):
+                    sender.listeners.remove(self._count_sent)
             if server is not None:
                 await server.close()
+
+    def _count_sent(self, name: str, queue: str) -> None:
+        self._dirty = True
+        self.metrics.count("sent", name, queue)
 
     async def _run(self, broker: Broker) -> None:
         if self.speaks_for_worker:
@@ -226,6 +249,8 @@ class WorkerMonitor(Middleware):
         next_beat = now + (self.heartbeat_interval or 0)
         next_write = next_read = now
         every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
+        probe = getattr(broker, "task_events_listened", None) or _always
+        self._listeners(probe)
         while True:
             assert self._kick is not None
             with contextlib.suppress(asyncio.TimeoutError):
@@ -241,6 +266,7 @@ class WorkerMonitor(Middleware):
                     self.shared.write_snapshot(self.snapshot())
                 else:
                     held_back = True  # the events wait for the next snapshot
+            self._listeners(probe)
             if not held_back:
                 await self.dispatcher.flush(broker)
             if self.shared is not None and now >= next_read:
@@ -253,6 +279,11 @@ class WorkerMonitor(Middleware):
                 if next_beat < now:
                     next_beat = now + self.heartbeat_interval
                 await self._worker_event(broker, "worker-heartbeat")
+
+    def _listeners(self, probe: Any) -> None:
+        self.listened = bool(probe())
+        if not self.listened:
+            self.dispatcher.buffer.clear()  # the broker would drop them
 
     async def close(self) -> None:
         """At the consumer's stop: the last events, and worker-offline for the worker."""

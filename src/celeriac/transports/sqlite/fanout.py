@@ -55,6 +55,14 @@ class SQLiteFanout(Fanout):
             self._listening = tuple(glob for (glob,) in rows)
         return any(fnmatch.fnmatchcase(channel, g) for g in self._listening)
 
+    def task_events_listened(self) -> bool:
+        """Whether a live listener wants the task events (``task.multi``), as
+        :meth:`fan_publish` would decide: a worker builds none while nobody does."""
+        try:
+            return self._wanted(self._db(), EVENTS + "task.multi", time.time())
+        except sqlite3.Error:
+            return True
+
     async def fan_publish(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
