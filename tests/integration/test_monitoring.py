@@ -101,8 +101,15 @@ def test_a_prefork_worker_on_sqlite_is_monitored(tmp_path: Path) -> None:
         assert [q["name"] for q in queues[host]] == ["celery"]
     finally:
         worker.stop()
+        seen = []
+        assert dump.stdout is not None
+        for line in dump.stdout:  # until the worker's last event (the dump ends by --timeout)
+            seen.append(line)
+            if "] worker-offline: " in line:
+                break
         dump.terminate()
-        out, _ = dump.communicate(timeout=20)
+        rest, _ = dump.communicate(timeout=20)
+        out = "".join(seen) + rest
         dump.stderr.close()
     for kind in ("worker-online", "worker-heartbeat", "task-received", "task-started"):
         assert f"{host} [" in out and f"] {kind}: " in out, (kind, out)
