@@ -45,6 +45,7 @@ from celeriac.transports.capabilities import (
     ScheduledSend,
     ScheduleStore,
 )
+from celeriac.transports.redis import pubsub
 from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.events import RedisEvents
 from celeriac.transports.redis.layout import (
@@ -64,11 +65,8 @@ from celeriac.transports.redis.layout import (
 from celeriac.transports.redis.resp import (
     Endpoint,
     ReplyError,
-    RespError,
-    RespTimeoutError,
     Sentinels,
 )
-from celeriac.transports.redis.resp_async import AsyncConnection
 from celeriac.transports.redis.scripts import (
     connection,
     first_error,
@@ -83,7 +81,6 @@ from celeriac.transports.redis.scripts import (
 logger = logging.getLogger("celeriac.transports.redis.broker")
 
 _BUCKETS = ("0", "3", "6", "9")
-_SUBSCRIBE_TIMEOUT = 10.0
 _ORDERS = {"higher_first": "9630", "lower_first": "0369"}
 _MAX_BATCH = 1000  # messages per script call
 _BLOCK_MIN = 0.2  # shorter waits sleep: Redis times out blocked clients at ~10 Hz
@@ -431,37 +428,14 @@ class RedisBroker(
         handler: Callable[[Message], Awaitable[None]],
         listening: Callable[[], None] | None = None,
     ) -> None:
-        channel = self._pidbox_channel()
-        failures = 0
-        while True:
-            items: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
-            conn = connection(self._where, push=items.put_nowait, on_lost=items.put_nowait)
-            try:
-                await _subscribe(conn, channel, items)
-                if listening is not None:
-                    listening()
-                if failures:
-                    logger.info("Remote control: listening on %s again", channel)
-                    failures = 0
-                while True:
-                    item = await items.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    if len(item) != 3 or item[0] != b"message":
-                        continue
-                    try:
-                        message = decode_envelope(item[2])
-                    except MessageError as exc:
-                        logger.warning("Remote control: ignored an unreadable request: %s", exc)
-                        continue
-                    await handler(message)
-            except (RespError, OSError) as exc:
-                if failures == 0:
-                    logger.warning("Remote control: lost %s (%s); reconnecting", channel, exc)
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.25 * failures))
-            finally:
-                conn.close()
+        await pubsub.listen(
+            self._where,
+            [self._pidbox_channel()],
+            handler,
+            listening,
+            patterns=False,
+            what="Remote control",
+        )
 
     async def request_control(
         self, message: Message, reply_key: str, timeout: float, limit: int | None
@@ -568,24 +542,6 @@ class RedisBroker(
     def sync_target(self) -> tuple[str, dict[str, Any]]:
         """The URL (celeriac's options taken out) and the options to connect with."""
         return self._url, self.options
-
-
-async def _subscribe(
-    conn: AsyncConnection, channel: str, items: asyncio.Queue[list[Any] | BaseException]
-) -> None:
-    """SUBSCRIBE to ``channel`` and wait for the confirmation (from then on, requests
-    published reach us)."""
-    await conn.pipeline([("SUBSCRIBE", channel)], replies=0)
-    confirmation = [b"subscribe", channel.encode()]
-    while True:
-        try:
-            item = await asyncio.wait_for(items.get(), _SUBSCRIBE_TIMEOUT)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise RespTimeoutError(f"no confirmation of SUBSCRIBE {channel}") from None
-        if isinstance(item, BaseException):
-            raise item
-        if item[:2] == confirmation:
-            return
 
 
 def _leased(order: Sequence[str], reply: list[Any]) -> tuple[list[Delivery], float | None]:

@@ -5,21 +5,13 @@ routing key, ``<global_keyprefix>/<db>.celeryev/<routing key>`` (``task.multi``,
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from celeriac.exceptions import MessageError
-from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.protocol import Message, encode_envelope
 from celeriac.protocol.events import EXCHANGE
-from celeriac.transports.redis.resp import Endpoint, RespError, RespTimeoutError, Sentinels
-from celeriac.transports.redis.resp_async import AsyncConnection
-from celeriac.transports.redis.scripts import connection
-
-logger = logging.getLogger("celeriac.transports.redis.broker")
-
-_SUBSCRIBE_TIMEOUT = 10.0
+from celeriac.transports.redis import pubsub
+from celeriac.transports.redis.resp import Endpoint, Sentinels
 
 
 class RedisEvents:
@@ -47,53 +39,7 @@ class RedisEvents:
         listening: Callable[[], None] | None = None,
     ) -> None:
         globs = [self._event_channel(p.replace("#", "*")) for p in patterns]
-        failures = 0
-        while True:
-            items: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
-            conn = connection(self._where, push=items.put_nowait, on_lost=items.put_nowait)
-            try:
-                await _psubscribe(conn, globs, items)
-                if listening is not None:
-                    listening()
-                if failures:
-                    logger.info("Events: listening again")
-                    failures = 0
-                while True:
-                    item = await items.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    if len(item) != 4 or item[0] != b"pmessage":
-                        continue
-                    try:
-                        message = decode_envelope(item[3])
-                    except MessageError as exc:
-                        logger.warning("Events: ignored an unreadable event: %s", exc)
-                        continue
-                    await handler(message)
-            except (RespError, OSError) as exc:
-                if failures == 0:
-                    logger.warning("Events: lost the event channel (%s); reconnecting", exc)
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.25 * failures))
-            finally:
-                conn.close()
-
-
-async def _psubscribe(
-    conn: AsyncConnection, globs: Sequence[str], items: asyncio.Queue[list[Any] | BaseException]
-) -> None:
-    """PSUBSCRIBE to ``globs`` and wait for every confirmation."""
-    await conn.pipeline([("PSUBSCRIBE", *globs)], replies=0)
-    waiting = {g.encode() for g in globs}
-    while waiting:
-        try:
-            item = await asyncio.wait_for(items.get(), _SUBSCRIBE_TIMEOUT)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise RespTimeoutError("no confirmation of PSUBSCRIBE") from None
-        if isinstance(item, BaseException):
-            raise item
-        if len(item) >= 2 and item[0] == b"psubscribe":
-            waiting.discard(item[1])
+        await pubsub.listen(self._where, globs, handler, listening, patterns=True, what="Events")
 
 
 __all__ = ["RedisEvents"]
