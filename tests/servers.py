@@ -37,7 +37,7 @@ def missing(message: str) -> NoReturn:
     """Skip the test for want of ``message``'s server or tool; fail instead under CI."""
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 # -- Redis -------------------------------------------------------------------------------
@@ -149,6 +149,28 @@ def rabbitmqctl(*args: str, check: bool = True) -> str:
         missing("needs rabbitmqctl (RabbitMQ's CLI, run as root) on this machine")
     done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=check)
     return str(done.stdout)
+
+
+def event_listeners(url: str) -> set[str]:
+    """Who listens to events: on Redis the clients of the test's own database with a
+    (pattern) subscription, on RabbitMQ the ``celeryev.*`` queues with a consumer."""
+    if url.startswith("redis"):
+        client = redis.Redis.from_url(url)
+        try:
+            db = int(url.rsplit("/", 1)[1])
+            return {
+                str(c["id"])
+                for c in client.client_list()
+                if int(c["db"]) == db and (int(c["sub"]) + int(c["psub"])) > 0
+            }
+        finally:
+            client.close()
+    vhost = url.rsplit("/", 1)[1]
+    rows = [
+        r.split()
+        for r in rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "consumers").splitlines()
+    ]
+    return {r[0] for r in rows if r and r[0].startswith("celeryev.") and r[-1] != "0"}
 
 
 def delete_queues(url: str, queues: list[str]) -> None:

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 import celeriac
-from servers import rabbitmqctl
+from servers import event_listeners
 from support import WorkerProcess, wait_until, write_module
 
 pytestmark = pytest.mark.slow
@@ -63,28 +62,6 @@ def urls(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         yield request.getfixturevalue("rabbit"), "rpc://"
 
 
-def _listeners(url: str) -> set[str]:
-    """Who listens to events: on Redis the clients of the test's own database with a
-    (pattern) subscription, on RabbitMQ the ``celeryev.*`` queues with a consumer."""
-    if url.startswith("redis"):
-        client = redis.Redis.from_url(url)
-        try:
-            db = int(url.rsplit("/", 1)[1])
-            return {
-                str(c["id"])
-                for c in client.client_list()
-                if int(c["db"]) == db and (int(c["sub"]) + int(c["psub"])) > 0
-            }
-        finally:
-            client.close()
-    vhost = url.rsplit("/", 1)[1]
-    rows = [
-        r.split()
-        for r in rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "consumers").splitlines()
-    ]
-    return {r[0] for r in rows if r and r[0].startswith("celeryev.") and r[-1] != "0"}
-
-
 def _seen(dump: WorkerProcess, host: str, words: str) -> bool:
     pattern = re.compile(rf"^{re.escape(host)} \[[^]]+\] {words}\b")
     return any(pattern.search(line) for line in dump.lines)
@@ -102,10 +79,10 @@ def test_celery_events_dump_shows_every_event_type(tmp_path: Path, urls: tuple[s
     worker.env["PYTHONPATH"] = str(tmp_path)
     app = celeriac.Celery("client", broker=url, backend=backend, task_send_sent_event=True)
     try:
-        before = _listeners(url)  # (a listener another test left has nothing to do with it)
+        before = event_listeners(url)  # (a listener another test left has nothing to do with it)
         dump.start(wait_ready=False)
         dump.wait_for(r"-> evdump: starting capture", 60)
-        wait_until(lambda: _listeners(url) - before, 60, "celery events --dump subscribed")
+        wait_until(lambda: event_listeners(url) - before, 60, "celery events --dump subscribed")
         worker.start(timeout=60)
         first = app.send_task("dump.add", (2, 2))
         assert first.get(timeout=30) == 4

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kombu.connection import Connection
 
 import celeriac
 from celeriac.events import EventReceiver
+from servers import event_listeners
 from support import WorkerProcess, celery_worker, close_celery_app, wait_until, write_module
 
 pytestmark = pytest.mark.slow
@@ -176,8 +176,9 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
         )
         return reply[host]
 
+    before = event_listeners(url)  # (a listener another test left has nothing to do with it)
     captured, thread = _capture(url)
-    time.sleep(1.0)  # the receiver's queue/subscription is in place once consume() runs
+    wait_until(lambda: event_listeners(url) - before, 30, "Celery's event receiver subscribed")
     worker = WorkerProcess(tmp_path, "mtasks", "-c", "2", "-E", "-n", host, "-l", "INFO")
     worker.env["PYTHONPATH"] = str(tmp_path)
     try:
