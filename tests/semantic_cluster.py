@@ -15,7 +15,7 @@ module share them, so they name their note files and keys with ``cluster.token()
 a module with ``BROKER = "amqp"`` runs on a RabbitMQ vhost of its own instead, with
 ``rpc://`` results.
 Where celeriac deliberately differs from Celery, the test says so by branching on
-``cluster.worker`` with a comment naming the README line.
+``cluster.worker`` with a comment naming the line of docs/coming-from-celery.md.
 """
 
 from __future__ import annotations

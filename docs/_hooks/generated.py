@@ -8,8 +8,6 @@ the text :data:`GENERATORS` makes for ``NAME``:
 - ``cli``: every command and option of ``celeriac``, read from the click commands
   themselves, with the start-up warning of each worker option that means nothing here
   (``celeriac._cli.worker.NO_MEANING``);
-- ``readme-differences``: README.md's "Coming from Celery" section, as written there
-  (the one place engineers add a line for each deliberate difference);
 - ``sqlite-schema``: the SQLite transport's migrations, in order;
 - ``redis-layout``: the key layout comment heading the Redis scripts (``common.lua``);
 - ``signals``: the signals of ``celeriac.signals``, and whether celeriac's code sends each.
@@ -131,20 +129,6 @@ def cli_tables() -> str:
     return "\n".join(parts)
 
 
-def readme_differences() -> str:
-    """README.md's "Coming from Celery" section, without its heading."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^## Coming from Celery\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
-    if match is None:
-        raise ValueError("README.md has no '## Coming from Celery' section")
-    # GitHub starts a list right after a paragraph line; Python-Markdown needs a blank line
-    lines: list[str] = []
-    for line in match.group(1).strip().splitlines():
-        if line.startswith("- ") and lines and lines[-1] and not lines[-1].startswith(("-", " ")):
-            lines.append("")
-        lines.append(line)
-    return "\n".join(lines)
-
 
 def sqlite_schema() -> str:
     """Every migration of the SQLite transport, as one SQL block each."""
@@ -191,7 +175,6 @@ def signals_table() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "settings": settings_table,
     "cli": cli_tables,
-    "readme-differences": readme_differences,
     "sqlite-schema": sqlite_schema,
     "redis-layout": redis_layout,
     "signals": signals_table,

@@ -14,7 +14,7 @@
 * ``on_message(meta)``: called with each state of the task seen while waiting (STARTED,
   PROGRESS ..., the final one). Celery's Redis backend pushes every state; celeriac
   polls, every ``interval`` at most 0.1 s, so a state replaced within one poll is not
-  seen (README, "Coming from Celery").
+  seen (docs/coming-from-celery.md).
 * ``on_interval()``: called every ``interval`` seconds while the result is not ready.
 * ``EXCEPTION_STATES`` / ``PROPAGATE_STATES``: the states whose result is an exception,
   and those re-raised with ``propagate`` (Celery accepts them and uses its defaults).

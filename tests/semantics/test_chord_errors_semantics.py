@@ -149,8 +149,8 @@ def test_a_group_in_a_chord_header(cluster: Cluster) -> None:
     result = pkg.chord(header, t.collect.s()).delay().get(timeout=10)
     if cluster.client == "celery":
         # Celery's client reverses a nested group's tasks when it freezes a chord
-        # header; celeriac's keeps them in the order written (README, "Coming from
-        # Celery": a group in a chord header)
+        # header; celeriac's keeps them in the order written (docs/coming-from-celery.md:
+        # a group in a chord header)
         assert result == [4, 2, 6]
     else:
         assert result == [2, 4, 6]
@@ -167,8 +167,8 @@ def test_a_failure_inside_a_chord_in_a_chord_header_fails_the_outer_chord(cluste
     if cluster.worker == "celery":
         # Celery's worker never counts the failed inner body into the outer chord, so
         # the outer body stays PENDING: only its client's re-raising of a failed
-        # parent's error ends the wait. celeriac fails the outer chord too (README,
-        # "Coming from Celery": a chord in a chord header that fails).
+        # parent's error ends the wait. celeriac fails the outer chord too (docs/
+        # coming-from-celery.md: a chord in a chord header that fails).
         with pytest.raises(cluster.exceptions.ChordError):
             result.get(timeout=10)
         assert inner_body.state == "FAILURE"

@@ -58,7 +58,7 @@ def test_a_task_that_expires_while_prefetched_is_revoked_not_run(cluster: Cluste
         assert expiring.get(timeout=10) is None
         assert cluster.wait_lines(name, 1) == ["ran"]
         return
-    # celeriac checks again just before it runs (README, "Coming from Celery")
+    # celeriac checks again just before it runs (docs/coming-from-celery.md)
     with pytest.raises(cluster.exceptions.TaskRevokedError):
         expiring.get(timeout=10)
     assert expiring.state == "REVOKED"

@@ -4,7 +4,7 @@ errback) that cannot be sent, measured against Celery 5.7's worker.
 Celery's worker stores the task itself as FAILURE with the sending error (and sends none
 of its callbacks). celeriac keeps the task's own result (it ran and succeeded), sends the
 other follow-ups, and stores the error as the FAILURE of the follow-ups that have an id,
-so a caller waiting on the end of a chain gets it (README, "Coming from Celery")."""
+so a caller waiting on the end of a chain gets it (docs/coming-from-celery.md)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ and no traceback, and calls the errbacks; ``Reject(requeue=True)`` stores nothin
 the message comes back flagged ``delivery_info['redelivered']``. Celery puts it back at
 once: a task that always rejects runs hundreds of times a second. celeriac's worker puts
 the first requeue back at once too and pauses each further one of the same message
-longer (0.1 s, doubling, up to 10 s) -- a deliberate difference, in README's "Coming
-from Celery".
+longer (0.1 s, doubling, up to 10 s) -- a deliberate difference, in
+docs/coming-from-celery.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_reject_with_requeue_forever_does_not_spin(cluster: Cluster) -> None:
     assert [redelivered for redelivered, _, _ in runs] == [False, True, True, True, True]
     assert result.state == "PENDING"  # a requeued task stores nothing
     if cluster.worker == "celeriac":
-        # deliberate difference (README, "Coming from Celery"): Celery runs it again at
+        # deliberate difference (docs/coming-from-celery.md): Celery runs it again at
         # once every time; celeriac pauses 0.1 s before the second requeue, doubling
         # (less 10% for the broker's millisecond clock; Celery's gaps are milliseconds)
         gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]

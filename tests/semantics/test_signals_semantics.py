@@ -9,7 +9,7 @@ unknown task, an expired task, a message that is not a task message, a running t
 revoked with ``terminate=True``, then SIGTERM -- while a receiver connected to every
 signal of ``<package>.signals`` appends what it got to a file. celeriac's prefork
 children each consume (Celery's main process consumes and hands tasks to its children),
-so the consumer-side signals fire in a child there: README, "Coming from Celery".
+so the consumer-side signals fire in a child there: docs/coming-from-celery.md.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def hold(key):
     return "held"
 """
 
-#: keyword arguments celeriac passes beyond Celery's (README, "Coming from Celery")
+#: keyword arguments celeriac passes beyond Celery's (docs/coming-from-celery.md)
 EXTRA = {"after_task_publish": ("properties",)}
 #: signals that fire in a pool child in both (the task runs there)
 IN_CHILD = {"worker_process_init", "worker_process_shutdown", "task_prerun", "task_postrun"}

@@ -431,6 +431,6 @@ def test_a_stamp_revocation_reaches_a_worker_started_later(cluster: Cluster, for
         # Celery keeps a stamp revocation in the memory of the workers running then
         assert result.get(timeout=15) == [1]
     else:
-        # celeriac keeps it in the broker's store (README, "Coming from Celery")
+        # celeriac keeps it in the broker's store (docs/coming-from-celery.md)
         wait_until(lambda: result.state == "REVOKED", 15, "revoked")
         assert cluster.lines(token) == []

@@ -71,7 +71,7 @@ def _no_store(broker: str, backend: str) -> str:
 
 class Claims:
     """Where the beat claims slots: the broker when it can publish in the claim, else
-    the result backend (claim, then publish; see README "Periodic tasks")."""
+    the result backend (claim, then publish; see docs/guide/periodic.md)."""
 
     def __init__(self, app: Celeriac) -> None:
         self.app = app
