@@ -129,7 +129,6 @@ def cli_tables() -> str:
     return "\n".join(parts)
 
 
-
 def sqlite_schema() -> str:
     """Every migration of the SQLite transport, as one SQL block each."""
     folder = ROOT / "src" / "celeriac" / "transports" / "sqlite" / "sql" / "migrations"
