@@ -13,11 +13,13 @@ capability, run against every transport that claims it.
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
 |  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
+| :class:`DeadLetterRemoval` | ``remove_dead_letter`` | yes | yes | yes | no |
 | :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
 | :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
 |  |  |  |  |  | result backend's (Redis, SQLite) |
 | :class:`QueueBindings` | ``bind`` | no | no | yes | yes |
+| :class:`ResultHistory` | ``recent_results`` (result backends) | yes | yes | yes | no |
 
 ``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
 of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
@@ -26,7 +28,7 @@ of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from celeriac.protocol import Message
 from celeriac.protocol.stamps import message_keys
@@ -170,6 +172,16 @@ class DeadLetterStore(Protocol):
         ...
 
 
+@runtime_checkable
+class DeadLetterRemoval(Protocol):
+    """Taking a message out of the dead letters (the dashboard's requeue and delete)."""
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        """Remove one dead letter equal to ``letter`` (as :meth:`DeadLetterStore.
+        dead_letters` gave it); False when there is none (removed already)."""
+        ...
+
+
 #: one message a claim publishes: (queue, message, priority, not_before)
 ScheduledSend = tuple[str, Message, int, float | None]
 
@@ -217,14 +229,27 @@ class QueueBindings(Protocol):
         ...
 
 
+@runtime_checkable
+class ResultHistory(Protocol):
+    """A result backend that can list what it holds (the dashboard's history)."""
+
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` stored results, ``(task id, meta)``, the most recently
+        finished first (as far as the store can tell: Redis has no order, so it gives
+        the newest ``date_done`` of the keys it scanned)."""
+        ...
+
+
 __all__ = [
     "Broadcast",
+    "DeadLetterRemoval",
     "DeadLetterStore",
     "EventChannel",
     "LeaseRecovery",
     "QueueBindings",
     "RateLimitStore",
     "RemoteControl",
+    "ResultHistory",
     "RevocationStore",
     "ScheduleStore",
     "ScheduledSend",

@@ -26,6 +26,7 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
+from celeriac.transports.capabilities import ResultHistory
 
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", frozenset[str]]
 
@@ -134,7 +135,7 @@ def clear_stores(url: str | None = None) -> None:
             _STORES.pop(_key(url), None)
 
 
-class MemoryBackend(ResultBackend):
+class MemoryBackend(ResultBackend, ResultHistory):
     """In-process result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory", "cache+memory")
@@ -182,6 +183,15 @@ class MemoryBackend(ResultBackend):
         with store.lock:
             found = {tid: store.get(tid, now) for tid in task_ids}
         return {tid: dict(json_loads(item[0])) for tid, item in found.items() if item is not None}
+
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            texts = [(t, store.get(t, now)) for t in list(store.results)]
+        found = [(t, dict(json_loads(item[0]))) for t, item in texts if item is not None]
+        found.sort(key=lambda pair: str(pair[1].get("date_done") or ""), reverse=True)
+        return found[:limit]
 
     async def forget(self, task_id: str) -> None:
         store = self._store()

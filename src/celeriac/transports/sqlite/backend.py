@@ -26,14 +26,14 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
-from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
+from celeriac.transports.capabilities import ResultHistory, ScheduledSend, ScheduleStore
 from celeriac.transports.sqlite import db as _sql
 from celeriac.transports.sqlite import schedule as _schedule
 
 _READY_JSON = json.dumps(sorted(states.READY_STATES))
 
 
-class SQLiteBackend(ResultBackend, ScheduleStore):
+class SQLiteBackend(ResultBackend, ScheduleStore, ResultHistory):
     """SQLite result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -99,6 +99,10 @@ class SQLiteBackend(ResultBackend, ScheduleStore):
     def _ready(self, ids_json: str) -> dict[str, dict[str, Any]]:
         params = {"task_ids": ids_json, "states": _READY_JSON, "now": time.time()}
         return {tid: dict(json_loads(meta)) for tid, meta in self._read("get_ready", params)}
+
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._read("recent", {"limit": limit, "now": time.time()})
+        return [(tid, dict(json_loads(meta))) for tid, meta in rows]
 
     async def forget(self, task_id: str) -> None:
         conn = self._db()
