@@ -165,6 +165,7 @@ def admin_checks(page: Any, expect: Any, cwd: Path, app: Any, url: str) -> None:
     page.locator('button[data-action="revoke"]').click()
     expect(page.locator("h1 .state")).to_have_text("REVOKED")
     assert wait_until(lambda: later.state == "REVOKED", 10, "the backend to say REVOKED")
+
     # when due, the worker fetches it and drops it (its task-revoked event names it):
     # it never ran
     def dropped() -> bool:
