@@ -15,7 +15,7 @@ function el(tag, attrs, ...children) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -66,7 +66,7 @@ function action(label, handler, opts) {
 
 const ago = (seconds) => seconds === null || seconds === undefined ? "—" : `${seconds.toFixed(1)} s`;
 const when = (epoch) => epoch ? new Date(epoch * 1000).toLocaleTimeString() : "—";
-const secs = (value) => value === null || value === undefined ? "—" : `${value.toFixed(3)} s`;
+const secs = (value) => value === null || value === undefined ? "—" : value < 1 ? `${(value * 1000).toPrecision(2)} ms` : `${value.toFixed(2)} s`;
 const stateTag = (state) => el("span", { class: `state state-${state}` }, state);
 const taskLink = (id, text) => el("a", { href: `#/task/${encodeURIComponent(id)}`, class: "mono" }, text || id);
 const table = (heads, rows, attrs) => el("table", attrs || {}, el("thead", {}, el("tr", {}, heads.map((h) => el("th", {}, h)))), el("tbody", {}, rows));
