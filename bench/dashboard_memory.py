@@ -16,6 +16,7 @@ Run: ``flock /tmp/celeriac-bench.lock .venv/bin/python bench/dashboard_memory.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import subprocess
@@ -136,27 +137,38 @@ def measure_live(tasks: int, max_tasks: int) -> None:
 
             app = memtasks.app
             start = time.perf_counter()
-            sent = []
-            for at in range(0, tasks, 1000):
-                sent = [app.send_task("mem.work", (n,)) for n in range(at, min(at + 1000, tasks))]
-            for result in sent[-10:]:
-                result.get(timeout=600, propagate=False)
-            while True:  # until the dashboard saw the last one finish
-                body = urllib.request.urlopen(url + f"api/tasks/{sent[-1].id}").read()
-                if b'"state":"SUCCESS"' in body or b'"state":"FAILURE"' in body:
-                    break
-                time.sleep(0.5)
+            samples = []
+            step = max(1000, tasks // 4)
+            for at in range(0, tasks, step):
+                sent = []
+                for chunk in range(at, min(at + step, tasks), 1000):
+                    sent = [
+                        app.send_task("mem.work", (n,))
+                        for n in range(chunk, min(chunk + 1000, tasks))
+                    ]
+                seen(url, sent[-1].id)
+                samples.append(f"{min(at + step, tasks)}: {rss_kib(dash.pid) / 1024:.1f}")
             elapsed = time.perf_counter() - start
-            after = rss_kib(dash.pid)
             print(
-                f"live: {tasks} tasks in {elapsed:.0f} s; dashboard RSS {before / 1024:.1f} MiB "
-                f"at start, {after / 1024:.1f} MiB after (--max-tasks {max_tasks})"
+                f"live: {tasks} tasks in {elapsed:.0f} s (--max-tasks {max_tasks}); dashboard "
+                f"RSS {before / 1024:.1f} MiB at start, then after N tasks (MiB): "
+                + ", ".join(samples)
             )
         finally:
             dash.terminate()
             worker.terminate()
             dash.wait(20)
             worker.wait(60)
+
+
+def seen(url: str, task_id: str) -> None:
+    """Until the dashboard shows ``task_id`` finished (the last of a batch)."""
+    while True:
+        with contextlib.suppress(OSError):
+            body = urllib.request.urlopen(url + f"api/tasks/{task_id}").read()
+            if b'"state":"SUCCESS"' in body or b'"state":"FAILURE"' in body:
+                return
+        time.sleep(0.5)
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ async def worker_command(dash: Dashboard, request: Request, body: dict[str, Any]
     for answer in answers or []:
         if host in answer:
             if command in ("add_consumer", "cancel_consumer"):
-                dash.collector.queues.add(arguments["queue"])
+                dash.collector.add_queue(arguments["queue"])
             return {"worker": host, "answer": answer[host]}
     raise Refused(f"{host} did not answer within 3 s", 504)
 

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ ADMIN = "admin"
 READ_ONLY = "read-only"
 ROLES = (ADMIN, READ_ONLY)
 COOKIE = "celeriac_dashboard_token"
+#: what a token may be made of: it travels in a header, a query string and a cookie
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")
 CSRF_HEADER = "x-celeriac-dashboard"
 
 Scope = MutableMapping[str, Any]
@@ -68,8 +71,11 @@ class Auth:
                 auth.users[user] = (password, role)
         for role, given in ((ADMIN, tokens), (READ_ONLY, readonly_tokens)):
             for token in given:
-                if len(token) < 8:
-                    raise ValueError("a dashboard token must be at least 8 characters")
+                if not _TOKEN.fullmatch(token):
+                    raise ValueError(
+                        "a dashboard token must be at least 8 characters of letters, "
+                        "digits and -._~+/="
+                    )
                 auth.tokens[token] = role
         return auth
 

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from celeriac._queues import consumed_queues
-from celeriac.dashboard._state import DashboardState
+from celeriac.dashboard._state import DashboardState, Worker
 from celeriac.events import EventReceiver
 from celeriac.transports.capabilities import RemoteControl, ResultHistory
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.dashboard")
 
 _UNFINISHED = ("PENDING", "RECEIVED", "STARTED", "RETRY")
+#: at most this many queue names are sampled (names come from events: bound them)
+MAX_QUEUES = 500
 
 
 class Collector:
@@ -89,10 +91,14 @@ class Collector:
         def on_event(event: dict[str, Any]) -> None:
             self.state.event(event)
             if event.get("type") == "task-sent" and event.get("queue"):
-                self.queues.add(str(event["queue"]))
+                self.add_queue(str(event["queue"]))
 
         receiver = EventReceiver(self.app, {"*": on_event})
         await receiver.acapture(listening=self.listening.set)
+
+    def add_queue(self, name: str) -> None:
+        if len(self.queues) < MAX_QUEUES:
+            self.queues.add(name)
 
     async def _poll(self) -> None:
         if self.history:
@@ -136,8 +142,9 @@ class Collector:
             for host, info in answer.items():
                 worker = self.state.workers.get(host)
                 if worker is None:
-                    self.state.event({"type": "worker-heartbeat", "hostname": host, "freq": 2.0})
-                    worker = self.state.workers[host]
+                    worker = self.state.workers[host] = Worker(host)
+                worker.offline = False  # it answered: online, heartbeats or not
+                worker.answered_until = now + 2.5 * max(self.poll_interval, timeout)
                 if not isinstance(info, dict):
                     continue
                 pool = info.get("pool") or {}
@@ -147,16 +154,14 @@ class Collector:
                     "processes": len(pool.get("processes") or []),
                     "uptime": info.get("uptime"),
                 }
-                if not worker.last_heartbeat or worker.offline:
-                    worker.offline = False  # it answered: online, without heartbeats
-                    worker.last_heartbeat = now
                 if self.enable_events and host not in self._asked:
                     self._asked.add(host)
                     await control.abroadcast("enable_events", destination=[host])
         for answer in queues or []:
             for host, infos in answer.items():
                 names = [str(q.get("name")) for q in infos or [] if isinstance(q, dict)]
-                self.queues.update(names)
+                for name in names:
+                    self.add_queue(name)
                 if host in self.state.workers:
                     self.state.workers[host].queues = names
         self.state.version += 1

@@ -92,9 +92,12 @@ class Worker:
     pool: dict[str, Any] = field(default_factory=dict)
     queues: list[str] = field(default_factory=list)
     pid: int | None = None
+    #: online until then without heartbeats: it answered remote control (polled)
+    answered_until: float = 0.0
 
     def alive(self, now: float) -> bool:
-        return not self.offline and now - self.last_heartbeat < self.freq * HEARTBEAT_EXPIRES
+        fresh = now - self.last_heartbeat < self.freq * HEARTBEAT_EXPIRES
+        return not self.offline and (fresh or now < self.answered_until)
 
     def as_dict(self, now: float) -> dict[str, Any]:
         data = asdict(self)
@@ -241,7 +244,11 @@ class DashboardState:
 
     # -- workers and queues ---------------------------------------------------------
     def forget_old_workers(self, now: float) -> None:
-        for host in [h for h, w in self.workers.items() if now - w.last_heartbeat > WORKER_FORGET]:
+        for host in [
+            h
+            for h, w in self.workers.items()
+            if now - max(w.last_heartbeat, w.answered_until) > WORKER_FORGET
+        ]:
             del self.workers[host]
 
     def queue_length(self, queue: str, length: int, when: float) -> None:
