@@ -149,6 +149,12 @@ def admin_checks(page: Any, expect: Any, cwd: Path, app: Any, url: str) -> None:
     expect(task_row).to_have_attribute("data-state", "SUCCESS")
     expect(task_row).to_contain_text("42")
 
+    # the queue with its length, consumer, and tasks in and out (task-sent events are on)
+    page.goto(url + "#/queues")
+    queue = page.locator('tr[data-queue="celery"]')
+    expect(queue).to_contain_text(HOST)
+    expect(queue).to_contain_text("out: max")
+
     # a failing task shows its traceback on its page
     failed = app.send_task("dash.fail", ("x",))
     with pytest.raises(Exception, match="no good"):

@@ -90,6 +90,9 @@ def test_worker_heartbeats_and_rates() -> None:
     for n, kind in enumerate(["task-succeeded", "task-succeeded", "task-failed"]):
         state.event({"type": kind, "uuid": f"r{n}", "hostname": "w@h", "timestamp": 1005.0})
     assert list(state.rates) == [[1000, 2, 1]]
+    state.event({"type": "task-sent", "uuid": "q1", "queue": "q", "timestamp": 1001.0})
+    state.event({"type": "task-started", "uuid": "q1", "hostname": "w@h", "timestamp": 1012.0})
+    assert list(state.queue_rates["q"]) == [[1000, 1, 0], [1010, 0, 1]]
 
 
 def test_tokens_and_basic_auth() -> None:

@@ -5,7 +5,8 @@
   traceback cut to :data:`TRACEBACK_LIMIT`, so one task costs at most a few kilobytes;
 * workers: one record per worker heard of (dropped an hour after it went offline);
 * rates: :data:`RATE_BUCKETS` buckets of :data:`RATE_SECONDS` seconds (an hour of
-  succeeded/failed counts), and per queue :data:`QUEUE_SAMPLES` length samples.
+  succeeded/failed counts), and per queue (500 at most) :data:`QUEUE_SAMPLES` length
+  samples and as many buckets of tasks sent to it and started from it.
 
 Everything else (a task that fell out of the window, its result and traceback) is read
 from the result backend when it is asked for, so a restart loses nothing the backend holds.
@@ -119,6 +120,9 @@ class DashboardState:
         self.rates: deque[list[int]] = deque(maxlen=RATE_BUCKETS)
         #: queue -> (time, length) samples, and the last known lengths
         self.queue_samples: dict[str, deque[tuple[float, int]]] = {}
+        #: queue -> (bucket start, sent to it, started from it), for the tasks whose
+        #: queue is known (task-sent events)
+        self.queue_rates: dict[str, deque[list[int]]] = {}
         self.event_count = 0
         #: bumped on every change: the live stream tells browsers when it moved
         self.version = 0
@@ -170,6 +174,8 @@ class DashboardState:
         else:
             task.worker = str(event.get("hostname") or "") or task.worker
         self._times(task, kind, when)
+        if task.queue and kind in ("task-sent", "task-started"):
+            self._queue_rate(task.queue, when, 1 if kind == "task-sent" else 2)
         # events of several senders may cross: a final state stays final, and "sent"
         # changes nothing a worker already said
         if not (task.state in FINAL and state not in FINAL) and not (
@@ -209,6 +215,18 @@ class DashboardState:
             bucket[1] += 1
         if failed:
             bucket[2] += 1
+
+    def _queue_rate(self, queue: str, when: float, column: int) -> None:
+        rates = self.queue_rates.get(queue)
+        if rates is None:
+            if len(self.queue_rates) >= 500:
+                return
+            rates = self.queue_rates[queue] = deque(maxlen=QUEUE_SAMPLES)
+        start = int(when // RATE_SECONDS) * RATE_SECONDS
+        if not rates or rates[-1][0] < start:
+            rates.append([start, 0, 0])
+        bucket = next((b for b in reversed(rates) if b[0] <= start), rates[0])
+        bucket[column] += 1
 
     def from_backend(self, task_id: str, meta: dict[str, Any]) -> Task:
         """Merge what the result backend holds of a task (it is the record of truth for

@@ -78,6 +78,7 @@ async def queues(dash: Dashboard, request: Request) -> Any:
                 "length": samples[-1][1] if samples else None,
                 "consumers": sorted(consumers.get(name, [])),
                 "samples": [[round(t, 1), n] for t, n in samples],
+                "rates": [list(b) for b in dash.state.queue_rates.get(name, ())],
             }
         )
     return rows

@@ -199,11 +199,13 @@ const views = {
     const rows = await api("/api/queues");
     return [
       el("h1", {}, "Queues"),
-      table(["Queue", "Length", "Consumers", "Length over time", ""], rows.map((q) => el("tr", { "data-queue": q.name },
+      table(["Queue", "Length", "Consumers", "Length over time", `In / out per ${10} s`, ""], rows.map((q) => el("tr", { "data-queue": q.name },
         el("td", { class: "mono" }, q.name),
         el("td", {}, q.length ?? "—"),
         el("td", { class: "mono" }, q.consumers.join(", ") || "none"),
         el("td", {}, lineChart(q.samples, 220, 30, "length")),
+        el("td", {}, q.rates.length ? [lineChart(q.rates.map((b) => [b[0], b[1]]), 160, 24, "in", "#c98a1b"), lineChart(q.rates.map((b) => [b[0], b[2]]), 160, 24, "out", "#2e8b57")]
+          : el("span", { class: "muted", title: "known for tasks sent with task_send_sent_event" }, "—")),
         el("td", {}, action("purge", () => post(`/api/queues/${encodeURIComponent(q.name)}/purge`), {
           name: "purge", danger: true, confirm: `Delete every waiting message of ${q.name}?`, done: (a) => `purged ${a.purged}` })))), { id: "queues" }),
     ];
