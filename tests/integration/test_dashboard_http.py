@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,25 @@ def test_auth_roles_and_the_change_header(site: tuple[Path, Any, str]) -> None:
         assert http.post("api/queues/celery/purge", headers=ADMIN).status_code == 403
         done = http.post("api/queues/celery/purge", headers={**ADMIN, **CHANGE})
         assert done.status_code == 200 and done.json()["queue"] == "celery"
+
+
+def test_the_live_stream_is_rate_bounded(site: tuple[Path, Any, str]) -> None:
+    _, app, url = site
+    updates, started = 0, time.monotonic()
+    with (
+        httpx.Client(base_url=url, timeout=10, headers=ADMIN) as http,
+        http.stream("GET", "api/stream") as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for n, line in enumerate(stream.iter_lines()):
+            if n % 5 == 0:
+                app.send_task("api.add", (n, n))  # changes, so that updates keep coming
+            updates += line == "event: update"
+            if updates >= 6:
+                break
+    elapsed = time.monotonic() - started
+    # --refresh 0.2: one update at once, then at most one per 0.2 s
+    assert elapsed >= 5 * 0.2, f"{updates} updates in {elapsed:.2f} s"
 
 
 def test_the_buttons_do_what_they_say(site: tuple[Path, Any, str]) -> None:
