@@ -176,7 +176,11 @@ class Collector:
         if not ids:
             return
         backend = await self.app.get_backend()
-        for task_id, meta in (await backend.get_many(ids)).items():
+        try:
+            found = await backend.get_many(ids)
+        except NotImplementedError:  # a backend that cannot be read by others (rpc://)
+            return
+        for task_id, meta in found.items():
             if meta.get("status") not in (None, "PENDING"):
                 self.state.from_backend(task_id, meta)
 

@@ -114,7 +114,10 @@ async def task(dash: Dashboard, request: Request) -> Any:
     dashboard never saw it, or was restarted), its canvas as nodes and edges."""
     task_id = request.path_params["task_id"]
     backend = await dash.app.get_backend()
-    meta = await backend.get(task_id)
+    try:
+        meta = await backend.get(task_id)
+    except NotImplementedError:  # a backend that cannot be read by others (rpc://)
+        meta = None
     known = dash.state.tasks.get(task_id)
     if meta is None and known is None:
         raise NotFound(f"no task {task_id} in the dashboard or the result backend")
