@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac._queues import consumed_queues
 from celeriac.dashboard._state import DashboardState, Worker
 from celeriac.events import EventReceiver
-from celeriac.transports.capabilities import RemoteControl, ResultHistory
+from celeriac.transports.capabilities import RemoteControl
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -114,9 +114,10 @@ class Collector:
         """The newest results the backend holds, into the task list (oldest first, so
         that the newest are the last dropped)."""
         backend = await self.app.get_backend()
-        if not isinstance(backend, ResultHistory):
+        try:
+            found = await backend.recent_results(self.state.max_tasks)
+        except NotImplementedError:  # a backend that cannot list what it holds
             return 0
-        found = await backend.recent_results(self.state.max_tasks)
         for task_id, meta in reversed(found):
             self.state.from_backend(task_id, meta)
         return len(found)

@@ -19,7 +19,6 @@ capability, run against every transport that claims it.
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
 |  |  |  |  |  | result backend's (Redis, SQLite) |
 | :class:`QueueBindings` | ``bind`` | no | no | yes | yes |
-| :class:`ResultHistory` | ``recent_results`` (result backends) | yes | yes | yes | no |
 
 ``broadcast_control`` (send a Celery remote-control request, wanting no answer) is part
 of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers skip it.
@@ -28,7 +27,7 @@ of :class:`Broadcast`; a broker without it reaches no Celery worker, so callers 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from celeriac.protocol import Message
 from celeriac.protocol.stamps import message_keys
@@ -229,17 +228,6 @@ class QueueBindings(Protocol):
         ...
 
 
-@runtime_checkable
-class ResultHistory(Protocol):
-    """A result backend that can list what it holds (the dashboard's history)."""
-
-    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        """Up to ``limit`` stored results, ``(task id, meta)``, the most recently
-        finished first (as far as the store can tell: Redis has no order, so it gives
-        the newest ``date_done`` of the keys it scanned)."""
-        ...
-
-
 __all__ = [
     "Broadcast",
     "DeadLetterRemoval",
@@ -249,7 +237,6 @@ __all__ = [
     "QueueBindings",
     "RateLimitStore",
     "RemoteControl",
-    "ResultHistory",
     "RevocationStore",
     "ScheduleStore",
     "ScheduledSend",

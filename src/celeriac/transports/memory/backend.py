@@ -26,7 +26,6 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
-from celeriac.transports.capabilities import ResultHistory
 
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", frozenset[str]]
 
@@ -135,7 +134,7 @@ def clear_stores(url: str | None = None) -> None:
             _STORES.pop(_key(url), None)
 
 
-class MemoryBackend(ResultBackend, ResultHistory):
+class MemoryBackend(ResultBackend):
     """In-process result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory", "cache+memory")

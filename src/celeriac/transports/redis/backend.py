@@ -36,7 +36,7 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
-from celeriac.transports.capabilities import ResultHistory, ScheduledSend, ScheduleStore
+from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
 from celeriac.transports.redis import schedule as _schedule
 from celeriac.transports.redis.layout import exec_error
 from celeriac.transports.redis.resp import Endpoint, ReplyError, RespError, Sentinels
@@ -161,7 +161,7 @@ class _Listener:
         self._lost()
 
 
-class RedisBackend(ResultBackend, ScheduleStore, ResultHistory):
+class RedisBackend(ResultBackend, ScheduleStore):
     """Redis result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+socket", "sentinel")

@@ -26,14 +26,14 @@ from celeriac.transports.backend import (
     ChordPart,
     ResultBackend,
 )
-from celeriac.transports.capabilities import ResultHistory, ScheduledSend, ScheduleStore
+from celeriac.transports.capabilities import ScheduledSend, ScheduleStore
 from celeriac.transports.sqlite import db as _sql
 from celeriac.transports.sqlite import schedule as _schedule
 
 _READY_JSON = json.dumps(sorted(states.READY_STATES))
 
 
-class SQLiteBackend(ResultBackend, ScheduleStore, ResultHistory):
+class SQLiteBackend(ResultBackend, ScheduleStore):
     """SQLite result backend; see the module docstring."""
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
