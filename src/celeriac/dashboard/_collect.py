@@ -24,6 +24,7 @@ from celeriac._queues import consumed_queues
 from celeriac.dashboard._state import DashboardState, Worker
 from celeriac.events import EventReceiver
 from celeriac.transports.capabilities import RemoteControl
+from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -83,7 +84,7 @@ class Collector:
                 raise
             except Exception as exc:
                 if what not in self._failing:
-                    logger.warning("dashboard %s: %s (retrying)", what, exc)
+                    logger.warning("dashboard %s: %s (retrying)", what, mask_url(str(exc)))
                     self._failing.add(what)
                 await asyncio.sleep(self.poll_interval)
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from celeriac.dashboard._state import RATE_SECONDS, Task, cut
 from celeriac.protocol.envelope import decode_envelope
 from celeriac.transports.capabilities import DeadLetterStore
+from celeriac.utils.log import mask_url
 
 if TYPE_CHECKING:
     from celeriac.dashboard._web import Dashboard
@@ -171,7 +172,7 @@ async def periodic(dash: Dashboard, request: Request) -> Any:
     try:
         rows = await dash.app.beat.arows()
     except Exception as exc:  # no schedule store on this broker/backend pair
-        return {"entries": [], "error": str(exc)}
+        return {"entries": [], "error": mask_url(str(exc))}
     disabled = await _disabled(dash)
     return {
         "entries": [
