@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium, headless, driven by Playwright),
 against a real worker and a real ``celeriac dashboard`` process on SQLite: the page lists
 the worker, a task appears and reaches SUCCESS without a reload, a failing task shows its
-traceback, revoke from the page revokes (the task never runs), and the read-only role
+traceback, revoke from the page revokes (the task never runs; the worker's consume
+button brings it to the worker, which drops it), and the read-only role
 finds every button disabled while the server refuses its POSTs."""
 
 from __future__ import annotations
@@ -163,18 +164,22 @@ def admin_checks(page: Any, expect: Any, cwd: Path, app: Any, url: str) -> None:
     expect(page.locator("#traceback")).to_contain_text("ValueError: no good: x")
     expect(page.locator('button[data-action="retry"]')).to_be_enabled()
 
-    # revoke from the page: the task, due in 4 s, never runs
+    # revoke from the page a task waiting on a queue no worker consumes; then the
+    # worker's consume button: the worker takes the task and drops it; it never ran
     marker = "revoked-marker"
-    later = app.send_task("dash.touch", (marker,), countdown=4)
+    later = app.send_task("dash.touch", (marker,), queue="held")
     page.goto(url + f"#/task/{later.id}")
     expect(page.locator("#task-fields")).to_contain_text("PENDING")
     page.locator('button[data-action="revoke"]').click()
     expect(page.locator("h1 .state")).to_have_text("REVOKED")
     assert wait_until(lambda: later.state == "REVOKED", 10, "the backend to say REVOKED")
+    page.goto(url + "#/workers")
+    row = page.locator(f'tr[data-worker="{HOST}"]')
+    row.locator("input").fill("held")
+    row.locator('button[data-action="add-consumer"]').click()
+    expect(page.locator(f'tr[data-worker="{HOST}"]')).to_contain_text("held")
 
-    # when due, the worker fetches it and drops it (its task-revoked event names it):
-    # it never ran
-    def dropped() -> bool:
+    def dropped() -> bool:  # its task-revoked event names the worker
         answer = page.request.get(url + f"api/tasks/{later.id}").json()["task"]
         return bool(answer["worker"] == HOST and answer["state"] == "REVOKED")
 
