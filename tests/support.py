@@ -126,6 +126,24 @@ class WorkerProcess:
         self.stop()
 
 
+class DashboardProcess(WorkerProcess):
+    """``celeriac -A <spec> dashboard --port 0 ...`` in a subprocess; :attr:`url` once it
+    listens (its socket is bound and listening before that line is printed)."""
+
+    def __init__(self, cwd: Path, app_spec: str, *args: str, env: dict[str, str] | None = None):
+        super().__init__(cwd, app_spec, env=env)
+        self.argv = [sys.executable, "-m", "celeriac", "-A", app_spec, "dashboard", "--port", "0"]
+        self.argv.extend(args)
+        self.url = ""
+
+    def start(self, wait_ready: bool = True, timeout: float = 30) -> DashboardProcess:
+        super().start(wait_ready=False)
+        if wait_ready:
+            line = self.wait_for(r"-> celeriac dashboard: http://", timeout)[0]
+            self.url = re.search(r"(http://\S+/)", line).group(1)  # type: ignore[union-attr]
+        return self
+
+
 def celery_worker(cwd: Path, app_spec: str, *args: str) -> WorkerProcess:
     """A real Celery worker (the interoperability peer), quiet on the network: no
     heartbeat, gossip or mingle; ``args`` are more worker options (``-P threads``, ``-Q``)."""

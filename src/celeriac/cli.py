@@ -11,6 +11,7 @@ import click
 from celeriac import __version__
 from celeriac._cli.beat import beat
 from celeriac._cli.common import AppOptions, app_options, find_app, global_options  # noqa: F401 - find_app: public
+from celeriac._cli.dashboard import dashboard
 from celeriac._cli.monitor import control, events, inspect, status
 from celeriac._cli.multi import multi
 from celeriac._cli.tools import call, list_command, report, shell
@@ -33,7 +34,7 @@ _started_app: Celeriac | None = None
 
 for _command in (worker, beat, multi, call, shell, report, list_command):
     cli.add_command(_command)
-for _command in (inspect, control, status, events):
+for _command in (inspect, control, status, events, dashboard):
     cli.add_command(_command)
 
 

@@ -22,8 +22,10 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     EventChannelConformance,
     GroupConformance,
+    HistoryConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
     RateLimitConformance,
@@ -51,6 +53,7 @@ class LocalBrokerSuite(
     RevocationConformance,
     RateLimitConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     RemoteControlConformance,
     EventChannelConformance,
     ScheduleStoreConformance,
@@ -59,7 +62,11 @@ class LocalBrokerSuite(
 
 
 class LocalBackendSuite(
-    BackendConformance, GroupConformance, ChordCounterConformance, KeyValueConformance
+    BackendConformance,
+    GroupConformance,
+    ChordCounterConformance,
+    KeyValueConformance,
+    HistoryConformance,
 ):
     pass
 

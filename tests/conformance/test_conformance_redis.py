@@ -26,8 +26,10 @@ from celeriac.testing.conformance import (
     BrokerFactory,
     ChordCounterConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     EventChannelConformance,
     GroupConformance,
+    HistoryConformance,
     KeyValueConformance,
     LeaseRecoveryConformance,
     QueueBindingsConformance,
@@ -56,6 +58,7 @@ class RedisBrokerSuite(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     EventChannelConformance,
     ScheduleStoreConformance,
     QueueBindingsConformance,
@@ -68,6 +71,7 @@ class RedisBackendSuite(
     GroupConformance,
     ChordCounterConformance,
     KeyValueConformance,
+    HistoryConformance,
     BackendScheduleStoreConformance,
 ):
     """Everything the Redis result backend offers."""

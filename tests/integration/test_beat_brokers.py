@@ -75,3 +75,36 @@ def test_crontab_and_interval_entries_are_sent_at_their_times(app: Celery) -> No
         ("interval", "2026-06-01T09:00:50+00:00"),
         ("interval", "2026-06-01T09:01:10+00:00"),  # the last tick's
     ]
+
+
+def test_a_disabled_entry_is_not_sent_until_enabled_again(app: Celery) -> None:
+    """The dashboard's enable/disable: kept in beat's store, read on every tick; switched
+    on again, the entry sends its latest missed slot once (as after downtime)."""
+    ran: list[str | None] = []
+
+    @app.task(bind=True, name="bb.off")
+    def off(self: Any) -> None:
+        ran.append(self.request.scheduled_time)
+
+    app.conf.beat_schedule = {"every-20s": {"task": "bb.off", "schedule": 20.0}}
+    now = [START]
+
+    async def run() -> list[str]:
+        beat = Beat(app, clock=lambda: now[0])
+        await beat.tick()  # 08:59:50: the anchor
+        await Beat(app).set_enabled("every-20s", False)  # another process: every beat
+        disabled = await beat.disabled()
+        for _ in range(6):  # 09:00:00 .. 09:00:50: nothing sent
+            now[0] += timedelta(seconds=10)
+            await beat.tick()
+        await beat.set_enabled("every-20s", True)
+        now[0] += timedelta(seconds=10)  # 09:01:00
+        await beat.tick()
+        entries = [e.name for e in await beat.entries()]  # the reserved entry is hidden
+        await app.close_clients()
+        return [*disabled, *entries]
+
+    assert asyncio.run(run()) == ["every-20s", "every-20s"]
+    with TestWorker(app) as worker:
+        worker.join()
+    assert ran == ["2026-06-01T09:00:50+00:00"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.beat")
 UTC = timezone.utc
 DEFAULT_MAX_INTERVAL = 300.0
+#: the reserved stored entry that lists the entries switched off
+DISABLED_KEY = "celeriac.beat.disabled"
 #: a slot late by at most this is still sent in turn (a busy or briefly cut-off beat);
 #: after a longer gap only the latest missed slot is sent
 CATCH_UP_SECONDS = 10.0
@@ -153,16 +156,42 @@ class Beat:
         store = await self.claims.open()
         found = {e.name: e for e in configured(self.app)}
         for name, raw in (await store.schedule_entries()).items():
+            if name == DISABLED_KEY:
+                continue
             try:
                 found[name] = decode_entry(self.app, name, raw)
             except Exception as exc:
                 logger.error("beat: stored entry %r cannot be read, skipped: %r", name, exc)
         return list(found.values())
 
+    async def disabled(self) -> list[str]:
+        """The names of the entries switched off (by the dashboard): kept in the
+        schedule store as one reserved entry, so that every beat skips them."""
+        store = await self.claims.open()
+        raw = (await store.schedule_entries()).get(DISABLED_KEY)
+        try:
+            names = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    async def set_enabled(self, name: str, enabled: bool) -> None:
+        """Switch entry ``name`` on or off for every beat (from its next tick). A disabled
+        entry is not sent; switched on again, it sends its latest missed slot."""
+        off = set(await self.disabled())
+        if enabled:
+            off.discard(name)
+        else:
+            off.add(name)
+        store = await self.claims.open()
+        data = json.dumps(sorted(off)).encode() if off else None
+        await store.schedule_set_entry(DISABLED_KEY, data)
+
     async def tick(self) -> float:
         """Send what is due; return the seconds until the next slot (capped)."""
         store = await self.claims.open()
-        entries = await self.entries()
+        off = set(await self.disabled())
+        entries = [e for e in await self.entries() if e.name not in off]
         runs = await store.schedule_runs([e.name for e in entries])
         now = self.clock()
         wait = self.max_interval

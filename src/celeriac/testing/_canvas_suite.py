@@ -21,6 +21,7 @@ BACKEND_PARTS: dict[str, tuple[str, ...]] = {
     "chord counters": ("chord_start", "chord_join", "chord_done", "chord_grow"),
     "replies": ("store_replies",),  # with ``needs_reply_to``
     "key values": ("kv_get", "kv_set", "kv_delete"),  # app.backend.get/set/delete
+    "history": ("recent_results",),  # the dashboard's task list after a restart
 }
 
 

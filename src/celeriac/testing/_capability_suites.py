@@ -19,6 +19,7 @@ from celeriac.testing._support import QUEUE, BrokerFactory, message, number, ope
 from celeriac.transports.broker import Broker, Revocation
 from celeriac.transports.capabilities import (
     Broadcast,
+    DeadLetterRemoval,
     DeadLetterStore,
     LeaseRecovery,
     QueueBindings,
@@ -378,6 +379,29 @@ class RemoteControlConformance(BroadcastConformance):
         run(main())
 
 
+class DeadLetterRemovalConformance:
+    """:class:`DeadLetterRemoval`: one dead letter taken out, once (requeue, delete)."""
+
+    def test_dead_letter_removal_is_implemented(self, broker_factory: BrokerFactory) -> None:
+        assert isinstance(broker_factory(), DeadLetterRemoval)
+
+    def test_a_dead_letter_is_removed_once(self, broker_factory: BrokerFactory) -> None:
+        async def main() -> None:
+            async with opened(broker_factory()) as broker, opened(broker_factory()) as other:
+                for n in (1, 2):
+                    await broker.publish(QUEUE, message(n))
+                    (got,) = await broker.fetch([QUEUE], 1, 5.0)
+                    await broker.dead_letter(got, f"conformance: poison {n}")
+                assert isinstance(broker, DeadLetterStore)
+                assert isinstance(other, DeadLetterRemoval)
+                second, first = await broker.dead_letters()
+                assert await other.remove_dead_letter(first) is True
+                assert await other.remove_dead_letter(first) is False
+                assert await broker.dead_letters() == [second]
+
+        run(main())
+
+
 class DeadLetterConformance:
     """:class:`DeadLetterStore`: what the broker set aside can be read back."""
 
@@ -434,6 +458,7 @@ class DeadLetterConformance:
 __all__ = [
     "BroadcastConformance",
     "DeadLetterConformance",
+    "DeadLetterRemovalConformance",
     "LeaseRecoveryConformance",
     "RateLimitConformance",
     "RemoteControlConformance",

@@ -13,6 +13,7 @@ from celeriac.testing._canvas_suite import (
 from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     LeaseRecoveryConformance,
     QueueBindingsConformance,
     RateLimitConformance,
@@ -20,10 +21,12 @@ from celeriac.testing._capability_suites import (
     RevocationConformance,
 )
 from celeriac.testing._events_suite import EventChannelConformance
+from celeriac.testing._history_suite import HistoryConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._schedule_suite import ScheduleStoreConformance
 from celeriac.transports.capabilities import (
     Broadcast,
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     LeaseRecovery,
@@ -42,6 +45,7 @@ BROKER_MIXINS: dict[type, type] = {
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
     DeadLetterStore: DeadLetterConformance,
+    DeadLetterRemoval: DeadLetterRemovalConformance,
     EventChannel: EventChannelConformance,
     ScheduleStore: ScheduleStoreConformance,
     QueueBindings: QueueBindingsConformance,
@@ -54,6 +58,7 @@ BACKEND_MIXINS: dict[str, type] = {
     "chord counters": ChordCounterConformance,
     "replies": ReplyConformance,
     "key values": KeyValueConformance,
+    "history": HistoryConformance,
 }
 
 __all__ = ["BACKEND_MIXINS", "BROKER_MIXINS", "backend_offers"]

@@ -12,6 +12,7 @@ contract every broker has; each capability Protocol of
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
 | ``DeadLetterStore`` | :class:`DeadLetterConformance` |
+| ``DeadLetterRemoval`` | :class:`DeadLetterRemovalConformance` |
 | ``EventChannel`` | :class:`EventChannelConformance` |
 | ``ScheduleStore`` | :class:`ScheduleStoreConformance` (beat's claims; on a result |
 |  | backend: :class:`BackendScheduleStoreConformance`) |
@@ -20,8 +21,10 @@ contract every broker has; each capability Protocol of
 On the result-backend side :class:`BackendConformance` tests the core (store, get, wait,
 forget) of backends that store results by task id, :class:`GroupConformance` saved
 groups and :class:`ChordCounterConformance` chord counters (the optional methods that
-default to ``NotImplementedError``), and :class:`ReplyConformance` a backend that sends
-results to the caller's reply queue instead (``needs_reply_to``, ``rpc://``).
+default to ``NotImplementedError``), :class:`HistoryConformance` the listing of stored
+results (``recent_results``, the dashboard's history), and :class:`ReplyConformance` a
+backend that sends results to the caller's reply queue instead (``needs_reply_to``,
+``rpc://``).
 
 A transport's test module composes the core mixin with the mixins of what its classes
 offer, and provides a ``broker_factory`` / ``backend_factory`` fixture: a callable that
@@ -75,6 +78,7 @@ from celeriac.testing._canvas_suite import (
 from celeriac.testing._capability_suites import (
     BroadcastConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     LeaseRecoveryConformance,
     QueueBindingsConformance,
     RateLimitConformance,
@@ -82,6 +86,7 @@ from celeriac.testing._capability_suites import (
     RevocationConformance,
 )
 from celeriac.testing._events_suite import EventChannelConformance
+from celeriac.testing._history_suite import HistoryConformance
 from celeriac.testing._kv_suite import KeyValueConformance
 from celeriac.testing._registry import BACKEND_MIXINS, BROKER_MIXINS
 from celeriac.testing._schedule_suite import (
@@ -114,9 +119,11 @@ __all__ = [
     "BrokerFactory",
     "ChordCounterConformance",
     "DeadLetterConformance",
+    "DeadLetterRemovalConformance",
     "EventChannelConformance",
     "Factory",
     "GroupConformance",
+    "HistoryConformance",
     "KeyValueConformance",
     "LeaseRecoveryConformance",
     "QueueBindingsConformance",

@@ -176,6 +176,13 @@ class ResultBackend(abc.ABC):
         """The body of a claimed chord was sent: drop its parts and remember it fired."""
         raise self._unsupported("join chords")
 
+    # -- history (the dashboard's task list after a restart) ---------------------
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` stored results, ``(task id, meta)``, the most recently
+        finished (``date_done``) first. Redis keeps no order: it gives the newest of
+        the keys a bounded SCAN met (at most ``limit`` x 10)."""
+        raise self._unsupported("list its results")
+
     # -- raw key values (``app.backend.get``/``set``/``delete``) ---------------
     async def kv_get(self, key: str) -> bytes | None:
         """The bytes stored under ``key`` by :meth:`kv_set`, or None."""

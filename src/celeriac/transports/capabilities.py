@@ -13,6 +13,7 @@ capability, run against every transport that claims it.
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
 |  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
+| :class:`DeadLetterRemoval` | ``remove_dead_letter`` | yes | yes | yes | no |
 | :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
 | :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |
@@ -170,6 +171,16 @@ class DeadLetterStore(Protocol):
         ...
 
 
+@runtime_checkable
+class DeadLetterRemoval(Protocol):
+    """Taking a message out of the dead letters (the dashboard's requeue and delete)."""
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        """Remove one dead letter equal to ``letter`` (as :meth:`DeadLetterStore.
+        dead_letters` gave it); False when there is none (removed already)."""
+        ...
+
+
 #: one message a claim publishes: (queue, message, priority, not_before)
 ScheduledSend = tuple[str, Message, int, float | None]
 
@@ -219,6 +230,7 @@ class QueueBindings(Protocol):
 
 __all__ = [
     "Broadcast",
+    "DeadLetterRemoval",
     "DeadLetterStore",
     "EventChannel",
     "LeaseRecovery",

@@ -183,6 +183,15 @@ class MemoryBackend(ResultBackend):
             found = {tid: store.get(tid, now) for tid in task_ids}
         return {tid: dict(json_loads(item[0])) for tid, item in found.items() if item is not None}
 
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            texts = [(t, store.get(t, now)) for t in list(store.results)]
+        found = [(t, dict(json_loads(item[0]))) for t, item in texts if item is not None]
+        found.sort(key=lambda pair: str(pair[1].get("date_done") or ""), reverse=True)
+        return found[:limit]
+
     async def forget(self, task_id: str) -> None:
         store = self._store()
         with store.lock:

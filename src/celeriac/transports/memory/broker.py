@@ -28,6 +28,7 @@ from celeriac.exceptions import TimeoutError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     LeaseRecovery,
@@ -209,6 +210,7 @@ class MemoryBroker(
     LeaseRecovery,
     RevocationStore,
     RateLimitStore,
+    DeadLetterRemoval,
     DeadLetterStore,
     RemoteControl,
     EventChannel,
@@ -443,6 +445,14 @@ class MemoryBroker(
         store = self._store()
         with store.lock:
             return list(reversed(store.dead[-limit:])) if limit > 0 else []
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        store = self._store()
+        with store.lock:
+            if letter in store.dead:
+                store.dead.remove(letter)
+                return True
+        return False
 
     async def join(self, queue: str, timeout: float | None = None) -> None:
         """Wait until ``queue`` has no ready, delayed or leased message (the drain

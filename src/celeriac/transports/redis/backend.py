@@ -239,6 +239,30 @@ class RedisBackend(ResultBackend, ScheduleStore):
         ready = {t: ready_meta(v) for t, v in zip(task_ids, values, strict=True)}
         return {t: meta for t, meta in ready.items() if meta is not None}
 
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """SCAN the result keys (at most ``limit`` x 10 of them: a bounded look), newest
+        ``date_done`` first."""
+        keys: list[bytes] = []
+        cursor = b"0"
+        while len(keys) < limit * 10:
+            cursor, batch = await self._command(
+                "SCAN", cursor, "MATCH", self.prefix + "*", "COUNT", 1000
+            )
+            keys.extend(batch)
+            if cursor in (b"0", "0", 0):
+                break
+        found: list[tuple[str, dict[str, Any]]] = []
+        start = len(self.prefix)
+        for at in range(0, len(keys), 500):
+            chunk = keys[at : at + 500]
+            values = await self._command("MGET", *chunk)
+            for key, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    name = key.decode() if isinstance(key, bytes) else str(key)
+                    found.append((name[start:], dict(json_loads(value))))
+        found.sort(key=lambda pair: str(pair[1].get("date_done") or ""), reverse=True)
+        return found[:limit]
+
     async def forget(self, task_id: str) -> None:
         await self._command("DEL", self.key(task_id))
 

@@ -35,6 +35,7 @@ from celeriac.exceptions import BrokerError, ImproperlyConfigured, MessageError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     LeaseRecovery,
@@ -113,6 +114,7 @@ class RedisBroker(
     RevocationStore,
     RateLimitStore,
     RemoteControl,
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     ScheduleStore,
@@ -537,6 +539,21 @@ class RedisBroker(
                 )
             )
         return out
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        key = f"{self.prefix}celeriac.dead_letter"
+        (items,) = await self._commands([("LRANGE", key, 0, -1)])
+        for item in items:
+            entry = json.loads(item)
+            same = (
+                str(entry.get("queue", "")) == letter.queue
+                and float(entry.get("failed_at") or 0.0) == letter.failed_at
+                and str(entry.get("payload", "")).encode("utf-8", "surrogateescape") == letter.raw
+            )
+            if same:
+                (removed,) = await self._commands([("LREM", key, 1, item)])
+                return bool(removed)
+        return False
 
     # -- the sync publisher (celeriac.transports.redis.sync) builds on these -------------
     def sync_target(self) -> tuple[str, dict[str, Any]]:

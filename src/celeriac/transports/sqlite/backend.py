@@ -100,6 +100,10 @@ class SQLiteBackend(ResultBackend, ScheduleStore):
         params = {"task_ids": ids_json, "states": _READY_JSON, "now": time.time()}
         return {tid: dict(json_loads(meta)) for tid, meta in self._read("get_ready", params)}
 
+    async def recent_results(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._read("recent", {"limit": limit, "now": time.time()})
+        return [(tid, dict(json_loads(meta))) for tid, meta in rows]
+
     async def forget(self, task_id: str) -> None:
         conn = self._db()
         with _sql.Transaction(conn, BackendError):

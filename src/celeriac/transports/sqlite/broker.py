@@ -27,6 +27,7 @@ from celeriac.exceptions import BrokerError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation, bucket_take
 from celeriac.transports.capabilities import (
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     LeaseRecovery,
@@ -65,6 +66,7 @@ class SQLiteBroker(
     RevocationStore,
     RateLimitStore,
     DeadLetterStore,
+    DeadLetterRemoval,
     RemoteControl,
     EventChannel,
     ScheduleStore,
@@ -332,6 +334,13 @@ class SQLiteBroker(
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._read(self._db(), "dead_letters", {"limit": limit})
         return [DeadLetter(q, bytes(raw), reason, at) for q, raw, reason, at in rows]
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        params = {"queue": letter.queue, "failed_at": letter.failed_at, "payload": letter.raw}
+        conn = self._db()
+        with _sql.Transaction(conn, BrokerError):
+            cursor = conn.execute(self._q["remove_dead_letter"], params)
+        return cursor.rowcount > 0
 
 
 def _earliest(values: Sequence[float | None]) -> float | None:

@@ -26,3 +26,9 @@ DELETE FROM celeriac_results WHERE task_id = :task_id;
 
 -- name: delete_expired
 DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires <= :now;
+
+-- name: recent
+SELECT task_id, meta FROM celeriac_results
+WHERE expires IS NULL OR expires > :now
+ORDER BY json_extract(meta, '$.date_done') DESC
+LIMIT :limit;

@@ -85,6 +85,12 @@ SELECT
 SELECT queue, payload, reason, failed_at FROM celeriac_dead_letters
 ORDER BY id DESC LIMIT :limit;
 
+-- name: remove_dead_letter
+DELETE FROM celeriac_dead_letters WHERE id = (
+  SELECT id FROM celeriac_dead_letters
+  WHERE queue = :queue AND failed_at = :failed_at AND payload = :payload
+  ORDER BY id LIMIT 1);
+
 -- name: revoke
 INSERT INTO celeriac_revoked (task_id, expires, terminate, signal)
 VALUES (:task_id, :expires, :terminate, :signal)

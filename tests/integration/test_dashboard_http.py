@@ -1,0 +1,248 @@
+"""The dashboard's HTTP API and auth, against a real worker and a real ``celeriac
+dashboard`` process on SQLite: tokens, basic auth, cookies and the read-only role; the
+buttons' actions (pool grow/shrink, retry now, purge, periodic entries, dead letters);
+history read back from the result backend after a restart; start-up refusals; passwords
+masked; the app mounted in FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from celeriac import Celery
+from celeriac.dashboard import Auth, Dashboard, create_app
+from support import DashboardProcess, WorkerProcess, wait_until, write_module
+
+CELERIAC = shutil.which("celeriac", path=os.path.dirname(sys.executable)) or "celeriac"
+HOST = "api1@localhost"
+ADMIN = {"Authorization": "Bearer admin-token-1"}
+VIEWER = {"Authorization": "Bearer viewer-token-1"}
+CHANGE = {"X-Celeriac-Dashboard": "1"}
+TASKS = """
+import pathlib
+from celeriac import Celery
+HERE = pathlib.Path(__file__).resolve().parent
+app = Celery("apitasks", broker=f"sqlite:///{HERE / 'b.db'}")
+app.conf.result_extended = True
+app.conf.beat_schedule = {"every-hour": {"task": "api.add", "schedule": 3600.0, "args": (1, 1)}}
+
+@app.task(name="api.add")
+def add(x, y):
+    return x + y
+
+@app.task(name="api.flaky")
+def flaky(path):
+    marker = pathlib.Path(path)
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise RuntimeError("first time fails")
+    return "second time works"
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, str]]:
+    cwd = tmp_path_factory.mktemp("dashapi")
+    write_module(cwd, "apitasks", TASKS)
+    env = {"PYTHONPATH": str(cwd)}
+    sys.path.insert(0, str(cwd))
+    try:
+        import apitasks  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(cwd))
+    worker = WorkerProcess(cwd, "apitasks", "-c", "2", "-n", HOST, env=env)
+    dashboard = DashboardProcess(
+        cwd, "apitasks", "--poll-interval", "0.5", "--refresh", "0.2",
+        env={**env, "CELERIAC_DASHBOARD_TOKEN": "admin-token-1",
+             "CELERIAC_DASHBOARD_READONLY_TOKEN": "viewer-token-1"},
+    )  # fmt: skip
+    try:
+        worker.start()
+        dashboard.start()
+        yield cwd, apitasks.app, dashboard.url
+    finally:
+        dashboard.stop()
+        worker.stop()
+        apitasks.app.close()
+
+
+def test_auth_roles_and_the_change_header(site: tuple[Path, Any, str]) -> None:
+    _, _, url = site
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("api/me").status_code == 401
+        assert (
+            http.get("api/me", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+        )
+        assert http.get("api/me", headers=ADMIN).json()["role"] == "admin"
+        me = http.get("api/me", headers=VIEWER).json()
+        assert me["role"] == "read-only" and me["can_change"] is False
+        # ?token= once: the browser keeps it in an HttpOnly cookie
+        first = http.get("", params={"token": "viewer-token-1"})
+        assert first.status_code == 200 and "HttpOnly" in first.headers["set-cookie"]
+        assert http.get("api/me").json()["role"] == "read-only"
+        http.cookies.clear()
+        # the read-only role changes nothing, whatever it sends
+        refused = http.post("api/queues/celery/purge", headers={**VIEWER, **CHANGE})
+        assert refused.status_code == 403 and "read-only" in refused.text
+        # an admin's change needs the header a cross-site form cannot send
+        assert http.post("api/queues/celery/purge", headers=ADMIN).status_code == 403
+        done = http.post("api/queues/celery/purge", headers={**ADMIN, **CHANGE})
+        assert done.status_code == 200 and done.json()["queue"] == "celery"
+
+
+def test_the_live_stream_is_rate_bounded(site: tuple[Path, Any, str]) -> None:
+    _, app, url = site
+    updates, started = 0, time.monotonic()
+    with (
+        httpx.Client(base_url=url, timeout=10, headers=ADMIN) as http,
+        http.stream("GET", "api/stream") as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for n, line in enumerate(stream.iter_lines()):
+            if n % 5 == 0:
+                app.send_task("api.add", (n, n))  # changes, so that updates keep coming
+            updates += line == "event: update"
+            if updates >= 6:
+                break
+    elapsed = time.monotonic() - started
+    # --refresh 0.2: one update at once, then at most one per 0.2 s
+    assert elapsed >= 5 * 0.2, f"{updates} updates in {elapsed:.2f} s"
+
+
+def test_the_buttons_do_what_they_say(site: tuple[Path, Any, str]) -> None:
+    cwd, app, url = site
+    with httpx.Client(base_url=url, timeout=10, headers={**ADMIN, **CHANGE}) as http:
+
+        def concurrency() -> Any:
+            rows = {w["hostname"]: w for w in http.get("api/workers").json()}
+            return rows.get(HOST, {}).get("pool", {}).get("max_concurrency")
+
+        assert wait_until(lambda: concurrency() == 2, 15, "the worker's pool in the dashboard")
+        grown = http.post(f"api/workers/{HOST}/pool_grow", json={"n": 1})
+        assert grown.status_code == 200, grown.text
+        wait_until(lambda: concurrency() == 3, 15, "pool_grow to show")
+        assert http.post(f"api/workers/{HOST}/pool_shrink", json={"n": 1}).status_code == 200
+        wait_until(lambda: concurrency() == 2, 15, "pool_shrink to show")
+        unknown = http.post(f"api/workers/{HOST}/rm_rf", json={})
+        assert unknown.status_code == 404
+
+        # retry now: a failed task is sent again with its arguments, and succeeds
+        failed = app.send_task("api.flaky", (str(cwd / "flaky-marker"),))
+        with pytest.raises(RuntimeError):
+            failed.get(timeout=20)
+        page = http.get(f"api/tasks/{failed.id}").json()
+        assert (
+            page["task"]["state"] == "FAILURE" and "first time fails" in page["task"]["traceback"]
+        )
+        again = http.post(f"api/tasks/{failed.id}/retry")
+        assert again.status_code == 200, again.text
+        assert app.AsyncResult(again.json()["task_id"]).get(timeout=20) == "second time works"
+        done = app.send_task("api.add", (1, 2))
+        assert done.get(timeout=20) == 3
+        assert http.post(f"api/tasks/{done.id}/retry").status_code == 409  # not failed
+
+        # periodic entries: listed in words, switched off and on in beat's store, run now
+        entries = http.get("api/periodic").json()["entries"]
+        assert [(e["name"], e["schedule"], e["enabled"]) for e in entries] == [
+            ("every-hour", "every 1 hour", True)
+        ]
+        assert http.post("api/periodic/every-hour/disable").json()["enabled"] is False
+        assert http.get("api/periodic").json()["entries"][0]["enabled"] is False
+        assert http.post("api/periodic/every-hour/enable").status_code == 200
+        assert http.get("api/periodic").json()["entries"][0]["enabled"] is True
+        ran = http.post("api/periodic/every-hour/run").json()
+        assert app.AsyncResult(ran["task_id"]).get(timeout=20) == 2
+
+        # dead letters: an unregistered task is set aside; requeue sends it back (and the
+        # worker sets it aside again, later), delete removes it
+        lost = app.send_task("api.nowhere", (1,))
+
+        def letters() -> list[dict[str, Any]]:
+            found = http.get("api/dead-letters").json()["letters"]
+            return [d for d in found if d["task_id"] == lost.id]
+
+        (first,) = wait_until(letters, 20, "the dead letter")
+        assert "unknown task" in first["reason"] and first["task"] == "api.nowhere"
+        key = {"queue": first["queue"], "failed_at": first["failed_at"]}
+        assert http.post("api/dead-letters/requeue", json=key).json()["removed"] is True
+        (second,) = wait_until(letters, 20, "the requeued message to come back")
+        assert second["failed_at"] > first["failed_at"]
+        assert http.post("api/dead-letters/requeue", json=key).status_code == 404
+        key = {"queue": second["queue"], "failed_at": second["failed_at"]}
+        assert http.post("api/dead-letters/delete", json=key).json()["removed"] is True
+        assert letters() == []
+
+
+def test_history_comes_back_from_the_backend_after_a_restart(
+    site: tuple[Path, Any, str],
+) -> None:
+    cwd, app, _ = site
+    ok = app.send_task("api.add", (40, 2))
+    assert ok.get(timeout=20) == 42
+    env = {"PYTHONPATH": str(cwd), "CELERIAC_DASHBOARD_TOKEN": "admin-token-1"}
+    fresh = DashboardProcess(cwd, "apitasks", "--no-enable-events", env=env)
+    with fresh, httpx.Client(base_url=fresh.url, headers=ADMIN, timeout=10) as http:
+
+        def listed() -> dict[str, Any]:
+            tasks = http.get("api/tasks", params={"q": ok.id}).json()["tasks"]
+            return tasks[0] if tasks else {}
+
+        row = wait_until(listed, 15, "the backend's history in a new dashboard")
+        assert row["state"] == "SUCCESS" and row["result"] == "42"
+        assert row["name"] == "api.add" and row["source"] == "backend"
+        page = http.get(f"api/tasks/{ok.id}").json()
+        assert page["in_backend"] is True and page["task"]["args"] == "[40, 2]"
+        missing = http.get("api/tasks/no-such-task")
+        assert missing.status_code == 404 and "no task" in missing.json()["error"]
+
+
+def test_a_public_address_needs_credentials(tmp_path: Path) -> None:
+    write_module(tmp_path, "pubtasks", "from celeriac import Celery\napp = Celery('p')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for argv, message in (
+        (["--host", "0.0.0.0"], "is not a loopback address: the dashboard then needs"),
+        (["--token", "short"], "at least 8 characters"),
+        (["--basic-auth", "nopassword"], "user:password"),
+    ):
+        done = subprocess.run(
+            [CELERIAC, "-A", "pubtasks", "dashboard", "--port", "0", *argv],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr, done
+
+
+def test_passwords_are_masked_and_the_app_mounts_in_fastapi() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    app = Celery("masked", broker="redis://:s3cret-pw@127.0.0.1:1/0", backend="memory://")
+    dash = Dashboard(app, poll_interval=30, enable_events=False)
+    site = fastapi.FastAPI()
+    site.mount("/tasks", dash.asgi)
+
+    async def visit() -> tuple[dict[str, Any], str, int]:
+        transport = httpx.ASGITransport(app=site, client=("127.0.0.1", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            me = (await http.get("/tasks/api/me")).json()
+            page = (await http.get("/tasks/")).text
+        remote = httpx.ASGITransport(app=site, client=("203.0.113.9", 4000))
+        async with httpx.AsyncClient(transport=remote, base_url="http://test") as http:
+            status = (await http.get("/tasks/api/me")).status_code
+        await dash.stop()
+        return me, page, status
+
+    me, page, remote_status = asyncio.run(visit())
+    assert me["broker"] == "redis://:**@127.0.0.1:1/0" and "s3cret" not in str(me)
+    assert 'src="/tasks/static/app.js"' in page
+    assert remote_status == 403  # no credentials: loopback clients only
+    app.close()
+    with_auth = create_app(Celery("x", broker="memory://"), auth=Auth.of(tokens=["t0ken-123"]))
+    assert callable(with_auth)
