@@ -32,8 +32,9 @@ logger = logging.getLogger("celeriac.transports.redis")
 
 
 #: Options of redis-py's pool that this client accepts but has no use for (one
-#: connection per use, no pool; a dead connection is noticed by the call that meets it).
-INERT_OPTIONS = ("max_connections", "health_check_interval")
+#: connection per use, no pool). ``health_check_interval`` is not one: it sets how soon
+#: a silent connection is PINGed and found dead (:mod:`.resp_async`).
+INERT_OPTIONS = ("max_connections",)
 _warned: set[str] = set()
 
 

@@ -1,0 +1,132 @@
+"""Every long-lived connection has a deadline: a worker whose connections to the broker
+are frozen (no FIN, no RST: a TCP proxy stops forwarding) notices within the probe
+deadline, says so in one line per listener, resubscribes when the network is back, and
+answers remote control again (ping, a broadcast revoke)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import celery
+import pytest
+
+from celeriac import Celery
+from freeze_proxy import FreezeProxy
+from servers import AMQP_URL, leased_database
+from support import WorkerProcess, close_celery_app, closing, wait_until, write_module
+
+#: the probe interval the tests set: a dead connection is found within twice this
+PROBE = 1.0
+
+TASKS = """
+import os, time
+from celeriac import Celery
+
+app = Celery("dl", broker=os.environ["DL_BROKER"], backend=os.environ["DL_BACKEND"])
+if app.conf.broker_url.startswith("redis"):
+    app.conf.broker_transport_options = {"health_check_interval": PROBE}
+else:
+    app.conf.broker_heartbeat = PROBE * 2
+
+@app.task(name="dl.add")
+def add(x, y):
+    return x + y
+
+@app.task(name="dl.slow")
+def slow(seconds):
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with leased_database() as url:
+        yield url
+
+
+def _proxied(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{port}").geturl()
+
+
+def _worker(tmp_path: Path, broker: str, backend: str) -> WorkerProcess:
+    write_module(tmp_path, "dltasks", TASKS.replace("PROBE", repr(PROBE)))
+    env = {"DL_BROKER": broker, "DL_BACKEND": backend}
+    name = f"dl-{uuid.uuid4().hex[:8]}@%h"
+    args = ("-P", "threads", "-c", "2", "-n", name, "-l", "info")
+    return WorkerProcess(tmp_path, "dltasks", *args, env=env)
+
+
+def _freeze_and_recover(
+    worker: WorkerProcess, proxy: FreezeProxy, app: Celery, lost: str, again: str
+) -> None:
+    broker_url = app.broker_url
+    control = app.control
+    wait_until(lambda: control.ping(timeout=1), 20, "a ping answered before the freeze")
+    proxy.freeze()
+    frozen = time.monotonic()
+    worker.wait_for(lost, 15)
+    noticed = time.monotonic() - frozen
+    assert noticed < 4 * PROBE + 3, f"noticed after {noticed:.1f} s:\n{worker.log}"
+    # still frozen a while: reconnecting fails meanwhile, and says nothing more
+    time.sleep(3 * PROBE)
+    proxy.resume()
+    resumed = time.monotonic()
+    worker.wait_for(again, 15)
+    wait_until(lambda: control.ping(timeout=1), 15, "a ping answered after the freeze")
+    assert time.monotonic() - resumed < 15
+    # a broadcast revoke sent now (by a Celery client: it reaches the worker only by the
+    # pub/sub or fanout listener) takes effect: the revoked task does not run
+    task_id = f"revoked-{uuid.uuid4().hex}"
+    peer = celery.Celery("dl-peer", broker=broker_url)
+    try:
+        peer.control.revoke(task_id)
+    finally:
+        close_celery_app(peer)
+    worker.wait_for(f"Remote control: revoke .*{task_id}", 10)
+    result = app.send_task("dl.add", (1, 2), task_id=task_id)
+    with pytest.raises(Exception, match="revoked|REVOKED"):
+        result.get(timeout=10)
+    assert app.send_task("dl.add", (2, 3)).get(timeout=10) == 5
+    # one line per change of state: lost once, restored once
+    lines = worker.lines
+    assert len([x for x in lines if re.search(lost, x)]) == 1, worker.log
+    assert len([x for x in lines if re.search(again, x)]) == 1, worker.log
+
+
+def test_redis_remote_control_survives_a_silent_connection_loss(
+    tmp_path: Path, redis_url: str
+) -> None:
+    port = int(urlsplit(redis_url).port or 6379)
+    with FreezeProxy(port) as proxy:
+        proxied = _proxied(redis_url, proxy.port)
+        app = Celery("dl-client", broker=redis_url, backend=redis_url)
+        with closing(app), _worker(tmp_path, proxied, redis_url) as worker:
+            _freeze_and_recover(
+                worker,
+                proxy,
+                app,
+                r"Remote control: lost .*no reply from the server",
+                r"Remote control: listening on .* again after [\d.]+ s",
+            )
+
+
+def test_amqp_connection_loss_is_noticed_by_heartbeat(tmp_path: Path, rabbit: str) -> None:
+    port = int(urlsplit(AMQP_URL).port or 5672)
+    with FreezeProxy(port) as proxy:
+        proxied = _proxied(rabbit, proxy.port)
+        app = Celery("dl-client", broker=rabbit)
+        with closing(app), _worker(tmp_path, proxied, "rpc://") as worker:
+            _freeze_and_recover(
+                worker,
+                proxy,
+                app,
+                r"Broker connection lost: .*heartbeat",
+                r"Broker connection restored",
+            )
