@@ -26,10 +26,10 @@ class FreezeProxy:
         self._thread: threading.Thread | None = None
 
     def freeze(self) -> None:
-        self._call(lambda: self._event.clear())
+        self._call(self._event.clear)
 
     def resume(self) -> None:
-        self._call(lambda: self._event.set())
+        self._call(self._event.set)
 
     @property
     def _event(self) -> asyncio.Event:
