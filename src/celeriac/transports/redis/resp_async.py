@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celeriac.transports.keepalive import tune_keepalive
 from celeriac.transports.redis.resp import (
     NEED_DATA,
     PUSH,
@@ -326,29 +326,6 @@ def _tune(transport: asyncio.BaseTransport, keepalive: bool, interval: float | N
         tune_keepalive(sock, interval)
 
 
-def tune_keepalive(sock: socket.socket, interval: float | None) -> None:
-    """TCP keepalive on ``sock``; with a health-check ``interval``, short timers (first
-    probe after ``interval``, then every third of it, three probes) and a TCP user
-    timeout of three intervals (data unacknowledged that long drops the connection),
-    where the platform has them."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if interval is None:
-        return
-    seconds = max(1, round(interval))
-    tunes = (
-        ("TCP_KEEPIDLE", seconds),
-        ("TCP_KEEPINTVL", max(1, round(interval / 3))),
-        ("TCP_KEEPCNT", 3),
-        ("TCP_USER_TIMEOUT", int(interval * 3000)),
-    )
-    for name, value in tunes:
-        option = getattr(socket, name, None)
-        if option is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-
-
 async def resolve_master(sentinels: Sentinels) -> Endpoint:
     """The master's endpoint, as the first sentinel that knows it says."""
     problems = []
@@ -378,4 +355,4 @@ async def run_script(conn: AsyncConnection, text: str, sha: str, *args: Arg) -> 
     return reply
 
 
-__all__ = ["AsyncConnection", "resolve_master", "run_script", "tune_keepalive"]
+__all__ = ["AsyncConnection", "resolve_master", "run_script"]
