@@ -6,6 +6,7 @@ answers remote control again (ping, a broadcast revoke)."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,11 +15,13 @@ from urllib.parse import urlsplit
 
 import celery
 import pytest
+import redis
+from yarl import URL
 
 from celeriac import Celery
 from celeriac.exceptions import TaskRevokedError
 from freeze_proxy import FreezeProxy
-from servers import AMQP_URL, leased_database
+from servers import AMQP_URL, free_port, leased_database, need_redis_server, pings
 from support import WorkerProcess, close_celery_app, closing, wait_until, write_module
 
 #: the probe interval the tests set: a dead connection is found within twice this
@@ -100,7 +103,6 @@ def _freeze_and_recover(
     lines = worker.lines
     assert len([x for x in lines if re.search(lost, x)]) == 1, worker.log
     assert len([x for x in lines if re.search(again, x)]) == 1, worker.log
-    print(worker.log)
 
 
 def test_redis_remote_control_survives_a_silent_connection_loss(
@@ -133,3 +135,91 @@ def test_amqp_connection_loss_is_noticed_by_heartbeat(tmp_path: Path, rabbit: st
                 r"Remote control: lost .*missed heartbeats",
                 r"Remote control: listening on .* again after [\d.]+ s",
             )
+
+
+# -- "ready" only once the broker has accepted the connection ---------------------------
+
+REFUSED_TASKS = """
+import os
+from celeriac import Celery
+
+app = Celery("dl", broker=os.environ["DL_BROKER"], backend=os.environ["DL_BACKEND"])
+
+@app.task(name="dl.add")
+def add(x, y):
+    return x + y
+"""
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[int]:
+    """A private ``redis-server`` on a free port that asks for the password ``right``."""
+    need_redis_server()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--requirepass",
+            "right",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, password="right")
+        wait_until(lambda: pings(client), 10, "the private redis-server")
+        client.close()
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _refused(tmp_path: Path, broker: str, backend: str, *args: str) -> WorkerProcess:
+    write_module(tmp_path, "dlrefused", REFUSED_TASKS)
+    env = {"DL_BROKER": broker, "DL_BACKEND": backend}
+    worker = WorkerProcess(tmp_path, "dlrefused", "-l", "info", *args, env=env)
+    worker.start(wait_ready=False)
+    try:
+        assert worker.wait(30) != 0, worker.log
+    finally:
+        worker.stop()
+    assert "ready." not in worker.log, worker.log
+    assert "retry" not in worker.log, worker.log  # refused at once, not retried
+    return worker
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_wrong_redis_password_fails_at_startup(
+    tmp_path: Path, redis_with_password: int, pool: str
+) -> None:
+    url = f"redis://:wrong@127.0.0.1:{redis_with_password}/0"
+    worker = _refused(tmp_path, url, url, "-P", pool, "-c", "1")
+    masked = f"redis://:**@127.0.0.1:{redis_with_password}/0"
+    assert f"cannot connect to broker {masked}" in worker.log, worker.log
+    assert "WRONGPASS" in worker.log and "wrong" not in worker.log.replace("WRONG", "")
+
+
+def test_wrong_backend_password_fails_at_startup(
+    tmp_path: Path, redis_with_password: int, redis_url: str
+) -> None:
+    backend = f"redis://:wrong@127.0.0.1:{redis_with_password}/0"
+    worker = _refused(tmp_path, redis_url, backend, "-c", "1")
+    masked = f"redis://:**@127.0.0.1:{redis_with_password}/0"
+    assert f"cannot connect to the result backend {masked}" in worker.log, worker.log
+
+
+def test_wrong_amqp_password_fails_at_startup(tmp_path: Path, rabbit: str) -> None:
+    url = str(URL(rabbit).with_password("wrong"))
+    worker = _refused(tmp_path, url, "rpc://", "-P", "solo")
+    assert "cannot connect to broker amqp://guest:**@" in worker.log, worker.log
+    assert "ACCESS_REFUSED" in worker.log, worker.log

@@ -21,10 +21,13 @@ from aiormq.connection import TransportFactory
 from aiormq.exceptions import (
     AMQPConnectionError,
     AMQPError,
+    AuthenticationError,
     ChannelInvalidStateError,
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    ConnectionNotAllowed,
+    ProbableAuthenticationError,
 )
 from aiormq.exceptions import PublishError as Returned
 from yarl import URL
@@ -39,6 +42,9 @@ from celeriac.transports.keepalive import tune_keepalive
 Incoming = DeliveredMessage | Received
 #: what connection trouble raises
 ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
+#: what RabbitMQ raises when it refuses the connection (credentials, vhost): connecting
+#: again cannot help
+REFUSED = (AuthenticationError, ProbableAuthenticationError, ConnectionNotAllowed)
 #: the heartbeat (seconds) a broker connection asks for when ``broker_heartbeat`` is not
 #: set: RabbitMQ's advice is 5 to 20 s; a connection silent this long is dropped
 DEFAULT_HEARTBEAT = 10
@@ -295,7 +301,8 @@ async def gather(coros: Sequence[Any]) -> None:
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "ERRORS",
-    "LEVELS",  # re-exported: tests name the cascade's levels through this module
+    "LEVELS",
+    "REFUSED",  # re-exported: tests name the cascade's levels through this module
     "AMQPError",
     "Channel",
     "ChannelInvalidStateError",

@@ -21,6 +21,7 @@ from celeriac.transports.amqp.codec import AnyProperties, Cancel, Properties, co
 from celeriac.transports.amqp.connection import (
     DEFAULT_HEARTBEAT,
     ERRORS,
+    REFUSED,
     Channel,
     ChannelPreconditionFailed,
     Returned,
@@ -110,7 +111,9 @@ class AMQPCore(Broker):
                 await conn.close()
             if isinstance(exc, ERRORS):
                 where = mask_url(self._url)
-                raise BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}") from exc
+                error = BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}")
+                error.refused = isinstance(exc, REFUSED)
+                raise error from exc
             raise
         self._sessions += 1
         s = Session(self._sessions, conn, consume)

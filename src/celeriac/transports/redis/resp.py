@@ -66,6 +66,13 @@ class RespConnectionError(RespError):
     kind = "ConnectionError"
 
 
+class RespRefusedError(RespConnectionError):
+    """The server answered the connection's AUTH, HELLO or SELECT with an error (a wrong
+    password, an unknown user, a database out of range): connecting again cannot help."""
+
+    kind = "AuthenticationError"
+
+
 class RespTimeoutError(RespConnectionError):
     """The server did not answer within the socket timeout."""
 
@@ -377,6 +384,7 @@ __all__ = [
     "ReplyError",
     "RespConnectionError",
     "RespError",
+    "RespRefusedError",
     "RespTimeoutError",
     "Sentinels",
     "encode_command",

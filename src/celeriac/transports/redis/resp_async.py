@@ -47,6 +47,7 @@ from celeriac.transports.redis.resp import (
     ReplyError,
     RespConnectionError,
     RespError,
+    RespRefusedError,
     RespTimeoutError,
     Sentinels,
     encode_commands,
@@ -54,6 +55,9 @@ from celeriac.transports.redis.resp import (
 )
 
 Push = Callable[[list[Any]], None]
+#: error replies to AUTH/HELLO/SELECT that a later connection may not get (the others,
+#: WRONGPASS, NOAUTH, NOPERM, a database out of range, are a refusal)
+_TRANSIENT = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"})
 
 
 class _Protocol(asyncio.Protocol):
@@ -233,8 +237,11 @@ class AsyncConnection:
         if hello:
             for reply in await self._call(proto, hello, 0.0):
                 if isinstance(reply, ReplyError):
-                    proto.fail(RespConnectionError(f"Redis refused the connection: {reply}"))
-                    raise RespConnectionError(f"Redis refused the connection: {reply}")
+                    text = f"Redis refused the connection: {reply}"
+                    proto.fail(RespConnectionError(text))
+                    if reply.code in _TRANSIENT:  # the server is starting or busy
+                        raise RespConnectionError(text)
+                    raise RespRefusedError(text)
         return proto
 
     async def pipeline(
