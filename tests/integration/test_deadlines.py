@@ -46,6 +46,16 @@ def add(x, y):
 def slow(seconds):
     time.sleep(seconds)
     return seconds
+
+@app.task(name="dl.record")
+def record(n, seconds):
+    import redis
+    direct = redis.Redis.from_url(os.environ["DL_DIRECT"])
+    direct.incr("started")
+    time.sleep(seconds)
+    direct.hincrby("runs", str(n), 1)
+    direct.close()
+    return n
 """
 
 
@@ -60,9 +70,9 @@ def _proxied(url: str, port: int) -> str:
     return parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{port}").geturl()
 
 
-def _worker(tmp_path: Path, broker: str, backend: str) -> WorkerProcess:
+def _worker(tmp_path: Path, broker: str, backend: str, direct: str = "") -> WorkerProcess:
     write_module(tmp_path, "dltasks", TASKS.replace("PROBE", repr(PROBE)))
-    env = {"DL_BROKER": broker, "DL_BACKEND": backend}
+    env = {"DL_BROKER": broker, "DL_BACKEND": backend, "DL_DIRECT": direct}
     name = f"dl-{uuid.uuid4().hex[:8]}@%h"
     args = ("-P", "threads", "-c", "2", "-n", name, "-l", "info")
     return WorkerProcess(tmp_path, "dltasks", *args, env=env)
@@ -120,6 +130,29 @@ def test_redis_remote_control_survives_a_silent_connection_loss(
                 r"Remote control: lost .*no reply from the server",
                 r"Remote control: listening on .* again after [\d.]+ s",
             )
+
+
+def test_redis_tasks_that_finish_during_a_freeze_run_once(tmp_path: Path, redis_url: str) -> None:
+    """Tasks finish while broker and backend are frozen: their results and acks are
+    retried on the new connections, and the leases (extended meanwhile) hold, so each
+    task ran once and every result is there."""
+    port = int(urlsplit(redis_url).port or 6379)
+    direct = redis.Redis.from_url(redis_url)
+    with FreezeProxy(port) as proxy:
+        proxied = _proxied(redis_url, proxy.port)
+        app = Celery("dl-client", broker=redis_url, backend=redis_url)
+        with closing(app), _worker(tmp_path, proxied, proxied, redis_url) as worker:
+            results = [app.send_task("dl.record", (n, 1.0)) for n in range(4)]
+            wait_until(lambda: int(direct.get("started") or 0) >= 2, 20, "two tasks running")
+            proxy.freeze()
+            worker.wait_for("Broker connection lost|Remote control: lost", 15)
+            wait_until(lambda: direct.hlen("runs") >= 2, 10, "tasks done during the freeze")
+            time.sleep(2 * PROBE)  # the freeze goes on: results and acks wait
+            proxy.resume()
+            assert sorted(r.get(timeout=20) for r in results) == [0, 1, 2, 3]
+        runs = {int(k): int(v) for k, v in direct.hgetall("runs").items()}
+        direct.close()
+    assert runs == {n: 1 for n in range(4)}, worker.log
 
 
 def test_amqp_connection_loss_is_noticed_by_heartbeat(tmp_path: Path, rabbit: str) -> None:
