@@ -5,6 +5,7 @@ answers remote control again (ping, a broadcast revoke)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -20,6 +21,8 @@ from yarl import URL
 
 from celeriac import Celery
 from celeriac.exceptions import TaskRevokedError
+from celeriac.transports.redis.resp import RespTimeoutError, parse_endpoint
+from celeriac.transports.redis.resp_async import AsyncConnection
 from freeze_proxy import FreezeProxy
 from servers import AMQP_URL, free_port, leased_database, need_redis_server, pings
 from support import WorkerProcess, close_celery_app, closing, wait_until, write_module
@@ -31,6 +34,8 @@ TASKS = """
 import os, time
 from celeriac import Celery
 from celeriac.exceptions import TaskRevokedError
+from celeriac.transports.redis.resp import RespTimeoutError, parse_endpoint
+from celeriac.transports.redis.resp_async import AsyncConnection
 
 app = Celery("dl", broker=os.environ["DL_BROKER"], backend=os.environ["DL_BACKEND"])
 if app.conf.broker_url.startswith("redis"):
@@ -256,3 +261,39 @@ def test_wrong_amqp_password_fails_at_startup(tmp_path: Path, rabbit: str) -> No
     worker = _refused(tmp_path, url, "rpc://", "-P", "solo")
     assert "cannot connect to broker amqp://guest:**@" in worker.log, worker.log
     assert "ACCESS_REFUSED" in worker.log, worker.log
+
+
+def test_a_silent_redis_connection_is_dropped_within_twice_the_interval(redis_url: str) -> None:
+    """The client's own deadline: an idle (pub/sub) connection is PINGed and dropped, a
+    call made while frozen fails after the interval instead of the 30 s socket timeout,
+    and the next call after the freeze connects again."""
+    port = int(urlsplit(redis_url).port or 6379)
+
+    async def main(proxied: str, proxy: FreezeProxy) -> None:
+        endpoint = parse_endpoint(proxied, {"health_check_interval": 0.5})
+        assert endpoint is not None
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[BaseException] = loop.create_future()
+        idle = AsyncConnection(endpoint, push=lambda item: None, on_lost=lost.set_result)
+        busy = AsyncConnection(endpoint)
+        try:
+            assert await idle.execute("PING") == b"PONG"
+            assert await busy.execute("PING") == b"PONG"
+            proxy.freeze()
+            start = loop.time()
+            with pytest.raises(RespTimeoutError, match="no reply from the server"):
+                await busy.execute("PING")
+            assert loop.time() - start < 1.5
+            reason = await asyncio.wait_for(lost, 5)
+            assert isinstance(reason, RespTimeoutError)
+            assert loop.time() - start < 2.0  # quiet 0.5 s, then 0.5 s for the PONG
+            with pytest.raises(RespTimeoutError):  # a new connection, frozen too
+                await busy.execute("PING")
+            proxy.resume()
+            assert await busy.execute("PING") == b"PONG"
+        finally:
+            idle.close()
+            busy.close()
+
+    with FreezeProxy(port) as proxy:
+        asyncio.run(main(_proxied(redis_url, proxy.port), proxy))
