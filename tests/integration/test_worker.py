@@ -193,7 +193,7 @@ def test_garbage_and_unknown_tasks_are_dead_lettered_and_the_worker_carries_on(
     pickled.content_type = "application/x-python-serialize"
     numbered = build_task_message("wtasks.add", (1, 2))
     numbered.headers["id"] = 42
-    not_base64 = {
+    not_base64: dict[str, Any] = {
         "body": "!!! not base64 !!!",
         "content-type": "application/json",
         "content-encoding": "utf-8",
