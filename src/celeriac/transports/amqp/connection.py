@@ -74,7 +74,7 @@ def quiet_aiormq() -> None:
 class _CoalescingFactory(TransportFactory):
     """Opens the socket with :class:`WireProtocol` and a coalescing transport."""
 
-    def __init__(self, wire: Wire, tls: bool, heartbeat: float | None) -> None:
+    def __init__(self, wire: Wire, tls: bool, heartbeat: float) -> None:
         self.wire = wire
         self.tls = tls
         self.heartbeat = heartbeat
@@ -120,7 +120,9 @@ class Connection(aiormq.Connection):
         parsed = URL(url)
         tls = parsed.scheme == "amqps"
         asked = parsed.query.get("heartbeat")
-        heartbeat = float(asked) if asked and float(asked) > 0 else None
+        # TCP keepalive's timers follow the heartbeat; a connection without heartbeats
+        # (rpc:// results, by default) gets the default's, its only deadline
+        heartbeat = float(asked) if asked and float(asked) > 0 else DEFAULT_HEARTBEAT
         super().__init__(url, transport_factory=_CoalescingFactory(self.wire, tls, heartbeat))
         #: why the heartbeat check dropped the connection (None: it did not)
         self.dead: BaseException | None = None
