@@ -158,6 +158,9 @@ def test_redis_tasks_that_finish_during_a_freeze_run_once(tmp_path: Path, redis_
         runs = {int(k): int(v) for k, v in direct.hgetall("runs").items()}
         direct.close()
     assert runs == {n: 1 for n in range(4)}, worker.log
+    # fetching, settling and extending met the same outage: one line for it, one after
+    assert len([x for x in worker.lines if "Broker connection lost" in x]) == 1, worker.log
+    assert len([x for x in worker.lines if "Broker connection restored after" in x]) == 1
 
 
 def test_amqp_connection_loss_is_noticed_by_heartbeat(tmp_path: Path, rabbit: str) -> None:
