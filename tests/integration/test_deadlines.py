@@ -300,3 +300,20 @@ def test_a_silent_redis_connection_is_dropped_within_twice_the_interval(redis_ur
 
     with FreezeProxy(port) as proxy:
         asyncio.run(main(_proxied(redis_url, proxy.port), proxy))
+
+
+def test_the_deadline_settings() -> None:
+    from celeriac.transports.amqp.broker import AMQPBroker
+
+    def heartbeat(options: dict[str, object]) -> str:
+        return URL(AMQPBroker("amqp://", options=options)._url).query["heartbeat"]
+
+    assert heartbeat({}) == "10"  # RabbitMQ's advice is 5-20 s; Celery's default is 120
+    assert heartbeat({"heartbeat": 3}) == "3"  # broker_heartbeat, through the options
+    assert heartbeat({"heartbeat": 0}) == "0"  # asked for none: no heartbeat, no deadline
+    default = parse_endpoint("redis://localhost/0")
+    assert default is not None and default.health_check == 5.0
+    given = parse_endpoint("redis://localhost/0?health_check_interval=2.5")
+    assert given is not None and given.health_check == 2.5
+    off = parse_endpoint("redis://localhost/0", {"health_check_interval": 0})
+    assert off is not None and off.health_check is None
