@@ -64,11 +64,18 @@ class DecodeError(MessageError):
 
 
 class BrokerError(CeleriacError):
-    """The broker could not be reached or returned an error."""
+    """The broker could not be reached or returned an error; ``refused`` is true when it
+    answered and refused the connection (credentials, vhost or database): trying again
+    cannot help, so a worker fails at start-up instead of retrying."""
+
+    refused: bool = False
 
 
 class BackendError(CeleriacError):
-    """The result backend could not be reached or returned an error."""
+    """The result backend could not be reached or returned an error; ``refused`` as for
+    :class:`BrokerError`."""
+
+    refused: bool = False
 
 
 class TimeoutError(CeleriacError, builtins.TimeoutError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import signal
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -189,10 +191,20 @@ def test_garbage_and_unknown_tasks_are_dead_lettered_and_the_worker_carries_on(
     bad_body.body = b"[1, 2]"  # two elements: not a protocol v2 body
     pickled = build_task_message("wtasks.add", (1, 2))
     pickled.content_type = "application/x-python-serialize"
+    numbered = build_task_message("wtasks.add", (1, 2))
+    numbered.headers["id"] = 42
+    not_base64: dict[str, Any] = {
+        "body": "!!! not base64 !!!",
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {"task": "wtasks.add", "id": f"bad64-{uuid.uuid4().hex}", "lang": "py"},
+        "properties": {"body_encoding": "base64", "delivery_tag": uuid.uuid4().hex},
+    }
 
     async def publish() -> Any:
         broker = await client.get_broker()
-        for raw in (b"\x00\xffnot json at all", b'{"body": 3}'):
+        await broker.publish("celery", numbered)
+        for raw in (b"\x00\xffnot json at all", b'{"body": 3}', json.dumps(not_base64).encode()):
             pending = broker.publish_raw("celery", raw)  # type: ignore[attr-defined]
             if inspect.isawaitable(pending):
                 await pending
@@ -209,14 +221,18 @@ def test_garbage_and_unknown_tasks_are_dead_lettered_and_the_worker_carries_on(
             unknown.get(timeout=10)
         with pytest.raises(Exception, match="3-element array"):
             client.AsyncResult(bad_body.headers["id"]).get(timeout=10)
+        # a body that is not base64 gets the FAILURE of any dead letter with a known id
+        with pytest.raises(Exception, match="envelope body is not valid base64"):
+            client.AsyncResult(not_base64["headers"]["id"]).get(timeout=10)
         assert client.send_task("wtasks.add", (5, 5)).get(timeout=10) == 10
         worker.wait_for(r"Received unregistered task of type 'wtasks.nope'")
         worker.wait_for(r"refusing to deserialize content of type pickle")
         worker.wait_for(r"Dead-lettering unreadable message")
     letters = run_sync(broker.dead_letters())
     reasons = sorted(letter.reason for letter in letters)
-    assert len(letters) == 5, reasons
+    assert len(letters) == 7, reasons
     assert any("unknown task 'wtasks.nope'" in r for r in reasons)
+    assert "header 'id' must be a string, got 42 (int)" in reasons, reasons
 
 
 def test_sigterm_finishes_running_task_and_returns_prefetched_messages(

@@ -149,6 +149,9 @@ def test_any_supported_value_round_trips(value: Any) -> None:
     [
         (b"[[5, 6], {}]", {"task": "t", "id": "x"}, "3-element array"),
         (b"[[], {}, {}]", {"task": "t"}, "header 'id' is missing"),
+        (b"[[], {}, {}]", {"task": "t", "id": 42}, r"header 'id' must be a string, got 42 \(int\)"),
+        (b"[[], {}, {}]", {"task": "t", "id": "x", "timelimit": [-1, -5]}, "seconds >= 0 or null"),
+        (b"[[], {}, {}]", {"task": "t", "id": "x", "timelimit": [1, True]}, "must be numbers"),
         (b"[1, {}, {}]", {"task": "t", "id": "x"}, "task args must be an array"),
         (b"[[], [], {}]", {"task": "t", "id": "x"}, "task kwargs must be an object"),
         (b"[[], {}, {}]", {"task": "t", "id": "x", "eta": "tomorrow"}, "not an ISO-8601 time"),
@@ -161,6 +164,11 @@ def test_any_supported_value_round_trips(value: Any) -> None:
 def test_invalid_messages_get_a_precise_reason(body: bytes, headers: Any, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
         decode_task(Message(headers, body), ACCEPT)
+
+
+def test_a_zero_timelimit_is_no_limit_as_in_celery() -> None:
+    headers = {"task": "t", "id": "x", "timelimit": [0, 2.5]}
+    assert decode_task(Message(headers, b"[[], {}, {}]"), ACCEPT).timelimit == (None, 2.5)
 
 
 def test_pickle_is_refused_unless_accepted() -> None:

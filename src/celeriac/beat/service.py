@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -285,6 +286,7 @@ class Beat:
         self.app.finalize()
         backoff = 1.0
         first = True
+        lost_at: float | None = None  # one line when the store is lost, one when back
         while not stop.is_set():
             try:
                 store = await self.claims.open()
@@ -301,15 +303,21 @@ class Beat:
                     )
                 wait = await self.tick()
                 backoff = 1.0
+                if lost_at is not None:
+                    after = time.monotonic() - lost_at
+                    logger.warning("beat: reached the broker and store again after %.1f s", after)
+                    lost_at = None
             except ImproperlyConfigured:
                 raise
             except Exception as exc:
-                logger.warning(
-                    "beat: cannot reach the broker or store (%s: %s); retrying in %.0f s",
-                    type(exc).__name__,
-                    exc,
-                    backoff,
-                )
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    logger.warning(
+                        "beat: cannot reach the broker or store (%s: %s); retrying",
+                        type(exc).__name__,
+                        exc,
+                    )
+                logger.debug("beat: retrying in %.0f s", backoff)
                 wait, backoff = backoff, min(backoff * 2, 30.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.005))

@@ -19,7 +19,7 @@ notes: ``docs/internals/protocol.md``; the facts this implements:
 from __future__ import annotations
 
 from celeriac.protocol.control import ControlRequest, control_message, control_reply, parse_control
-from celeriac.protocol.envelope import decode_envelope, encode_envelope
+from celeriac.protocol.envelope import decode_envelope, encode_envelope, envelope_task_id
 from celeriac.protocol.message import (
     MAX_MESSAGE_BYTES,
     Message,
@@ -65,6 +65,7 @@ __all__ = [
     "deserialize",
     "encode_envelope",
     "encode_exception",
+    "envelope_task_id",
     "json_dumps",
     "json_loads",
     "new_id",

@@ -67,3 +67,16 @@ def decode_envelope(raw: bytes | str) -> Message:
     else:
         raise MessageError("envelope has no 'body' string")
     return Message(headers, payload, str(content_type), str(encoding), properties)
+
+
+def envelope_task_id(raw: bytes | str) -> str | None:
+    """The task id in the headers of an envelope :func:`decode_envelope` refused (its
+    body was not base64, ...), when the envelope is JSON with such a header: the worker
+    stores the FAILURE that says why under it, as for any other dead letter."""
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    headers = envelope.get("headers") if isinstance(envelope, dict) else None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None

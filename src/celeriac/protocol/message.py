@@ -213,16 +213,35 @@ def _opt_str(headers: dict[str, Any], key: str) -> str | None:
 
 
 def _timelimit(value: Any) -> tuple[float | None, float | None]:
+    """``[hard, soft]`` seconds; 0 or null is no limit from the message (the task's own
+    applies, as Celery's ``time_limit or task.time_limit``); a negative number, which
+    Celery's pool would take as a limit already passed, is an invalid message."""
     if value is None:
         return (None, None)
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise MessageError(f"header 'timelimit' must be [hard, soft], got {value!r}")
     out: list[float | None] = []
     for item in value:
-        if item is not None and not isinstance(item, (int, float)):
+        number = isinstance(item, (int, float)) and not isinstance(item, bool)
+        if item is not None and not number:
             raise MessageError(f"header 'timelimit' values must be numbers, got {value!r}")
-        out.append(None if item is None else float(item))
+        if item is not None and not item >= 0:  # negative, or NaN
+            raise MessageError(
+                f"header 'timelimit' values must be seconds >= 0 or null, got {value!r}"
+            )
+        out.append(float(item) if item else None)
     return (out[0], out[1])
+
+
+def _task_id(value: Any) -> str:
+    if value is None or value == "":
+        raise MessageError("header 'id' is missing: every task message needs a task id")
+    if not isinstance(value, str):
+        # Celery's worker cannot store a result under it either (its result keys are
+        # the id's bytes): refused, saying what it is
+        kind = type(value).__name__
+        raise MessageError(f"header 'id' must be a string, got {value!r} ({kind})")
+    return value
 
 
 def decode_task(message: Message, accept: frozenset[str]) -> TaskCall:
@@ -237,11 +256,10 @@ def decode_task(message: Message, accept: frozenset[str]) -> TaskCall:
         args, kwargs, embed = payload
     else:
         headers, args, kwargs, embed = _from_v1(payload)
-    name, task_id = headers.get("task"), headers.get("id")
+    name = headers.get("task")
     if not isinstance(name, str) or not name:
         raise MessageError("header 'task' must be a non-empty string")
-    if not isinstance(task_id, str) or not task_id:
-        raise MessageError("header 'id' is missing: every task message needs a task id")
+    task_id = _task_id(headers.get("id"))
     if not isinstance(args, (list, tuple)):
         raise MessageError(f"task args must be an array, got {type(args).__name__}")
     if not isinstance(kwargs, dict):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import __version__, signals
 from celeriac._concurrency import EVENTLET_REFUSED
 from celeriac._queues import consumed_queues
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import BackendError, ImproperlyConfigured
 from celeriac.transports import create_broker
 from celeriac.utils.log import mask_url, setup_worker_logging
 from celeriac.worker.consumer import Consumer, check_capabilities
@@ -170,7 +170,9 @@ class Worker:
 
     async def _preflight(self) -> None:
         """Before any child is forked: the broker can be reached (retried while
-        ``broker_connection_retry_on_startup``), and it can do what the tasks ask."""
+        ``broker_connection_retry_on_startup``), and it can do what the tasks ask; the
+        result backend does not refuse the connection (one that cannot be reached yet
+        is retried by the tasks' result writes)."""
         url = self.app.broker_url
         broker = create_broker(url, self.app.broker_options())
         await connect_at_startup(self.app.conf, url, broker.connect, STARTUP_DELAYS)
@@ -178,6 +180,19 @@ class Worker:
             check_capabilities(self.app, broker)
         finally:
             await broker.close()
+        try:
+            await self.app.get_backend()
+        except BackendError as exc:
+            if exc.refused:
+                where = mask_url(self.app.backend_url)
+                raise BackendError(
+                    f"cannot connect to the result backend {where}: {exc} (the server "
+                    "refused the connection; check the user, password and database in "
+                    "the URL)"
+                ) from exc
+            logger.warning("Result backend not reachable yet: %s", exc)
+        finally:
+            await self.app.close_clients()
 
     def logfile_for(self, index: int) -> str | None:
         """The log file of pool process ``index`` (0: the main process), expanded."""

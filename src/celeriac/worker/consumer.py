@@ -40,6 +40,7 @@ from celeriac.transports.capabilities import (
     RevocationStore,
 )
 from celeriac.worker._monitor import WorkerMonitor
+from celeriac.worker._outage import RETRY_DELAYS, Outage
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
 from celeriac.worker.limits import resident_kib
@@ -61,7 +62,8 @@ WATCHDOG_INTERVAL = 0.05
 EXIT_ABANDONED = 75
 #: How long settling waits for more outcomes while the pool is busy (batching).
 SETTLE_LINGER = 0.001
-RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: How soon a lease extension that failed (the broker unreachable) is tried again.
+EXTEND_RETRY = 1.0
 #: The prefetch limit grows at most this many times for short tasks.
 PREFETCH_GROWTH = 64
 #: Weight of the latest task in the running average of task run times.
@@ -110,9 +112,9 @@ class Consumer:
         self.processed = 0
         self._done: list[Outcome] = []
         self._pending_acks: list[Delivery] = []
-        #: writes (settle, ack) currently retrying after a connection error; the outage
-        #: is logged when the first one fails and when the last one gets through
-        self._failing_writes = 0
+        #: the broker's and result backend's outages (one line when lost, one when restored)
+        self.outage = Outage()
+        self._extend_wake: asyncio.Event | None = None
         self._awaiting_space = False
         #: jobs a middleware gate holds (rate limits), and the task awaiting it
         self._gated: dict[Job, asyncio.Task[None]] = {}
@@ -286,15 +288,15 @@ class Consumer:
                 if stop is not None:  # broker_connection_retry(_max_retries)
                     self.exit_code = EXIT_BROKER_LOST
                     raise stop from exc
-                if failures == 1:
-                    logger.error("Broker connection lost: %s; reconnecting", exc)
+                self.outage.failed(exc)
                 await asyncio.sleep(delay)
                 continue
             self.monitor.fetched_at = time.monotonic()
+            self.outage.restored()
             if failures:
-                logger.info("Broker connection restored")
                 failures = 0
                 await self._recover_lost_fetches(deliveries)
+                self._extend_soon()
             if deliveries:
                 await self._accept_batch(deliveries)
 
@@ -345,7 +347,7 @@ class Consumer:
         try:
             return await lookup(store)
         except (OSError, BrokerError) as exc:  # the messages run; revocation is best effort
-            logger.warning("Could not read revocations: %s", exc)
+            self.outage.failed(exc)
             return {}
 
     # -- gates (rate limits) -----------------------------------------------------
@@ -511,44 +513,38 @@ class Consumer:
                 await self._retrying(partial(broker.dead_letter, delivery, reason))
 
     async def _retrying(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run a broker/backend write, retrying while the connection is down.
-
-        Several writes may retry at once (the settle loop, the fetch loop's acks); the
-        outage is one state change, so it is logged once, not once per write.
-        """
-        attempt = 0
-        try:
-            while True:
-                try:
-                    await action()
-                    return
-                except (OSError, BrokerError, BackendError) as exc:
-                    if self._cold:
-                        raise
-                    if attempt == 0:
-                        if self._failing_writes == 0:
-                            logger.error("Cannot settle tasks: %s; retrying", exc)
-                        self._failing_writes += 1
-                    await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
-                    attempt += 1
-        finally:
-            if attempt:
-                self._failing_writes -= 1
-                if self._failing_writes == 0:
-                    logger.info("Settling tasks again")
+        """Run a broker/backend write, retrying while the connection is down (logged
+        once per outage: see :mod:`._outage`); a cold stop ends the retries."""
+        await self.outage.retrying(action, lambda: self._cold)
 
     async def _extend_loop(self) -> None:
+        """Extend the leases of held deliveries every third of the lease; while the
+        broker cannot be reached, every second, and at once when it is back (the fetch
+        loop wakes this), so an outage shorter than what is left of a lease costs no
+        delivery twice."""
         assert self.broker is not None
         lease = self.broker.lease_seconds
+        wake = self._extend_wake = asyncio.Event()
+        wait = lease / 3
         while True:
-            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), wait)
+            wake.clear()
+            wait = lease / 3
             held = [d for d in self.held if not _acked(d)]
             if held:
                 try:
                     await self.broker.extend(held, lease)
                     logger.debug("Extended the leases of %d message(s)", len(held))
                 except (OSError, BrokerError) as exc:
-                    logger.warning("Could not extend leases: %s", exc)
+                    self.outage.failed(exc)
+                    wait = min(wait, EXTEND_RETRY)
+                else:
+                    self.outage.restored()
+
+    def _extend_soon(self) -> None:
+        if self._extend_wake is not None:
+            self._extend_wake.set()
 
     async def wait_settled(self, timeout: float) -> None:
         """Wait until the next batch is settled, or ``timeout`` seconds."""

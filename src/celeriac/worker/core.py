@@ -39,6 +39,7 @@ from celeriac.protocol import (
     TaskCall,
     decode_task,
     encode_exception,
+    envelope_task_id,
     result_meta,
     safe_repr,
     serialize,
@@ -131,9 +132,12 @@ class Handler:
         if delivery.message is None:
             reason = delivery.error or "unreadable message"
             logger.error("Dead-lettering unreadable message from %s: %s", delivery.queue, reason)
+            error = MessageError(reason)
             for hook in self._on_rejected:
-                hook(None, MessageError(reason))
-            return Outcome(delivery, Action.DEAD_LETTER, reason=reason)
+                hook(None, error)
+            task_id = envelope_task_id(delivery.raw)  # a readable id gets its FAILURE
+            meta = None if task_id is None else self._failure_meta(task_id, error, None)
+            return Outcome(delivery, Action.DEAD_LETTER, reason=reason, meta=meta)
         message = delivery.message
         try:
             call = decode_task(message, self.accept)

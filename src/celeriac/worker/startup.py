@@ -52,6 +52,12 @@ async def connect_at_startup(
             where = mask_url(url)
             if stopping():
                 raise
+            if isinstance(exc, BrokerError) and exc.refused:
+                raise BrokerError(
+                    f"cannot connect to broker {where}: {exc} (not retried: the broker "
+                    "refused the connection; check the user, password and virtual host or "
+                    "database in the URL)"
+                ) from exc
             if not retry:
                 raise BrokerError(
                     f"cannot connect to broker {where}: {exc} (not retried: "

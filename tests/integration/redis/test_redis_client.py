@@ -136,8 +136,11 @@ def test_wrong_password_is_a_clear_error(server: PrivateRedis) -> None:
         with pytest.raises(RespConnectionError, match="refused the connection: WRONGPASS"):
             await conn.execute("PING")
         broker = RedisBroker(url)
-        with pytest.raises(BrokerError, match=r"Redis broker .*ConnectionError.*WRONGPASS"):
+        with pytest.raises(
+            BrokerError, match=r"Redis broker .*AuthenticationError.*WRONGPASS"
+        ) as info:
             await broker.connect()
+        assert info.value.refused  # not retried at start-up
         await broker.close()
 
     run(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -20,10 +21,13 @@ from aiormq.connection import TransportFactory
 from aiormq.exceptions import (
     AMQPConnectionError,
     AMQPError,
+    AuthenticationError,
     ChannelInvalidStateError,
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    ConnectionNotAllowed,
+    ProbableAuthenticationError,
 )
 from aiormq.exceptions import PublishError as Returned
 from yarl import URL
@@ -32,11 +36,18 @@ from celeriac.transports.amqp.codec import GetEmpty, Received
 from celeriac.transports.amqp.control import Bucket
 from celeriac.transports.amqp.delay import LEVELS, delay_queue
 from celeriac.transports.amqp.wire import Coalescing, ConsumerTap, Wire, WireProtocol
+from celeriac.transports.keepalive import tune_keepalive
 
 #: a message from a consumer: the fast lane's, or aiormq's (``basic.get``, other consumers)
 Incoming = DeliveredMessage | Received
 #: what connection trouble raises
 ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, asyncio.TimeoutError)
+#: what RabbitMQ raises when it refuses the connection (credentials, vhost): connecting
+#: again cannot help
+REFUSED = (AuthenticationError, ProbableAuthenticationError, ConnectionNotAllowed)
+#: the heartbeat (seconds) a broker connection asks for when ``broker_heartbeat`` is not
+#: set: RabbitMQ's advice is 5 to 20 s; a connection silent this long is dropped
+DEFAULT_HEARTBEAT = 10
 
 
 class _QuietConnect(logging.Filter):
@@ -63,9 +74,10 @@ def quiet_aiormq() -> None:
 class _CoalescingFactory(TransportFactory):
     """Opens the socket with :class:`WireProtocol` and a coalescing transport."""
 
-    def __init__(self, wire: Wire, tls: bool) -> None:
+    def __init__(self, wire: Wire, tls: bool, heartbeat: float) -> None:
         self.wire = wire
         self.tls = tls
+        self.heartbeat = heartbeat
 
     async def create(
         self, url: URL, **kwargs: Any
@@ -85,6 +97,9 @@ class _CoalescingFactory(TransportFactory):
             )
         except OSError as exc:
             raise AMQPConnectionError(*exc.args) from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            tune_keepalive(sock, self.heartbeat)
         coalescing = Coalescing(transport)
         self.wire.transport = coalescing
         writer = asyncio.StreamWriter(coalescing, protocol, reader, loop)  # type: ignore[arg-type]
@@ -93,17 +108,51 @@ class _CoalescingFactory(TransportFactory):
 
 class Connection(aiormq.Connection):
     """An aiormq connection whose frames of one loop pass go out in one write, with a
-    fast lane (:class:`Wire`) for deliveries and reply publishes."""
+    fast lane (:class:`Wire`) for deliveries and reply publishes.
+
+    Its deadline is the heartbeat negotiated: RabbitMQ sends a frame every half of it,
+    so a connection from which nothing came for a whole heartbeat (two missed, as
+    RabbitMQ itself counts) is dead, and is dropped with :attr:`dead` saying why (aiormq
+    would wait three heartbeats and a second before it noticed)."""
 
     def __init__(self, url: str) -> None:
         self.wire = Wire()
-        tls = URL(url).scheme == "amqps"
-        super().__init__(url, transport_factory=_CoalescingFactory(self.wire, tls))
+        parsed = URL(url)
+        tls = parsed.scheme == "amqps"
+        asked = parsed.query.get("heartbeat")
+        # TCP keepalive's timers follow the heartbeat; a connection without heartbeats
+        # (rpc:// results, by default) gets the default's, its only deadline
+        heartbeat = float(asked) if asked and float(asked) > 0 else DEFAULT_HEARTBEAT
+        super().__init__(url, transport_factory=_CoalescingFactory(self.wire, tls, heartbeat))
+        #: why the heartbeat check dropped the connection (None: it did not)
+        self.dead: BaseException | None = None
+        self._watch: asyncio.TimerHandle | None = None
 
     async def connect(self, client_properties: Any = None) -> bool:
         result = await super().connect(client_properties)
         self.wire.frame_max = int(getattr(self.connection_tune, "frame_max", 0) or 0)
+        beat = float(getattr(self.connection_tune, "heartbeat", 0) or 0)
+        if beat > 0:
+            self.wire.last_read = time.monotonic()
+            self._check_heartbeat(beat)
         return bool(result)
+
+    def _check_heartbeat(self, beat: float) -> None:
+        self._watch = None
+        transport = self.wire.transport
+        if self.is_closed or transport is None or transport.is_closing():
+            return
+        silent = time.monotonic() - self.wire.last_read
+        if silent >= beat:
+            self.dead = ConnectionError(
+                f"missed heartbeats: nothing from RabbitMQ for {silent:.1f} s "
+                f"(heartbeat {beat:g} s)"
+            )
+            self.wire.lost(self.dead)
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        self._watch = loop.call_later(max(beat - silent, beat / 4), self._check_heartbeat, beat)
 
 
 def connection(url: str) -> Connection:
@@ -186,7 +235,8 @@ class Session:
         self.buckets.clear()
 
     def on_close(self, future: asyncio.Future[Any]) -> None:
-        self.fail(None if future.cancelled() else future.exception())
+        dead = self.conn.dead  # the heartbeat check's reason comes first
+        self.fail(dead or (None if future.cancelled() else future.exception()))
 
     @property
     def stream_tag(self) -> str:
@@ -251,8 +301,10 @@ async def gather(coros: Sequence[Any]) -> None:
 
 
 __all__ = [
+    "DEFAULT_HEARTBEAT",
     "ERRORS",
-    "LEVELS",  # re-exported: tests name the cascade's levels through this module
+    "LEVELS",
+    "REFUSED",  # re-exported: tests name the cascade's levels through this module
     "AMQPError",
     "Channel",
     "ChannelInvalidStateError",

@@ -19,7 +19,9 @@ from celeriac.protocol import Message
 from celeriac.transports.amqp import control as _ctl
 from celeriac.transports.amqp.codec import AnyProperties, Cancel, Properties, copy_properties
 from celeriac.transports.amqp.connection import (
+    DEFAULT_HEARTBEAT,
     ERRORS,
+    REFUSED,
     Channel,
     ChannelPreconditionFailed,
     Returned,
@@ -53,7 +55,8 @@ class AMQPCore(Broker):
     def __init__(self, url: str = "amqp://", *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         opts = self.options
-        self._url = connection_url(url, opts.get("heartbeat"))
+        heartbeat = opts.get("heartbeat")
+        self._url = connection_url(url, DEFAULT_HEARTBEAT if heartbeat is None else heartbeat)
         self._timeout = float(opts.get("connect_timeout", 10))
         self._confirm = bool(opts.get("confirm_publish", True))
         self._dlq = str(opts.get("dead_letter_queue", DEAD_LETTER_QUEUE))
@@ -108,7 +111,9 @@ class AMQPCore(Broker):
                 await conn.close()
             if isinstance(exc, ERRORS):
                 where = mask_url(self._url)
-                raise BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}") from exc
+                error = BrokerError(f"cannot connect to RabbitMQ at {where}: {exc!r}")
+                error.refused = isinstance(exc, REFUSED)
+                raise error from exc
             raise
         self._sessions += 1
         s = Session(self._sessions, conn, consume)
@@ -140,6 +145,7 @@ class AMQPCore(Broker):
         ):
             if self._s is not None:
                 self._s.fail(exc)
+                exc = self._s.conn.dead or exc  # the heartbeat check's reason first
             return BrokerError(f"RabbitMQ {mask_url(self._url)}: {exc!r}")
         return exc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,6 +64,7 @@ class Pidbox(AMQPCore):
         its own so that control never waits behind task traffic."""
         queue = f"{hostname}.celery.pidbox"
         failures = 0
+        lost_at = 0.0
         while True:
             conn = connection(self._url)
             try:
@@ -96,12 +98,17 @@ class Pidbox(AMQPCore):
                 if listening is not None:
                     listening()
                 if failures:
-                    logger.info("Remote control: listening on %s again", queue)
+                    after = time.monotonic() - lost_at
+                    logger.warning(
+                        "Remote control: listening on %s again after %.1f s", queue, after
+                    )
                     failures = 0
                 await conn.closing
             except (*ERRORS, CeleriacError) as exc:
                 if failures == 0:
-                    logger.warning("Remote control: lost %s (%r); reconnecting", queue, exc)
+                    lost_at = time.monotonic()
+                    reason = conn.dead or exc  # the heartbeat check's reason first
+                    logger.warning("Remote control: lost %s (%r); reconnecting", queue, reason)
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * failures))
             finally:

@@ -8,6 +8,7 @@ is anything with a ``number`` and a ``closing`` future."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -216,6 +217,7 @@ class Wire:
         self.taps: dict[int, Tap] = {}
         self.transport: Coalescing | None = None
         self.frame_max = 0
+        self.last_read = 0.0  # time.monotonic() when data last came (heartbeat check)
 
     def write(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -253,6 +255,7 @@ class WireProtocol(asyncio.StreamReaderProtocol):
         self._raw = False  # the server answered with a protocol header: pass all on
 
     def data_received(self, data: bytes) -> None:
+        self._wire.last_read = time.monotonic()
         if self._raw:
             super().data_received(data)
             return

@@ -13,8 +13,9 @@ first (``priority_order='lower_first'`` reads the buckets in Celery's order).
 ``global_keyprefix``, ``visibility_timeout``, ``polling_interval``, ``priority_order``,
 ``eta_in_queue``, ``foreign_visibility_timeout``, ``master_name`` and ``sentinel_kwargs``
 (sentinel), and the client's ``socket_timeout`` (default 30), ``socket_connect_timeout``
-(default 5), ``socket_keepalive`` (``max_connections`` and ``health_check_interval`` are
-accepted and do nothing: one warning line says so).
+(default 5), ``socket_keepalive``, ``health_check_interval`` (default 5: every
+connection's deadline, :mod:`.resp_async`; ``max_connections`` is accepted and does
+nothing: one warning line says so).
 
 The layout, priorities, fetching, delays and delivery in detail:
 ``docs/internals/redis.md``.

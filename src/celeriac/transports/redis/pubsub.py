@@ -1,12 +1,16 @@
 """One Redis pub/sub listener for the broker's remote control (SUBSCRIBE to the pidbox
 channel) and its events (PSUBSCRIBE to ``celeryev`` patterns): subscribe and wait for
 every confirmation, hand each readable kombu envelope to the handler, and reconnect with
-backoff after a lost connection (one warning, one line when listening again)."""
+backoff after a lost connection (one warning, one line when listening again, saying
+after how long). The connection's health check (:mod:`.resp_async`) PINGs it while it
+is quiet, so a connection lost silently is noticed within twice
+``health_check_interval``, not never."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -37,6 +41,7 @@ async def listen(
     noun = "event" if patterns else "request"
     named = ", ".join(channels)
     failures = 0
+    lost_at = 0.0
     while True:
         items: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
         conn = connection(where, push=items.put_nowait, on_lost=items.put_nowait)
@@ -45,7 +50,8 @@ async def listen(
             if listening is not None:
                 listening()
             if failures:
-                logger.info("%s: listening on %s again", what, named)
+                after = time.monotonic() - lost_at
+                logger.warning("%s: listening on %s again after %.1f s", what, named, after)
                 failures = 0
             while True:
                 item = await items.get()
@@ -61,6 +67,7 @@ async def listen(
                 await handler(message)
         except (RespError, OSError) as exc:
             if failures == 0:
+                lost_at = time.monotonic()
                 logger.warning("%s: lost %s (%s); reconnecting", what, named, exc)
             failures += 1
             await asyncio.sleep(min(5.0, 0.25 * failures))

@@ -66,6 +66,13 @@ class RespConnectionError(RespError):
     kind = "ConnectionError"
 
 
+class RespRefusedError(RespConnectionError):
+    """The server answered the connection's AUTH, HELLO or SELECT with an error (a wrong
+    password, an unknown user, a database out of range): connecting again cannot help."""
+
+    kind = "AuthenticationError"
+
+
 class RespTimeoutError(RespConnectionError):
     """The server did not answer within the socket timeout."""
 
@@ -140,7 +147,11 @@ def make_reader() -> Any:
 # --------------------------------------------------------------------------- endpoints
 
 _SCHEMES = {"redis", "rediss", "unix", "redis+socket"}
-_TIMEOUT_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+_TIMEOUT_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval")
+#: seconds of silence after which a connection is probed with PING, and then how long the
+#: reply may take (the default of ``health_check_interval``): a silent connection is
+#: found dead within twice this
+HEALTH_CHECK_INTERVAL = 5.0
 _SSL_OPTIONS = (
     "ssl_cert_reqs",
     "ssl_ca_certs",
@@ -149,13 +160,13 @@ _SSL_OPTIONS = (
     "ssl_check_hostname",
 )
 #: Options the client honours (in the URL's query or the transport options: timeouts,
-#: ``socket_keepalive``, for ``rediss://`` the ``ssl_*`` ones), or accepts and needs
-#: nothing for (``max_connections``, ``health_check_interval``: ``scripts.target`` logs
-#: once that they do nothing here).
+#: ``socket_keepalive``, ``health_check_interval``, for ``rediss://`` the ``ssl_*`` ones),
+#: or accepts and needs nothing for (``max_connections``: ``scripts.target`` logs once
+#: that it does nothing here).
 _KNOWN_OPTIONS = frozenset(
     {
         *("db", "password", "username", "socket_keepalive", "protocol"),
-        *("max_connections", "health_check_interval"),
+        "max_connections",
         *_TIMEOUT_OPTIONS,
         *_SSL_OPTIONS,
     }
@@ -186,6 +197,7 @@ class Endpoint:
     connect_timeout: float | None = 5.0
     socket_timeout: float | None = 30.0
     keepalive: bool = True
+    health_check: float | None = HEALTH_CHECK_INTERVAL
 
     @property
     def where(self) -> str:
@@ -266,6 +278,7 @@ def _timeouts(options: dict[str, Any]) -> dict[str, Any]:
         "connect_timeout": _seconds(options.get("socket_connect_timeout", 5.0)),
         "socket_timeout": _seconds(options.get("socket_timeout", 30.0)),
         "keepalive": _flag(options.get("socket_keepalive", True)),
+        "health_check": _seconds(options.get("health_check_interval", HEALTH_CHECK_INTERVAL)),
     }
 
 
@@ -371,6 +384,7 @@ __all__ = [
     "ReplyError",
     "RespConnectionError",
     "RespError",
+    "RespRefusedError",
     "RespTimeoutError",
     "Sentinels",
     "encode_command",

@@ -19,17 +19,26 @@ later. For a ``sentinel://`` URL each connection first asks the sentinels, in or
 master. A call that gets no reply within the socket timeout (plus the block time it
 asked for) fails with :class:`~.resp.RespTimeoutError` and drops the connection: the
 replies it still owes would belong to the wrong callers.
+
+Every connection has a deadline (the endpoint's ``health_check``, the
+``health_check_interval`` option, 5 s by default): one silent that long while idle is
+sent a PING, and one that owes replies (to that PING or to any call but a blocking one)
+and has received nothing for that long is dropped as dead, so a connection lost without
+a FIN or RST (a NAT's idle timeout, a frozen network) is found within twice the
+interval, pub/sub subscribers included. TCP keepalive with short timers, and a TCP user
+timeout, are the second line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celeriac.transports.keepalive import tune_keepalive
 from celeriac.transports.redis.resp import (
     NEED_DATA,
     PUSH,
@@ -38,6 +47,7 @@ from celeriac.transports.redis.resp import (
     ReplyError,
     RespConnectionError,
     RespError,
+    RespRefusedError,
     RespTimeoutError,
     Sentinels,
     encode_commands,
@@ -45,6 +55,9 @@ from celeriac.transports.redis.resp import (
 )
 
 Push = Callable[[list[Any]], None]
+#: error replies to AUTH/HELLO/SELECT that a later connection may not get (the others,
+#: WRONGPASS, NOAUTH, NOPERM, a database out of range, are a refusal)
+_TRANSIENT = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"})
 
 
 class _Protocol(asyncio.Protocol):
@@ -58,12 +71,57 @@ class _Protocol(asyncio.Protocol):
         self.push = push
         self.on_lost = on_lost
         self.follow_master = False  # a sentinel's master: READONLY means it was demoted
+        #: the health check (see the module docstring): the interval (None: none), when
+        #: data last came, when a request was last sent to an idle connection, how many
+        #: blocking calls are in flight, and the timer of the next check
+        self.interval: float | None = None
+        self.last_read = self.asked_at = time.monotonic()
+        self.blocking = 0
+        self.blocking_until = 0.0
+        self.probe: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def watch(self, interval: float | None) -> None:
+        """Start the health check (``interval`` None: none)."""
+        self.interval = interval
+        if interval is not None and self.lost is None:
+            self.last_read = time.monotonic()
+            self._schedule(interval)
+
+    def _schedule(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.probe = loop.call_later(max(delay, 0.01), self._check)
+
+    def _check(self) -> None:
+        """Drop the connection if it owes replies and is silent past the deadline; PING
+        it if it is idle and silent that long; then plan the next check."""
+        interval, self.probe = self.interval, None
+        if interval is None or self.lost is not None or self.transport is None:
+            return
+        now = time.monotonic()
+        if self.blocking or now < self.blocking_until:  # its own timeout covers it
+            self._schedule(interval)
+            return
+        if self.waiting:
+            since = max(self.last_read, self.asked_at)
+            if now - since >= interval:
+                self.fail(RespTimeoutError(f"no reply from the server for {now - since:.1f} s"))
+                return
+            self._schedule(since + interval - now)
+            return
+        if now - self.last_read >= interval:
+            self.asked_at = now
+            self.transport.write(encode_commands([("PING",)]))
+            self.waiting.append(asyncio.get_running_loop().create_future())
+            self._schedule(interval)
+            return
+        self._schedule(self.last_read + interval - now)
+
     def data_received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
         reader, waiting, push = self.reader, self.waiting, self.push
         reader.feed(data)
         while (reply := reader.gets()) is not NEED_DATA:
@@ -92,6 +150,9 @@ class _Protocol(asyncio.Protocol):
         first = self.lost is None
         if first:
             self.lost = exc
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -161,8 +222,9 @@ class AsyncConnection:
             where = ep.where
             raise RespConnectionError(f"Error {exc.errno} connecting to {where}. {exc}") from None
         if not ep.path:
-            _tune(transport, ep.keepalive)
+            _tune(transport, ep.keepalive, ep.health_check)
         proto.follow_master = not isinstance(target, Endpoint)
+        proto.watch(ep.health_check)
         hello: list[tuple[Arg, ...]] = []
         if self._push is not None:
             auth = () if ep.password is None else ("AUTH", ep.username or "default", ep.password)
@@ -175,8 +237,11 @@ class AsyncConnection:
         if hello:
             for reply in await self._call(proto, hello, 0.0):
                 if isinstance(reply, ReplyError):
-                    proto.fail(RespConnectionError(f"Redis refused the connection: {reply}"))
-                    raise RespConnectionError(f"Redis refused the connection: {reply}")
+                    text = f"Redis refused the connection: {reply}"
+                    proto.fail(RespConnectionError(text))
+                    if reply.code in _TRANSIENT:  # the server is starting or busy
+                        raise RespConnectionError(text)
+                    raise RespRefusedError(text)
         return proto
 
     async def pipeline(
@@ -219,6 +284,8 @@ class AsyncConnection:
             raise RespConnectionError(str(proto.lost))
         loop = asyncio.get_running_loop()
         assert proto.transport is not None
+        if not proto.waiting:
+            proto.asked_at = time.monotonic()
         proto.transport.write(encode_commands(commands))
         if replies == 0:
             return []
@@ -230,6 +297,8 @@ class AsyncConnection:
         if timeout is not None:
             expired = RespTimeoutError("Timeout reading from the server")
             timer = loop.call_later(timeout + block, proto.fail, expired)
+        if block:
+            proto.blocking += 1
         try:
             # replies come in order and a lost connection fails them all: the last one
             # done means every one is (a cancelled caller leaves the rest to be resolved
@@ -238,6 +307,11 @@ class AsyncConnection:
                 await futures[-1]
             return [future.result() for future in futures]
         finally:
+            if block:
+                proto.blocking -= 1
+                if not futures[-1].done():  # a cancelled caller: the reply may still wait
+                    until = time.monotonic() + block
+                    proto.blocking_until = max(proto.blocking_until, until)
             if timer is not None:
                 timer.cancel()
 
@@ -253,11 +327,10 @@ class AsyncConnection:
             connecting.cancel()
 
 
-def _tune(transport: asyncio.BaseTransport, keepalive: bool) -> None:
+def _tune(transport: asyncio.BaseTransport, keepalive: bool, interval: float | None) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and keepalive:  # asyncio already sets TCP_NODELAY
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        tune_keepalive(sock, interval)
 
 
 async def resolve_master(sentinels: Sentinels) -> Endpoint:

@@ -17,11 +17,13 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from celeriac.exceptions import BackendError, BrokerError
 from celeriac.transports.redis.layout import key_prefix, script_source, split_url
 from celeriac.transports.redis.resp import (
     Endpoint,
     ReplyError,
     RespError,
+    RespRefusedError,
     Sentinels,
     parse_target,
 )
@@ -32,8 +34,9 @@ logger = logging.getLogger("celeriac.transports.redis")
 
 
 #: Options of redis-py's pool that this client accepts but has no use for (one
-#: connection per use, no pool; a dead connection is noticed by the call that meets it).
-INERT_OPTIONS = ("max_connections", "health_check_interval")
+#: connection per use, no pool). ``health_check_interval`` is not one: it sets how soon
+#: a silent connection is PINGed and found dead (:mod:`.resp_async`).
+INERT_OPTIONS = ("max_connections",)
 _warned: set[str] = set()
 
 
@@ -96,13 +99,18 @@ def first_error(replies: list[Any]) -> list[Any]:
 
 
 @contextlib.contextmanager
-def translated_errors(what: str, url: str, error: type[Exception]) -> Iterator[None]:
+def translated_errors(
+    what: str, url: str, error: type[BrokerError | BackendError]
+) -> Iterator[None]:
     """Raise the client's and the socket's errors as ``error`` (BrokerError,
-    BackendError), naming ``what`` and the URL with its password masked."""
+    BackendError), naming ``what`` and the URL with its password masked (``refused``
+    when the server refused the connection)."""
     try:
         yield
     except RespError as exc:
-        raise error(f"{what} {mask_url(url)}: {exc.kind}: {exc}") from exc
+        translated = error(f"{what} {mask_url(url)}: {exc.kind}: {exc}")
+        translated.refused = isinstance(exc, RespRefusedError)
+        raise translated from exc
     except OSError as exc:
         raise error(f"{what} {mask_url(url)}: {type(exc).__name__}: {exc}") from exc
 
