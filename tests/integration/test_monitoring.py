@@ -175,6 +175,46 @@ def test_inspect_answers_on_the_memory_broker(command: str) -> None:
         assert not (isinstance(reply, dict) and "error" in reply), reply
 
 
+def test_inspect_scheduled_and_revoked_answer_what_the_worker_holds_and_knows() -> None:
+    app = Celery("memsched", broker="memory://scheduled-revoked")
+    gate = threading.Event()
+
+    @app.task(name="mem.block")
+    def block() -> int:
+        gate.wait(20)
+        return 1
+
+    @app.task(name="mem.later")
+    def later(x: int) -> int:
+        return x
+
+    worker = TestWorker(app)  # one thread: what comes while mem.block runs waits
+    worker.consumer.control = True
+    host = "testworker@localhost"
+    try:
+        with worker:
+            blocked = block.delay()
+            inspect = app.control.inspect([host], timeout=2)
+            wait_until(lambda: len((inspect.active() or {}).get(host, [])) == 1, 10, "blocking")
+            assert inspect.scheduled() == {host: []}
+            soon = later.apply_async((7,), countdown=0.3, priority=3)
+            now = later.delay(8)  # no ETA: reserved, not scheduled
+            # the broker keeps it for 0.3 s; then the worker holds it behind mem.block
+            wait_until(lambda: (inspect.scheduled() or {}).get(host), 10, "it is scheduled")
+            (entry,) = (inspect.scheduled() or {})[host]
+            assert entry["priority"] == 6 and entry["eta"].startswith("20")
+            assert entry["request"]["id"] == soon.id and entry["request"]["args"] == [7]
+            assert {r["id"] for r in (inspect.reserved() or {})[host]} == {soon.id, now.id}
+            assert inspect.revoked() == {host: []}
+            app.control.revoke(["dead-1", "dead-2"])
+            assert sorted((inspect.revoked() or {})[host]) == ["dead-1", "dead-2"]
+            gate.set()
+            assert (blocked.get(timeout=10), soon.get(timeout=10)) == (1, 7)
+            assert inspect.scheduled() == {host: []}
+    finally:
+        gate.set()
+
+
 SENDING = (
     TASKS.replace('"montasks",', '"montasks", task_send_sent_event=True,')
     + """

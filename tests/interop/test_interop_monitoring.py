@@ -45,11 +45,13 @@ def retry(self):
         raise self.retry(countdown=0)
     return "again"
 
-@app.task(name="mon.sleep")
-def sleep(seconds):
-    import time
-    time.sleep(seconds)
-    return seconds
+@app.task(name="mon.hold")
+def hold(path):
+    import os, time
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(path)
 """
 
 CELERY_TASKS = """
@@ -193,17 +195,23 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
             assert app.send_task("mon.retry").get(timeout=20) == "again"
             doomed = app.send_task("mon.add", (1, 1), countdown=2)
             app.control.revoke(doomed.id)
-            running = app.send_task("mon.sleep", (6,))
+            gate = tmp_path / "gate"  # both children hold a task until it exists
+            running = app.send_task("mon.hold", (str(gate),))
+            other = app.send_task("mon.hold", (str(gate),))
             wait_until(
                 lambda: (
-                    "task-started" in captured.types()
-                    and any(
-                        e["type"] == "task-started" and e["uuid"] == running.id
-                        for e in captured.events
-                    )
+                    {running.id, other.id}
+                    <= {e["uuid"] for e in captured.events if e["type"] == "task-started"}
                 ),
                 20,
-                "the sleeping task started",
+                "both holding tasks started",
+            )
+            # back from the broker at its ETA, it waits in a child for a free process
+            soon = app.send_task("mon.add", (5, 5), countdown=0.3)
+            wait_until(
+                lambda: (app.control.inspect([host], timeout=3).scheduled() or {}).get(host),
+                20,
+                "the countdown task held",
             )
             # Celery's CLI: every inspect command, one answer from the worker, no error
             for cmd in (
@@ -223,9 +231,14 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 answer = ask("inspect", cmd)
                 assert not (isinstance(answer, dict) and "error" in answer), (cmd, answer)
                 if cmd == "active":
-                    assert [t["id"] for t in answer] == [running.id]
+                    assert {t["id"] for t in answer} == {running.id, other.id}
                     found = ask("inspect", "query_task", running.id)
                     assert found[running.id][0] == "active", found
+                if cmd == "scheduled":
+                    assert [e["request"]["id"] for e in answer] == [soon.id], answer
+                    assert answer[0]["eta"] and answer[0]["priority"] == 6
+                if cmd == "revoked":
+                    assert doomed.id in answer, answer
                 if cmd == "stats":
                     assert answer["pool"]["max-concurrency"] == 2
                     assert len(answer["pool"]["processes"]) == 2
@@ -249,7 +262,9 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 return len(stats[host]["pool"]["processes"]) if host in stats else 0
 
             wait_until(lambda: processes() == 3, 20, "the pool grew to 3 processes")
-            assert running.get(timeout=20) == 6
+            gate.touch()
+            assert (running.get(timeout=20), other.get(timeout=20)) == (True, True)
+            assert soon.get(timeout=20) == 10
             wait_until(lambda: captured.types() >= TASK_TYPES, 20, "every task event type")
         finally:
             app.close()

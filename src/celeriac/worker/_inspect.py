@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from celeriac import __version__
 from celeriac._rates import parse_rate
 from celeriac.protocol import safe_repr
+from celeriac.transports.capabilities import RevocationListing
 from celeriac.utils.log import mask_url
 from celeriac.worker._state import read_pool
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from celeriac.worker.consumer import Consumer
 
 Command = Callable[["Consumer", dict[str, Any]], Awaitable[Any]]
+#: ``inspect revoked`` answers at most this many ids (Celery's ``REVOKES_MAX``)
+REVOKED_MAX = 50_000
 COMMANDS: dict[str, Command] = {}
 
 
@@ -71,12 +74,21 @@ async def reserved(consumer: Consumer, args: dict[str, Any]) -> Any:
 
 @command("scheduled", "dump_schedule")
 async def scheduled(consumer: Consumer, args: dict[str, Any]) -> Any:
-    return []  # countdown/ETA messages wait in the broker, never in a celeriac worker
+    """The held requests that carry an ETA or countdown. A celeriac worker hands a task
+    whose ETA is ahead back to the broker, which keeps it until then; what it holds
+    with an ETA has come back at that time and waits for a pool slot (so it is in
+    ``reserved`` too, unlike Celery's, which keeps it in its timer until the ETA)."""
+    return [r for s in consumer.monitor.snapshots() for r in s.get("scheduled") or ()]
 
 
 @command("revoked", "dump_revoked")
 async def revoked(consumer: Consumer, args: dict[str, Any]) -> Any:
-    return []  # revocations are in the broker's store, not in the worker's memory
+    """The ids of the live revocations in the broker's durable store (every worker sees
+    the same), the newest first, at most as many as Celery keeps (50,000)."""
+    store = consumer.revocation_store
+    if not isinstance(store, RevocationListing):
+        return []
+    return await store.revoked_ids(REVOKED_MAX)
 
 
 @command("query_task")

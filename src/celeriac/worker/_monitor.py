@@ -83,6 +83,17 @@ def request_info(job: Job, hostname: str) -> dict[str, Any]:
     }
 
 
+def scheduled_info(job: Job, hostname: str) -> dict[str, Any]:
+    """A held request with an ETA as Celery's ``inspect scheduled`` shows it (priority:
+    that of Celery's timer entry for ETA tasks, always 6)."""
+    eta = job.call.eta
+    return {
+        "eta": eta.isoformat() if eta is not None else None,
+        "priority": 6,
+        "request": request_info(job, hostname),
+    }
+
+
 class WorkerMonitor(Middleware):
     """One consumer's events, counts and shared state; see the module docstring."""
 
@@ -334,6 +345,7 @@ class WorkerMonitor(Middleware):
             "metrics": self.metrics.snapshot(),
             "active": [request_info(j, host) for j in running],
             "reserved": [request_info(j, host) for j in waiting],
+            "scheduled": [scheduled_info(j, host) for j in waiting if j.call.eta is not None],
         }
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -392,4 +404,11 @@ def _queue(request: Context) -> str:
     return str(request.delivery_info.get("routing_key") or "")
 
 
-__all__ = ["HEARTBEAT_INTERVAL", "SOFTWARE", "WorkerMonitor", "load_average", "request_info"]
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "SOFTWARE",
+    "WorkerMonitor",
+    "load_average",
+    "request_info",
+    "scheduled_info",
+]
