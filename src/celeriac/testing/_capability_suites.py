@@ -24,6 +24,7 @@ from celeriac.transports.capabilities import (
     QueueBindings,
     RateLimitStore,
     RemoteControl,
+    RevocationListing,
     RevocationStore,
 )
 
@@ -122,6 +123,10 @@ class RevocationConformance:
                 while ids[1] in await b.revoked(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 assert await b.revoked(ids) == {ids[0]: Revocation(True, "SIGKILL")}
+                if isinstance(b, RevocationListing):  # inspect revoked: the live ids
+                    live = await b.revoked_ids(50_000)
+                    assert ids[0] in live and ids[1] not in live
+                    assert len(await b.revoked_ids(1)) == 1
                 await b.ack(batch)
 
         run(main())
