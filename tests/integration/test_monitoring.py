@@ -23,10 +23,11 @@ from support import WorkerProcess, wait_until, write_module
 
 CELERIAC = shutil.which("celeriac", path=os.path.dirname(sys.executable)) or "celeriac"
 
-TASKS = """
+SQLITE = "f\"sqlite:///{pathlib.Path(__file__).resolve().parent / 'b.db'}\""
+TASKS = f"""
 import pathlib
 from celeriac import Celery
-app = Celery("montasks", broker=f"sqlite:///{pathlib.Path(__file__).resolve().parent / 'b.db'}")
+app = Celery("montasks", broker={SQLITE})
 
 @app.task(name="mon.add")
 def add(x, y):
@@ -328,17 +329,25 @@ def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
         app.close()
 
 
-def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: Path) -> None:
-    """While nobody listens, a worker on SQLite builds no task events (the broker would
-    drop them); a monitor that starts later gets the events of the tasks that follow."""
+@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+def test_a_monitor_started_after_the_worker_gets_its_task_events(
+    tmp_path: Path, broker: str, request: pytest.FixtureRequest
+) -> None:
+    """While nobody listens, a worker on SQLite or Redis builds no task events (the
+    broker would drop them: SQLite's listener table, the receiver count of Redis's
+    PUBLISH tell); a monitor that starts later gets the events of the tasks that
+    follow."""
     import asyncio
     import contextlib
 
-    write_module(tmp_path, "montasks", TASKS)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    if broker == "redis":
+        url = request.getfixturevalue("redis_db")
+    write_module(tmp_path, "montasks", TASKS.replace(SQLITE, repr(url)))
     host = "sq2@localhost"
     worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host)
     worker.env["PYTHONPATH"] = str(tmp_path)
-    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    app = Celery("montasks", broker=url)
     got: list[dict[str, Any]] = []
     listening, stop = threading.Event(), threading.Event()
 

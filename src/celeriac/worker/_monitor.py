@@ -7,12 +7,14 @@ files the children share (:mod:`celeriac.worker._state`).
 Task events are built in the hooks (in the executing thread) and buffered; the consumer's
 loop publishes them within :data:`FLUSH_EVERY` seconds, or sooner after a settled batch,
 so one publish carries many events. On a broker that knows whether anyone listens
-(SQLite's ``task_events_listened``), no task events are built while nobody does."""
+(``task_events_listened``: SQLite's listener table, the receiver count of Redis's
+PUBLISH), no task events are built while nobody does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import platform
@@ -261,7 +263,7 @@ class WorkerMonitor(Middleware):
         next_write = next_read = now
         every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
         probe = getattr(broker, "task_events_listened", None) or _always
-        self._listeners(probe)
+        await self._listeners(probe)
         while True:
             assert self._kick is not None
             with contextlib.suppress(asyncio.TimeoutError):
@@ -277,7 +279,7 @@ class WorkerMonitor(Middleware):
                     self.shared.write_snapshot(self.snapshot())
                 else:
                     held_back = True  # the events wait for the next snapshot
-            self._listeners(probe)
+            await self._listeners(probe)
             if not held_back:
                 await self.dispatcher.flush(broker)
             if self.shared is not None and now >= next_read:
@@ -291,8 +293,17 @@ class WorkerMonitor(Middleware):
                     next_beat = now + self.heartbeat_interval
                 await self._worker_event(broker, "worker-heartbeat")
 
-    def _listeners(self, probe: Any) -> None:
-        self.listened = bool(probe())
+    async def _listeners(self, probe: Any) -> None:
+        if not self.task_events:
+            return
+        try:
+            heard = probe()
+            if inspect.isawaitable(heard):
+                heard = await heard
+        except Exception as exc:  # best effort, as the events: build them
+            logger.debug("Could not tell whether anyone listens to events: %s", exc)
+            heard = True
+        self.listened = bool(heard)
         if not self.listened:
             self.dispatcher.buffer.clear()  # the broker would drop them
 
