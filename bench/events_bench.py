@@ -2,13 +2,16 @@
 off, the median of K rounds each, alternating.
 
     python bench/events_bench.py [--n 20000] [--repeat 3] [--redis-url redis://host/db]
+                                 [--amqp-url amqp://guest:guest@host:5672] [--listen]
 
 Each round enqueues N no-op tasks, starts ``celeriac worker -P prefork -c 2`` (with or
 without ``-E``; worker heartbeats are on in both), and times from "ready." until every
 result is stored. SQLite runs in a temporary directory; with ``--redis-url`` (a database
-of its own: it is flushed) Redis runs too. With ``--listen``, a receiver in this process
-reads every event while events are on (as a monitor would; on a 2-core machine it takes
-CPU from the worker it measures).
+of its own: it is flushed) Redis runs too; with ``--amqp-url`` RabbitMQ too, on a vhost
+made for the run (``rabbitmqctl``) and deleted at the end, results in the Redis database
+(``--redis-url`` is then needed). With ``--listen``, a receiver in this process reads
+every event while events are on (as a monitor would; on a 2-core machine it takes CPU
+from the worker it measures).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = """
 import os
 from celeriac import Celery
-app = Celery("benchev", broker=os.environ["BENCH_URL"])
+app = Celery("benchev", broker=os.environ["BENCH_URL"], backend=os.environ.get("BENCH_BACKEND"))
 
 @app.task(name="benchev.noop")
 def noop():
@@ -49,7 +52,13 @@ def run_python(url: str, code: str) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
+def backend_of(url: str) -> str | None:
+    """Where results go: the broker itself (SQLite, Redis) or, on RabbitMQ, Redis."""
+    return os.environ["BENCH_REDIS"] if url.startswith("amqp") else None
+
+
 def counter(url: str, n: int):  # type: ignore[no-untyped-def]
+    url = backend_of(url) or url
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[1]
         conn = sqlite3.connect(path)
@@ -86,6 +95,10 @@ def listen(url: str, stop: threading.Event, seen: list[int]) -> None:
 
 
 def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, int]:
+    if backend_of(url):
+        os.environ["BENCH_BACKEND"] = backend_of(url) or ""
+    else:
+        os.environ.pop("BENCH_BACKEND", None)
     enqueue(url, n)
     count = counter(url, n)
     argv = [sys.executable, "-m", "celeriac", "-A", "benchev", "worker", "-c", "2", "-l", "WARNING"]
@@ -126,10 +139,31 @@ def reset(url: str) -> None:
         path = Path(url.split("sqlite:///", 1)[1])
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
+    elif url.startswith("amqp"):
+        ctl = os.environ.get("RABBITMQCTL", "rabbitmqctl")
+        vhost = url.rsplit("/", 1)[1]
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True, check=False)
+        subprocess.run([ctl, "-q", "add_vhost", vhost], capture_output=True, check=True)
+        subprocess.run(
+            [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            capture_output=True,
+            check=True,
+        )
+        reset(os.environ["BENCH_REDIS"])
     else:
         import redis
 
         redis.Redis.from_url(url).flushdb()
+
+
+def drop(url: str) -> None:
+    if url.startswith("amqp"):
+        ctl = os.environ.get("RABBITMQCTL", "rabbitmqctl")
+        vhost = url.rsplit("/", 1)[1]
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True, check=False)
+        reset(os.environ["BENCH_REDIS"])
+    else:
+        reset(url)
 
 
 def main() -> None:
@@ -137,6 +171,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--amqp-url", default=None, help="amqp://user:pass@host:port")
     parser.add_argument("--listen", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
@@ -145,6 +180,11 @@ def main() -> None:
         Path(tmp, "benchev.py").write_text(TASKS)
         urls = [] if args.skip_sqlite else [f"sqlite:///{tmp}/bench.db"]
         urls += [args.redis_url] if args.redis_url else []
+        if args.amqp_url:
+            if not args.redis_url:
+                parser.error("--amqp-url stores results in --redis-url's database")
+            os.environ["BENCH_REDIS"] = args.redis_url
+            urls.append(f"{args.amqp_url.rstrip('/')}/celeriac-events-bench-{os.getpid()}")
         for url in urls:
             rates: dict[bool, list[float]] = {False: [], True: []}
             for round_ in range(args.repeat):
@@ -163,7 +203,7 @@ def main() -> None:
                 f"{url.split(':')[0]}: median off {off:,.0f}/s, on {on:,.0f}/s, "
                 f"on/off {on / off:.2f}"
             )
-            reset(url)
+            drop(url)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,32 @@ TASK_TYPES = {
 }
 
 
+INSPECT_COMMANDS = (
+    "active",
+    "ping",
+    "reserved",
+    "scheduled",
+    "stats",
+    "active_queues",
+    "conf",
+    "revoked",
+    "registered",
+    "report",
+    "clock",
+    "memsample",
+    "memdump",
+    "objgraph",
+)
+
+
+def test_the_inspect_commands_asked_are_all_of_celerys() -> None:
+    from celery.worker.control import Panel
+
+    theirs = {name for name, meta in Panel.meta.items() if meta.type == "inspect"}
+    # query_task is asked with an id; hello is a starting worker's greeting (mingle)
+    assert theirs == {*INSPECT_COMMANDS, "query_task", "hello"}
+
+
 def _celery_cli(
     tmp_path: Path, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -213,21 +239,9 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 20,
                 "the countdown task held",
             )
-            # Celery's CLI: every inspect command, one answer from the worker, no error
-            for cmd in (
-                "active",
-                "ping",
-                "reserved",
-                "scheduled",
-                "stats",
-                "active_queues",
-                "conf",
-                "revoked",
-                "registered",
-                "report",
-                "clock",
-                "memsample",
-            ):
+            # Celery's CLI: every inspect command (but hello, a worker's greeting at start),
+            # one answer from the worker, no error
+            for cmd in INSPECT_COMMANDS:
                 answer = ask("inspect", cmd)
                 assert not (isinstance(answer, dict) and "error" in answer), (cmd, answer)
                 if cmd == "active":
@@ -239,6 +253,9 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                     assert answer[0]["eta"] and answer[0]["priority"] == 6
                 if cmd == "revoked":
                     assert doomed.id in answer, answer
+                if cmd == "objgraph":
+                    assert Path(answer["filename"]).exists(), answer
+                    Path(answer["filename"]).unlink()
                 if cmd == "stats":
                     assert answer["pool"]["max-concurrency"] == 2
                     assert len(answer["pool"]["processes"]) == 2

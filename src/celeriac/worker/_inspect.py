@@ -14,10 +14,14 @@ are :func:`celeriac.control.remote_command`'s own.
 
 from __future__ import annotations
 
+import gc
+import importlib
+import importlib.util
 import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -144,6 +148,33 @@ async def memsample(consumer: Consumer, args: dict[str, Any]) -> Any:
 @command("memdump")
 async def memdump(consumer: Consumer, args: dict[str, Any]) -> Any:
     return f"Memory samples: {await memsample(consumer, args)}\n"
+
+
+@command("objgraph")
+async def objgraph(consumer: Consumer, args: dict[str, Any]) -> Any:
+    """Celery's ``{'filename': ...}``: a graph of what refers to up to ``num`` objects of
+    ``type`` (``Request``: celeriac's held jobs), drawn by the ``objgraph`` package when it
+    is installed, else those objects' referrers' types as text."""
+    kind = str(args.get("type") or "Request")
+    num, depth = int(args.get("num") or 200), int(args.get("max_depth") or 10)
+    name = "Job" if kind == "Request" else kind
+    found = [o for o in gc.get_objects() if type(o).__name__ == name][:num]
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="cobjg", suffix=".png" if _has_objgraph() else ".txt", delete=False
+    ) as out:
+        if _has_objgraph():
+            graph: Any = importlib.import_module("objgraph")
+            graph.show_backrefs(found, max_depth=depth, filename=out.name)
+        else:
+            out.write(f"{len(found)} object(s) of type {name} (install objgraph for a graph)\n")
+            for obj in found:
+                referrers = Counter(type(r).__name__ for r in gc.get_referrers(obj))
+                out.write(f"{safe_repr(obj)[:200]}: referred to by {dict(referrers)}\n")
+    return {"filename": out.name}
+
+
+def _has_objgraph() -> bool:
+    return importlib.util.find_spec("objgraph") is not None
 
 
 @command("active_queues")
