@@ -345,7 +345,7 @@ def test_a_monitor_started_after_the_worker_gets_its_task_events(
         url = request.getfixturevalue("redis_db")
     write_module(tmp_path, "montasks", TASKS.replace(SQLITE, repr(url)))
     host = "sq2@localhost"
-    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host)
+    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host, "-l", "INFO")
     worker.env["PYTHONPATH"] = str(tmp_path)
     app = Celery("montasks", broker=url)
     got: list[dict[str, Any]] = []
@@ -358,12 +358,15 @@ def test_a_monitor_started_after_the_worker_gets_its_task_events(
         capture.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await capture
+        await app.close_clients()  # this loop's connections
 
     thread = threading.Thread(target=asyncio.run, args=(monitor(),), daemon=True)
     try:
         worker.start()
         unseen = app.send_task("mon.add", (1, 1))
         assert unseen.get(timeout=20) == 2
+        # (on Redis the first batch is built, and PUBLISH finds no receiver)
+        worker.wait_for(r"Task events: nobody listens", 20)
         thread.start()
         assert listening.wait(20)
         sent: list[str] = []
@@ -378,6 +381,7 @@ def test_a_monitor_started_after_the_worker_gets_its_task_events(
 
         wait_until(succeeded_seen, 30, "a task-succeeded event at the late monitor")
         assert not [e for e in got if e.get("uuid") == unseen.id]
+        worker.wait_for(r"Task events: a monitor listens", 20)
     finally:
         stop.set()
         if thread.ident is not None:

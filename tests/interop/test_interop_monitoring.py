@@ -317,8 +317,10 @@ def test_celeriacs_receiver_and_inspect_see_a_celery_worker(
     app = celeriac.Celery("client", broker=url, backend=backend)
     got: list[dict[str, Any]] = []
     receiver = EventReceiver(app, {"*": got.append})
-    listening = threading.Event()
-    thread = threading.Thread(target=lambda: app_loop_capture(receiver, listening), daemon=True)
+    listening, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=app_loop_capture, args=(receiver, listening, stop), daemon=True
+    )
     thread.start()
     assert listening.wait(20)
     host = "cel1@localhost"
@@ -388,14 +390,26 @@ def test_celeriacs_receiver_and_inspect_see_a_celery_worker(
             reader.join(10)
             stream.close()
     finally:
+        stop.set()
+        thread.join(20)
         worker.stop()
         app.close()
 
 
-def app_loop_capture(receiver: EventReceiver, listening: threading.Event) -> None:
+def app_loop_capture(
+    receiver: EventReceiver, listening: threading.Event, stop: threading.Event
+) -> None:
+    """Capture on a loop of this thread's own until ``stop``; then close the app's
+    connections of that loop (left open, they would be collected in a later test)."""
     import asyncio
+    import contextlib
 
     async def main() -> None:
-        await receiver.acapture(timeout=60, listening=listening.set)
+        capture = asyncio.ensure_future(receiver.acapture(listening=listening.set))
+        await asyncio.to_thread(stop.wait, 60)
+        capture.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await capture
+        await receiver.app.close_clients()
 
     asyncio.run(main())

@@ -303,6 +303,11 @@ class WorkerMonitor(Middleware):
         except Exception as exc:  # best effort, as the events: build them
             logger.debug("Could not tell whether anyone listens to events: %s", exc)
             heard = True
+        if bool(heard) != self.listened:
+            logger.info(
+                "Task events: %s",
+                "a monitor listens" if heard else "nobody listens; none are built meanwhile",
+            )
         self.listened = bool(heard)
         if not self.listened:
             self.dispatcher.buffer.clear()  # the broker would drop them
