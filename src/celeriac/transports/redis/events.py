@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from celeriac.protocol import Message, encode_envelope
-from celeriac.protocol.events import EXCHANGE, event_message
+from celeriac.protocol import Message
+from celeriac.protocol.events import EXCHANGE, event_envelope, event_message
 from celeriac.transports.redis import pubsub
 from celeriac.transports.redis.resp import Endpoint, Sentinels
 
@@ -43,7 +43,7 @@ class RedisEvents:
         if not items:
             return
         counts = await self._commands(
-            [("PUBLISH", self._event_channel(key), encode_envelope(m)) for key, m in items]
+            [("PUBLISH", self._event_channel(key), event_envelope(m)) for key, m in items]
         )
         for (key, _), count in zip(items, counts, strict=False):
             if key == _TASK_BATCH and isinstance(count, int):
