@@ -12,6 +12,11 @@ made for the run (``rabbitmqctl``) and deleted at the end, results in the Redis 
 (``--redis-url`` is then needed). With ``--listen``, a receiver in this process reads
 every event while events are on (as a monitor would; on a 2-core machine it takes CPU
 from the worker it measures).
+
+Besides tasks/s it reports the CPU time (user + system, from ``/proc``) that the worker's
+processes spent per task over the same span: on a shared, loaded machine wall-clock
+rates swing by 2x while CPU per task stays within a few per cent, so the CPU ratio is
+what says what events cost the worker (the receiver's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -99,7 +104,30 @@ def listen(url: str, stop: threading.Event, seen: list[int]) -> None:
     asyncio.run(main())
 
 
-def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, int]:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) spent so far by ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 (state) on
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grown = {pid}, True
+    while grown:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        grown = bool(more)
+        tree |= more
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, float, int]:
     if backend_of(url):
         os.environ["BENCH_BACKEND"] = backend_of(url) or ""
     else:
@@ -128,15 +156,15 @@ def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, int]:
         for line in proc.stdout:
             if "ready." in line:
                 break
-        t0, c0 = time.time(), count()
+        t0, c0, cpu0 = time.time(), count(), tree_cpu(proc.pid)
         while count() < n:
             time.sleep(0.005)
-        t1 = time.time()
+        t1, cpu1 = time.time(), tree_cpu(proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         stop.set()
-    return (n - c0) / (t1 - t0), seen[0]
+    return (n - c0) / (t1 - t0), (cpu1 - cpu0) / (n - c0) * 1e6, seen[0]
 
 
 def reset(url: str) -> None:
@@ -192,21 +220,27 @@ def main() -> None:
             urls.append(f"{args.amqp_url.rstrip('/')}/celeriac-events-bench-{os.getpid()}")
         for url in urls:
             rates: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             for round_ in range(args.repeat):
                 for events in (False, True) if round_ % 2 == 0 else (True, False):
                     reset(url)
-                    rate, seen = drain(url, args.n, events, args.listen)
+                    rate, cpu, seen = drain(url, args.n, events, args.listen)
                     rates[events].append(rate)
+                    cpus[events].append(cpu)
                     label = "on " if events else "off"
                     print(
                         f"{url.split(':')[0]} events {label} round {round_ + 1}: "
-                        f"{rate:,.0f} tasks/s ({seen} events received)",
+                        f"{rate:,.0f} tasks/s, worker CPU {cpu:.0f} us/task "
+                        f"({seen} events received; load {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
             off, on = statistics.median(rates[False]), statistics.median(rates[True])
+            cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
             print(
                 f"{url.split(':')[0]}: median off {off:,.0f}/s, on {on:,.0f}/s, "
-                f"on/off {on / off:.2f}"
+                f"on/off {on / off:.2f}; worker CPU per task off {cpu_off:.0f} us, "
+                f"on {cpu_on:.0f} us, off/on {cpu_off / cpu_on:.2f}",
+                flush=True,
             )
             drop(url)
 
