@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -85,21 +86,23 @@ def counter(url: str, n: int):  # type: ignore[no-untyped-def]
     return count
 
 
-def listen(url: str, stop: threading.Event, seen: list[int]) -> None:
-    sys.path.insert(0, os.environ["BENCH_DIR"])
-    os.environ["BENCH_URL"] = url
-    import benchev  # type: ignore[import-not-found]
-
+def listen(url: str, ready: threading.Event, stop: threading.Event, seen: list[int]) -> None:
+    from celeriac import Celery
     from celeriac.events import EventReceiver
+
+    app = Celery("listener", broker=url)  # (one per round: each broker its own)
 
     def on_event(event: dict[str, object]) -> None:
         seen[0] += 1
 
     async def main() -> None:
-        receiver = EventReceiver(benchev.app, {"*": on_event})
-        task = asyncio.create_task(receiver.acapture())
+        receiver = EventReceiver(app, {"*": on_event})
+        task = asyncio.create_task(receiver.acapture(listening=ready.set))
         await asyncio.to_thread(stop.wait)
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await app.close_clients()
 
     asyncio.run(main())
 
@@ -138,11 +141,12 @@ def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, float
     if events:
         argv.append("-E")
     env = {**os.environ, "BENCH_URL": url, "PYTHONPATH": pythonpath()}
-    stop, seen = threading.Event(), [0]
-    listener = threading.Thread(target=listen, args=(url, stop, seen), daemon=True)
+    ready, stop, seen = threading.Event(), threading.Event(), [0]
+    listener = threading.Thread(target=listen, args=(url, ready, stop, seen), daemon=True)
     if events and listening:
         listener.start()
-        time.sleep(1.0)
+        if not ready.wait(30):
+            raise RuntimeError("the event receiver did not start listening")
     proc = subprocess.Popen(
         argv,
         env=env,
@@ -164,6 +168,8 @@ def drain(url: str, n: int, events: bool, listening: bool) -> tuple[float, float
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         stop.set()
+        if listener.is_alive():
+            listener.join(30)
     return (n - c0) / (t1 - t0), (cpu1 - cpu0) / (n - c0) * 1e6, seen[0]
 
 
