@@ -30,6 +30,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    RevocationListingConformance,
     ScheduleStoreConformance,
     url_factory,
 )
@@ -49,6 +50,7 @@ class LocalBrokerSuite(
     BrokerConformance,
     LeaseRecoveryConformance,
     RevocationConformance,
+    RevocationListingConformance,
     RateLimitConformance,
     DeadLetterConformance,
     RemoteControlConformance,

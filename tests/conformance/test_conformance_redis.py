@@ -35,6 +35,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    RevocationListingConformance,
     ScheduleStoreConformance,
     url_factory,
 )
@@ -53,6 +54,7 @@ class RedisBrokerSuite(
     BrokerConformance,
     LeaseRecoveryConformance,
     RevocationConformance,
+    RevocationListingConformance,
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,

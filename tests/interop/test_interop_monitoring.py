@@ -221,23 +221,14 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
             assert app.send_task("mon.retry").get(timeout=20) == "again"
             doomed = app.send_task("mon.add", (1, 1), countdown=2)
             app.control.revoke(doomed.id)
-            gate = tmp_path / "gate"  # both children hold a task until it exists
+            gate = tmp_path / "gate"  # the task holds its process until it exists
             running = app.send_task("mon.hold", (str(gate),))
-            other = app.send_task("mon.hold", (str(gate),))
             wait_until(
-                lambda: (
-                    {running.id, other.id}
-                    <= {e["uuid"] for e in captured.events if e["type"] == "task-started"}
+                lambda: any(
+                    e["type"] == "task-started" and e["uuid"] == running.id for e in captured.events
                 ),
                 20,
-                "both holding tasks started",
-            )
-            # back from the broker at its ETA, it waits in a child for a free process
-            soon = app.send_task("mon.add", (5, 5), countdown=0.3)
-            wait_until(
-                lambda: (app.control.inspect([host], timeout=3).scheduled() or {}).get(host),
-                20,
-                "the countdown task held",
+                "the holding task started",
             )
             # Celery's CLI: every inspect command (but hello, a worker's greeting at start),
             # one answer from the worker, no error
@@ -245,12 +236,11 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
                 answer = ask("inspect", cmd)
                 assert not (isinstance(answer, dict) and "error" in answer), (cmd, answer)
                 if cmd == "active":
-                    assert {t["id"] for t in answer} == {running.id, other.id}
+                    assert [t["id"] for t in answer] == [running.id]
                     found = ask("inspect", "query_task", running.id)
                     assert found[running.id][0] == "active", found
-                if cmd == "scheduled":
-                    assert [e["request"]["id"] for e in answer] == [soon.id], answer
-                    assert answer[0]["eta"] and answer[0]["priority"] == 6
+                if cmd == "scheduled":  # (what it holds with an ETA: test_monitoring)
+                    assert answer == [], answer
                 if cmd == "revoked":
                     assert doomed.id in answer, answer
                 if cmd == "objgraph":
@@ -280,8 +270,7 @@ def test_celerys_receiver_and_cli_see_a_celeriac_worker(
 
             wait_until(lambda: processes() == 3, 20, "the pool grew to 3 processes")
             gate.touch()
-            assert (running.get(timeout=20), other.get(timeout=20)) == (True, True)
-            assert soon.get(timeout=20) == 10
+            assert running.get(timeout=20) is True
             wait_until(lambda: captured.types() >= TASK_TYPES, 20, "every task event type")
         finally:
             app.close()

@@ -18,6 +18,7 @@ from celeriac.testing._capability_suites import (
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
+    RevocationListingConformance,
 )
 from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._kv_suite import KeyValueConformance
@@ -30,6 +31,7 @@ from celeriac.transports.capabilities import (
     QueueBindings,
     RateLimitStore,
     RemoteControl,
+    RevocationListing,
     RevocationStore,
     ScheduleStore,
 )
@@ -38,6 +40,7 @@ from celeriac.transports.capabilities import (
 BROKER_MIXINS: dict[type, type] = {
     LeaseRecovery: LeaseRecoveryConformance,
     RevocationStore: RevocationConformance,
+    RevocationListing: RevocationListingConformance,
     RateLimitStore: RateLimitConformance,
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,
