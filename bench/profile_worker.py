@@ -122,6 +122,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--whole", action="store_true", help="profile the worker from start-up (not attached)"
     )
+    parser.add_argument("--events", action="store_true", help="worker with -E (task events)")
+    parser.add_argument(
+        "--listen", action="store_true", help="with --events: `celeriac events --dump` listens"
+    )
     args = parser.parse_args()
     args.py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(args.py_spy).exists():
@@ -154,7 +158,13 @@ def profile_drain(
     start-up is left out; ``--whole`` runs the whole worker under py-spy instead."""
     worker_argv = [sys.executable, "-m", "celeriac", "-A", system.module, "worker"]
     worker_argv += ["-P", args.pool, "-c", str(args.concurrency)]
+    worker_argv += ["-E"] if args.events else []
     ready = r"ready\.\s*$"
+    listener = None
+    if args.events and args.listen:  # a monitor reading every event (output dropped)
+        dump = [sys.executable, "-m", "celeriac", "-A", system.module, "events", "--dump"]
+        listener = subprocess.Popen(dump, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+        time.sleep(2.0)  # its import and subscribe (no signal to wait for)
     log = workdir / "worker.log"
     if args.whole:
         argv = [*spy, "-o", str(raw), "--subprocesses", "--", *worker_argv]
@@ -198,6 +208,9 @@ def profile_drain(
                 if part.exists():
                     out.write(part.read_text())
                     part.unlink()
+    if listener is not None:
+        listener.terminate()
+        listener.wait(30)
     print(f"drained {args.n} tasks in {seconds:.2f}s (under py-spy)")
 
 

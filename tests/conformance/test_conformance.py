@@ -32,6 +32,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    RevocationListingConformance,
     ScheduleStoreConformance,
     url_factory,
 )
@@ -51,6 +52,7 @@ class LocalBrokerSuite(
     BrokerConformance,
     LeaseRecoveryConformance,
     RevocationConformance,
+    RevocationListingConformance,
     RateLimitConformance,
     DeadLetterConformance,
     DeadLetterRemovalConformance,

@@ -27,6 +27,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    RevocationListingConformance,
 )
 from celeriac.transports.amqp.broker import DEAD_LETTER_QUEUE, AMQPBroker
 from celeriac.transports.amqp.rpc import RPCBackend
@@ -50,6 +51,7 @@ class AMQPFactory:
 class TestAMQPBroker(
     BrokerConformance,
     RevocationConformance,
+    RevocationListingConformance,
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,

@@ -37,6 +37,7 @@ from celeriac.testing.conformance import (
     RemoteControlConformance,
     ReplyConformance,
     RevocationConformance,
+    RevocationListingConformance,
     ScheduleStoreConformance,
     url_factory,
 )
@@ -55,6 +56,7 @@ class RedisBrokerSuite(
     BrokerConformance,
     LeaseRecoveryConformance,
     RevocationConformance,
+    RevocationListingConformance,
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,

@@ -23,10 +23,11 @@ from support import WorkerProcess, wait_until, write_module
 
 CELERIAC = shutil.which("celeriac", path=os.path.dirname(sys.executable)) or "celeriac"
 
-TASKS = """
+SQLITE = "f\"sqlite:///{pathlib.Path(__file__).resolve().parent / 'b.db'}\""
+TASKS = f"""
 import pathlib
 from celeriac import Celery
-app = Celery("montasks", broker=f"sqlite:///{pathlib.Path(__file__).resolve().parent / 'b.db'}")
+app = Celery("montasks", broker={SQLITE})
 
 @app.task(name="mon.add")
 def add(x, y):
@@ -175,6 +176,46 @@ def test_inspect_answers_on_the_memory_broker(command: str) -> None:
         assert not (isinstance(reply, dict) and "error" in reply), reply
 
 
+def test_inspect_scheduled_and_revoked_answer_what_the_worker_holds_and_knows() -> None:
+    app = Celery("memsched", broker="memory://scheduled-revoked")
+    gate = threading.Event()
+
+    @app.task(name="mem.block")
+    def block() -> int:
+        gate.wait(20)
+        return 1
+
+    @app.task(name="mem.later")
+    def later(x: int) -> int:
+        return x
+
+    worker = TestWorker(app)  # one thread: what comes while mem.block runs waits
+    worker.consumer.control = True
+    host = "testworker@localhost"
+    try:
+        with worker:
+            blocked = block.delay()
+            inspect = app.control.inspect([host], timeout=2)
+            wait_until(lambda: len((inspect.active() or {}).get(host, [])) == 1, 10, "blocking")
+            assert inspect.scheduled() == {host: []}
+            soon = later.apply_async((7,), countdown=0.3, priority=3)
+            now = later.delay(8)  # no ETA: reserved, not scheduled
+            # the broker keeps it for 0.3 s; then the worker holds it behind mem.block
+            wait_until(lambda: (inspect.scheduled() or {}).get(host), 10, "it is scheduled")
+            (entry,) = (inspect.scheduled() or {})[host]
+            assert entry["priority"] == 6 and entry["eta"].startswith("20")
+            assert entry["request"]["id"] == soon.id and entry["request"]["args"] == [7]
+            assert {r["id"] for r in (inspect.reserved() or {})[host]} == {soon.id, now.id}
+            assert inspect.revoked() == {host: []}
+            app.control.revoke(["dead-1", "dead-2"])
+            assert sorted((inspect.revoked() or {})[host]) == ["dead-1", "dead-2"]
+            gate.set()
+            assert (blocked.get(timeout=10), soon.get(timeout=10)) == (1, 7)
+            assert inspect.scheduled() == {host: []}
+    finally:
+        gate.set()
+
+
 SENDING = (
     TASKS.replace('"montasks",', '"montasks", task_send_sent_event=True,')
     + """
@@ -288,17 +329,25 @@ def test_autoscale_command_moves_the_range_and_the_pool(tmp_path: Path) -> None:
         app.close()
 
 
-def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: Path) -> None:
-    """While nobody listens, a worker on SQLite builds no task events (the broker would
-    drop them); a monitor that starts later gets the events of the tasks that follow."""
+@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+def test_a_monitor_started_after_the_worker_gets_its_task_events(
+    tmp_path: Path, broker: str, request: pytest.FixtureRequest
+) -> None:
+    """While nobody listens, a worker on SQLite or Redis builds no task events (the
+    broker would drop them: SQLite's listener table, the receiver count of Redis's
+    PUBLISH tell); a monitor that starts later gets the events of the tasks that
+    follow."""
     import asyncio
     import contextlib
 
-    write_module(tmp_path, "montasks", TASKS)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    if broker == "redis":
+        url = request.getfixturevalue("redis_db")
+    write_module(tmp_path, "montasks", TASKS.replace(SQLITE, repr(url)))
     host = "sq2@localhost"
-    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host)
+    worker = WorkerProcess(tmp_path, "montasks", "-c", "1", "-E", "-n", host, "-l", "INFO")
     worker.env["PYTHONPATH"] = str(tmp_path)
-    app = Celery("montasks", broker=f"sqlite:///{tmp_path / 'b.db'}")
+    app = Celery("montasks", broker=url)
     got: list[dict[str, Any]] = []
     listening, stop = threading.Event(), threading.Event()
 
@@ -309,12 +358,15 @@ def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: 
         capture.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await capture
+        await app.close_clients()  # this loop's connections
 
     thread = threading.Thread(target=asyncio.run, args=(monitor(),), daemon=True)
     try:
         worker.start()
         unseen = app.send_task("mon.add", (1, 1))
         assert unseen.get(timeout=20) == 2
+        # (on Redis the first batch is built, and PUBLISH finds no receiver)
+        worker.wait_for(r"Task events: nobody listens", 20)
         thread.start()
         assert listening.wait(20)
         sent: list[str] = []
@@ -329,6 +381,7 @@ def test_a_monitor_started_after_a_sqlite_worker_gets_its_task_events(tmp_path: 
 
         wait_until(succeeded_seen, 30, "a task-succeeded event at the late monitor")
         assert not [e for e in got if e.get("uuid") == unseen.id]
+        worker.wait_for(r"Task events: a monitor listens", 20)
     finally:
         stop.set()
         if thread.ident is not None:

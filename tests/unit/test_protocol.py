@@ -221,3 +221,23 @@ def test_exceptions_encode_like_celery_and_come_back_as_their_type() -> None:
 
     assert isinstance(decode_exception(wire), NotRegistered)
     assert encode_exception(NotRegistered("x"))["exc_module"] == "celery.exceptions"
+
+
+@given(
+    host=st.text(max_size=20),
+    events=st.lists(
+        st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=20), st.integers())),
+        max_size=5,
+    ),
+)
+def test_an_event_envelope_is_the_one_encode_envelope_writes(
+    host: str, events: list[dict[str, Any]]
+) -> None:
+    from celeriac.protocol.events import event_envelope, event_message, read_events
+
+    message = event_message(host, "task.multi", events)
+    message.properties["delivery_tag"] = "tag"
+    assert event_envelope(message) == encode_envelope(message)
+    assert read_events(decode_envelope(event_envelope(message))) == [
+        e for e in events if isinstance(e.get("type"), str)
+    ]

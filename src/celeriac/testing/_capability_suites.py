@@ -25,6 +25,7 @@ from celeriac.transports.capabilities import (
     QueueBindings,
     RateLimitStore,
     RemoteControl,
+    RevocationListing,
     RevocationStore,
 )
 
@@ -89,6 +90,32 @@ class LeaseRecoveryConformance:
                 await a.ack(back)
                 assert await a.recover("conformance-live") == 0  # nothing left leased
                 assert await a.fetch([QUEUE], 3, 0.0) == []
+
+        run(main())
+
+
+class RevocationListingConformance:
+    """:class:`RevocationListing`: the live revocations by id (``inspect revoked``)."""
+
+    def test_revoked_ids_lists_the_live_revocations_newest_first(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        async def main() -> None:
+            async with opened(broker_factory()) as b:
+                assert isinstance(b, RevocationListing) and isinstance(b, RevocationStore)
+                old, new, short = (uuid.uuid4().hex for _ in range(3))
+                await b.revoke([old], 60.0)
+                await b.revoke([new], 120.0)
+                await b.revoke([short], 0.3)
+                live = await b.revoked_ids(50_000)
+                assert live.index(new) < live.index(old)
+                assert await b.revoked_ids(1) == [new]
+                # the short one expires (time passing is the event here: poll, bounded)
+                deadline = time.monotonic() + BOUND
+                while short in await b.revoked_ids(50_000) and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                live = await b.revoked_ids(50_000)
+                assert short not in live and {old, new} <= set(live)
 
         run(main())
 
@@ -463,6 +490,7 @@ __all__ = [
     "RateLimitConformance",
     "RemoteControlConformance",
     "RevocationConformance",
+    "RevocationListingConformance",
 ]
 
 

@@ -19,6 +19,7 @@ from celeriac.testing._capability_suites import (
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
+    RevocationListingConformance,
 )
 from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._history_suite import HistoryConformance
@@ -33,6 +34,7 @@ from celeriac.transports.capabilities import (
     QueueBindings,
     RateLimitStore,
     RemoteControl,
+    RevocationListing,
     RevocationStore,
     ScheduleStore,
 )
@@ -41,6 +43,7 @@ from celeriac.transports.capabilities import (
 BROKER_MIXINS: dict[type, type] = {
     LeaseRecovery: LeaseRecoveryConformance,
     RevocationStore: RevocationConformance,
+    RevocationListing: RevocationListingConformance,
     RateLimitStore: RateLimitConformance,
     Broadcast: BroadcastConformance,
     RemoteControl: RemoteControlConformance,

@@ -8,6 +8,7 @@ contract every broker has; each capability Protocol of
 |---|---|
 | ``LeaseRecovery`` | :class:`LeaseRecoveryConformance` (recover, and leases that expire) |
 | ``RevocationStore`` | :class:`RevocationConformance` |
+| ``RevocationListing`` | :class:`RevocationListingConformance` |
 | ``RateLimitStore`` | :class:`RateLimitConformance` (one global bucket for all instances) |
 | ``Broadcast`` | :class:`BroadcastConformance` |
 | ``RemoteControl`` | :class:`RemoteControlConformance` (includes the Broadcast one) |
@@ -84,6 +85,7 @@ from celeriac.testing._capability_suites import (
     RateLimitConformance,
     RemoteControlConformance,
     RevocationConformance,
+    RevocationListingConformance,
 )
 from celeriac.testing._events_suite import EventChannelConformance
 from celeriac.testing._history_suite import HistoryConformance
@@ -131,6 +133,7 @@ __all__ = [
     "RemoteControlConformance",
     "ReplyConformance",
     "RevocationConformance",
+    "RevocationListingConformance",
     "ScheduleStoreConformance",
     "backend_offers",
     "message",

@@ -9,6 +9,7 @@ capability, run against every transport that claims it.
 |---|---|---|---|---|---|
 | :class:`LeaseRecovery` | ``recover`` | yes | yes | yes | no: unacked messages return natively |
 | :class:`RevocationStore` | ``revoke``, ``revoked``, ``revoked_among`` | yes | yes | yes | yes |
+| :class:`RevocationListing` | ``revoked_ids`` | yes | yes | yes | yes |
 | :class:`RateLimitStore` | ``take_token`` | yes | yes | yes | yes |
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
 |  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
@@ -71,6 +72,15 @@ class RevocationStore(Protocol):
         (by id, or by stamp: :func:`revocations_of`). A broker whose fetch already told
         it that no revocation exists answers without asking its store again."""
         return await revocations_of(self, [d.message for d in deliveries if d.message])
+
+
+@runtime_checkable
+class RevocationListing(Protocol):
+    """Every live revocation of the store, by id (``inspect revoked``)."""
+
+    async def revoked_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids revoked and not yet expired, the newest first."""
+        ...
 
 
 async def revocations_of(

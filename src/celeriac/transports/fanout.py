@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from celeriac.exceptions import MessageError
 from celeriac.protocol import Message, decode_envelope, encode_envelope
+from celeriac.protocol.events import event_envelope
 
 logger = logging.getLogger("celeriac.transports")
 
@@ -63,7 +64,7 @@ class Fanout:
     # -- events ------------------------------------------------------------------
     async def publish_events(self, items: Sequence[tuple[str, Message]]) -> None:
         if items:
-            await self.fan_publish([(EVENTS + key, encode_envelope(m)) for key, m in items])
+            await self.fan_publish([(EVENTS + key, event_envelope(m)) for key, m in items])
 
     async def listen_events(
         self,

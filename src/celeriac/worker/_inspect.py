@@ -14,10 +14,14 @@ are :func:`celeriac.control.remote_command`'s own.
 
 from __future__ import annotations
 
+import gc
+import importlib
+import importlib.util
 import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -27,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from celeriac import __version__
 from celeriac._rates import parse_rate
 from celeriac.protocol import safe_repr
+from celeriac.transports.capabilities import RevocationListing
 from celeriac.utils.log import mask_url
 from celeriac.worker._state import read_pool
 
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
     from celeriac.worker.consumer import Consumer
 
 Command = Callable[["Consumer", dict[str, Any]], Awaitable[Any]]
+#: ``inspect revoked`` answers at most this many ids (Celery's ``REVOKES_MAX``)
+REVOKED_MAX = 50_000
 COMMANDS: dict[str, Command] = {}
 
 
@@ -71,12 +78,21 @@ async def reserved(consumer: Consumer, args: dict[str, Any]) -> Any:
 
 @command("scheduled", "dump_schedule")
 async def scheduled(consumer: Consumer, args: dict[str, Any]) -> Any:
-    return []  # countdown/ETA messages wait in the broker, never in a celeriac worker
+    """The held requests that carry an ETA or countdown. A celeriac worker hands a task
+    whose ETA is ahead back to the broker, which keeps it until then; what it holds
+    with an ETA has come back at that time and waits for a pool slot (so it is in
+    ``reserved`` too, unlike Celery's, which keeps it in its timer until the ETA)."""
+    return [r for s in consumer.monitor.snapshots() for r in s.get("scheduled") or ()]
 
 
 @command("revoked", "dump_revoked")
 async def revoked(consumer: Consumer, args: dict[str, Any]) -> Any:
-    return []  # revocations are in the broker's store, not in the worker's memory
+    """The ids of the live revocations in the broker's durable store (every worker sees
+    the same), the newest first, at most as many as Celery keeps (50,000)."""
+    store = consumer.revocation_store
+    if not isinstance(store, RevocationListing):
+        return []
+    return await store.revoked_ids(REVOKED_MAX)
 
 
 @command("query_task")
@@ -132,6 +148,33 @@ async def memsample(consumer: Consumer, args: dict[str, Any]) -> Any:
 @command("memdump")
 async def memdump(consumer: Consumer, args: dict[str, Any]) -> Any:
     return f"Memory samples: {await memsample(consumer, args)}\n"
+
+
+@command("objgraph")
+async def objgraph(consumer: Consumer, args: dict[str, Any]) -> Any:
+    """Celery's ``{'filename': ...}``: a graph of what refers to up to ``num`` objects of
+    ``type`` (``Request``: celeriac's held jobs), drawn by the ``objgraph`` package when it
+    is installed, else those objects' referrers' types as text."""
+    kind = str(args.get("type") or "Request")
+    num, depth = int(args.get("num") or 200), int(args.get("max_depth") or 10)
+    name = "Job" if kind == "Request" else kind
+    found = [o for o in gc.get_objects() if type(o).__name__ == name][:num]
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="cobjg", suffix=".png" if _has_objgraph() else ".txt", delete=False
+    ) as out:
+        if _has_objgraph():
+            graph: Any = importlib.import_module("objgraph")
+            graph.show_backrefs(found, max_depth=depth, filename=out.name)
+        else:
+            out.write(f"{len(found)} object(s) of type {name} (install objgraph for a graph)\n")
+            for obj in found:
+                referrers = Counter(type(r).__name__ for r in gc.get_referrers(obj))
+                out.write(f"{safe_repr(obj)[:200]}: referred to by {dict(referrers)}\n")
+    return {"filename": out.name}
+
+
+def _has_objgraph() -> bool:
+    return importlib.util.find_spec("objgraph") is not None
 
 
 @command("active_queues")

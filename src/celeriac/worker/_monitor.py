@@ -7,12 +7,14 @@ files the children share (:mod:`celeriac.worker._state`).
 Task events are built in the hooks (in the executing thread) and buffered; the consumer's
 loop publishes them within :data:`FLUSH_EVERY` seconds, or sooner after a settled batch,
 so one publish carries many events. On a broker that knows whether anyone listens
-(SQLite's ``task_events_listened``), no task events are built while nobody does."""
+(``task_events_listened``: SQLite's listener table, the receiver count of Redis's
+PUBLISH), no task events are built while nobody does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import platform
@@ -80,6 +82,17 @@ def request_info(job: Job, hostname: str) -> dict[str, Any]:
             "redelivered": info.get("redelivered", False),
         },
         "worker_pid": os.getpid() if job.started else None,
+    }
+
+
+def scheduled_info(job: Job, hostname: str) -> dict[str, Any]:
+    """A held request with an ETA as Celery's ``inspect scheduled`` shows it (priority:
+    that of Celery's timer entry for ETA tasks, always 6)."""
+    eta = job.call.eta
+    return {
+        "eta": eta.isoformat() if eta is not None else None,
+        "priority": 6,
+        "request": request_info(job, hostname),
     }
 
 
@@ -250,7 +263,7 @@ class WorkerMonitor(Middleware):
         next_write = next_read = now
         every = max(FLUSH_EVERY, float(getattr(broker, "fanout_interval", 0.0)))
         probe = getattr(broker, "task_events_listened", None) or _always
-        self._listeners(probe)
+        await self._listeners(probe)
         while True:
             assert self._kick is not None
             with contextlib.suppress(asyncio.TimeoutError):
@@ -266,7 +279,7 @@ class WorkerMonitor(Middleware):
                     self.shared.write_snapshot(self.snapshot())
                 else:
                     held_back = True  # the events wait for the next snapshot
-            self._listeners(probe)
+            await self._listeners(probe)
             if not held_back:
                 await self.dispatcher.flush(broker)
             if self.shared is not None and now >= next_read:
@@ -280,8 +293,22 @@ class WorkerMonitor(Middleware):
                     next_beat = now + self.heartbeat_interval
                 await self._worker_event(broker, "worker-heartbeat")
 
-    def _listeners(self, probe: Any) -> None:
-        self.listened = bool(probe())
+    async def _listeners(self, probe: Any) -> None:
+        if not self.task_events:
+            return
+        try:
+            heard = probe()
+            if inspect.isawaitable(heard):
+                heard = await heard
+        except Exception as exc:  # best effort, as the events: build them
+            logger.debug("Could not tell whether anyone listens to events: %s", exc)
+            heard = True
+        if bool(heard) != self.listened:
+            logger.info(
+                "Task events: %s",
+                "a monitor listens" if heard else "nobody listens; none are built meanwhile",
+            )
+        self.listened = bool(heard)
         if not self.listened:
             self.dispatcher.buffer.clear()  # the broker would drop them
 
@@ -334,6 +361,7 @@ class WorkerMonitor(Middleware):
             "metrics": self.metrics.snapshot(),
             "active": [request_info(j, host) for j in running],
             "reserved": [request_info(j, host) for j in waiting],
+            "scheduled": [scheduled_info(j, host) for j in waiting if j.call.eta is not None],
         }
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -392,4 +420,11 @@ def _queue(request: Context) -> str:
     return str(request.delivery_info.get("routing_key") or "")
 
 
-__all__ = ["HEARTBEAT_INTERVAL", "SOFTWARE", "WorkerMonitor", "load_average", "request_info"]
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "SOFTWARE",
+    "WorkerMonitor",
+    "load_average",
+    "request_info",
+    "scheduled_info",
+]

@@ -92,6 +92,12 @@ class RevocationLog:
                 found[task_id] = entry[1]
         return found
 
+    def live(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids whose revocation has not expired, the newest first."""
+        now = time.time()
+        live = sorted(((e[0], t) for t, e in self.known.items() if e[0] > now), reverse=True)
+        return [t for _, t in live[:limit]]
+
 
 # -- global token buckets ---------------------------------------------------------
 

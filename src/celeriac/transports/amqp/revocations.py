@@ -63,13 +63,20 @@ class StreamRevocations(AMQPCore):
         own (the first call waits for that)."""
         if not task_ids:
             return {}
+        await self._following()
+        return self._log.lookup(task_ids)
+
+    async def revoked_ids(self, limit: int) -> list[str]:
+        await self._following()
+        return self._log.live(limit)
+
+    async def _following(self) -> None:
         async with self._errors():
             s = await self._session()
             if not s.following:
                 async with self._follow_lock:
                     if not s.following:
                         await self._follow(s)
-        return self._log.lookup(task_ids)
 
     async def _declare_stream(self, s: Session) -> None:
         if _ctl.REVOKED_STREAM in s.declared:

@@ -414,6 +414,13 @@ class MemoryBroker(
             found = {t: store.revoked.get(t) for t in task_ids}
         return {t: entry[1] for t, entry in found.items() if entry and entry[0] > now}
 
+    async def revoked_ids(self, limit: int) -> list[str]:
+        store = self._store()
+        now = time.time()
+        with store.lock:
+            live = [(e[0], t) for t, e in store.revoked.items() if e[0] > now]
+        return [t for _, t in sorted(live, reverse=True)[:limit]]
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         store = self._store()
         now = time.time()

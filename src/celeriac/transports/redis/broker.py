@@ -411,6 +411,13 @@ class RedisBroker(
                 found[task_id] = Revocation(bool(data.get("terminate")), data.get("signal"))
         return found
 
+    async def revoked_ids(self, limit: int) -> list[str]:
+        key, now = f"{self.prefix}celeriac.revocations", repr(time.time())
+        (ids,) = await self._commands(
+            [("ZREVRANGEBYSCORE", key, "+inf", f"({now}", "LIMIT", 0, limit)]
+        )
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
     async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
         if all(d.extra.get("no_revocations") for d in deliveries):
             return {}

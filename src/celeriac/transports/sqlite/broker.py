@@ -280,6 +280,10 @@ class SQLiteBroker(
         rows = self._read(conn, "revoked", {"now": time.time(), "ids": json.dumps(list(task_ids))})
         return {r[0]: Revocation(bool(r[1]), r[2]) for r in rows}
 
+    async def revoked_ids(self, limit: int) -> list[str]:
+        rows = self._read(self._db(), "revoked_ids", {"now": time.time(), "limit": limit})
+        return [str(r[0]) for r in rows]
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         conn = self._db()
         now = time.time()

@@ -103,6 +103,10 @@ ON CONFLICT (task_id) DO UPDATE SET
 SELECT task_id, terminate, signal FROM celeriac_revoked
 WHERE expires > :now AND task_id IN (SELECT value FROM json_each(:ids));
 
+-- name: revoked_ids
+SELECT task_id FROM celeriac_revoked WHERE expires > :now
+ORDER BY expires DESC LIMIT :limit;
+
 -- name: forget_revoked
 DELETE FROM celeriac_revoked WHERE expires <= :now;
 
