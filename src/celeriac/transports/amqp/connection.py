@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiormq
@@ -242,6 +242,37 @@ async def peek(
     return out
 
 
+async def take_first(
+    conn: aiormq.Connection,
+    queue: str,
+    limit: int,
+    match: Callable[[dict[str, Any], bytes], bool],
+) -> bool:
+    """Remove the first of the first ``limit`` messages of ``queue`` that ``match``-es
+    (its headers, its body); the others are put back in place. False when none does.
+
+    Each is read with ``basic.get`` and held unacked; the match is acked, the rest are
+    returned together (``basic.nack`` with ``multiple``, which keeps their order)."""
+    ch = await conn.channel(publisher_confirms=False)
+    try:
+        held, found = 0, False  # the last tag held unacked, not matching
+        for _ in range(limit):
+            got = await ch.basic_get(queue, no_ack=False)
+            if isinstance(got.delivery, GetEmpty):
+                break
+            tag = getattr(got.delivery, "delivery_tag", 0) or 0
+            if match(dict(got.header.properties.headers or {}), got.body):
+                await ch.basic_ack(tag)
+                found = True
+                break
+            held = tag
+        if held:
+            await ch.basic_nack(held, multiple=True, requeue=True)
+    finally:
+        await ch.close()
+    return found
+
+
 async def gather(coros: Sequence[Any]) -> None:
     """Await all (publishes pipeline; their confirms come back together); raise the first
     error once all are done."""
@@ -271,6 +302,7 @@ __all__ = [
     "gather",
     "has_host",
     "peek",
+    "take_first",
     "quiet_aiormq",
     "ready_counts",
 ]
