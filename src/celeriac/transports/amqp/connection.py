@@ -302,7 +302,7 @@ __all__ = [
     "gather",
     "has_host",
     "peek",
-    "take_first",
     "quiet_aiormq",
     "ready_counts",
+    "take_first",
 ]
