@@ -287,7 +287,7 @@ async def dead_letters(dash: Dashboard, request: Request) -> Any:
     letters = []
     for index, letter in enumerate(await broker.dead_letters(200)):
         try:
-            message = decode_envelope(letter.raw)
+            message = letter.message or decode_envelope(letter.raw)
             name, task_id = message.task_name, message.task_id
             args = message.headers.get("argsrepr")
         except Exception:

@@ -220,13 +220,11 @@ async def ready_counts(conn: aiormq.Connection, queues: Sequence[str]) -> dict[s
     return counts
 
 
-async def peek(
-    conn: aiormq.Connection, queue: str, limit: int
-) -> list[tuple[dict[str, Any], bytes]]:
-    """The headers and bodies of the first ``limit`` messages of ``queue``, read with
-    ``basic.get`` and put back in place."""
+async def peek(conn: aiormq.Connection, queue: str, limit: int) -> list[DeliveredMessage]:
+    """The first ``limit`` messages of ``queue``, read with ``basic.get`` and put back
+    in place."""
     ch = await conn.channel(publisher_confirms=False)
-    out: list[tuple[dict[str, Any], bytes]] = []
+    out: list[DeliveredMessage] = []
     try:
         last = 0
         while len(out) < limit:
@@ -234,7 +232,7 @@ async def peek(
             if isinstance(got.delivery, GetEmpty):
                 break
             last = getattr(got.delivery, "delivery_tag", 0) or 0
-            out.append((dict(got.header.properties.headers or {}), got.body))
+            out.append(got)
         if last:
             await ch.basic_nack(last, multiple=True, requeue=True)
     finally:

@@ -323,15 +323,20 @@ class Consuming(StreamRevocations):
             s = await self._session()
             await self._declare(s, self._dlq)
             letters = await peek(s.conn, self._dlq, DEAD_LETTER_SCAN)
-            return [
-                DeadLetter(
-                    str(h.get(H_QUEUE, "")),
-                    body,
-                    str(h.get(H_REASON)),
-                    float(h.get(H_FAILED_AT) or 0.0),
+            found = []
+            for letter in reversed(letters[-limit:]):
+                h = letter.header.properties.headers or {}
+                queue = str(h.get(H_QUEUE, ""))
+                found.append(
+                    DeadLetter(
+                        queue,
+                        letter.body,
+                        str(h.get(H_REASON)),
+                        float(h.get(H_FAILED_AT) or 0.0),  # type: ignore[arg-type]
+                        message=to_delivery(queue, "", letter).message,
+                    )
                 )
-                for h, body in reversed(letters[-limit:])
-            ]
+            return found
 
     async def remove_dead_letter(self, letter: DeadLetter) -> bool:
         """Take the first dead letter equal to ``letter`` (queue, time, bytes) out of the
