@@ -296,7 +296,7 @@ def test_passwords_are_masked_and_the_app_mounts_in_fastapi() -> None:
 def test_our_task_received_events_carry_the_queue_and_the_group() -> None:
     """celeriac's task-received event names the queue and the group (Celery's does
     not): the dashboard fills the Queue column and the groups from events alone."""
-    from celeriac.testing import TestWorker  # noqa: PLC0415
+    from celeriac.testing import TestWorker
 
     app = Celery("evq", broker="memory://", backend="memory://")
     app.conf.worker_send_task_events = True  # the worker's -E
@@ -311,25 +311,31 @@ def test_our_task_received_events_carry_the_queue_and_the_group() -> None:
 
     dash = Dashboard(app, poll_interval=30, enable_events=False)
 
-    async def main() -> Any:
+    def received() -> list[Any]:
+        tasks = [t for t in dash.state.tasks.values() if t.received and t.name == "evq.add"]
+        return tasks if len(tasks) == 2 else []
+
+    async def main() -> list[Any]:
+        both = asyncio.Event()
+        take = dash.state.event
+
+        def event(event: dict[str, Any]) -> None:
+            take(event)
+            if received():
+                both.set()
+
+        dash.state.event = event  # type: ignore[method-assign]
         dash.collector.start()
         await asyncio.wait_for(dash.collector.listening.wait(), 10)
         body = chord([add.s(n, n) for n in range(2)])(total.s())
-        await asyncio.to_thread(body.get, timeout=20)
-
-        def received() -> list[Any]:
-            tasks = [t for t in dash.state.tasks.values() if t.received and t.name == "evq.add"]
-            return tasks if len(tasks) == 2 else []
-
-        while not received():
-            await asyncio.sleep(0.01)  # events arrive on this loop: let them in
-        header = received()
+        assert await asyncio.to_thread(body.get, timeout=20) == 2
+        await asyncio.wait_for(both.wait(), 10)
         await dash.stop()
-        return body.id, header
+        return received()
 
     app.conf.task_default_queue = "evq"
     with TestWorker(app):
-        body_id, header = asyncio.run(asyncio.wait_for(main(), 20))
+        header = asyncio.run(main())
     app.close()
     assert [(t.queue, t.source) for t in header] == [("evq", "events")] * 2
     assert len({t.group_id for t in header}) == 1 and header[0].group_id
