@@ -21,6 +21,7 @@ from celeriac.testing.conformance import (
     BrokerConformance,
     BrokerFactory,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     EventChannelConformance,
     QueueBindingsConformance,
     RateLimitConformance,
@@ -55,6 +56,7 @@ class TestAMQPBroker(
     RateLimitConformance,
     RemoteControlConformance,
     DeadLetterConformance,
+    DeadLetterRemovalConformance,
     EventChannelConformance,
     QueueBindingsConformance,
 ):

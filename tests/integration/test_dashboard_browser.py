@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from celeriac import chord
 from support import DashboardProcess, WorkerProcess, wait_until, write_module
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,6 +42,10 @@ app.conf.task_send_sent_event = True
 @app.task(name="dash.add")
 def add(x, y):
     return x + y
+
+@app.task(name="dash.total")
+def total(values):
+    return sum(values)
 
 @app.task(name="dash.fail")
 def fail(x):
@@ -155,6 +160,14 @@ def admin_checks(page: Any, expect: Any, cwd: Path, app: Any, url: str) -> None:
     queue = page.locator('tr[data-queue="celery"]')
     expect(queue).to_contain_text(HOST)
     expect(queue).to_contain_text("out: max")
+    expect(queue).to_contain_text("in: max")  # counted from task-sent events, not derived
+    expect(page.locator("#rates-legend")).to_contain_text("derived")
+
+    # a chord's header is drawn as one group feeding its body
+    body = chord([app.signature("dash.add", (n, n)) for n in range(2)])(app.signature("dash.total"))
+    assert body.get(timeout=20) == 2
+    page.goto(url + f"#/task/{body.id}")
+    expect(page.locator("#canvas-graph .group-node")).to_contain_text("group of 2")
 
     # a failing task shows its traceback on its page
     failed = app.send_task("dash.fail", ("x",))

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from celeriac import Celery
+from celeriac import Celery, chord
 from celeriac.dashboard import Auth, Dashboard, create_app
 from support import DashboardProcess, WorkerProcess, wait_until, write_module
 
@@ -30,7 +30,7 @@ VIEWER = {"Authorization": "Bearer viewer-token-1"}
 CHANGE = {"X-Celeriac-Dashboard": "1"}
 TASKS = """
 import pathlib
-from celeriac import Celery
+from celeriac import Celery, chord
 HERE = pathlib.Path(__file__).resolve().parent
 app = Celery("apitasks", broker=f"sqlite:///{HERE / 'b.db'}")
 app.conf.result_extended = True
@@ -39,6 +39,10 @@ app.conf.beat_schedule = {"every-hour": {"task": "api.add", "schedule": 3600.0, 
 @app.task(name="api.add")
 def add(x, y):
     return x + y
+
+@app.task(name="api.total")
+def total(values):
+    return sum(values)
 
 @app.task(name="api.flaky")
 def flaky(path):
@@ -183,6 +187,47 @@ def test_the_buttons_do_what_they_say(site: tuple[Path, Any, str]) -> None:
         assert letters() == []
 
 
+def test_a_chord_queues_and_derived_rates(site: tuple[Path, Any, str]) -> None:
+    """A chord's header shows as one group feeding its body (the header tasks each
+    their own root); the Queue column is filled from the worker's task-received events;
+    with no task-sent event (this client sends none), a queue's "in" is derived from its
+    lengths and what went out."""
+    _, app, url = site
+    with httpx.Client(base_url=url, timeout=10, headers=ADMIN) as http:
+
+        def events_on() -> bool:  # the dashboard asked the worker for task events
+            app.send_task("api.add", (0, 0)).get(timeout=20)
+            rows = http.get("api/tasks", params={"name": "api.add"}).json()["tasks"]
+            return any(r["received"] for r in rows)
+
+        wait_until(events_on, 20, "the worker's task events")
+        header = [app.signature("api.add", (n, n)) for n in range(3)]
+        body = chord(header)(app.signature("api.total"))
+        assert body.get(timeout=20) == 6
+
+        def graph() -> dict[str, Any]:
+            data = http.get(f"api/tasks/{body.id}").json()["graph"]
+            return data if any(n.get("kind") == "group" for n in data["nodes"]) else {}
+
+        drawn = wait_until(graph, 20, "the chord's header in the body's graph")
+        (group,) = [n for n in drawn["nodes"] if n.get("kind") == "group"]
+        adds = {n["id"] for n in drawn["nodes"] if n.get("name") == "api.add"}
+        assert len(adds) == 3
+        assert group["name"] == "group of 3" and group["state"] == "SUCCESS"
+        assert {tuple(e) for e in drawn["edges"]} == {(a, group["id"]) for a in adds} | {
+            (group["id"], body.id)
+        }
+        rows = http.get("api/tasks").json()["tasks"]
+        assert {r["queue"] for r in rows if r["uuid"] in {body.id, *adds}} == {"celery"}
+
+        def came_in() -> dict[str, Any]:
+            (row,) = [q for q in http.get("api/queues").json() if q["name"] == "celery"]
+            return row if sum(b[1] for b in row["rates"]) > 0 else {}
+
+        row = wait_until(came_in, 20, "tasks in, derived from the lengths")
+        assert row["in_from"] == "lengths" and sum(b[2] for b in row["rates"]) >= 4
+
+
 def test_history_comes_back_from_the_backend_after_a_restart(
     site: tuple[Path, Any, str],
 ) -> None:
@@ -246,3 +291,51 @@ def test_passwords_are_masked_and_the_app_mounts_in_fastapi() -> None:
     app.close()
     with_auth = create_app(Celery("x", broker="memory://"), auth=Auth.of(tokens=["t0ken-123"]))
     assert callable(with_auth)
+
+
+def test_our_task_received_events_carry_the_queue_and_the_group() -> None:
+    """celeriac's task-received event names the queue and the group (Celery's does
+    not): the dashboard fills the Queue column and the groups from events alone."""
+    from celeriac.testing import TestWorker
+
+    app = Celery("evq", broker="memory://", backend="memory://")
+    app.conf.worker_send_task_events = True  # the worker's -E
+
+    @app.task(name="evq.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="evq.total")
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    dash = Dashboard(app, poll_interval=30, enable_events=False)
+
+    def received() -> list[Any]:
+        tasks = [t for t in dash.state.tasks.values() if t.received and t.name == "evq.add"]
+        return tasks if len(tasks) == 2 else []
+
+    async def main() -> list[Any]:
+        both = asyncio.Event()
+        take = dash.state.event
+
+        def event(event: dict[str, Any]) -> None:
+            take(event)
+            if received():
+                both.set()
+
+        dash.state.event = event  # type: ignore[method-assign]
+        dash.collector.start()
+        await asyncio.wait_for(dash.collector.listening.wait(), 10)
+        body = chord([add.s(n, n) for n in range(2)])(total.s())
+        assert await asyncio.to_thread(body.get, timeout=20) == 2
+        await asyncio.wait_for(both.wait(), 10)
+        await dash.stop()
+        return received()
+
+    app.conf.task_default_queue = "evq"
+    with TestWorker(app):
+        header = asyncio.run(main())
+    app.close()
+    assert [(t.queue, t.source) for t in header] == [("evq", "events")] * 2
+    assert len({t.group_id for t in header}) == 1 and header[0].group_id

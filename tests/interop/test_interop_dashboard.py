@@ -24,6 +24,10 @@ app = Celery("cdash", broker="{url}", backend="{url}")
 def add(x, y):
     return x + y
 
+@app.task(name="cdash.total")
+def total(values):
+    return sum(values)
+
 @app.task(name="cdash.fail")
 def fail(message):
     raise KeyError(message)
@@ -73,6 +77,23 @@ def test_the_dashboard_shows_a_celery_worker_and_its_tasks(tmp_path: Path, redis
             assert done.get(timeout=20) == 7
             seen = wait_until(lambda: task(done.id).get("runtime") and task(done.id), 20, "task")
             assert (seen["state"], seen["result"], seen["name"]) == ("SUCCESS", "7", "cdash.add")
+            assert seen["queue"] == "celery"  # the only queue the worker consumes
+            # a chord: Celery's events carry no group id, the backend's metas do
+            header = [client.signature("cdash.add", (n, n)) for n in range(3)]
+            body = celeriac.chord(header)(client.signature("cdash.total"))
+            assert body.get(timeout=20) == 6
+
+            def graph() -> dict[str, Any]:
+                data = http.get(f"api/tasks/{body.id}").json()["graph"]
+                return data if any(n.get("kind") == "group" for n in data["nodes"]) else {}
+
+            drawn = wait_until(graph, 20, "the chord's header as a group")
+            (group,) = [n for n in drawn["nodes"] if n.get("kind") == "group"]
+            adds = {n["id"] for n in drawn["nodes"] if n.get("name") == "cdash.add"}
+            assert group["name"] == "group of 3" and len(adds) == 3, drawn
+            assert {tuple(e) for e in drawn["edges"]} == {(a, group["id"]) for a in adds} | {
+                (group["id"], body.id)
+            }
             failed = client.send_task("cdash.fail", ("nope",))
             with pytest.raises(Exception, match="nope"):
                 failed.get(timeout=20)

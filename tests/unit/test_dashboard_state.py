@@ -10,7 +10,7 @@ import pytest
 
 from celeriac.dashboard import ADMIN, READ_ONLY, Auth, DashboardState
 from celeriac.dashboard._auth import is_loopback
-from celeriac.dashboard._state import REPR_LIMIT, TRACEBACK_LIMIT
+from celeriac.dashboard._state import REPR_LIMIT, TRACEBACK_LIMIT, Worker
 
 
 def test_the_task_window_is_bounded_and_drops_the_oldest() -> None:
@@ -91,8 +91,8 @@ def test_worker_heartbeats_and_rates() -> None:
         state.event({"type": kind, "uuid": f"r{n}", "hostname": "w@h", "timestamp": 1005.0})
     assert list(state.rates) == [[1000, 2, 1]]
     state.event({"type": "task-sent", "uuid": "q1", "queue": "q", "timestamp": 1001.0})
-    state.event({"type": "task-started", "uuid": "q1", "hostname": "w@h", "timestamp": 1012.0})
-    assert list(state.queue_rates["q"]) == [[1000, 1, 0], [1010, 0, 1]]
+    state.event({"type": "task-received", "uuid": "q1", "hostname": "w@h", "timestamp": 1012.0})
+    assert state.queue_rates_of("q") == ([[1000, 1, 0], [1010, 0, 1]], "sent")
 
 
 def test_tokens_and_basic_auth() -> None:
@@ -115,3 +115,55 @@ def test_tokens_and_basic_auth() -> None:
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.1.2.3")] == [
         True, True, True, False, False
     ]  # fmt: skip
+
+
+def test_the_queue_comes_from_our_event_or_the_only_queue_a_worker_consumes() -> None:
+    state = DashboardState()
+    # celeriac's task-received carries the delivery's routing key as "queue"
+    state.event({"type": "task-received", "uuid": "a", "hostname": "w@h", "queue": "hi"})
+    # Celery's does not: the queue is known when the worker consumes only one
+    state.workers["c@h"] = Worker("c@h", queues=["low"])
+    state.workers["m@h"] = Worker("m@h", queues=["low", "hi"])
+    state.event({"type": "task-received", "uuid": "b", "hostname": "c@h"})
+    state.event({"type": "task-received", "uuid": "c", "hostname": "m@h"})
+    assert [state.tasks[x].queue for x in "abc"] == ["hi", "low", None]
+
+
+def test_queue_in_is_derived_from_lengths_without_sent_events() -> None:
+    state = DashboardState()
+    t0 = 1000.0  # one 10-second bucket: 1000..1009
+    state.queue_length("q", 0, t0)
+    state.queue_length("q", 3, t0 + 1)  # 3 came in
+    for n in range(2):  # 2 went out, and 4 came in, between two samples
+        state.event({"type": "task-received", "uuid": f"o{n}", "hostname": "w@h",
+                     "queue": "q", "timestamp": t0 + 2})  # fmt: skip
+    state.queue_length("q", 5, t0 + 3)
+    state.queue_length("q", 0, t0 + 4)  # purged: nothing came in, nothing counted
+    rates, source = state.queue_rates_of("q")
+    assert source == "lengths" and rates == [[1000, 7, 2]]
+    # once a task-sent event names the queue, "in" is what was sent
+    state.event({"type": "task-sent", "uuid": "s", "queue": "q", "timestamp": t0 + 5})
+    assert state.queue_rates_of("q") == ([[1000, 1, 2]], "sent")
+
+
+def test_a_chord_header_is_one_group_feeding_its_body() -> None:
+    from celeriac.dashboard._views import _draw_groups
+
+    state = DashboardState()
+    # a chord sent on its own: each header task its own root; our task-received events
+    # carry the group id; the body is sent by the header task that completed the chord,
+    # and carries the group id too
+    for h in ("h1", "h2", "h3"):
+        state.event({"type": "task-received", "uuid": h, "hostname": "w@h", "name": "add",
+                     "group_id": "g"})  # fmt: skip
+        state.event({"type": "task-succeeded", "uuid": h, "hostname": "w@h"})
+    state.event({"type": "task-received", "uuid": "body", "hostname": "w@h", "name": "total",
+                 "parent_id": "h3", "root_id": "h3", "group_id": "g"})  # fmt: skip
+    state.event({"type": "task-received", "uuid": "other", "hostname": "w@h", "name": "x"})
+    members = state.family(state.tasks["body"])
+    assert {t.uuid for t in members} == {"h1", "h2", "h3", "body"}
+    nodes = {t.uuid: {"id": t.uuid} for t in members}
+    edges = {(str(t.parent_id), t.uuid) for t in members if t.parent_id in nodes}
+    _draw_groups(members, nodes, edges)
+    assert nodes["group:g"]["name"] == "group of 3" and nodes["group:g"]["state"] == "SUCCESS"
+    assert edges == {("h1", "group:g"), ("h2", "group:g"), ("h3", "group:g"), ("group:g", "body")}

@@ -162,7 +162,7 @@ async def dead_letter(dash: Dashboard, request: Request, body: dict[str, Any]) -
     if letter is None:
         raise Refused("no such dead letter (requeued or deleted already?)", 404)
     if what == "requeue":
-        message = decode_envelope(letter.raw)
+        message = letter.message or decode_envelope(letter.raw)
         await broker.publish(letter.queue, message)
     elif what != "delete":
         raise Refused(f"unknown dead-letter action {what!r}", 404)

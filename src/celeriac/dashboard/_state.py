@@ -6,7 +6,10 @@
 * workers: one record per worker heard of (dropped an hour after it went offline);
 * rates: :data:`RATE_BUCKETS` buckets of :data:`RATE_SECONDS` seconds (an hour of
   succeeded/failed counts), and per queue (500 at most) :data:`QUEUE_SAMPLES` length
-  samples and as many buckets of tasks sent to it and started from it.
+  samples and as many buckets of tasks in and out: out = received by a worker (its
+  ``task-received`` event), in = sent to it (``task-sent`` events) or, for a queue of
+  which no ``task-sent`` event was heard, derived from the lengths: the growth between
+  two samples plus what went out meanwhile (:meth:`DashboardState.queue_length`).
 
 Everything else (a task that fell out of the window, its result and traceback) is read
 from the result backend when it is asked for, so a restart loses nothing the backend holds.
@@ -67,6 +70,9 @@ class Task:
     retries: int = 0
     parent_id: str | None = None
     root_id: str | None = None
+    #: the group it is a member of (a chord's header): our task-received events, or the
+    #: result backend's ``group_id``
+    group_id: str | None = None
     sent: float | None = None
     received: float | None = None
     started: float | None = None
@@ -120,9 +126,13 @@ class DashboardState:
         self.rates: deque[list[int]] = deque(maxlen=RATE_BUCKETS)
         #: queue -> (time, length) samples, and the last known lengths
         self.queue_samples: dict[str, deque[tuple[float, int]]] = {}
-        #: queue -> (bucket start, sent to it, started from it), for the tasks whose
-        #: queue is known (task-sent events)
+        #: queue -> [bucket start, sent to it, received from it, in derived from the
+        #: lengths], for the tasks whose queue is known
         self.queue_rates: dict[str, deque[list[int]]] = {}
+        #: queues named by a task-sent event: their "in" is counted, not derived
+        self.sent_to: set[str] = set()
+        #: queue -> tasks received from it since its last length sample
+        self._out_since: dict[str, int] = {}
         self.event_count = 0
         #: bumped on every change: the live stream tells browsers when it moved
         self.version = 0
@@ -170,19 +180,17 @@ class DashboardState:
         when = float(event.get("timestamp") or time.time())
         if kind == "task-sent":
             task.sent = when
-            task.queue = event.get("queue") or task.queue
         else:
             task.worker = str(event.get("hostname") or "") or task.worker
         self._times(task, kind, when)
-        if task.queue and kind in ("task-sent", "task-started"):
-            self._queue_rate(task.queue, when, 1 if kind == "task-sent" else 2)
+        self._task_queue(task, kind, event, when)
         # events of several senders may cross: a final state stays final, and "sent"
         # changes nothing a worker already said
         if not (task.state in FINAL and state not in FINAL) and not (
             state == "PENDING" and task.state != "PENDING"
         ):
             task.state = state
-        for name in ("name", "parent_id", "root_id"):
+        for name in ("name", "parent_id", "root_id", "group_id"):
             if event.get(name):
                 setattr(task, name, str(event[name]))
         for name in ("args", "kwargs", "result", "exception"):
@@ -194,6 +202,21 @@ class DashboardState:
             task.retries = int(event["retries"] or 0)
         if event.get("runtime") is not None:
             task.runtime = float(event["runtime"])
+
+    def _task_queue(self, task: Task, kind: str, event: dict[str, Any], when: float) -> None:
+        """The task's queue (task-sent; our task-received; else the only queue its
+        worker consumes), and the queue's in/out counts."""
+        task.queue = event.get("queue") or task.queue
+        if kind == "task-received" and not task.queue:
+            task.queue = self._only_queue(task.worker)
+        if task.queue and kind == "task-sent":
+            if len(self.sent_to) < 500:
+                self.sent_to.add(task.queue)
+            self._queue_rate(task.queue, when, 1)
+        elif task.queue and kind == "task-received":
+            self._queue_rate(task.queue, when, 2)
+            if task.queue in self._out_since:
+                self._out_since[task.queue] += 1
 
     def _times(self, task: Task, kind: str, when: float) -> None:
         if kind == "task-received":
@@ -216,7 +239,7 @@ class DashboardState:
         if failed:
             bucket[2] += 1
 
-    def _queue_rate(self, queue: str, when: float, column: int) -> None:
+    def _queue_rate(self, queue: str, when: float, column: int, amount: int = 1) -> None:
         rates = self.queue_rates.get(queue)
         if rates is None:
             if len(self.queue_rates) >= 500:
@@ -224,9 +247,9 @@ class DashboardState:
             rates = self.queue_rates[queue] = deque(maxlen=QUEUE_SAMPLES)
         start = int(when // RATE_SECONDS) * RATE_SECONDS
         if not rates or rates[-1][0] < start:
-            rates.append([start, 0, 0])
+            rates.append([start, 0, 0, 0])
         bucket = next((b for b in reversed(rates) if b[0] <= start), rates[0])
-        bucket[column] += 1
+        bucket[column] += amount
 
     def from_backend(self, task_id: str, meta: dict[str, Any]) -> Task:
         """Merge what the result backend holds of a task (it is the record of truth for
@@ -252,6 +275,7 @@ class DashboardState:
         if meta.get("traceback") and not task.traceback:
             task.traceback = cut(meta["traceback"], TRACEBACK_LIMIT)
         task.parent_id = task.parent_id or meta.get("parent_id")
+        task.group_id = task.group_id or meta.get("group_id")
         if meta.get("retries") is not None:
             task.retries = max(task.retries, int(meta["retries"] or 0))
         done = meta.get("date_done")
@@ -275,7 +299,30 @@ class DashboardState:
             samples = self.queue_samples[queue] = deque(maxlen=QUEUE_SAMPLES)
         if not samples or samples[-1][1] != length:
             self.version += 1
+        out = self._out_since.get(queue, 0)
+        self._out_since[queue] = 0
+        if samples and queue not in self.sent_to:
+            # what came in since the last sample: the growth plus what went out (not
+            # below 0: a purge, or a received event that arrives after the sample)
+            came = max(0, length - samples[-1][1] + out)
+            if came:
+                self._queue_rate(queue, when, 3, came)
         samples.append((when, length))
+
+    def queue_rates_of(self, queue: str) -> tuple[list[list[int]], str]:
+        """``[bucket start, in, out]`` of ``queue``, oldest first, and where "in" came
+        from: ``"sent"`` (task-sent events) or ``"lengths"`` (derived)."""
+        counted = queue in self.sent_to
+        rates = self.queue_rates.get(queue, ())
+        return [[b[0], b[1] if counted else b[3], b[2]] for b in rates], (
+            "sent" if counted else "lengths"
+        )
+
+    def _only_queue(self, host: str | None) -> str | None:
+        """The queue a worker received from when it consumes only one (Celery's
+        task-received events do not say)."""
+        worker = self.workers.get(host or "")
+        return worker.queues[0] if worker is not None and len(worker.queues) == 1 else None
 
     # -- views ----------------------------------------------------------------------
     def find(
@@ -308,12 +355,24 @@ class DashboardState:
         return found
 
     def family(self, task: Task) -> list[Task]:
-        """The tasks known to belong to ``task``'s canvas (same root), at most 200."""
-        root = task.root_id or task.uuid
-        members = [t for t in self.tasks.values() if root in (t.uuid, t.root_id)]
-        if task not in members:
-            members.append(task)
-        return members[:200]
+        """The tasks known to belong to ``task``'s canvas, at most 200: those of its root,
+        and those of the groups they are members of, with their roots (a chord sent on
+        its own has a root per header task)."""
+        roots = {task.root_id or task.uuid}
+        members: dict[str, Task] = {task.uuid: task}
+        groups: set[str] = set()
+        for _ in range(3):  # roots -> their groups -> the members' roots -> theirs
+            for t in self.tasks.values():
+                if (t.root_id or t.uuid) in roots or (t.group_id and t.group_id in groups):
+                    members[t.uuid] = t
+                    if len(members) >= 200:
+                        return list(members.values())
+            found = {t.group_id for t in members.values() if t.group_id}
+            roots |= {t.root_id or t.uuid for t in members.values()}
+            if found <= groups:
+                break
+            groups |= found
+        return list(members.values())
 
 
 def _exception_text(value: Any) -> Any:

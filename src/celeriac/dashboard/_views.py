@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from celeriac.dashboard._state import RATE_SECONDS, Task, cut
+from celeriac.dashboard._state import FINAL, RATE_SECONDS, Task, cut
 from celeriac.protocol.envelope import decode_envelope
 from celeriac.transports.capabilities import DeadLetterStore
 from celeriac.utils.log import mask_url
@@ -73,13 +73,15 @@ async def queues(dash: Dashboard, request: Request) -> Any:
                 consumers.setdefault(queue, []).append(worker.hostname)
     for name in sorted(dash.collector.queues):
         samples = list(dash.state.queue_samples.get(name, ()))
+        rates, came_from = dash.state.queue_rates_of(name)
         rows.append(
             {
                 "name": name,
                 "length": samples[-1][1] if samples else None,
                 "consumers": sorted(consumers.get(name, [])),
                 "samples": [[round(t, 1), n] for t, n in samples],
-                "rates": [list(b) for b in dash.state.queue_rates.get(name, ())],
+                "rates": rates,
+                "in_from": came_from,
             }
         )
     return rows
@@ -125,9 +127,12 @@ async def task(dash: Dashboard, request: Request) -> Any:
     found = dash.state.from_backend(task_id, meta) if meta else known
     assert found is not None
     children = _children(meta)
+    if await _complete_groups(dash, backend, dash.state.family(found)):
+        await _complete_groups(dash, backend, _siblings(dash, dash.state.family(found)))
     members = dash.state.family(found)
     nodes = {t.uuid: _node(t) for t in members}
     edges = {(t.parent_id, t.uuid) for t in members if t.parent_id and t.parent_id in nodes}
+    _draw_groups(members, nodes, edges)
     for child in children:
         nodes.setdefault(child, {"id": child, "name": None, "state": "PENDING"})
         edges.add((task_id, child))
@@ -136,7 +141,7 @@ async def task(dash: Dashboard, request: Request) -> Any:
         nodes[found.parent_id] = _node(parent) if parent else {"id": found.parent_id}
         edges.add((found.parent_id, task_id))
     return {
-        "task": found.as_dict(),
+        "task": {**found.as_dict(), "group_id": found.group_id or None},
         "children": children,
         "graph": {"nodes": list(nodes.values()), "edges": sorted(edges)},
         "in_backend": meta is not None,
@@ -145,6 +150,82 @@ async def task(dash: Dashboard, request: Request) -> Any:
 
 def _node(task: Task) -> dict[str, Any]:
     return {"id": task.uuid, "name": task.name, "state": task.state}
+
+
+async def _complete_groups(dash: Dashboard, backend: Any, members: list[Task]) -> bool:
+    """The group ids events did not carry (Celery's workers' events carry none), from
+    the backend's metas (``group_id``), in one read; a task read and found in no group
+    is marked so (``""``), not to be read again. True when a group id was found."""
+    missing = [t for t in members if t.group_id is None and t.state in FINAL]
+    if not missing:
+        return False
+    try:
+        found = await backend.get_many([t.uuid for t in missing])
+    except NotImplementedError:  # a backend that cannot be read by others (rpc://)
+        return False
+    grouped = False
+    for task in missing:
+        meta = found.get(task.uuid) or {}
+        if meta.get("group_id"):
+            dash.state.from_backend(task.uuid, meta)
+            grouped = True
+        if task.group_id is None:
+            task.group_id = ""
+    return grouped
+
+
+def _siblings(dash: Dashboard, members: list[Task]) -> list[Task]:
+    """Tasks that may be in a group with a member but have another root (a chord sent
+    on its own, by a Celery client: each header task its own root): same parent, same
+    name, received within a minute of a member in a group; at most 200."""
+    grouped = [t for t in members if t.group_id]
+    found: list[Task] = []
+    for task in dash.state.tasks.values():
+        if task.group_id is not None or task.state not in FINAL:
+            continue
+        if any(
+            task.parent_id == m.parent_id
+            and task.name == m.name
+            and abs((task.received or 0) - (m.received or 0)) < 60
+            for m in grouped
+        ):
+            found.append(task)
+            if len(found) >= 200:
+                break
+    return found
+
+
+def _draw_groups(
+    members: list[Task], nodes: dict[str, dict[str, Any]], edges: set[tuple[str, str]]
+) -> None:
+    """One node per group, fed by its members (the tasks that carry its id: in a group
+    of chains, each chain's last task): a task whose parent is a member (a chord's
+    body, sent by the member that completed the header, which may carry the group's id
+    too) is fed by the group instead of by that one member."""
+    groups: dict[str, list[Task]] = {}
+    for task in members:
+        if task.group_id:
+            groups.setdefault(task.group_id, []).append(task)
+    for gid, tasks in groups.items():
+        ids = {t.uuid for t in tasks}
+        heads = [t for t in tasks if t.parent_id not in ids]
+        head_ids = {t.uuid for t in heads}
+        fed = [t for t in members if t.parent_id in head_ids and t.uuid not in head_ids]
+        if len(heads) < 2 and not fed:
+            continue
+        node = f"group:{gid}"
+        states = {t.state for t in heads}
+        nodes[node] = {
+            "id": node,
+            "kind": "group",
+            "name": f"group of {len(heads)}",
+            "state": states.pop() if len(states) == 1 else "mixed",
+            "group_id": gid,
+        }
+        edges.update((t.uuid, node) for t in heads)
+        for task in fed:
+            edges.discard((str(task.parent_id), task.uuid))
+            edges.add((node, task.uuid))
 
 
 def _children(meta: dict[str, Any] | None) -> list[str]:
@@ -206,7 +287,7 @@ async def dead_letters(dash: Dashboard, request: Request) -> Any:
     letters = []
     for index, letter in enumerate(await broker.dead_letters(200)):
         try:
-            message = decode_envelope(letter.raw)
+            message = letter.message or decode_envelope(letter.raw)
             name, task_id = message.task_name, message.task_id
             args = message.headers.get("argsrepr")
         except Exception:

@@ -47,6 +47,9 @@ class DeadLetter:
     raw: bytes
     reason: str
     failed_at: float
+    #: the message decoded, where ``raw`` alone is not a whole envelope (AMQP keeps
+    #: headers and properties beside the body): what a requeue publishes
+    message: Message | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

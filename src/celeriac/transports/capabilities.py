@@ -14,7 +14,7 @@ capability, run against every transport that claims it.
 | :class:`RemoteControl` | ``listen_control``, ``reply_control``, |  |  |  |  |
 |  | ``request_control``, ``broadcast_control`` | yes | yes | yes | yes |
 | :class:`DeadLetterStore` | ``dead_letters`` | yes | yes | yes | yes |
-| :class:`DeadLetterRemoval` | ``remove_dead_letter`` | yes | yes | yes | no |
+| :class:`DeadLetterRemoval` | ``remove_dead_letter`` | yes | yes | yes | yes |
 | :class:`EventChannel` | ``publish_events``, ``listen_events`` | yes | yes | yes | yes |
 | :class:`ScheduleStore` | ``schedule_runs``, ``schedule_claim``, |  |  |  |  |
 |  | ``schedule_entries``, ``schedule_set_entry`` | yes | yes | yes | no: the |

@@ -137,7 +137,8 @@ class WorkerMonitor(Middleware):
 
     def on_received(self, task: Task[Any, Any], request: Context) -> None:
         self._dirty = True
-        self.metrics.count("received", task.name, _queue(request))
+        queue = _queue(request)
+        self.metrics.count("received", task.name, queue)
         if self._wanted(task):
             h, v = request.message_headers, json_value
             sender, clock, now = self.dispatcher.stamp()
@@ -147,7 +148,8 @@ class WorkerMonitor(Middleware):
                 f'"kwargs": {v(h.get("kwargsrepr") or safe_repr(request.kwargs))}, '
                 f'"root_id": {v(request.root_id)}, "parent_id": {v(request.parent_id)}, '
                 f'"retries": {v(request.retries or 0)}, "eta": {v(h.get("eta"))}, '
-                f'"expires": {v(h.get("expires"))}, {sender}, "clock": {clock}, '
+                f'"expires": {v(h.get("expires"))}, "queue": {v(queue or None)}, '
+                f'"group_id": {v(request.group)}, {sender}, "clock": {clock}, '
                 f'"timestamp": {now!r}, "type": "task-received"}}'
             )
 

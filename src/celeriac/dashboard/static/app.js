@@ -99,6 +99,11 @@ function lineChart(points, width, height, label, color) {
   return svg;
 }
 
+const IN_FROM = {
+  sent: "in: counted from task-sent events; out: task-received events",
+  lengths: "in: derived from the length samples plus what went out (no task-sent event heard for this queue); out: task-received events",
+};
+
 // The canvas of a task: columns by depth from the roots, one box per task.
 function canvasGraph(graph, current) {
   const children = new Map(), indegree = new Map();
@@ -134,6 +139,13 @@ function canvasGraph(graph, current) {
   const colors = { SUCCESS: "#e6f4ea", FAILURE: "#fbe9e7", REVOKED: "#fbe9e7", STARTED: "#e8f0fb", RECEIVED: "#e8f0fb" };
   for (const node of graph.nodes) {
     const [x, y] = pos.get(node.id);
+    if (node.kind === "group") {  // a group: its members feed it, it feeds a chord's body
+      svg.append(el("svg:g", { class: "group-node", "data-group": node.group_id },
+        el("svg:rect", { x, y, width: W, height: H, rx: 14, fill: "#f3f4f6", stroke: "#9aa3af", "stroke-dasharray": "4 3" }),
+        el("svg:text", { x: x + 8, y: y + 15 }, node.name),
+        el("svg:text", { x: x + 8, y: y + 31, fill: "#6b7280" }, `${node.state} · ${node.group_id.slice(0, 8)}`)));
+      continue;
+    }
     const box = el("svg:a", { href: `#/task/${encodeURIComponent(node.id)}` },
       el("svg:rect", { x, y, width: W, height: H, rx: 5, fill: colors[node.state] || "#fff8e6", stroke: node.id === current ? "#2f6f4f" : "#cfd4dc", "stroke-width": node.id === current ? 2.5 : 1 }),
       el("svg:text", { x: x + 6, y: y + 15 }, (node.name || "?").slice(-26)),
@@ -199,13 +211,16 @@ const views = {
     const rows = await api("/api/queues");
     return [
       el("h1", {}, "Queues"),
+      el("p", { class: "muted", id: "rates-legend" }, "Out: tasks received by a worker from the queue (task-received events). ",
+        "In: tasks sent to it, counted from task-sent events where clients send them (task_send_sent_event); ",
+        "otherwise derived (\"in (derived)\"): the growth of the length between two samples plus what went out meanwhile, an estimate."),
       table(["Queue", "Length", "Consumers", "Length over time", `In / out per ${10} s`, ""], rows.map((q) => el("tr", { "data-queue": q.name },
         el("td", { class: "mono" }, q.name),
         el("td", {}, q.length ?? "—"),
         el("td", { class: "mono" }, q.consumers.join(", ") || "none"),
         el("td", {}, lineChart(q.samples, 220, 30, "length")),
-        el("td", {}, q.rates.length ? [lineChart(q.rates.map((b) => [b[0], b[1]]), 160, 24, "in", "#c98a1b"), lineChart(q.rates.map((b) => [b[0], b[2]]), 160, 24, "out", "#2e8b57")]
-          : el("span", { class: "muted", title: "known for tasks sent with task_send_sent_event" }, "—")),
+        el("td", { title: IN_FROM[q.in_from] }, q.rates.length ? [lineChart(q.rates.map((b) => [b[0], b[1]]), 160, 24, q.in_from === "sent" ? "in" : "in (derived)", "#c98a1b"), lineChart(q.rates.map((b) => [b[0], b[2]]), 160, 24, "out", "#2e8b57")]
+          : el("span", { class: "muted" }, "—")),
         el("td", {}, action("purge", () => post(`/api/queues/${encodeURIComponent(q.name)}/purge`), {
           name: "purge", danger: true, confirm: `Delete every waiting message of ${q.name}?`, done: (a) => `purged ${a.purged}` })))), { id: "queues" }),
     ];

@@ -24,6 +24,7 @@ from celeriac.transports.amqp.events import EventExchange
 from celeriac.transports.amqp.ratelimit import TokenBuckets
 from celeriac.transports.amqp.remote import Pidbox
 from celeriac.transports.capabilities import (
+    DeadLetterRemoval,
     DeadLetterStore,
     EventChannel,
     QueueBindings,
@@ -42,6 +43,7 @@ class AMQPBroker(
     RateLimitStore,
     RemoteControl,
     DeadLetterStore,
+    DeadLetterRemoval,
     EventChannel,
     QueueBindings,
 ):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiormq
@@ -270,13 +270,11 @@ async def ready_counts(conn: aiormq.Connection, queues: Sequence[str]) -> dict[s
     return counts
 
 
-async def peek(
-    conn: aiormq.Connection, queue: str, limit: int
-) -> list[tuple[dict[str, Any], bytes]]:
-    """The headers and bodies of the first ``limit`` messages of ``queue``, read with
-    ``basic.get`` and put back in place."""
+async def peek(conn: aiormq.Connection, queue: str, limit: int) -> list[DeliveredMessage]:
+    """The first ``limit`` messages of ``queue``, read with ``basic.get`` and put back
+    in place."""
     ch = await conn.channel(publisher_confirms=False)
-    out: list[tuple[dict[str, Any], bytes]] = []
+    out: list[DeliveredMessage] = []
     try:
         last = 0
         while len(out) < limit:
@@ -284,12 +282,43 @@ async def peek(
             if isinstance(got.delivery, GetEmpty):
                 break
             last = getattr(got.delivery, "delivery_tag", 0) or 0
-            out.append((dict(got.header.properties.headers or {}), got.body))
+            out.append(got)
         if last:
             await ch.basic_nack(last, multiple=True, requeue=True)
     finally:
         await ch.close()
     return out
+
+
+async def take_first(
+    conn: aiormq.Connection,
+    queue: str,
+    limit: int,
+    match: Callable[[dict[str, Any], bytes], bool],
+) -> bool:
+    """Remove the first of the first ``limit`` messages of ``queue`` that ``match``-es
+    (its headers, its body); the others are put back in place. False when none does.
+
+    Each is read with ``basic.get`` and held unacked; the match is acked, the rest are
+    returned together (``basic.nack`` with ``multiple``, which keeps their order)."""
+    ch = await conn.channel(publisher_confirms=False)
+    try:
+        held, found = 0, False  # the last tag held unacked, not matching
+        for _ in range(limit):
+            got = await ch.basic_get(queue, no_ack=False)
+            if isinstance(got.delivery, GetEmpty):
+                break
+            tag = getattr(got.delivery, "delivery_tag", 0) or 0
+            if match(dict(got.header.properties.headers or {}), got.body):
+                await ch.basic_ack(tag)
+                found = True
+                break
+            held = tag
+        if held:
+            await ch.basic_nack(held, multiple=True, requeue=True)
+    finally:
+        await ch.close()
+    return found
 
 
 async def gather(coros: Sequence[Any]) -> None:
@@ -325,4 +354,5 @@ __all__ = [
     "peek",
     "quiet_aiormq",
     "ready_counts",
+    "take_first",
 ]

@@ -22,6 +22,7 @@ from celeriac.transports.amqp.connection import (
     Session,
     gather,
     peek,
+    take_first,
 )
 from celeriac.transports.amqp.messages import (
     H_COUNT,
@@ -322,15 +323,38 @@ class Consuming(StreamRevocations):
             s = await self._session()
             await self._declare(s, self._dlq)
             letters = await peek(s.conn, self._dlq, DEAD_LETTER_SCAN)
-            return [
-                DeadLetter(
-                    str(h.get(H_QUEUE, "")),
-                    body,
-                    str(h.get(H_REASON)),
-                    float(h.get(H_FAILED_AT) or 0.0),
+            found = []
+            for letter in reversed(letters[-limit:]):
+                h = letter.header.properties.headers or {}
+                queue = str(h.get(H_QUEUE, ""))
+                found.append(
+                    DeadLetter(
+                        queue,
+                        letter.body,
+                        str(h.get(H_REASON)),
+                        float(h.get(H_FAILED_AT) or 0.0),  # type: ignore[arg-type]
+                        message=to_delivery(queue, "", letter).message,
+                    )
                 )
-                for h, body in reversed(letters[-limit:])
-            ]
+            return found
+
+    async def remove_dead_letter(self, letter: DeadLetter) -> bool:
+        """Take the first dead letter equal to ``letter`` (queue, time, bytes) out of the
+        first ``DEAD_LETTER_SCAN`` of the queue; the others stay in place."""
+
+        def same(headers: dict[str, object], body: bytes) -> bool:
+            failed_at = headers.get(H_FAILED_AT) or 0.0
+            return (
+                body == letter.raw
+                and str(headers.get(H_QUEUE, "")) == letter.queue
+                and isinstance(failed_at, int | float)
+                and float(failed_at) == letter.failed_at
+            )
+
+        async with self._errors():
+            s = await self._session()
+            await self._declare(s, self._dlq)
+            return await take_first(s.conn, self._dlq, DEAD_LETTER_SCAN, same)
 
 
 __all__ = ["DEAD_LETTER_SCAN", "FILL_WINDOW", "Consuming"]
