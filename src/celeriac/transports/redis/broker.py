@@ -5,8 +5,11 @@
 Queues are Celery's lists (a Celery client can feed a celeriac worker and the reverse);
 our leases, delivery counts, delays and dead letters sit beside them in keys of our own
 (``lua/common.lua`` lists them all). One Lua script per batch acks, restores expired
-leases, moves due delayed messages and leases up to N messages atomically; idle
-consumers block on a wake-up token list. At-least-once; a higher priority is served
+leases, moves due delayed messages and leases up to N messages atomically; an idle
+consumer waits on its queues' lists themselves (:mod:`.wakeup`), so any producer's push
+wakes it, and the wait never takes a message out of its list (only the fetch script
+does, recording the lease in the same step). Two envelopes sharing a delivery tag get a
+lease each. At-least-once; a higher priority is served
 first (``priority_order='lower_first'`` reads the buckets in Celery's order).
 
 **Options** (``broker_transport_options`` or the URL's query string):
