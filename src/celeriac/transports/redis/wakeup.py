@@ -62,12 +62,19 @@ class Wakeups:
     """The idle consumer's wake-up sources; see the module docstring."""
 
     def __init__(
-        self, where: Endpoint | Sentinels, url: str, poll: float, block: float = BLOCK
+        self,
+        where: Endpoint | Sentinels,
+        url: str,
+        poll: float,
+        *,
+        block: float = BLOCK,
+        slack: float = SLACK,
     ) -> None:
         self._where = where
         self._url = url
         self._poll = max(poll, _FIRST_RETRY)
         self._block = block
+        self._slack = slack
         self._watches: dict[str, _Watch] = {}
 
     async def wait(self, keys: Sequence[str], timeout: float) -> bool:
@@ -116,13 +123,13 @@ class Wakeups:
         command = ("BLMOVE", key, key, "RIGHT", "RIGHT", self._block)
         try:
             (reply,) = await asyncio.wait_for(
-                watch.conn.pipeline([command], block=self._block), self._block + SLACK
+                watch.conn.pipeline([command], block=self._block), self._block + self._slack
             )
             if isinstance(reply, ReplyError):
                 raise reply
         except (TimeoutError, asyncio.TimeoutError):
             watch.conn.close()
-            self._failed(key, watch, f"no reply within {self._block + SLACK:.0f} s")
+            self._failed(key, watch, f"no reply within {self._block + self._slack:.1f} s")
             return True
         except RespError as exc:
             if not isinstance(exc, ReplyError):
