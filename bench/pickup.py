@@ -1,4 +1,4 @@
-"""Pick-up latency on Redis: how long after a producer sends a task an *idle* worker
+"""Pick-up latency: how long after a producer sends a task an *idle* worker
 starts it (issue 15), for a celeriac worker beside a Celery worker, from three producers
 that are not celeriac: a real Celery client (the peers' venv, ``bench/.venvs/peers``),
 celery-node and celery-ts (npm packages, installed on first use with the machine's npm
@@ -14,7 +14,10 @@ delay (send, publish, wake-up, fetch, hand-over to a child, task start). The fir
 
     flock /tmp/celeriac-bench.lock python bench/pickup.py [--n 200] [--celeriac-ref REF]
 
-Writes ``bench/results-pickup.json`` (every delay) and prints p50/p90/p99/max in ms.
+``--broker amqp`` runs the same on RabbitMQ (a vhost made for the run, deleted after;
+the task-start list stays on Redis); ``--broker sqlite``, a celeriac worker fed by a
+celeriac producer in another process (nothing else speaks that broker). Writes
+``bench/results-pickup-<broker>.json`` (every delay) and prints p50/p90/p99/max in ms.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -40,6 +44,7 @@ sys.path.insert(0, str(HERE))
 
 import _procs  # noqa: E402
 import _source  # noqa: E402
+import _systems  # noqa: E402
 import run as _run  # noqa: E402
 
 NODE_DIR = HERE / ".node"
@@ -93,6 +98,17 @@ for _line in sys.stdin:
     print(repr(sent), flush=True)
 """
 
+CELERIAC_PRODUCER = f"""\
+import os, sys, time
+from celeriac import Celery
+
+app = Celery("pickup", broker=os.environ["BENCH_BROKER_URL"])
+for _line in sys.stdin:
+    sent = time.time()
+    app.send_task("{TASK}")
+    print(repr(sent), flush=True)
+"""
+
 CELERY_NODE_PRODUCER = f"""\
 const celery = require("celery-node");
 const readline = require("readline");
@@ -123,6 +139,8 @@ readline.createInterface({{input: process.stdin}}).on("line", () => {{
 
 PRODUCERS = ("celery", "celery-node", "celery-ts")
 WORKERS = ("celeriac", "celery")
+#: on SQLite only celeriac speaks the broker's protocol
+SQLITE_PRODUCERS = ("celeriac",)
 
 
 def ensure_node_packages() -> dict[str, str]:
@@ -159,10 +177,17 @@ class Bench:
         self.peers_python = str(Path(args.peers_venv) / "bin" / "python")
         base = args.redis.rstrip("/")
         dbs = dict(zip(WORKERS, args.dbs, strict=True))
+        # (broker, the Redis database of the results and of the task-start list)
         self.urls = {k: (f"{base}/{db}", f"{base}/{db}") for k, db in dbs.items()}
+        if args.broker == "amqp":
+            self.urls = {k: (args.amqp_vhost_url, r) for k, (_b, r) in self.urls.items()}
+        elif args.broker == "sqlite":
+            db_file = workdir / "broker.sqlite3"
+            self.urls = {k: (f"sqlite:///{db_file}", r) for k, (_b, r) in self.urls.items()}
         (workdir / "pickup_celeriac_tasks.py").write_text(CELERIAC_TASKS)
         (workdir / "pickup_celery_tasks.py").write_text(CELERY_TASKS)
         (workdir / "celery_producer.py").write_text(CELERY_PRODUCER)
+        (workdir / "celeriac_producer.py").write_text(CELERIAC_PRODUCER)
         (workdir / "celery_node_producer.js").write_text(CELERY_NODE_PRODUCER)
         (workdir / "celery_ts_producer.js").write_text(CELERY_TS_PRODUCER)
 
@@ -181,8 +206,9 @@ class Bench:
 
     def flush(self, worker: str) -> None:
         for url in self.urls[worker]:
-            with redis.Redis.from_url(url) as r:
-                r.flushdb()
+            if url.startswith("redis"):
+                with redis.Redis.from_url(url) as r:
+                    r.flushdb()
 
     def start_worker(self, worker: str) -> _procs.Worker:
         if worker == "celeriac":
@@ -207,6 +233,8 @@ class Bench:
     def producer_argv(self, producer: str) -> list[str]:
         if producer == "celery":
             return [self.peers_python, str(self.workdir / "celery_producer.py")]
+        if producer == "celeriac":
+            return [sys.executable, str(self.workdir / "celeriac_producer.py")]
         script = "celery_node_producer.js" if producer == "celery-node" else "celery_ts_producer.js"
         return ["node", str(self.workdir / script)]
 
@@ -248,6 +276,8 @@ class Bench:
     def run(self) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for worker in self.args.workers:
+            if self.args.broker == "sqlite" and worker != "celeriac":
+                continue
             self.flush(worker)
             proc = self.start_worker(worker)
             try:
@@ -274,17 +304,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=200, help="tasks per producer and worker")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gap", type=float, nargs=2, default=(0.05, 0.15), metavar=("MIN", "MAX"))
+    parser.add_argument("--broker", choices=("redis", "amqp", "sqlite"), default="redis")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="server (no db)")
+    parser.add_argument(
+        "--amqp-url", default="amqp://guest:guest@127.0.0.1:5672", help="RabbitMQ (no vhost)"
+    )
+    parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument(
         "--dbs", default="10,12", help="the celeriac and Celery databases (flushed)"
     )
     parser.add_argument("--workers", default=",".join(WORKERS))
-    parser.add_argument("--producers", default=",".join(PRODUCERS))
+    parser.add_argument("--producers", default=None, help="default: all for the broker")
     parser.add_argument("--celeriac-ref", default=None, help="benchmark src/ of this commit")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
-    parser.add_argument("--out", default=str(HERE / "results-pickup.json"))
+    parser.add_argument("--out", default=None, help="default: results-pickup-<broker>.json")
     args = parser.parse_args(argv)
     args.workers = [w for w in args.workers.split(",") if w]
+    if args.producers is None:
+        args.producers = ",".join(SQLITE_PRODUCERS if args.broker == "sqlite" else PRODUCERS)
     args.producers = [p for p in args.producers.split(",") if p]
     args.dbs = [int(db) for db in args.dbs.split(",")]
     return args
@@ -300,12 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     if any(p != "celery" for p in args.producers):
         versions.update(ensure_node_packages())
     load = os.getloadavg()
-    print(f"pick-up latency, n={args.n} per pair, load {load[0]:.1f}", flush=True)
+    print(f"pick-up latency on {args.broker}, n={args.n} per pair, load {load[0]:.1f}", flush=True)
+    vhost = None
+    if args.broker == "amqp":
+        vhost = f"celeriac-pickup-{int(time.time())}"
+        user = urlsplit(args.amqp_url).username or "guest"
+        _systems.add_vhost(args.rabbitmqctl, vhost, unquote(user))
+        args.amqp_vhost_url = _systems.amqp_vhost_url(args.amqp_url, vhost)
     try:
         results = Bench(args, workdir).run()
     finally:
         _procs.stop_all()
+        if vhost is not None:
+            _systems.delete_vhost(args.rabbitmqctl, vhost)
     report = {
+        "broker": args.broker,
         "celeriac_ref": args.celeriac_ref,
         "celeriac_sha": sha,
         "versions": versions,
@@ -324,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "delays_s": results,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(args.out or HERE / f"results-pickup-{args.broker}.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
