@@ -82,6 +82,8 @@ class Wakeups:
         woken (or when a wait failed: the caller's fetch then looks, and reports a
         broken server)."""
         deadline = time.monotonic() + timeout
+        if len(self._watches) > len(keys):  # the consumer left a queue: drop its waits
+            self._drop(set(self._watches) - set(keys))
         while True:
             now = time.monotonic()
             pending: list[asyncio.Task[bool]] = []
@@ -131,7 +133,7 @@ class Wakeups:
             watch.conn.close()
             self._failed(key, watch, f"no reply within {self._block + self._slack:.1f} s")
             return True
-        except RespError as exc:
+        except (RespError, OSError) as exc:
             if not isinstance(exc, ReplyError):
                 watch.conn.close()
             self._failed(key, watch, str(exc))
@@ -161,13 +163,16 @@ class Wakeups:
 
     def close(self) -> None:
         """Close every connection; the next wait connects again."""
-        for watch in self._watches.values():
+        self._drop(set(self._watches))
+
+    def _drop(self, keys: set[str]) -> None:
+        for key in keys:
+            watch = self._watches.pop(key)
             task, watch.task = watch.task, None
             if task is not None and not task.done():
                 task.cancel()
             with contextlib.suppress(Exception):
                 watch.conn.close()
-        self._watches.clear()
 
 
 __all__ = ["BLOCK", "SLACK", "Wakeups"]
