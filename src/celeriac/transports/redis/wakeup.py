@@ -10,9 +10,10 @@ flight outside Redis's own lists and lease records.
 
 The watched keys are a queue's four priority lists (Celery's buckets) and its
 ``celeriac.notify`` list (celeriac producers leave a token there for delayed messages,
-whose due time an idle consumer must learn). A wait stays armed across fetches: one that
-returns while the consumer is busy makes the next wait return at once (level-triggered,
-so a push between a fetch and the next wait is never missed).
+whose due time an idle consumer must learn). A wait stays armed across fetches; one that
+returned while the consumer was busy is armed again by the next wait, which returns at
+once if its list still holds an element (level-triggered: a push between a fetch and the
+next wait is never missed, and a wake-up the last fetch already served costs no fetch).
 
 Each blocking call is bounded (``BLOCK`` seconds on the server, ``SLACK`` more on the
 client): a connection that gives no reply by then is silently dead, so it is closed and
@@ -80,24 +81,14 @@ class Wakeups:
     async def wait(self, keys: Sequence[str], timeout: float) -> bool:
         """Wait until one of ``keys`` holds an element, or ``timeout`` seconds; True when
         woken (or when a wait failed: the caller's fetch then looks, and reports a
-        broken server)."""
+        broken server). The caller has fetched since the last call, so the waits that
+        returned meanwhile are stale: they are armed again, and a list that still holds
+        an element wakes the caller at once (no redundant fetch for each of them)."""
         deadline = time.monotonic() + timeout
-        if len(self._watches) > len(keys):  # the consumer left a queue: drop its waits
-            self._drop(set(self._watches) - set(keys))
+        self._forget_stale(keys)
         while True:
             now = time.monotonic()
-            pending: list[asyncio.Task[bool]] = []
-            retry = deadline
-            for key in keys:
-                watch = self._watches.get(key)
-                if watch is None:
-                    watch = self._watches[key] = _Watch(connection(self._where))
-                if watch.task is None:
-                    if watch.retry_at > now:
-                        retry = min(retry, watch.retry_at)
-                        continue
-                    watch.task = asyncio.ensure_future(self._peek(key, watch))
-                pending.append(watch.task)
+            pending, retry = self._arm(keys, now, deadline)
             if not pending:  # every wait is failing: look again when one may work
                 await asyncio.sleep(max(0.0, min(retry, deadline, now + self._poll) - now))
                 return True
@@ -118,6 +109,31 @@ class Wakeups:
                 return False
             # only timeouts ran out (re-armed by the next turn), or a failing key's
             # retry time came
+
+    def _forget_stale(self, keys: Sequence[str]) -> None:
+        if len(self._watches) > len(keys):  # the consumer left a queue: drop its waits
+            self._drop(set(self._watches) - set(keys))
+        for watch in self._watches.values():
+            if watch.task is not None and watch.task.done():
+                watch.task = None
+
+    def _arm(
+        self, keys: Sequence[str], now: float, deadline: float
+    ) -> tuple[list[asyncio.Task[bool]], float]:
+        """A pending wait on every key not backing off; when the next retry is due."""
+        pending: list[asyncio.Task[bool]] = []
+        retry = deadline
+        for key in keys:
+            watch = self._watches.get(key)
+            if watch is None:
+                watch = self._watches[key] = _Watch(connection(self._where))
+            if watch.task is None:
+                if watch.retry_at > now:
+                    retry = min(retry, watch.retry_at)
+                    continue
+                watch.task = asyncio.ensure_future(self._peek(key, watch))
+            pending.append(watch.task)
+        return pending, retry
 
     async def _peek(self, key: str, watch: _Watch) -> bool:
         """One bounded wait on ``key``: True if it holds an element (or the wait
