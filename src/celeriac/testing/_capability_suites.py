@@ -16,7 +16,7 @@ from celeriac.protocol import Message, control_message, control_reply, json_load
 from celeriac.protocol.stamps import revocation_keys
 from celeriac.testing._broker_suite import publish_raw
 from celeriac.testing._support import QUEUE, BrokerFactory, message, number, opened, run
-from celeriac.transports.broker import Broker, Revocation
+from celeriac.transports.broker import Broker, Delivery, Revocation
 from celeriac.transports.capabilities import (
     Broadcast,
     DeadLetterRemoval,
@@ -92,6 +92,44 @@ class LeaseRecoveryConformance:
                 assert await a.fetch([QUEUE], 3, 0.0) == []
 
         run(main())
+
+    def test_envelopes_sharing_a_delivery_tag_keep_their_own_leases(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        """Two different envelopes with one ``delivery_tag`` (a non-kombu producer, a
+        tool that re-sends envelopes): both are leased, both come back when their
+        consumer dies, and acking one leaves the other leased."""
+
+        async def main() -> None:
+            async with opened(broker_factory()) as a:
+                assert isinstance(a, LeaseRecovery)
+                a.consumer_id = "conformance-shared"
+                shared = [message(n) for n in range(2)]
+                for m in shared:
+                    m.properties["delivery_tag"] = "conformance-shared-tag"
+                await a.publish_many([(QUEUE, m, 0, None) for m in shared])
+                held = await _fetch_n(a, 2)
+                assert sorted(number(d) for d in held) == [0, 1]
+                assert len({d.tag for d in held}) == 2
+                assert await a.recover("conformance-shared") == 2  # its process died
+                back = await _fetch_n(a, 2)
+                assert sorted(number(d) for d in back) == [0, 1]
+                await a.ack(back[:1])
+                assert await a.recover("conformance-shared", back[1:]) == 0
+                assert await a.fetch([QUEUE], 2, 0.0) == []  # the other is still leased
+                await a.ack(back[1:])
+                assert await a.recover("conformance-shared") == 0
+
+        run(main())
+
+
+async def _fetch_n(broker: Broker, n: int) -> list[Delivery]:
+    """Fetch until ``n`` deliveries came (a broker may hand them out one at a time)."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + BOUND
+    while len(got) < n and time.monotonic() < deadline:
+        got += await broker.fetch([QUEUE], n - len(got), BOUND)
+    return got
 
 
 class RevocationListingConformance:
@@ -465,6 +503,25 @@ class DeadLetterConformance:
                 await broker.dead_letter(got, got.error)
                 assert isinstance(broker, DeadLetterStore)
                 assert (await broker.dead_letters())[0].raw == garbage
+
+        run(main())
+
+    def test_identical_garbage_messages_are_two_dead_letters(
+        self, broker_factory: BrokerFactory
+    ) -> None:
+        garbage = b"\xfe the same bytes twice, not an envelope"
+
+        async def main() -> None:
+            async with opened(broker_factory()) as broker:
+                assert isinstance(broker, DeadLetterStore)
+                await publish_raw(broker, QUEUE, garbage)
+                await publish_raw(broker, QUEUE, garbage)
+                got = await _fetch_n(broker, 2)
+                assert len(got) == 2 and all(d.message is None for d in got)
+                for delivery in got:
+                    await broker.dead_letter(delivery, delivery.error or "garbage")
+                assert [x.raw for x in await broker.dead_letters()] == [garbage, garbage]
+                assert await broker.size(QUEUE) == 0
 
         run(main())
 

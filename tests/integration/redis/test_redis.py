@@ -210,7 +210,7 @@ def test_scripts_are_loaded_again_after_script_flush(prefix: str, r: redis.Redis
             r.script_flush()
             (got,) = await b.fetch(["q"], 1, 1.0)
             r.script_flush()
-            assert (await b._block_and_lease(["q"], 1, 0.2))[1] == []  # nothing left to lease
+            assert await b.fetch(["q"], 1, 0.2) == []  # waited, then nothing left to lease
             r.script_flush()
             await b.ack([got])
             assert r.hlen(f"{prefix}unacked") == 0

@@ -286,7 +286,36 @@ def test_idle_fetch_polls_data_version_without_write_lock(tmp_path: Path) -> Non
     statements = run(main())
     assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) == 1
     polls = sum(s == "PRAGMA data_version" for s in statements)
-    assert 5 <= polls <= 60, polls  # 1 ms at first, backing off to polling_interval
+    assert 1 <= polls <= 60, polls  # never more than the 1 ms backoff to polling_interval
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_an_idle_fetch_wakes_on_another_connections_commit_without_polling(
+    tmp_path: Path,
+) -> None:
+    """Linux: the waiting fetch is woken by the write to the database's files
+    (filewatch.py), and in between looks once a second, not every 50 ms."""
+
+    async def main() -> tuple[int, float]:
+        url = url_of(tmp_path / "q.db")
+        async with opened(SQLiteBroker(url)) as broker, opened(SQLiteBroker(url)) as other:
+            await other.declare("q")
+            statements: list[str] = []
+            broker._db().set_trace_callback(statements.append)
+            fetching = asyncio.ensure_future(broker.fetch(["q"], 1, 10.0))
+            await asyncio.sleep(1.5)  # idle: what it does meanwhile is the point
+            sent = time.monotonic()
+            await other.publish("q", message(3))
+            (got,) = await asyncio.wait_for(fetching, 10)
+            woke = time.monotonic() - sent
+            broker._db().set_trace_callback(None)
+            assert number(got) == 3
+            await broker.ack([got])
+            return sum(s == "PRAGMA data_version" for s in statements), woke
+
+    polls, woke = run(main())
+    assert woke < 0.9, woke  # the idle check is once a second: this is the wake-up
+    assert polls <= 25, polls  # polling every 50 ms would be over 40
 
 
 def test_backend_wait_reads_rows_only_after_a_commit(tmp_path: Path) -> None:

@@ -5,8 +5,11 @@
 Queues are Celery's lists (a Celery client can feed a celeriac worker and the reverse);
 our leases, delivery counts, delays and dead letters sit beside them in keys of our own
 (``lua/common.lua`` lists them all). One Lua script per batch acks, restores expired
-leases, moves due delayed messages and leases up to N messages atomically; idle
-consumers block on a wake-up token list. At-least-once; a higher priority is served
+leases, moves due delayed messages and leases up to N messages atomically; an idle
+consumer waits on its queues' lists themselves (:mod:`.wakeup`), so any producer's push
+wakes it, and the wait never takes a message out of its list (only the fetch script
+does, recording the lease in the same step). Two envelopes sharing a delivery tag get a
+lease each. At-least-once; a higher priority is served
 first (``priority_order='lower_first'`` reads the buckets in Celery's order).
 
 **Options** (``broker_transport_options`` or the URL's query string):
@@ -23,7 +26,6 @@ The layout, priorities, fetching, delays and delivery in detail:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -64,31 +66,23 @@ from celeriac.transports.redis.layout import (
     publish_group,
     when,
 )
-from celeriac.transports.redis.resp import (
-    Endpoint,
-    ReplyError,
-    Sentinels,
-)
+from celeriac.transports.redis.resp import Endpoint, Sentinels
 from celeriac.transports.redis.scripts import (
     connection,
     first_error,
     key_prefix,
     run_fast,
-    script,
     split_url,
     target,
     translated_errors,
 )
+from celeriac.transports.redis.wakeup import Wakeups
 
 logger = logging.getLogger("celeriac.transports.redis.broker")
 
 _BUCKETS = ("0", "3", "6", "9")
 _ORDERS = {"higher_first": "9630", "lower_first": "0369"}
 _MAX_BATCH = 1000  # messages per script call
-_BLOCK_MIN = 0.2  # shorter waits sleep: Redis times out blocked clients at ~10 Hz
-_BLOCK_SLACK = 0.1
-_FAST_POLL = 0.02  # after a poll found messages that came without a wake-up token
-_FAST_POLL_FOR = 60.0
 _SWEEP_INTERVAL = 1.0  # at most; a quarter of the lease when that is shorter
 
 
@@ -143,14 +137,12 @@ class RedisBroker(
         foreign = self.options.get("visibility_timeout", 3600.0)
         self._foreign = float(self.options.get("foreign_visibility_timeout", foreign))
         self._eta_in_queue = eta_in_queue(self.options)
-        timeout = self.options.get("socket_timeout", 30.0)
-        self._max_block = math.inf if not timeout else float(timeout) / 2
-        # (connected on first use) one for scripts and commands, one for the blocking waits
+        # (connected on first use) one for scripts and commands, one per watched key
         self._where: Endpoint | Sentinels = target(self._url, self.options)
         self._fast = connection(self._where)
-        self._fast_blocking = connection(self._where)
+        self._wakeups = Wakeups(self._where, self._url, self._poll)
+        self._watch_keys: dict[tuple[str, ...], list[str]] = {}
         self._turn = 0
-        self._fast_poll_until = 0.0
         self._next_sweep = 0.0
         self._declared: set[str] = set()
 
@@ -190,8 +182,8 @@ class RedisBroker(
         await self._commands([("PING",)])
 
     async def close(self) -> None:
-        self._fast.close()  # both reconnect if used again
-        self._fast_blocking.close()
+        self._fast.close()  # they reconnect if used again
+        self._wakeups.close()
 
     async def declare(self, queue: str) -> None:
         """Record Celery's binding of the queue (also done on the first publish to it)."""
@@ -248,31 +240,37 @@ class RedisBroker(
     async def ack_and_fetch(
         self, acks: Sequence[Delivery], queues: Sequence[str], max_count: int, timeout: float
     ) -> list[Delivery]:
-        """Ack ``acks`` in the same script call as the first fetch attempt."""
+        """Ack ``acks`` in the same script call as the first fetch attempt; while nothing
+        is there, wait on the queues' lists (:mod:`.wakeup`) until a message, the next
+        due delayed message or lease, or ``timeout``."""
         if max_count <= 0 or not queues:
             await self.ack(acks)
             return []
         max_count = min(max_count, _MAX_BATCH)
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
         found, due = await self._lease(queues, max_count, acks)
-        polled = False
         while not found:
-            now = time.monotonic()
-            if now >= deadline:
+            due_at = math.inf if due is None else now + due
+            until = min(deadline, due_at)
+            if until <= now:
                 return []
-            limit = _FAST_POLL if now < self._fast_poll_until else self._poll
-            pause = min(deadline - now, limit, math.inf if due is None else due)
-            if pause < _BLOCK_MIN:
-                await asyncio.sleep(max(min(pause, _FAST_POLL), 0.001))
-                woke = False
-                found, due = await self._lease(queues, max_count, ())
-            else:
-                block = min(pause - _BLOCK_SLACK, self._max_block)
-                woke, found, due = await self._block_and_lease(queues, max_count, block)
-            polled = not woke and pause == limit
-        if polled:  # messages came without a wake-up token: a Celery producer is about
-            self._fast_poll_until = time.monotonic() + _FAST_POLL_FOR
+            woke = await self._wakeups.wait(self._watched(queues), until - now)
+            now = time.monotonic()
+            if not woke and now >= deadline and now < due_at:
+                return []
+            found, due = await self._lease(queues, max_count, ())
         return found
+
+    def _watched(self, queues: Sequence[str]) -> list[str]:
+        """The keys whose push wakes a consumer of ``queues``: their priority lists and
+        notify lists."""
+        key = tuple(queues)
+        keys = self._watch_keys.get(key)
+        if keys is None:
+            keys = [k for q in queues for k in (*self._lists(q), self._notify(q))]
+            self._watch_keys = {key: keys}
+        return keys
 
     def _fetch_args(
         self, queues: Sequence[str], max_count: int, acks: Sequence[Delivery]
@@ -302,28 +300,6 @@ class RedisBroker(
     ) -> tuple[list[Delivery], float | None]:
         order, args = self._fetch_args(queues, max_count, acks)
         return _leased(order, await self._run("fetch", *args))
-
-    async def _block_and_lease(
-        self, queues: Sequence[str], max_count: int, seconds: float
-    ) -> tuple[bool, list[Delivery], float | None]:
-        """BLPOP on the queues' wake-up lists and the fetch script, pipelined on one
-        connection: Redis runs the script as soon as the BLPOP returns (a token came or
-        ``seconds`` passed), so a wake-up costs no extra round trip. Returns (woken by a
-        token, leased, next due)."""
-        order, args = self._fetch_args(queues, max_count, ())
-        args = [self.prefix, *args]
-        fetch = script("fetch")
-        keys = [self._notify(q) for q in queues]
-        with self._errors():
-            timeout = round(seconds, 3)
-            token, reply = await self._fast_blocking.pipeline(
-                [("BLPOP", *keys, timeout), ("EVALSHA", fetch.sha, 0, *args)], block=timeout
-            )
-            if isinstance(token, ReplyError):
-                raise token
-            if isinstance(reply, ReplyError):  # NOSCRIPT: the server restarted
-                reply = await run_fast(self._fast_blocking, "fetch", *args)
-        return (token is not None, *_leased(order, reply))
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:

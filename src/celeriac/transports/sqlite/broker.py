@@ -9,10 +9,12 @@ table (``eta``) and are promoted by whoever fetches next.
 
 The stdlib ``sqlite3`` module is called directly on the event-loop thread: WAL mode and
 ``synchronous=NORMAL`` make each call take microseconds, so a thread hop would cost more
-than the call. A waiting fetch takes no lock: it polls ``PRAGMA data_version`` (1 ms,
-backing off to ``polling_interval``) and wakes when a delayed message or a lease comes
-due. Options: ``visibility_timeout`` (s, default 60), ``polling_interval`` (s, default
-0.05), ``busy_timeout`` (s, default 5). SQL lives in ``sql/broker_queries.sql``.
+than the call. A waiting fetch takes no lock: it checks ``PRAGMA data_version`` when
+another process writes the file (Linux: inotify, :mod:`.filewatch`; then once a second
+when idle) or else polls it (1 ms, backing off to ``polling_interval``), and wakes when
+a delayed message or a lease comes due. Options: ``visibility_timeout`` (s, default
+60), ``polling_interval`` (s, default 0.05), ``busy_timeout`` (s, default 5). SQL
+lives in ``sql/broker_queries.sql``.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class SQLiteBroker(
         )
         self._db = self._database.get
         self._turn = 0
-        self._watch = _sql.ChangeWatcher(0.001, float(self.options.get("polling_interval", 0.05)))
+        self._watch = _sql.ChangeWatcher(
+            0.001, float(self.options.get("polling_interval", 0.05)), path=path
+        )
         self._q = _sql.load_queries("broker_queries.sql")
 
     # -- lifecycle --------------------------------------------------------
@@ -92,6 +96,7 @@ class SQLiteBroker(
         self._db()
 
     async def close(self) -> None:
+        self._watch.close()
         self._database.close()
 
     # -- producing --------------------------------------------------------

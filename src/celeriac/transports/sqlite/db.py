@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.transports.sqlite.filewatch import FileWatch
 
 DEFAULT_PATH = "celeriac.sqlite3"
 logger = logging.getLogger("celeriac.transports.sqlite")
@@ -397,20 +398,57 @@ class ChangeWatcher:
 
     Polls every ``min_interval`` at first, backing off by a quarter per idle poll to
     ``max_interval``, so a busy system answers within a millisecond and an idle one
-    costs little.
+    costs little. Given the database's ``path``, where the platform can (Linux),
+    another process's write to the database wakes it instead
+    (:mod:`~celeriac.transports.sqlite.filewatch`): it then polls that way only for
+    ``WRITE_BURST`` seconds after a write, and otherwise looks once every ``IDLE_CHECK``
+    seconds.
     """
 
-    def __init__(self, min_interval: float = 0.001, max_interval: float = 0.05) -> None:
+    WRITE_BURST = 0.05
+    IDLE_CHECK = 1.0
+
+    def __init__(
+        self, min_interval: float = 0.001, max_interval: float = 0.05, path: str | None = None
+    ) -> None:
         self.min_interval = min_interval
         self.max_interval = max(max_interval, min_interval)
         self._local = 0
         self._waiters: set[asyncio.Future[None]] = set()
+        self._path = path
+        self._files: tuple[asyncio.AbstractEventLoop, int, FileWatch | None] | None = None
+        self._writes = 0
+        self._written_at = 0.0
 
     def bump(self) -> None:
         """Record a change made through this instance's own connection."""
         self._local += 1
         for fut in self._waiters:
             _wake(fut)
+
+    def _written(self) -> None:
+        self._writes += 1
+        self._written_at = time.monotonic()
+        for fut in self._waiters:
+            _wake(fut)
+
+    def _file_watch(self, loop: asyncio.AbstractEventLoop) -> FileWatch | None:
+        files = self._files
+        if files is not None and files[0] is loop and files[1] == os.getpid():
+            return files[2]
+        if files is not None and files[2] is not None and files[1] == os.getpid():
+            files[2].close()  # made on another event loop
+        watch = FileWatch.start(self._path, loop) if self._path else None
+        if watch is not None:
+            watch.subscribe(self._written)
+        self._files = (loop, os.getpid(), watch)
+        return watch
+
+    def close(self) -> None:
+        """Stop watching the database's files (the next wait watches again)."""
+        files, self._files = self._files, None
+        if files is not None and files[2] is not None and files[1] == os.getpid():
+            files[2].close()
 
     def snapshot(self, conn: sqlite3.Connection) -> tuple[int, int]:
         row = conn.execute("PRAGMA data_version").fetchone()
@@ -422,13 +460,20 @@ class ChangeWatcher:
         """Return the new snapshot once it differs from ``since``, or None when the
         wall-clock time ``until`` has come."""
         loop = asyncio.get_running_loop()
+        files = self._file_watch(loop)
         interval = self.min_interval
+        writes = self._writes
         while True:
             remaining = until - time.time()
             if remaining <= 0:
                 return None
+            if files is not None and writes != self._writes:
+                writes, interval = self._writes, self.min_interval  # a write: look again soon
+            pause = interval
+            if files is not None and time.monotonic() - self._written_at > self.WRITE_BURST:
+                pause = self.IDLE_CHECK  # no write lately: the next one wakes us
             fut: asyncio.Future[None] = loop.create_future()
-            handle = loop.call_later(min(interval, remaining), _wake, fut)
+            handle = loop.call_later(min(pause, remaining), _wake, fut)
             self._waiters.add(fut)
             try:
                 await fut

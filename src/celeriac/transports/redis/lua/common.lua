@@ -10,7 +10,10 @@
 --   Pceleriac.lease_owner       hash tag -> consumer id
 --   Pceleriac.lease_queue       hash tag -> bucket digit .. queue (where it goes back)
 --   Pceleriac.deliveries        hash tag -> delivery count (kept until ack/dead letter)
---   Pceleriac.delayed.<queue>   zset (bucket digit .. envelope) -> due time
+--   Pceleriac.lease_seq         counter naming the leases (and delayed members) of
+--                               envelopes sharing a tag (or all their bytes)
+--   Pceleriac.delayed.<queue>   zset (bucket digit .. envelope) -> due time (see
+--                               delayed_add: the same envelope twice stays two)
 --   Pceleriac.notify.<queue>    list holding at most one wake-up token
 --   Pceleriac.dead_letter       list of JSON {queue, payload, reason, failed_at}
 --   Pceleriac.revoked.<id>      string, a revocation (expires by itself)
@@ -31,6 +34,7 @@ local K_QUEUE = PREFIX .. 'celeriac.lease_queue'
 local K_DELIVERIES = PREFIX .. 'celeriac.deliveries'
 local K_DEAD = PREFIX .. 'celeriac.dead_letter'
 local K_REVOCATIONS = PREFIX .. 'celeriac.revocations'
+local K_LEASE_SEQ = PREFIX .. 'celeriac.lease_seq'
 
 -- Redis keeps small hashes and zsets as flat lists ("listpack") that it scans on every
 -- lookup; with a few hundred leases in flight that scan dominated the cost of a fetch.
@@ -63,6 +67,26 @@ end
 
 local function delayed_key(queue)
   return PREFIX .. 'celeriac.delayed.' .. queue
+end
+
+-- Add a delayed message: member bucket digit .. envelope. The same bytes delayed twice
+-- (a tool that re-sends an envelope) must stay two messages, so a member already there
+-- gets a unique one: '#' .. sequence number .. '#' .. digit .. envelope.
+local function delayed_add(queue, due, digit, raw)
+  local key = PREFIX .. 'celeriac.delayed.' .. queue
+  if redis.call('ZADD', key, 'NX', due, digit .. raw) == 0 then
+    local seq = redis.call('INCR', PREFIX .. 'celeriac.lease_seq')
+    redis.call('ZADD', key, due, '#' .. seq .. '#' .. digit .. raw)
+  end
+end
+
+-- A delayed member's bucket digit and envelope.
+local function delayed_parts(member)
+  if string.sub(member, 1, 1) == '#' then
+    local close = string.find(member, '#', 2, true)
+    return string.sub(member, close + 1, close + 1), string.sub(member, close + 2)
+  end
+  return string.sub(member, 1, 1), string.sub(member, 2)
 end
 
 local function notify_key(queue)
@@ -153,6 +177,53 @@ local function forget(tags)
   return #tags
 end
 
+-- The envelope's delivery tag: found by a plain search when it occurs once, parsed
+-- otherwise; bytes that are not an envelope get a tag derived from their content.
+local function tag_of(raw)
+  local s, e = string.find(raw, '"delivery_tag"', 1, true)
+  if s and not string.find(raw, '"delivery_tag"', e + 1, true) then
+    local tag = string.match(raw, '^%s*:%s*"([^"\\%z]+)"', e + 1)
+    if tag then
+      return tag
+    end
+  end
+  local ok, env = pcall(cjson.decode, raw)
+  if ok and type(env) == 'table' and type(env['properties']) == 'table' then
+    local tag = env['properties']['delivery_tag']
+    if type(tag) == 'string' and tag ~= '' and not string.find(tag, '\0', 1, true) then
+      return tag
+    end
+  end
+  return 'celeriac-' .. redis.sha1hex(raw)
+end
+
+-- Lease identities, in place: the envelope's delivery tag, unless a lease already holds
+-- it or an earlier message of the batch took it (envelopes sharing a tag: a non-kombu
+-- producer, a tool that re-sends envelopes, two identical undecodable messages); then
+-- tag .. '~' .. a sequence number, so no lease record ever overwrites another's.
+local function unique_ids(tags)
+  local leased = redis.call('HMGET', K_OWNER, unpack(tags))
+  local used = {}
+  for n, tag in ipairs(tags) do
+    if leased[n] or used[tag] then
+      local id
+      repeat
+        id = tag .. '~' .. redis.call('INCR', K_LEASE_SEQ)
+      until not used[id] and redis.call('HEXISTS', K_OWNER, id) == 0
+      tags[n] = id
+    end
+    used[tags[n]] = true
+  end
+end
+
+-- A lease renamed by unique_ids keeps no delivery count once its message is back in the
+-- queue (the next fetch knows the message by its envelope's tag only).
+local function forget_renamed(id, raw)
+  if tag_of(raw) ~= id then
+    redis.call('HDEL', K_DELIVERIES, id)
+  end
+end
+
 -- Put a leased message back at the consuming end of its list (delivered next). The
 -- delivery count stays: a lost lease counts towards the redelivery limit.
 local function restore(tag)
@@ -165,7 +236,9 @@ local function restore(tag)
     return 0
   end
   local digit, queue = string.sub(info, 1, 1), string.sub(info, 2)
-  redis.call('RPUSH', list_key(queue, digit), raw_from(entry, queue))
+  local raw = raw_from(entry, queue)
+  redis.call('RPUSH', list_key(queue, digit), raw)
+  forget_renamed(tag, raw)
   wake(queue)
   return 1
 end

@@ -32,30 +32,11 @@ for _, queue in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', t, 'LIMIT', 0, 1000)
   if #due > 0 then
     for _, member in ipairs(due) do
-      redis.call('LPUSH', list_key(queue, string.sub(member, 1, 1)), string.sub(member, 2))
+      local digit, raw = delayed_parts(member)
+      redis.call('LPUSH', list_key(queue, digit), raw)
     end
     redis.call('ZREM', key, unpack(due))
   end
-end
-
--- The envelope's delivery tag: found by a plain search when it occurs once, parsed
--- otherwise; bytes that are not an envelope get a tag derived from their content.
-local function tag_of(raw)
-  local s, e = string.find(raw, '"delivery_tag"', 1, true)
-  if s and not string.find(raw, '"delivery_tag"', e + 1, true) then
-    local tag = string.match(raw, '^%s*:%s*"([^"\\%z]+)"', e + 1)
-    if tag then
-      return tag
-    end
-  end
-  local ok, env = pcall(cjson.decode, raw)
-  if ok and type(env) == 'table' and type(env['properties']) == 'table' then
-    local tag = env['properties']['delivery_tag']
-    if type(tag) == 'string' and tag ~= '' and not string.find(tag, '\0', 1, true) then
-      return tag
-    end
-  end
-  return 'celeriac-' .. redis.sha1hex(raw)
 end
 
 -- Pop, bucket by bucket, queue by queue.
@@ -81,6 +62,7 @@ end
 -- Record every lease.
 local out = {-1, 0}
 if #raws > 0 then
+  unique_ids(tags)
   redis.call('ZREMRANGEBYSCORE', K_REVOCATIONS, '-inf', t)
   out[2] = redis.call('ZCARD', K_REVOCATIONS)
   local counts = redis.call('HMGET', K_DELIVERIES, unpack(tags))

@@ -14,7 +14,7 @@ for i = 2, #ARGV, 4 do
     t = t or now()
   end
   if not_before ~= '' and tonumber(not_before) > t then
-    redis.call('ZADD', delayed_key(queue), not_before, digit .. raw)
+    delayed_add(queue, not_before, digit, raw)
   else
     redis.call('LPUSH', list_key(queue, digit), raw)
   end

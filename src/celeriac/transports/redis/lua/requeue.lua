@@ -20,8 +20,9 @@ for i, tag in ipairs(tags) do
   if info and entry then -- (without them a Celery worker has restored it already)
     local digit, queue = string.sub(info, 1, 1), string.sub(info, 2)
     local raw = raw_from(entry, queue)
+    forget_renamed(tag, raw)
     if later then
-      redis.call('ZADD', delayed_key(queue), not_before, digit .. raw)
+      delayed_add(queue, not_before, digit, raw)
     else
       redis.call('RPUSH', list_key(queue, digit), raw)
     end

@@ -17,7 +17,7 @@ if #ARGV >= 8 then
   local queue, digit, not_before, raw = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
   wake(queue)
   if not_before ~= '' and tonumber(not_before) > now() then
-    redis.call('ZADD', delayed_key(queue), not_before, digit .. raw)
+    delayed_add(queue, not_before, digit, raw)
   else
     redis.call('LPUSH', list_key(queue, digit), raw)
   end
