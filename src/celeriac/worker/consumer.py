@@ -42,6 +42,7 @@ from celeriac.transports.capabilities import (
 from celeriac.worker._monitor import WorkerMonitor
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
+from celeriac.worker.fairness import Balancer
 from celeriac.worker.limits import resident_kib
 from celeriac.worker.pools import Pool
 from celeriac.worker.startup import EXIT_BROKER_LOST, connect_at_startup, give_up
@@ -126,6 +127,8 @@ class Consumer:
         self.control = False
         #: the worker's main process (a prefork child's is its supervisor)
         self.worker_pid = os.getpid()
+        #: a prefork child's share of fair dispatch (celeriac.worker.fairness)
+        self.balancer: Balancer | None = None
         self.exit_code = 0
         self._stopping = False
         self._closing = False
@@ -156,6 +159,15 @@ class Consumer:
         """True once a cold stop was asked for."""
         return self._cold
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stopping
+
+    def unsubmit(self, count: int) -> None:
+        """``count`` submitted jobs went back to the broker unstarted (fair dispatch)."""
+        self._submitted -= count
+
     # -- control ------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
         """Ask the consumer to stop: warm first, cold if asked (or asked twice)."""
@@ -163,6 +175,8 @@ class Consumer:
             cold = True
         self._stopping = True
         self._cold = self._cold or cold
+        if self.balancer is not None:
+            self.balancer.mark(free=False)
         if self.pool.outbox is not None:
             # take unstarted jobs back now, before a free pool thread starts one of them
             self._unstarted.extend(self.pool.reclaim())
@@ -202,6 +216,8 @@ class Consumer:
         helpers.append(loop.create_task(self.monitor.run()))
         settler = loop.create_task(self._settle_loop())
         helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
+        if self.balancer is not None:
+            helpers.append(loop.create_task(self.balancer.run()))
         try:
             await self._fetch_loop()
             await self._drain()
@@ -264,6 +280,9 @@ class Consumer:
         assert broker is not None and space is not None
         failures = 0
         while not self._stopping:
+            if self.balancer is not None and (pause := self.balancer.hold_off()) > 0:
+                await asyncio.sleep(pause)  # leave what it handed back to its siblings
+                continue
             room = self.limit - len(self.held)
             low_water = max(1, self.limit // 2)
             # refill in batches: wait until half the prefetch window is free (or all of it
@@ -276,6 +295,8 @@ class Consumer:
                 self._awaiting_space = False
                 continue
             acks, self._pending_acks = self._pending_acks, []
+            if self.balancer is not None:  # free while it waits holding nothing
+                self.balancer.mark(free=not self.held and not self._stopping)
             try:
                 deliveries = await broker.ack_and_fetch(acks, self.queues, room, FETCH_TIMEOUT)
             except (OSError, BrokerError) as exc:
@@ -296,6 +317,8 @@ class Consumer:
                 failures = 0
                 await self._recover_lost_fetches(deliveries)
             if deliveries:
+                if self.balancer is not None:
+                    self.balancer.mark(free=False)
                 await self._accept_batch(deliveries)
 
     async def _recover_lost_fetches(self, fetched: list[Delivery]) -> None:
