@@ -353,6 +353,8 @@ class Bench:
         with ``--cpu-hog``, enqueue and drain them again under the hog."""
         args = self.args
         n = args.n if workload == "noop" else args.work_n
+        if system.name == "rq":
+            n = min(n, args.rq_n)  # a fork per job: ~50 tasks/s
         key = lambda measure: cell_key(workload, measure)  # noqa: E731
         what = workload if workload != "noop" else ""
         try:
@@ -865,6 +867,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
     parser.add_argument("--rq-io-workers", type=int, default=16)
+    parser.add_argument(
+        "--rq-n", type=int, default=500, help="at most this many tasks per RQ drain (500)"
+    )
     parser.add_argument(
         "--rq-simple", action="store_true", help="RQ drain/round trip with SimpleWorker (no fork)"
     )

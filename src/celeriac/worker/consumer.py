@@ -165,8 +165,11 @@ class Consumer:
         return self._stopping
 
     def unsubmit(self, count: int) -> None:
-        """``count`` submitted jobs went back to the broker unstarted (fair dispatch)."""
+        """``count`` submitted jobs went back to the broker unstarted (fair dispatch):
+        the fetch loop may fetch again (after its hold-off)."""
         self._submitted -= count
+        if self._space is not None:
+            self._space.set()
 
     # -- control ------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
@@ -180,6 +183,7 @@ class Consumer:
         if self.pool.outbox is not None:
             # take unstarted jobs back now, before a free pool thread starts one of them
             self._unstarted.extend(self.pool.reclaim())
+            self.pool.outbox.flush()  # outcomes held for the jobs just taken back
         for event in (self._wake, self._space, self._settled):
             if event is not None:
                 event.set()
@@ -201,6 +205,7 @@ class Consumer:
             await self.broker.declare(queue)
         await _queues.bind_consumed(self.app.conf, self.broker, self.queues)
         self.pool.start(loop, self.handler, self._on_outcomes)
+        self._batch_outcomes()
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
@@ -513,6 +518,12 @@ class Consumer:
         if limit != self.limit:
             logger.debug("Prefetch limit now %d (tasks take %.2g s on average)", limit, average)
             self.limit = limit
+            self._batch_outcomes()
+
+    def _batch_outcomes(self) -> None:
+        """Outcomes come to the loop by halves of the prefetch window (see Outbox)."""
+        if self.pool.outbox is not None:
+            self.pool.outbox.batch = max(1, self.limit // 2)
 
     async def _release(self, batch: list[Outcome], broker: Broker) -> None:
         """Ack, requeue or dead-letter each settled delivery."""
@@ -617,6 +628,8 @@ class Consumer:
         assert self.broker is not None and self._settled is not None
         await self._flush_acks()
         unstarted, self._unstarted = [*self._unstarted, *self.pool.reclaim()], []
+        if self.pool.outbox is not None:
+            self.pool.outbox.flush()
         for job, gate in list(self._gated.items()):  # held by a gate (rate limit)
             gate.cancel()
             unstarted.append(job)

@@ -105,6 +105,8 @@ class Balancer:
         if not free:
             return []
         waiting = consumer.pool.reclaim()
+        if consumer.pool.outbox is not None:
+            consumer.pool.outbox.flush()  # held while these were queued
         give: list[Job] = []
         for job in waiting:
             # a job acked before running (acks_late=False) cannot go back
