@@ -33,7 +33,12 @@ def batches(queued: Callable[[], bool] | None, count: int, batch: int, hold: flo
 
         box = Outbox(loop, deliver, queued, hold=hold)
         box.batch = batch
-        putter = threading.Thread(target=lambda: [box.put(outcome(n)) for n in range(count)])
+
+        def put_all() -> None:
+            for n in range(count):
+                box.put(outcome(n))
+
+        putter = threading.Thread(target=put_all)
         putter.start()
         await asyncio.to_thread(putter.join)
         box.flush()
