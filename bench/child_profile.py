@@ -144,7 +144,7 @@ def main() -> None:
         (workdir / "bench_celeriac_tasks.py").write_text(source)
         (workdir / "child.py").write_text(CHILD)
         http = _work.HttpServer() if args.task == "http" else None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
+        env = dict(os.environ)  # CELERIAC_* settings reach the child (to try them)
         paths = [str(workdir)] + ([str(args.src)] if args.src else [])
         env.update(
             PYTHONPATH=os.pathsep.join(paths),
