@@ -69,6 +69,14 @@ def run_loop():
     times["r1"] = resource.getrusage(resource.RUSAGE_SELF)
     pool.stop()
 
+samples = []
+if os.environ.get("PROFILE_SAMPLE"):
+    def sample():
+        while "t1" not in times:
+            samples.append((pool._queue.qsize(), len(consumer.held), consumer.limit))
+            time.sleep(0.0005)
+    threading.Thread(target=sample, daemon=True).start()
+
 thread = threading.Thread(target=run_loop, name="celeriac-consumer")
 thread.start()
 if PROFILE:
@@ -84,6 +92,11 @@ if PROFILE:
         stats.print_stats(int(os.environ.get("PROFILE_TOP") or 25))
         if os.environ.get("PROFILE_CALLERS"):
             stats.print_callers(os.environ["PROFILE_CALLERS"])
+if samples:
+    import collections
+    queued = collections.Counter(min(q, 10) for q, _, _ in samples)
+    print("queued (capped at 10):", sorted(queued.items()))
+    print("held/limit, every 50th sample:", [(h, lim) for _, h, lim in samples[::50]][:40])
 r0, r1 = times["r0"], times["r1"]
 wall = times["t1"] - times["t0"]
 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
@@ -183,7 +196,7 @@ def main() -> None:
             found = re.search(r"Collected : (\d+)", done.stderr)
             total = int(found[1]) if found else 0
             report += f"; callgrind {total:,} instructions (whole process)"
-        if args.cprofile:
+        if args.cprofile or os.environ.get("PROFILE_SAMPLE"):
             print(done.stdout)
         print(report, flush=True)
 
