@@ -131,3 +131,21 @@ def test_long_tasks_run_at_once_on_the_memory_broker(tmp_path: Path) -> None:
         app.close()
     times = [t for t, _ in starts({"dir": str(tmp_path)}).values()]
     assert len(times) == 2 and max(times) - min(times) < DURATION
+
+
+def test_a_result_does_not_wait_for_the_long_task_after_it(tmp_path: Path) -> None:
+    """A child holds outcomes while it has more jobs queued (to batch them); a short
+    task's result still comes at once when the job after it runs long."""
+    write_module(tmp_path, "ftasks", TASKS)
+    (tmp_path / "starts").mkdir()
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    app = Celery("ftasks", broker=url, set_as_current=False)
+    try:
+        wenv = {"CELERIAC_BROKER_URL": url}
+        with WorkerProcess(tmp_path, "ftasks", "-P", "prefork", "-c", "1", env=wenv):
+            short, long = group(app.signature("ftasks.slow", (s,)) for s in (0, 5))().results
+            short.get(timeout=2.5)  # long before the 5-second task after it ends
+            assert not long.ready()
+            long.get(timeout=20)
+    finally:
+        app.close()

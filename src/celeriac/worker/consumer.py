@@ -67,6 +67,10 @@ RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 PREFETCH_GROWTH = 64
 #: Weight of the latest task in the running average of task run times.
 RUNTIME_WEIGHT = 0.1
+#: How often the loop looks for outcomes a pool thread held too long (and, with
+#: nothing held, how often it looks whether anything is)
+OUTBOX_TICK = 0.005
+IDLE_TICK = 0.05
 
 
 def prefetch_limit(base: int, concurrency: int, window: float, runtime: float | None) -> int:
@@ -221,6 +225,7 @@ class Consumer:
         helpers.append(loop.create_task(self.monitor.run()))
         settler = loop.create_task(self._settle_loop())
         helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
+        helpers.append(loop.create_task(self._outbox_timer()))
         if self.balancer is not None:
             helpers.append(loop.create_task(self.balancer.run()))
         try:
@@ -444,6 +449,16 @@ class Consumer:
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _outbox_timer(self) -> None:
+        """Outcomes a pool thread holds while it runs more jobs come out after
+        ``OUTBOX_TICK`` at the latest, even when the next job runs long."""
+        outbox = self.pool.outbox
+        if outbox is None:
+            return
+        while True:
+            await asyncio.sleep(OUTBOX_TICK if self.held else IDLE_TICK)
+            outbox.flush_aged()
 
     def _running(self) -> int:
         """Jobs handed to the pool whose outcome has not arrived yet."""

@@ -81,6 +81,14 @@ class Outbox:
         outcomes will never come to wake it)."""
         self._drain()
 
+    def flush_aged(self) -> None:
+        """Deliver what waits if it has waited ``hold`` (on the loop, from a timer: the
+        job after a held outcome may run for long, and no other put would come)."""
+        with self._lock:
+            aged = bool(self._items) and time.monotonic() - self._first >= self._hold
+        if aged:
+            self._drain()
+
     def _drain(self) -> None:
         with self._lock:
             items, self._items = self._items, []
