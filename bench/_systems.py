@@ -216,6 +216,10 @@ def _redis(url: str) -> Any:
 Counter = Callable[[], int]
 
 
+def delete_key(url: str, key: str) -> None:
+    _redis(url).delete(key)
+
+
 def ping_redis(base: str) -> None:
     _redis(redis_db_url(base, 10)).ping()
 

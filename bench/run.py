@@ -2,11 +2,14 @@
 
     python bench/run.py [--broker sqlite|redis|amqp|all]
                         [--systems celeriac,celery,dramatiq,rq,huey]
-                        [--n 10000] [--repeat K] [--quick]
+                        [--workloads noop,incr,http,cpu,io] [--cpu-hog]
+                        [--n 10000] [--work-n N] [--repeat K] [--quick]
 
-Workloads, per system:
+Task bodies (``_work.py``): ``noop``; ``incr``, one sync Redis ``INCR`` with redis-py;
+``http``, one ``GET`` to a local HTTP server the bench starts; ``cpu``, 1 ms of
+pure-Python CPU (calibrated here, before the run). For each of them, per system:
 
-- enqueue: one synchronous loop of N ``delay()`` calls of a no-op task (tasks/s);
+- enqueue: one synchronous loop of N ``delay()`` calls of the task (tasks/s);
 - drain: those N tasks waiting, a worker of 2 processes started (celeriac ``-P prefork
   -c 2``, Celery ``-P prefork -c 2``, Dramatiq ``-p 2 -t 1``, RQ 2 workers, Huey ``-k
   process -w 2``); timed from
@@ -14,6 +17,8 @@ Workloads, per system:
   and left out) until every result is stored (tasks/s);
 - round trip: ``delay().get()`` one after the other against that running worker,
   after a warm-up; p50 and p99 (ms);
+- with ``--cpu-hog``: the drain again, with a busy loop on every core (one process per
+  core, started before the worker and stopped after the last task, each bounded to 300 s);
 - I/O: 2,000 tasks that sleep 20 ms each, under each system's best I/O pool, timed
   like drain (tasks/s).
 
@@ -29,7 +34,9 @@ results (celeriac's default on RabbitMQ; Celery's ``backend='rpc://'``). ``all``
 and Redis. Every worker is started in its own session and stopped by process
 group at the end of its phase, on errors, and on Ctrl-C.
 
-Output: one line per measurement, a table per broker, and ``bench/results-<broker>.json``.
+The 1-minute load average is recorded at the start and end of every drain (the machine
+is shared: read the figures with it). Output: one line per measurement, a table per
+broker, and ``bench/results-<broker>.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ sys.path.insert(0, str(HERE))
 import _procs  # noqa: E402
 import _source  # noqa: E402
 import _systems  # noqa: E402
+import _work  # noqa: E402
 
 PEERS = ("celery", "dramatiq", "rq", "huey")
 ALL_SYSTEMS = ("celeriac", *PEERS)
@@ -68,14 +76,37 @@ OPTIONAL_PEER_REQUIREMENTS = ["gevent"]
 READY_TIMEOUT = 90.0
 STALL_TIMEOUT = 30.0
 
-#: (key, label, unit, higher_is_better)
-WORKLOADS = (
+#: the measurements of each work workload: (suffix, label, unit, higher_is_better)
+MEASURES = (
     ("enqueue", "enqueue: sync delay() loop", "tasks/s", True),
-    ("drain", "drain: pre-enqueued no-op, 2 processes", "tasks/s", True),
+    ("drain", "drain, 2 processes", "tasks/s", True),
+    ("drain_hog", "drain under the CPU hog, 2 processes", "tasks/s", True),
     ("rtt_p50", "round trip delay().get() p50", "ms", False),
     ("rtt_p99", "round trip delay().get() p99", "ms", False),
-    ("io", "I/O: tasks sleeping 20 ms, best I/O pool", "tasks/s", True),
 )
+IO_ROW = ("io", "I/O: tasks sleeping 20 ms, best I/O pool", "tasks/s", True)
+
+
+def cell_key(workload: str, measure: str) -> str:
+    """The no-op's cells keep their old names (``drain``); the others are prefixed."""
+    return measure if workload == "noop" else f"{workload}.{measure}"
+
+
+def table_rows(args: argparse.Namespace) -> list[tuple[str, str, str, bool]]:
+    """(key, label, unit, higher_is_better) of every row this run measures."""
+    rows = []
+    for workload, _task, desc in _work.WORKLOADS:
+        if workload not in args.workloads:
+            continue
+        for measure, label, unit, higher in MEASURES:
+            if measure == "drain_hog" and not args.cpu_hog:
+                continue
+            rows.append((cell_key(workload, measure), f"{desc}: {label}", unit, higher))
+    if "io" in args.workloads:
+        rows.append(IO_ROW)
+    return rows
+
+
 SQLITE_TARGETS = {"drain": 5000.0, "rtt_p50": 5.0}
 
 #: every system that ran, so an interrupted run still empties their databases
@@ -157,6 +188,7 @@ class Bench:
             if not k.startswith(("CELERIAC_", "CELERY_", "PYTHON", "VIRTUAL_ENV"))
         }
         env.update(extra)
+        env.update(self.args.work_env)
         paths = [str(self.workdir)]
         if system.name == "celeriac" and self.args.celeriac_src is not None:
             paths.insert(0, str(self.args.celeriac_src))
@@ -219,6 +251,7 @@ class Bench:
 
         Returns the measurement and the still-running worker (the caller stops it)."""
         counter = system.counter(expected)
+        load_start = os.getloadavg()
         spawned = time.time()
         group = self.start_worker(system, env, argvs, ready, phase)
         try:
@@ -269,18 +302,25 @@ class Bench:
             "startup_s": ready_at - spawned,
             "wall_incl_startup_s": t1 - spawned,
             "rate_incl_startup": expected / (t1 - spawned),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
         }
         return result, group
 
     # -- one system ------------------------------------------------------------------
     def run_system(self, system: _systems.System) -> dict[str, Any]:
         _TOUCHED.append(system)
-        (self.workdir / f"{system.module}.py").write_text(system.source)
+        source = _work.with_work_tasks(system.name, system.source)
+        (self.workdir / f"{system.module}.py").write_text(source)
         cells: dict[str, Any] = {}
         load_before = os.getloadavg()
         try:
-            self.cpu_phases(system, cells)
-            self.io_phases(system, cells)
+            for workload, work_task, _desc in _work.WORKLOADS:
+                if workload in self.args.workloads:
+                    task = system.noop_task if workload == "noop" else work_task
+                    self.work_phases(system, cells, workload, task)
+            if "io" in self.args.workloads:
+                self.io_phases(system, cells)
         finally:
             with contextlib.suppress(Exception):
                 system.cleanup()
@@ -306,61 +346,98 @@ class Bench:
         self.errors += 1
         self.say(system.name, keys[0], f"ERROR: {message}")
 
-    def cpu_phases(self, system: _systems.System, cells: dict[str, Any]) -> None:
-        """Enqueue N no-op tasks, drain them with 2 processes, then round trips."""
+    def work_phases(
+        self, system: _systems.System, cells: dict[str, Any], workload: str, task: str
+    ) -> None:
+        """Enqueue N tasks of ``workload``, drain them with 2 processes, then round trips;
+        with ``--cpu-hog``, enqueue and drain them again under the hog."""
         args = self.args
+        n = args.n if workload == "noop" else args.work_n
+        if system.name == "rq":
+            n = min(n, args.rq_n)  # a fork per job: ~50 tasks/s
+        key = lambda measure: cell_key(workload, measure)  # noqa: E731
+        what = workload if workload != "noop" else ""
         try:
             env = self._env(system, system.prepare())
-            enq = self.driver(
-                system, env, ["enqueue", system.noop_task, str(args.n)], 60 + args.n * 0.02
-            )
+            enq = self.driver(system, env, ["enqueue", task, str(n)], 60 + n * 0.02)
             system.reply_queue = enq.get("reply_queue")
         except Exception as exc:
-            self.fail(system, cells, ["enqueue", "drain", "rtt_p50", "rtt_p99"], exc)
+            self.fail(system, cells, [key(m) for m in ("enqueue", "drain", "rtt_p50")], exc)
             return
-        cells["enqueue"] = {"value": enq["rate"], "unit": "tasks/s", **enq}
+        cells[key("enqueue")] = {"value": enq["rate"], "unit": "tasks/s", **enq}
         self.say(
             system.name,
-            "enqueue",
-            f"{fmt_rate(enq['rate'])} tasks/s ({args.n:,} delay() in {enq['seconds']:.2f}s)",
+            f"{what} enqueue".strip(),
+            f"{fmt_rate(enq['rate'])} tasks/s ({n:,} delay() in {enq['seconds']:.2f}s)",
         )
         group = None
         try:
             drain, group = self.measure_drain(
-                system, env, system.cpu_argv, system.cpu_ready, "cpu", args.n, 60 + args.n * 0.03
+                system, env, system.cpu_argv, system.cpu_ready, f"{workload}", n, 60 + n * 0.03
             )
-            drain["verify"] = verify(system, args.n)
-            cells["drain"] = drain
-            self.say(
-                system.name,
-                "drain",
-                f"{fmt_rate(drain['value'])} tasks/s ({drain['measured_tasks']:,} tasks in "
-                f"{drain['seconds']:.2f}s after ready; {drain['done_at_ready']:,} done "
-                f"during start-up of {drain['startup_s']:.2f}s; "
-                f"{fmt_rate(drain['rate_incl_startup'])}/s incl. start-up)",
-            )
+            drain["verify"] = verify(system, n)
+            cells[key("drain")] = drain
+            self.say_drain(system, f"{what} drain".strip(), drain)
             rtt = self.driver(
                 system,
                 env,
-                ["roundtrip", system.noop_task, str(args.rtt), str(args.warmup), "30"],
+                ["roundtrip", task, str(args.rtt), str(args.warmup), "30"],
                 60 + args.rtt * 0.5,
             )
-            cells["rtt_p50"] = {"value": rtt["p50_ms"], "unit": "ms", **rtt}
-            cells["rtt_p99"] = {"value": rtt["p99_ms"], "unit": "ms", **rtt}
+            cells[key("rtt_p50")] = {"value": rtt["p50_ms"], "unit": "ms", **rtt}
+            cells[key("rtt_p99")] = {"value": rtt["p99_ms"], "unit": "ms", **rtt}
             self.say(
                 system.name,
-                "round trip",
+                f"{what} rtt".strip(),
                 f"p50 {rtt['p50_ms']:.2f} ms, p90 {rtt['p90_ms']:.2f} ms, "
                 f"p99 {rtt['p99_ms']:.2f} ms, max {rtt['max_ms']:.1f} ms "
                 f"({args.rtt:,} sequential after {args.warmup} warm-up)",
             )
         except Exception as exc:
-            self.fail(
-                system, cells, [k for k in ("drain", "rtt_p50", "rtt_p99") if k not in cells], exc
-            )
+            missing = [key(m) for m in ("drain", "rtt_p50", "rtt_p99") if key(m) not in cells]
+            self.fail(system, cells, missing, exc)
         finally:
             if group is not None:
                 group.stop()
+        if args.cpu_hog:
+            self.hog_phase(system, cells, workload, task, n)
+
+    def hog_phase(
+        self, system: _systems.System, cells: dict[str, Any], workload: str, task: str, n: int
+    ) -> None:
+        """The drain again, with a busy loop on every core from before the worker starts
+        until the last task is done."""
+        key = cell_key(workload, "drain_hog")
+        group = None
+        try:
+            env = self._env(system, system.prepare())
+            enq = self.driver(system, env, ["enqueue", task, str(n)], 60 + n * 0.02)
+            system.reply_queue = enq.get("reply_queue")
+            with _work.CpuHog() as hog:
+                drain, group = self.measure_drain(
+                    system, env, system.cpu_argv, system.cpu_ready, f"{workload}-hog", n,
+                    60 + n * 0.1,
+                )  # fmt: skip
+            drain["verify"] = verify(system, n)
+            drain["hog_processes"] = hog.cores
+            cells[key] = drain
+            self.say_drain(system, f"{workload} hog", drain)
+        except Exception as exc:
+            self.fail(system, cells, [key], exc)
+        finally:
+            if group is not None:
+                group.stop()
+
+    def say_drain(self, system: _systems.System, what: str, drain: dict[str, Any]) -> None:
+        load = f"load {drain['loadavg_start'][0]:.1f}->{drain['loadavg_end'][0]:.1f}"
+        self.say(
+            system.name,
+            what,
+            f"{fmt_rate(drain['value'])} tasks/s ({drain['measured_tasks']:,} tasks in "
+            f"{drain['seconds']:.2f}s after ready; {drain['done_at_ready']:,} done "
+            f"during start-up of {drain['startup_s']:.2f}s; "
+            f"{fmt_rate(drain['rate_incl_startup'])}/s incl. start-up; {load})",
+        )
 
     def io_phases(self, system: _systems.System, cells: dict[str, Any]) -> None:
         """The I/O workload under each of the system's I/O pools; the best is reported."""
@@ -529,7 +606,9 @@ def cell_text(cell: dict[str, Any] | None, unit: str) -> str:
     return f"{value:,.0f}" if unit == "tasks/s" else f"{value:.2f}"
 
 
-def make_table(broker: str, results: dict[str, Any], names: list[str]) -> tuple[str, list[Any]]:
+def make_table(
+    broker: str, results: dict[str, Any], names: list[str], workloads: list[Any]
+) -> tuple[str, list[Any]]:
     """Markdown table: workload | each system | celeriac / each peer (plain ratio)."""
     peers = [n for n in names if n != "celeriac"]
     rows: list[dict[str, Any]] = []
@@ -538,7 +617,7 @@ def make_table(broker: str, results: dict[str, Any], names: list[str]) -> tuple[
     else:
         header = ["workload", *names, *[f"celeriac/{p}" for p in peers]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, label, unit, higher in WORKLOADS:
+    for key, label, unit, higher in workloads:
         better = "higher" if higher else "lower"
         row: dict[str, Any] = {"workload": key, "label": label, "unit": unit, "better": better}
         texts = [f"{label} ({unit}, {better} is better)"]
@@ -697,18 +776,26 @@ def _run_broker(broker: str, names: list[str], args: argparse.Namespace, workdir
             runs[system.name].append(bench.run_system(system))
     for name, system_runs in runs.items():
         results[name] = merge_runs(system_runs)
-    table, rows = make_table(broker, results, names)
+    table, rows = make_table(broker, results, names, table_rows(args))
     params = {
         "n": args.n,
         "rtt": args.rtt,
         "warmup": args.warmup,
         "io_n": args.io_n,
+        "work_n": args.work_n,
+        "workloads": args.workloads,
+        "cpu_hog": args.cpu_hog,
+        "cpu_loops_per_ms": args.cpu_loops,
         "repeat": args.repeat,
     }
     title = (
-        f"{broker} broker: N={args.n:,} (enqueue, drain), {args.rtt:,} round trips "
-        f"after {args.warmup} warm-up, {args.io_n:,} I/O tasks"
+        f"{broker} broker: N={args.n:,} no-op, {args.work_n:,} of each other workload "
+        f"(enqueue, drain), {args.rtt:,} round trips after {args.warmup} warm-up"
     )
+    if "io" in args.workloads:
+        title += f", {args.io_n:,} I/O tasks"
+    if args.cpu_hog:
+        title += "; CPU hog on every core for the hog rows"
     if broker == "amqp":
         title = (
             f"RabbitMQ {args.rabbitmq_version} broker, rpc:// results for both"
@@ -758,6 +845,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtt", type=int, default=None, help="round trips (1000)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up round trips (50)")
     parser.add_argument("--io-n", type=int, default=None, help="I/O tasks (2000)")
+    parser.add_argument(
+        "--work-n", type=int, default=None, help="tasks of incr/http/cpu to drain (--n)"
+    )
+    parser.add_argument(
+        "--workloads",
+        default="noop,incr,http,cpu,io",
+        help="which to run, of noop (no-op), incr (one sync Redis INCR), http (one local "
+        "HTTP GET), cpu (1 ms of Python CPU), io (20 ms sleeps, best I/O pool)",
+    )
+    parser.add_argument(
+        "--cpu-hog",
+        action="store_true",
+        help="also drain each workload with a busy loop on every core",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument(
@@ -766,6 +867,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
     parser.add_argument("--rq-io-workers", type=int, default=16)
+    parser.add_argument(
+        "--rq-n", type=int, default=500, help="at most this many tasks per RQ drain (500)"
+    )
     parser.add_argument(
         "--rq-simple", action="store_true", help="RQ drain/round trip with SimpleWorker (no fork)"
     )
@@ -794,6 +898,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rtt = args.rtt or (200 if quick else 1000)
     args.warmup = args.warmup if args.warmup is not None else (20 if quick else 50)
     args.io_n = args.io_n or (500 if quick else 2000)
+    args.work_n = args.work_n or args.n
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    known = [w for w, _, _ in _work.WORKLOADS] + ["io"]
+    if [w for w in args.workloads if w not in known]:
+        parser.error(f"unknown workload(s) in {args.workloads}; choose from {', '.join(known)}")
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in args.systems if s not in ALL_SYSTEMS]
     if unknown:
@@ -825,6 +934,15 @@ def main(argv: list[str] | None = None) -> int:
     brokers = ["sqlite", "redis"] if args.broker == "all" else [args.broker]
     failures = 0
     interrupted = False
+    http = _work.HttpServer() if "http" in args.workloads else None
+    args.cpu_loops = _work.calibrate_cpu()
+    work_redis = _systems.redis_db_url(args.redis_url, _work.WORK_DB)
+    args.work_env = {
+        "BENCH_WORK_REDIS_URL": work_redis,
+        "BENCH_WORK_HTTP": http.address if http else "",
+        "BENCH_CPU_LOOPS": str(args.cpu_loops),
+    }
+    print(f"cpu workload: {args.cpu_loops:,} loop steps = 1 ms of CPU here", flush=True)
     try:
         for broker in brokers:
             failures += run_broker(broker, args, workdir)
@@ -833,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: stopping the workers this run started", file=sys.stderr)
     finally:
         _procs.stop_all()
+        if http is not None:
+            http.stop()
+        with contextlib.suppress(Exception):
+            _systems.delete_key(work_redis, _work.WORK_KEY)
         for system in _TOUCHED:
             with contextlib.suppress(Exception):
                 system.cleanup()

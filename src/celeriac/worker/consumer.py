@@ -43,6 +43,7 @@ from celeriac.worker._monitor import WorkerMonitor
 from celeriac.worker._outage import RETRY_DELAYS, Outage
 from celeriac.worker.builtins import builtins
 from celeriac.worker.core import Handler, Job
+from celeriac.worker.fairness import Balancer
 from celeriac.worker.limits import resident_kib
 from celeriac.worker.pools import Pool
 from celeriac.worker.startup import EXIT_BROKER_LOST, connect_at_startup, give_up
@@ -68,6 +69,10 @@ EXTEND_RETRY = 1.0
 PREFETCH_GROWTH = 64
 #: Weight of the latest task in the running average of task run times.
 RUNTIME_WEIGHT = 0.1
+#: How often the loop looks for outcomes a pool thread held too long (and, with
+#: nothing held, how often it looks whether anything is)
+OUTBOX_TICK = 0.005
+IDLE_TICK = 0.05
 
 
 def prefetch_limit(base: int, concurrency: int, window: float, runtime: float | None) -> int:
@@ -128,6 +133,8 @@ class Consumer:
         self.control = False
         #: the worker's main process (a prefork child's is its supervisor)
         self.worker_pid = os.getpid()
+        #: a prefork child's share of fair dispatch (celeriac.worker.fairness)
+        self.balancer: Balancer | None = None
         self.exit_code = 0
         self._stopping = False
         self._closing = False
@@ -158,6 +165,18 @@ class Consumer:
         """True once a cold stop was asked for."""
         return self._cold
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stopping
+
+    def unsubmit(self, count: int) -> None:
+        """``count`` submitted jobs went back to the broker unstarted (fair dispatch):
+        the fetch loop may fetch again (after its hold-off)."""
+        self._submitted -= count
+        if self._space is not None:
+            self._space.set()
+
     # -- control ------------------------------------------------------------
     def stop(self, cold: bool = False) -> None:
         """Ask the consumer to stop: warm first, cold if asked (or asked twice)."""
@@ -165,9 +184,12 @@ class Consumer:
             cold = True
         self._stopping = True
         self._cold = self._cold or cold
+        if self.balancer is not None:
+            self.balancer.mark(free=False)
         if self.pool.outbox is not None:
             # take unstarted jobs back now, before a free pool thread starts one of them
             self._unstarted.extend(self.pool.reclaim())
+            self.pool.outbox.flush()  # outcomes held for the jobs just taken back
         for event in (self._wake, self._space, self._settled):
             if event is not None:
                 event.set()
@@ -189,6 +211,7 @@ class Consumer:
             await self.broker.declare(queue)
         await _queues.bind_consumed(self.app.conf, self.broker, self.queues)
         self.pool.start(loop, self.handler, self._on_outcomes)
+        self._batch_outcomes()
         for mw in self.middleware:
             mw.worker_start(self.app, self.hostname)
         helpers: list[asyncio.Task[None]] = []
@@ -204,6 +227,9 @@ class Consumer:
         helpers.append(loop.create_task(self.monitor.run()))
         settler = loop.create_task(self._settle_loop())
         helpers += [loop.create_task(self._extend_loop()), loop.create_task(self._watchdog())]
+        helpers.append(loop.create_task(self._outbox_timer()))
+        if self.balancer is not None:
+            helpers.append(loop.create_task(self.balancer.run()))
         try:
             await self._fetch_loop()
             await self._drain()
@@ -266,6 +292,9 @@ class Consumer:
         assert broker is not None and space is not None
         failures = 0
         while not self._stopping:
+            if self.balancer is not None and (pause := self.balancer.hold_off()) > 0:
+                await asyncio.sleep(pause)  # leave what it handed back to its siblings
+                continue
             room = self.limit - len(self.held)
             low_water = max(1, self.limit // 2)
             # refill in batches: wait until half the prefetch window is free (or all of it
@@ -278,6 +307,8 @@ class Consumer:
                 self._awaiting_space = False
                 continue
             acks, self._pending_acks = self._pending_acks, []
+            if self.balancer is not None:  # free while it waits holding nothing
+                self.balancer.mark(free=not self.held and not self._stopping)
             try:
                 deliveries = await broker.ack_and_fetch(acks, self.queues, room, FETCH_TIMEOUT)
             except (OSError, BrokerError) as exc:
@@ -298,6 +329,8 @@ class Consumer:
                 await self._recover_lost_fetches(deliveries)
                 self._extend_soon()
             if deliveries:
+                if self.balancer is not None:
+                    self.balancer.mark(free=False)
                 await self._accept_batch(deliveries)
 
     async def _recover_lost_fetches(self, fetched: list[Delivery]) -> None:
@@ -419,6 +452,16 @@ class Consumer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
 
+    async def _outbox_timer(self) -> None:
+        """Outcomes a pool thread holds while it runs more jobs come out after
+        ``OUTBOX_TICK`` at the latest, even when the next job runs long."""
+        outbox = self.pool.outbox
+        if outbox is None:
+            return
+        while True:
+            await asyncio.sleep(OUTBOX_TICK if self.held else IDLE_TICK)
+            outbox.flush_aged()
+
     def _running(self) -> int:
         """Jobs handed to the pool whose outcome has not arrived yet."""
         return len(self.held) - len(self._done)
@@ -492,6 +535,12 @@ class Consumer:
         if limit != self.limit:
             logger.debug("Prefetch limit now %d (tasks take %.2g s on average)", limit, average)
             self.limit = limit
+            self._batch_outcomes()
+
+    def _batch_outcomes(self) -> None:
+        """Outcomes come to the loop by halves of the prefetch window (see Outbox)."""
+        if self.pool.outbox is not None:
+            self.pool.outbox.batch = max(1, self.limit // 2)
 
     async def _release(self, batch: list[Outcome], broker: Broker) -> None:
         """Ack, requeue or dead-letter each settled delivery."""
@@ -590,6 +639,8 @@ class Consumer:
         assert self.broker is not None and self._settled is not None
         await self._flush_acks()
         unstarted, self._unstarted = [*self._unstarted, *self.pool.reclaim()], []
+        if self.pool.outbox is not None:
+            self.pool.outbox.flush()
         for job, gate in list(self._gated.items()):  # held by a gate (rate limit)
             gate.cancel()
             unstarted.append(job)

@@ -17,6 +17,7 @@ import ctypes
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from celeriac._outcome import Outcome
@@ -25,27 +26,73 @@ from celeriac.worker.core import Handler, Job
 
 Deliver = Callable[[list[Outcome]], None]
 
+#: How long an outcome may wait in the outbox while its pool thread runs queued jobs.
+HOLD = 0.002
+
 
 class Outbox:
-    """Hands outcomes from pool threads to the loop, one wake-up per batch."""
+    """Hands outcomes from pool threads to the loop, one wake-up per batch.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+    Each wake-up of the loop from a pool thread is a hand-off of the GIL between the two
+    threads (and, on a busy machine, a wait for the scheduler). So a pool thread that has
+    more queued jobs to run keeps its outcomes here and goes on: the loop is woken when
+    the pool has nothing queued (``queued`` says), when ``batch`` outcomes wait, or when
+    the oldest has waited ``hold`` seconds. Without ``queued`` every outcome wakes it at
+    once (unless a wake-up is already on its way)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Deliver,
+        queued: Callable[[], bool] | None = None,
+        hold: float = HOLD,
+    ) -> None:
         self._loop = loop
         self._deliver = deliver
+        self._queued = queued
+        self._hold = hold
         self._lock = threading.Lock()
         self._items: list[Outcome] = []
+        self._first = 0.0
+        self._scheduled = False
+        #: outcomes that wake the loop although more jobs are queued (the consumer sets
+        #: it to half its prefetch limit)
+        self.batch = 1
 
     def put(self, outcome: Outcome) -> None:
         with self._lock:
             self._items.append(outcome)
-            first = len(self._items) == 1
-        if first:
-            with contextlib.suppress(RuntimeError):  # loop closed during a cold shutdown
-                self._loop.call_soon_threadsafe(self._drain)
+            if self._scheduled:
+                return
+            count = len(self._items)
+            queued = self._queued
+            if count < self.batch and queued is not None and queued():
+                now = time.monotonic()
+                if count == 1:
+                    self._first = now
+                if now - self._first < self._hold:
+                    return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # loop closed during a cold shutdown
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def flush(self) -> None:
+        """Deliver what waits now (on the loop: after jobs were taken back, whose
+        outcomes will never come to wake it)."""
+        self._drain()
+
+    def flush_aged(self) -> None:
+        """Deliver what waits if it has waited ``hold`` (on the loop, from a timer: the
+        job after a held outcome may run for long, and no other put would come)."""
+        with self._lock:
+            aged = bool(self._items) and time.monotonic() - self._first >= self._hold
+        if aged:
+            self._drain()
 
     def _drain(self) -> None:
         with self._lock:
             items, self._items = self._items, []
+            self._scheduled = False
         if items:
             self._deliver(items)
 
@@ -62,8 +109,13 @@ class Pool(abc.ABC):
 
     def start(self, loop: asyncio.AbstractEventLoop, handler: Handler, deliver: Deliver) -> None:
         self.handler = handler
-        self.outbox = Outbox(loop, deliver)
+        self.outbox = Outbox(loop, deliver, self.queued())
         handler.report = self.outbox.put
+
+    def queued(self) -> Callable[[], bool] | None:
+        """A cheap, thread-safe check that jobs wait for a thread of this pool (so that
+        the outbox may hold outcomes meanwhile); None: outcomes go to the loop at once."""
+        return None
 
     def interrupt(self, job: Job, exc_type: type[BaseException]) -> bool:
         """Raise ``exc_type`` inside the running ``job`` (soft time limit, hard limit,
@@ -128,6 +180,10 @@ class ThreadPool(Pool):
 
     def submit(self, job: Job) -> None:
         self._queue.put(job)
+
+    def queued(self) -> Callable[[], bool] | None:
+        empty = self._queue.empty
+        return lambda: not empty()
 
     def reclaim(self) -> list[Job]:
         jobs: list[Job] = []

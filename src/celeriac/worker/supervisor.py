@@ -29,7 +29,8 @@ from celeriac.transports import create_broker
 from celeriac.transports.capabilities import LeaseRecovery
 from celeriac.worker._state import forget_child, write_pool
 from celeriac.worker.autoscale import Autoscaler
-from celeriac.worker.consumer import EXIT_ABANDONED
+from celeriac.worker.consumer import EXIT_ABANDONED, Consumer
+from celeriac.worker.fairness import Balancer, SlotBoard
 from celeriac.worker.pools import MainThreadPool
 from celeriac.worker.startup import EXIT_BROKER_LOST
 
@@ -79,6 +80,8 @@ class Supervisor:
         self._ready_announced = False
         scale = worker.autoscale
         self.autoscaler = Autoscaler(*scale) if scale else None
+        #: which children are free (fair dispatch), shared with them across fork
+        self.board = SlotBoard()
         self._wake_r, self._wake_w = os.pipe()
         self._ready_r, self._ready_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -220,6 +223,7 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self.board.mark(child.index, free=False)
             if self.worker.state_dir:
                 forget_child(self.worker.state_dir, pid)
             self._child_exited(child, status)
@@ -312,6 +316,15 @@ class Supervisor:
             logging.shutdown()
             os._exit(code)
 
+    def _child_consumer(self, index: int, parent: int) -> Consumer:
+        consumer = self.worker.consumer_for_child(self._consumer_id(os.getpid()))
+        consumer.exit_on_abandon = True
+        consumer.control = index == 1  # one child answers the worker's remote control
+        consumer.worker_pid = parent
+        consumer.monitor.supervisor_fd = self._ready_w
+        consumer.balancer = Balancer(consumer, self.board, index)
+        return consumer
+
     def _child_main(self, index: int, parent: int, mask: set[int | signal.Signals]) -> int:
         """A child: the consumer's event loop on a thread, tasks on the main thread (so a
         signal can interrupt a task blocked in a system call: soft limits, terminate).
@@ -326,11 +339,7 @@ class Supervisor:
         worker = self.worker
         worker.open_logfile(index)
         signals.worker_process_init.send(sender=worker.hostname)
-        consumer = worker.consumer_for_child(self._consumer_id(os.getpid()))
-        consumer.exit_on_abandon = True
-        consumer.control = index == 1  # one child answers the worker's remote control
-        consumer.worker_pid = parent
-        consumer.monitor.supervisor_fd = self._ready_w
+        consumer = self._child_consumer(index, parent)
         pool = consumer.pool
         assert isinstance(pool, MainThreadPool)
         if self.autoscaler is not None:
