@@ -134,9 +134,7 @@ class PostgresBroker(
         await self._publish([(queue, encode_envelope(message, queue=queue), priority, not_before)])
 
     async def publish_many(self, items: Sequence[tuple[str, Message, int, float | None]]) -> None:
-        await self._publish(
-            [(q, encode_envelope(m, queue=q), p, nb) for q, m, p, nb in items]
-        )
+        await self._publish([(q, encode_envelope(m, queue=q), p, nb) for q, m, p, nb in items])
 
     async def publish_raw(self, queue: str, raw: bytes, priority: int = 0) -> None:
         """Store ``raw`` bytes as they are (tests inject undecodable messages)."""
