@@ -255,3 +255,20 @@ __all__ = [
     "parse_url",
     "schema_version",
 ]
+
+
+async def migrate_url(url: str, options: dict[str, Any] | None = None) -> tuple[str, int, int]:
+    """``celeriac migrate``: bring the schema of ``url`` up to date through a
+    connection of its own; ``(schema, migrations applied, version now)``."""
+    from celeriac.exceptions import BrokerError  # noqa: PLC0415
+
+    conninfo, merged = parse_url(url, options)
+    schema = str(merged["schema"])
+    conn = await connect(conninfo, BrokerError)
+    try:
+        applied = await migrate(conn, schema)
+        return schema, applied, await schema_version(conn, schema)
+    except psycopg.Error as exc:
+        raise BrokerError(f"PostgreSQL: cannot migrate schema {schema!r}: {exc}") from exc
+    finally:
+        await conn.close()
