@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from celeriac.exceptions import BrokerError
+from celeriac.exceptions import BrokerError, ImproperlyConfigured
 from celeriac.protocol import Message, decode_envelope, encode_envelope
 from celeriac.transports.broker import Broker, DeadLetter, Delivery, Revocation
 from celeriac.transports.capabilities import (
@@ -50,7 +50,9 @@ from celeriac.transports.postgres.listen import Listener
 logger = logging.getLogger("celeriac.transports.postgres")
 
 #: the options this broker reads; any other is said at start-up to do nothing
-OPTIONS = frozenset({"schema", "visibility_timeout", "listen_url", "polling_interval"})
+OPTIONS = frozenset(
+    {"schema", "visibility_timeout", "listen_url", "polling_interval", "synchronous_commit"}
+)
 _REVOKE_GC_EVERY = 60.0
 
 
@@ -114,6 +116,10 @@ class PostgresBroker(
         self._subscribed = False
         self._turn = 0
         self._revoke_gc = 0.0
+        sync = str(self.options.get("synchronous_commit", "on")).lower()
+        if sync not in ("on", "off"):
+            raise ImproperlyConfigured(f"PostgreSQL broker: synchronous_commit {sync!r}: on or off")
+        self._durable = sync == "on"
 
     def _fq(self) -> dict[str, str]:
         return self._q
@@ -144,9 +150,8 @@ class PostgresBroker(
         if not items:
             return
         now = time.time()
-        await self._db.execute(
-            self._q["publish"], (self._queue_channel, *publish_args(items, now), now)
-        )
+        params = (self._queue_channel, *publish_args(items, now), now, self._durable)
+        await self._db.execute(self._q["publish"], params)
 
     # -- consuming --------------------------------------------------------
     def _on_queue_note(self, payload: str | None) -> None:
@@ -230,7 +235,7 @@ class PostgresBroker(
 
     async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         if deliveries:
-            await self._db.execute(self._q["extend"], (time.time() + seconds, _ids(deliveries)))
+            await self._db.execute(self._q["extend"], (_ids(deliveries), time.time() + seconds))
 
     async def recover(self, consumer_id: str, keep: Sequence[Delivery] = ()) -> int:
         if not consumer_id:
@@ -279,7 +284,7 @@ class PostgresBroker(
             queue, message, priority, not_before = send
             now = time.time()
             items = [(queue, encode_envelope(message, queue=queue), priority, not_before)]
-            params = (self._queue_channel, *publish_args(items, now), now)
+            params = (self._queue_channel, *publish_args(items, now), now, True)
 
             async def publish(conn: psycopg.AsyncConnection[Any]) -> None:
                 await conn.execute(self._q["publish"], params)

@@ -1,7 +1,7 @@
 -- Named queries of the PostgreSQL broker; {schema} is its schema. Times: epoch seconds.
 
 -- name: publish
-SELECT {schema}.publish(%s, %s::text[], %s::smallint[], %s::bytea[], %s::float8[], %s);
+SELECT {schema}.publish(%s, %s::text[], %s::smallint[], %s::bytea[], %s::float8[], %s, %s);
 
 -- name: enqueue
 SELECT {schema}.enqueue(%s, %s, %s, %s, %s, %s);
@@ -16,7 +16,7 @@ SELECT least(
     (SELECT min(deadline) FROM {schema}.leases WHERE queue = ANY(%s::text[])));
 
 -- name: ack
-DELETE FROM {schema}.leases WHERE lease_id = ANY(%s::bigint[]);
+SELECT {schema}.ack(%s::bigint[]);
 
 -- name: give_back
 SELECT {schema}.give_back(%s::bigint[], %s, %s, %s);
@@ -27,7 +27,7 @@ SELECT {schema}.give_back(ARRAY(
 ), NULL, 0, %s);
 
 -- name: extend
-UPDATE {schema}.leases SET deadline = %s WHERE lease_id = ANY(%s::bigint[]);
+SELECT {schema}.extend(%s::bigint[], %s);
 
 -- name: dead_letter
 WITH gone AS (DELETE FROM {schema}.leases WHERE lease_id = %s RETURNING queue, payload)

@@ -130,6 +130,8 @@ DECLARE
     got integer := 0;
     step integer;
 BEGIN
+    -- a lost lease or ack (server crash) only means a redelivery: no WAL flush wait
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF cardinality(acks) > 0 THEN
         DELETE FROM {schema}.leases l WHERE l.lease_id = ANY(acks);
     END IF;
@@ -183,6 +185,7 @@ CREATE FUNCTION {schema}.give_back(
 DECLARE
     moved integer;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     WITH back AS (DELETE FROM {schema}.leases l WHERE l.lease_id = ANY(ids) RETURNING l.*),
     ins AS (
         INSERT INTO {schema}.messages
@@ -195,6 +198,22 @@ BEGIN
         PERFORM pg_notify(chan, '');
     END IF;
     RETURN moved;
+END
+$$;
+
+-- Acks, and lease extensions, without waiting for a WAL flush (see fetch).
+CREATE FUNCTION {schema}.ack(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    DELETE FROM {schema}.leases l WHERE l.lease_id = ANY(ids);
+END
+$$;
+
+CREATE FUNCTION {schema}.extend(ids bigint[], until double precision)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE {schema}.leases l SET deadline = until WHERE l.lease_id = ANY(ids);
 END
 $$;
 
@@ -225,11 +244,14 @@ $$;
 -- sent at commit: inside a caller's transaction, only if it commits).
 CREATE FUNCTION {schema}.publish(
     chan text, queues text[], priorities smallint[], payloads bytea[],
-    etas double precision[], now double precision
+    etas double precision[], now double precision, durable boolean
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     q text;
 BEGIN
+    IF NOT durable THEN  -- the transport option synchronous_commit=off
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     INSERT INTO {schema}.messages (queue, priority, payload, eta, created)
     SELECT u.q, u.p, u.b, u.e, now FROM unnest(queues, priorities, payloads, etas) AS u(q, p, b, e);
     FOR q IN SELECT DISTINCT x FROM unnest(queues) AS x LOOP
@@ -259,6 +281,9 @@ DECLARE
     note text := '';
     id text;
 BEGIN
+    -- results are written before the ack of their message (and WAL is written in
+    -- order): a result lost in a server crash comes with its ack, and the task runs again
+    PERFORM set_config('synchronous_commit', 'off', true);
     INSERT INTO {schema}.results AS r (task_id, meta, status, expires)
     SELECT u.i, u.m, u.s, u.e FROM unnest(ids, metas, statuses, expiries) AS u(i, m, s, e)
     ON CONFLICT (task_id) DO UPDATE
