@@ -124,9 +124,7 @@ class PgSystem(System):
         self.cleanup()
         with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        self.env = {
-            k: v.replace("{db}", self.dbname) for k, v in (self.env_template or {}).items()
-        }
+        self.env = {k: v.replace("{db}", self.dbname) for k, v in (self.env_template or {}).items()}
         if self.schema_argv is not None:
             import os
 
