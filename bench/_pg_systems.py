@@ -172,7 +172,7 @@ class PgSystem(System):
         return {"by_status": by_status, "stored": sum(by_status.values()), "failed": failed}
 
 
-def celeriac_pg(python: str, pg_base: str) -> PgSystem:
+def celeriac_pg(python: str, pg_base: str, query: str = "") -> PgSystem:
     from _systems import CELERIAC_TASKS
 
     mod = "bench_celeriac_tasks"
@@ -194,10 +194,12 @@ def celeriac_pg(python: str, pg_base: str) -> PgSystem:
             )
         ],
         cpu_ready=(r"ready\.\s*$", 1),
-        cpu_desc="-P prefork -c 2",
+        cpu_desc="-P prefork -c 2" + (f", broker URL ?{query}" if query else ""),
         pg_base=pg_base,
         dbname="celeriac_bench_celeriac",
-        env_template={"BENCH_BROKER_URL": database_url(pg_base, "{db}")},
+        env_template={
+            "BENCH_BROKER_URL": database_url(pg_base, "{db}") + (f"?{query}" if query else "")
+        },
         count_sql="SELECT count(*) FROM celeriac.results",
         status_sql="SELECT status, count(*) FROM celeriac.results GROUP BY status",
     )

@@ -501,7 +501,7 @@ def _postgres_systems(
             unavailable.setdefault(name, f"PostgreSQL at {base} is not reachable: {exc}")
         return systems, unavailable, versions
     if "celeriac" in names and "celeriac" not in unavailable:
-        systems.append(_pg_systems.celeriac_pg(sys.executable, base))
+        systems.append(_pg_systems.celeriac_pg(sys.executable, base, args.celeriac_pg_query))
     peers = [n for n in names if n in ("procrastinate", "celery")]
     if not peers:
         return systems, unavailable, versions
@@ -825,6 +825,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--amqp-url", default="amqp://guest:guest@127.0.0.1:5672", help="RabbitMQ (no vhost)"
     )
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--celeriac-pg-query",
+        default="",
+        help="query of celeriac's postgresql:// URL, e.g. synchronous_commit=off",
+    )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
     parser.add_argument("--rq-io-workers", type=int, default=16)

@@ -41,6 +41,7 @@ from celeriac.transports.capabilities import (
     RevocationStore,
     ScheduledSend,
     ScheduleStore,
+    revocations_of,
 )
 from celeriac.transports.postgres import db as _db
 from celeriac.transports.postgres import schedule as _schedule
@@ -69,15 +70,23 @@ def _ids(deliveries: Sequence[Delivery]) -> list[int]:
 
 
 def publish_args(
-    items: Sequence[tuple[str, bytes, int, float | None]], now: float
-) -> tuple[list[str], list[int], list[bytes], list[float | None]]:
+    channel: str, items: Sequence[tuple[str, bytes, int, float | None]], now: float
+) -> dict[str, Any]:
+    """The parameters of the ``publish`` query for ``(queue, raw, priority, not_before)``."""
     queues, priorities, payloads, etas = [], [], [], []
     for queue, raw, priority, not_before in items:
         queues.append(queue)
         priorities.append(max(-32768, min(32767, int(priority))))
         payloads.append(raw)
         etas.append(not_before if not_before is not None and not_before > now else None)
-    return queues, priorities, payloads, etas
+    return {
+        "chan": channel,
+        "queues": queues,
+        "priorities": priorities,
+        "payloads": payloads,
+        "etas": etas,
+        "now": now,
+    }
 
 
 class PostgresBroker(
@@ -150,8 +159,8 @@ class PostgresBroker(
         if not items:
             return
         now = time.time()
-        params = (self._queue_channel, *publish_args(items, now), now, self._durable)
-        await self._db.execute(self._q["publish"], params)
+        query = self._q["publish" if self._durable else "publish_async"]
+        await self._db.execute(query, publish_args(self._queue_channel, items, now))
 
     # -- consuming --------------------------------------------------------
     def _on_queue_note(self, payload: str | None) -> None:
@@ -185,7 +194,11 @@ class PostgresBroker(
                 rows = await self._lease(order, max_count, ack_ids)
                 ack_ids = []
                 if rows:
-                    return [_delivery(q, str(i), bytes(raw), n) for i, q, raw, n in rows]
+                    found = [_delivery(q, str(i), bytes(raw), n) for i, q, raw, n, _ in rows]
+                    if not rows[0][4]:
+                        for delivery in found:
+                            delivery.extra["pg_unrevoked"] = True
+                    return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -267,6 +280,12 @@ class PostgresBroker(
         rows = await self._db.fetchall(self._q["revoked"], (list(task_ids), time.time()))
         return {r[0]: Revocation(bool(r[1]), r[2]) for r in rows}
 
+    async def revoked_among(self, deliveries: Sequence[Delivery]) -> dict[str, Revocation]:
+        """No look-up when the fetch found no revocation in force."""
+        if all(d.extra.get("pg_unrevoked") for d in deliveries):
+            return {}
+        return await revocations_of(self, [d.message for d in deliveries if d.message])
+
     async def take_token(self, key: str, rate: float, capacity: float) -> float:
         params = (key, float(rate), float(capacity), time.time())
         rows = await self._db.fetchall(self._q["take_token"], params)
@@ -284,7 +303,7 @@ class PostgresBroker(
             queue, message, priority, not_before = send
             now = time.time()
             items = [(queue, encode_envelope(message, queue=queue), priority, not_before)]
-            params = (self._queue_channel, *publish_args(items, now), now, True)
+            params = publish_args(self._queue_channel, items, now)
 
             async def publish(conn: psycopg.AsyncConnection[Any]) -> None:
                 await conn.execute(self._q["publish"], params)

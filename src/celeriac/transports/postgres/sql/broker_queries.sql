@@ -1,13 +1,31 @@
 -- Named queries of the PostgreSQL broker; {schema} is its schema. Times: epoch seconds.
 
 -- name: publish
-SELECT {schema}.publish(%s, %s::text[], %s::smallint[], %s::bytea[], %s::float8[], %s, %s);
+-- One statement (no function call): insert the batch, NOTIFY each queue once at commit.
+WITH ins AS (
+    INSERT INTO {schema}.messages (queue, priority, payload, eta, created)
+    SELECT u.q, u.p, u.b, u.e, %(now)s
+    FROM unnest(%(queues)s::text[], %(priorities)s::smallint[], %(payloads)s::bytea[],
+                %(etas)s::float8[]) AS u(q, p, b, e)
+    RETURNING queue)
+SELECT pg_notify(%(chan)s, d.queue) FROM (SELECT DISTINCT queue FROM ins) AS d;
+
+-- name: publish_async
+-- The same, committed without waiting for the WAL flush (synchronous_commit=off).
+WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true)),
+ins AS (
+    INSERT INTO {schema}.messages (queue, priority, payload, eta, created)
+    SELECT u.q, u.p, u.b, u.e, %(now)s
+    FROM unnest(%(queues)s::text[], %(priorities)s::smallint[], %(payloads)s::bytea[],
+                %(etas)s::float8[]) AS u(q, p, b, e)
+    RETURNING queue)
+SELECT pg_notify(%(chan)s, d.queue) FROM (SELECT DISTINCT queue FROM ins) AS d, cfg;
 
 -- name: enqueue
 SELECT {schema}.enqueue(%s, %s, %s, %s, %s, %s);
 
 -- name: fetch
-SELECT lease_id, queue, payload, delivery_count
+SELECT lease_id, queue, payload, delivery_count, revocations
 FROM {schema}.fetch(%s::text[], %s, %s, %s, %s, %s::bigint[]);
 
 -- name: next_due
