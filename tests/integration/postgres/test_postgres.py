@@ -100,7 +100,7 @@ def test_an_idle_consumer_wakes_on_notify_without_polling(url: str) -> None:
         async def counting(*args: Any) -> list[Any]:
             nonlocal calls
             calls += 1
-            if calls == 2:  # the lease and the look at what comes due next
+            if calls == 3:  # lease, (LISTEN,) lease again, the look at what comes due
                 waiting.set()
             return await real(*args)
 
@@ -122,7 +122,7 @@ def test_an_idle_consumer_wakes_on_notify_without_polling(url: str) -> None:
             await producer.close()
 
     idle_calls, elapsed = run_sync(main())
-    assert idle_calls == 2  # nothing while idle for half a second
+    assert idle_calls == 3  # nothing while idle for half a second
     assert elapsed < 1.0
 
 
@@ -365,3 +365,28 @@ def test_django_atomic_commit_and_rollback(url: str, tmp_path: Path) -> None:
         assert _sizes(app) == 0  # the rolled back ones never existed
     finally:
         app.close()
+
+
+def test_a_client_listens_only_while_it_waits(url: str) -> None:
+    """A client's loop runs only during its calls: a LISTEN left behind would hold back
+    the server's notification queue, so a wait ends with UNLISTEN."""
+    from celeriac.transports.postgres.backend import PostgresBackend
+
+    async def channels(listener: Any) -> list[Any]:
+        assert listener._conn is not None, "the wait never listened"
+        cur = await listener._conn.execute("SELECT pg_listening_channels()")
+        return list(await cur.fetchall())
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        backend, broker = PostgresBackend(url), PostgresBroker(url)
+        try:
+            await backend.connect()  # the schema is made before the waits start
+            await broker.connect()
+            assert await backend.wait(["never-stored"], 0.2) == {}
+            assert await broker.fetch(["nothing"], 1, 0.2) == []
+            return await channels(backend._listener), await channels(broker._listener)
+        finally:
+            await backend.close()
+            await broker.close()
+
+    assert run_sync(main()) == ([], [])

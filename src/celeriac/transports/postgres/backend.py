@@ -59,20 +59,18 @@ class PostgresBackend(ResultBackend, ScheduleStore):
         self._db = _db.Connection(conninfo, self.schema, BackendError)
         self._channel = _db.channel(self.schema, "r")
         listen_url = str(self.options.get("listen_url") or conninfo)
-        self._listener = Listener(_db.parse_url(listen_url)[0], [self._channel], BackendError)
+        self._listener = Listener(_db.parse_url(listen_url)[0], BackendError)
         self._q = _db.load_queries("backend_queries.sql", self.schema)
         self._cleanup_interval = float(self.options.get("cleanup_interval", 60.0))
         self._next_cleanup = 0.0
         self._next_canvas_cleanup = 0.0
         self._waiters: list[tuple[frozenset[str], asyncio.Event]] = []
-        self._subscribed = False
 
     async def connect(self) -> None:
         await self._db.open()
 
     async def close(self) -> None:
         await self._listener.close()
-        self._subscribed = False
         await self._db.close()
 
     # -- results ---------------------------------------------------------------
@@ -117,14 +115,12 @@ class PostgresBackend(ResultBackend, ScheduleStore):
     ) -> dict[str, dict[str, Any]]:
         """Wait until one of ``task_ids`` is ready; rows are read again only when a
         notification names one of them (or the LISTEN connection was lost)."""
-        if not self._subscribed:
-            await self._listener.subscribe(self._channel, self._on_note)
-            self._subscribed = True
         ids = list(task_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         event = asyncio.Event()
         waiter = (frozenset(ids), event)
         self._waiters.append(waiter)
+        listening = False
         try:
             while True:
                 event.clear()
@@ -134,10 +130,17 @@ class PostgresBackend(ResultBackend, ScheduleStore):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return {}
+                if not listening:  # LISTEN (only while waiting), then look once more
+                    await self._listener.subscribe(self._channel, self._on_note)
+                    listening = True
+                    continue
+                await self._listener.ensure()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), remaining)
         finally:
             self._waiters.remove(waiter)
+            if listening:
+                await self._listener.unsubscribe(self._channel, self._on_note)
 
     # -- raw key values ----------------------------------------------------------
     async def kv_get(self, key: str) -> bytes | None:

@@ -117,12 +117,9 @@ class PostgresBroker(
         self._queue_channel = _db.channel(self.schema, "q")
         self._fan_channel = _db.channel(self.schema, "f")
         listen_url = str(self.options.get("listen_url") or conninfo)
-        self._listener = Listener(
-            _db.parse_url(listen_url)[0], [self._queue_channel, self._fan_channel], BrokerError
-        )
+        self._listener = Listener(_db.parse_url(listen_url)[0], BrokerError)
         self._q = _db.load_queries("broker_queries.sql", self.schema)
         self._waiters: list[tuple[frozenset[str], asyncio.Event]] = []
-        self._subscribed = False
         self._turn = 0
         self._revoke_gc = 0.0
         sync = str(self.options.get("synchronous_commit", "on")).lower()
@@ -139,7 +136,6 @@ class PostgresBroker(
 
     async def close(self) -> None:
         await self._listener.close()
-        self._subscribed = False
         await self._db.close()
 
     # -- producing --------------------------------------------------------
@@ -177,9 +173,6 @@ class PostgresBroker(
         if max_count <= 0 or not queues:
             await self.ack(acks)
             return []
-        if not self._subscribed and timeout > 0:
-            await self._listener.subscribe(self._queue_channel, self._on_queue_note)
-            self._subscribed = True
         self._turn += 1
         k = self._turn % len(queues)
         order = [*queues[k:], *queues[:k]]
@@ -187,6 +180,7 @@ class PostgresBroker(
         event = asyncio.Event()
         waiter = (frozenset(queues), event)
         self._waiters.append(waiter)
+        listening = False
         try:
             ack_ids = _ids(acks)
             while True:
@@ -202,6 +196,11 @@ class PostgresBroker(
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
+                if not listening:  # LISTEN, then look once more before waiting
+                    await self._listener.subscribe(self._queue_channel, self._on_queue_note)
+                    listening = True
+                    continue
+                await self._listener.ensure()  # back after a lost connection
                 due = await self._next_due(order)
                 if due is not None:
                     remaining = min(remaining, max(0.0, due - time.time()) + 0.001)
@@ -209,6 +208,8 @@ class PostgresBroker(
                     await asyncio.wait_for(event.wait(), remaining)
         finally:
             self._waiters.remove(waiter)
+            if listening and not self.consumer_id:  # a client: its loop may stop now
+                await self._listener.unsubscribe(self._queue_channel, self._on_queue_note)
 
     async def _lease(self, queues: list[str], max_count: int, acks: list[int]) -> list[Any]:
         params = (

@@ -77,7 +77,7 @@ class PostgresFanout(Fanout):
                     raw = body.encode("utf-8")
                 await handler(channel, raw)
         finally:
-            self._listener.unsubscribe(self._fan_channel, on_note)
+            await self._listener.unsubscribe(self._fan_channel, on_note)
 
 
 def _inline(raw: bytes) -> str | None:

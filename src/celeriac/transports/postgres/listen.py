@@ -1,25 +1,27 @@
 """LISTEN on a session connection of its own, shared by everything of one broker or
 backend that waits: queue wake-ups, result wake-ups, remote control and events.
 
-A notification calls every handler of its channel on the event loop. Handlers must
-not block; the queue and result waiters only set an event, so a burst of notifications
-costs one re-check per waiter (the debounce), and a consumer that is busy (not waiting)
-does nothing at all. When the connection breaks, the listener reconnects (after 0.1 s,
-backing off to 2 s), LISTENs again and calls every handler with ``None``: whatever
-happened meanwhile was not heard, so waiters look again.
+A channel is listened to only while it has a handler: :meth:`Listener.subscribe` sends
+``LISTEN`` (and returns once the server has it), :meth:`Listener.unsubscribe` sends
+``UNLISTEN`` when its last handler goes. A client's event loop runs only during its
+calls, and a session that LISTENs but does not read holds back PostgreSQL's
+notification queue for the whole database; so a client listens only while it waits,
+and a worker (whose loop always runs) keeps its queue channel. Notifications are read
+by a reader on the connection's socket (no query, no polling) and passed to the
+handlers; the queue and result waiters only set an event, so a burst of notifications
+costs one re-check per waiter (the debounce), and a consumer that is busy (not
+waiting) does nothing at all. A broken connection is dropped and every handler called
+with ``None`` (what happened meanwhile was not heard, so waiters look again); the next
+subscription or :meth:`Listener.ensure` reconnects.
 
 PgBouncer: LISTEN needs a *session* connection (notifications are delivered to the
 server session that listened). Behind PgBouncer in transaction pooling mode, point
-``listen_url`` (a transport option) at a session-mode pool or at the server itself;
-the other connections work in transaction mode (every statement is its own transaction
-or one explicit transaction, and no prepared statements are kept unless PgBouncer
-1.21+ with ``max_prepared_statements``; set ``prepare_threshold`` to None otherwise).
+``listen_url`` (a transport option) at a session-mode pool or at the server itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -37,82 +39,116 @@ Handler = Callable[[str | None], None]
 class Listener:
     """One LISTEN connection and its handlers (channel -> callbacks)."""
 
-    def __init__(self, conninfo: str, channels: list[str], error: type[Exception]) -> None:
+    def __init__(self, conninfo: str, error: type[Exception]) -> None:
         self.conninfo = conninfo
         self.error = error
-        #: every channel is listened to as the connection opens: a LISTEN sent later
-        #: would wait for the reader, which holds the connection
-        self._handlers: dict[str, list[Handler]] = {c: [] for c in channels}
+        self._handlers: dict[str, list[Handler]] = {}
+        self._listening: set[str] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ready: asyncio.Event | None = None
+        self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Call ``handler(payload)`` for each notification on ``channel``; returns once
         the server has the LISTEN (notifications committed after it are heard)."""
-        self._handlers[channel].append(handler)
-        await self._ensure()
+        self._handlers.setdefault(channel, []).append(handler)
+        try:
+            await self.ensure()
+        except BaseException:
+            self._handlers[channel].remove(handler)
+            raise
 
-    def unsubscribe(self, channel: str, handler: Handler) -> None:
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.get(channel, [])
-        with contextlib.suppress(ValueError):
+        if handler in handlers:
             handlers.remove(handler)
+        if not handlers and channel in self._listening:
+            async with self._lock:
+                if not self._handlers.get(channel) and self._conn is not None:
+                    try:
+                        await self._command(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+                        self._listening.discard(channel)
+                    except psycopg.Error as exc:
+                        await self._broken(exc)
 
-    async def _ensure(self) -> None:
-        if self._task is not None and not self._task.done():
-            assert self._ready is not None
-            await self._ready.wait()
+    async def ensure(self) -> None:
+        """Connected and listening to every channel that has a handler."""
+        wanted = {c for c, h in self._handlers.items() if h}
+        if self._conn is not None and wanted <= self._listening:
             return
-        self._ready = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        waiting = asyncio.ensure_future(self._ready.wait())
-        await asyncio.wait({waiting, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if self._task.done():
-            self._task.result()  # raises why it could not start
-
-    async def _run(self) -> None:
-        delay = 0.1
-        first = True
-        while True:
+        async with self._lock:
             try:
-                conn = await connect(self.conninfo, self.error)
-            except self.error:
-                if first:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            try:
-                self._conn = conn
-                for channel in self._handlers:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                assert self._ready is not None
-                self._ready.set()
-                if not first:
-                    self._dispatch_all(None)  # what was sent meanwhile went unheard
-                first, delay = False, 0.1
-                async for note in conn.notifies():
-                    for handler in list(self._handlers.get(note.channel, ())):
-                        handler(note.payload)
+                if self._conn is None or self._conn.closed:
+                    conn = await connect(self.conninfo, self.error)
+                    conn.add_notify_handler(self._on_notify)
+                    self._conn, self._listening = conn, set()
+                    self._loop = asyncio.get_running_loop()
+                    self._start_reading()
+                for channel in sorted({c for c, h in self._handlers.items() if h}):
+                    if channel not in self._listening:
+                        await self._command(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        self._listening.add(channel)
             except psycopg.Error as exc:
-                logger.warning("PostgreSQL LISTEN connection lost: %s; reconnecting", exc)
-            finally:
-                self._conn = None
-                await _close_quietly(conn)
-            await asyncio.sleep(delay)
+                await self._broken(exc)
+                raise self.error(f"PostgreSQL LISTEN: {exc}") from exc
 
-    def _dispatch_all(self, payload: str | None) -> None:
-        for handlers in list(self._handlers.values()):
-            for handler in list(handlers):
-                handler(payload)
+    async def _command(self, query: sql.Composed) -> None:
+        """Run ``query`` on the connection (the socket reader stands aside meanwhile:
+        psycopg waits on the same socket)."""
+        assert self._conn is not None
+        self._stop_reading()
+        try:
+            await self._conn.execute(query)
+        finally:
+            if self._conn is not None and not self._conn.closed:
+                self._start_reading()
+
+    def _start_reading(self) -> None:
+        assert self._conn is not None and self._loop is not None
+        self._fd = self._conn.pgconn.socket
+        self._loop.add_reader(self._fd, self._readable)
+
+    def _stop_reading(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
+
+    def _readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.OperationalError as exc:
+            assert self._loop is not None
+            self._loop.create_task(self._broken(exc))
+            return
+        while (note := pgconn.notifies()) is not None:
+            self._dispatch(note.relname.decode(), note.extra.decode())
+
+    def _on_notify(self, note: psycopg.Notify) -> None:  # read while a command ran
+        self._dispatch(note.channel, note.payload)
+
+    def _dispatch(self, channel: str, payload: str | None) -> None:
+        for handler in list(self._handlers.get(channel, ())):
+            handler(payload)
+
+    async def _broken(self, exc: BaseException) -> None:
+        logger.warning("PostgreSQL LISTEN connection lost: %s", exc)
+        self._stop_reading()
+        conn, self._conn, self._listening = self._conn, None, set()
+        if conn is not None:
+            await _close_quietly(conn)
+        for channel in list(self._handlers):
+            self._dispatch(channel, None)  # look again: notifications may be lost
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._stop_reading()
+        conn, self._conn, self._listening = self._conn, None, set()
+        if conn is not None:
+            await _close_quietly(conn)
 
 
 __all__ = ["Handler", "Listener"]
