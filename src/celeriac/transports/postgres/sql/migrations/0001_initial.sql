@@ -105,15 +105,6 @@ CREATE TABLE {schema}.key_values (
     expires double precision
 );
 
--- rpc:// replies, one reply queue per client (reply_to).
-CREATE TABLE {schema}.replies (
-    id bigserial PRIMARY KEY,
-    reply_to text NOT NULL,
-    meta text NOT NULL,
-    expires double precision NOT NULL
-);
-CREATE INDEX replies_queue ON {schema}.replies (reply_to, id);
-
 -- One round trip of the worker's steady state: ack, bring due delayed messages and
 -- expired leases back, lease up to n messages of the queues (in the order given; the
 -- caller rotates it), each row taken with SKIP LOCKED so consumers never wait on each
