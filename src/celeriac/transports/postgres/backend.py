@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import psycopg
+from psycopg import sql
 
 from celeriac import states
 from celeriac.exceptions import BackendError
@@ -120,27 +121,37 @@ class PostgresBackend(ResultBackend, ScheduleStore):
         event = asyncio.Event()
         waiter = (frozenset(ids), event)
         self._waiters.append(waiter)
-        listening = False
+        listening = timeout is not None and timeout <= 0  # a zero timeout: one look
         try:
             while True:
                 event.clear()
-                rows = await self._db.fetchall(self._q["get_ready"], (ids, _READY, time.time()))
+                if listening:
+                    params = (ids, _READY, time.time())
+                    rows = await self._db.fetchall(self._q["get_ready"], params)
+                else:  # LISTEN (only while waiting) and look, in one round trip
+                    query = self._ready_query(ids)
+                    rows = await self._listener.subscribe(self._channel, self._on_note, query)
+                    listening = True
                 if rows:
                     return {tid: dict(json_loads(meta)) for tid, meta in rows}
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return {}
-                if not listening:  # LISTEN (only while waiting), then look once more
-                    await self._listener.subscribe(self._channel, self._on_note)
-                    listening = True
-                    continue
                 await self._listener.ensure()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), remaining)
         finally:
             self._waiters.remove(waiter)
-            if listening:
+            if self._on_note in self._listener.handlers(self._channel):
                 await self._listener.unsubscribe(self._channel, self._on_note)
+
+    def _ready_query(self, ids: list[str]) -> sql.Composed:
+        """``get_ready`` as one literal statement (it follows a LISTEN in one string)."""
+        return sql.SQL(
+            "SELECT task_id, meta FROM {}.results WHERE task_id = ANY({}::text[]) "
+            "AND status = ANY({}::text[]) AND (expires IS NULL OR expires > {})"
+        ).format(sql.Identifier(self.schema), sql.Literal(ids), sql.Literal(_READY),
+                 sql.Literal(time.time()))  # fmt: skip
 
     # -- raw key values ----------------------------------------------------------
     async def kv_get(self, key: str) -> bytes | None:

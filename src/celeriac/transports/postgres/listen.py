@@ -49,15 +49,21 @@ class Listener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
 
-    async def subscribe(self, channel: str, handler: Handler) -> None:
+    async def subscribe(
+        self, channel: str, handler: Handler, then: sql.Composed | None = None
+    ) -> list[Any]:
         """Call ``handler(payload)`` for each notification on ``channel``; returns once
-        the server has the LISTEN (notifications committed after it are heard)."""
+        the server has the LISTEN (notifications committed after it are heard), with
+        the rows of ``then``, a query run in the same round trip after the LISTEN."""
         self._handlers.setdefault(channel, []).append(handler)
         try:
-            await self.ensure()
+            return await self.ensure(then)
         except BaseException:
             self._handlers[channel].remove(handler)
             raise
+
+    def handlers(self, channel: str) -> list[Handler]:
+        return list(self._handlers.get(channel, ()))
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.get(channel, [])
@@ -72,11 +78,12 @@ class Listener:
                     except psycopg.Error as exc:
                         await self._broken(exc)
 
-    async def ensure(self) -> None:
-        """Connected and listening to every channel that has a handler."""
+    async def ensure(self, then: sql.Composed | None = None) -> list[Any]:
+        """Connected and listening to every channel that has a handler; the rows of
+        ``then`` (run after the LISTENs, in the same round trip)."""
         wanted = {c for c, h in self._handlers.items() if h}
-        if self._conn is not None and wanted <= self._listening:
-            return
+        if self._conn is not None and wanted <= self._listening and then is None:
+            return []
         async with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
@@ -85,21 +92,28 @@ class Listener:
                     self._conn, self._listening = conn, set()
                     self._loop = asyncio.get_running_loop()
                     self._start_reading()
-                for channel in sorted({c for c, h in self._handlers.items() if h}):
-                    if channel not in self._listening:
-                        await self._command(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                        self._listening.add(channel)
+                new = sorted({c for c, h in self._handlers.items() if h} - self._listening)
+                parts = [sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in new]
+                if then is not None:
+                    parts.append(then)
+                rows = await self._command(sql.SQL("; ").join(parts)) if parts else []
+                self._listening.update(new)
+                return rows
             except psycopg.Error as exc:
                 await self._broken(exc)
                 raise self.error(f"PostgreSQL LISTEN: {exc}") from exc
 
-    async def _command(self, query: sql.Composed) -> None:
-        """Run ``query`` on the connection (the socket reader stands aside meanwhile:
-        psycopg waits on the same socket)."""
+    async def _command(self, query: sql.Composed) -> list[Any]:
+        """Run ``query`` (statements separated by ``;``) on the connection; the rows of
+        the last one. The socket reader stands aside meanwhile: psycopg waits on the
+        same socket."""
         assert self._conn is not None
         self._stop_reading()
         try:
-            await self._conn.execute(query)
+            cur = await self._conn.execute(query)
+            while cur.nextset():
+                pass
+            return await cur.fetchall() if cur.description else []
         finally:
             if self._conn is not None and not self._conn.closed:
                 self._start_reading()
