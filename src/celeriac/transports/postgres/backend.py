@@ -121,25 +121,28 @@ class PostgresBackend(ResultBackend, ScheduleStore):
         event = asyncio.Event()
         waiter = (frozenset(ids), event)
         self._waiters.append(waiter)
-        listening = timeout is not None and timeout <= 0  # a zero timeout: one look
         try:
+            if timeout is not None and timeout <= 0:  # one look
+                rows = await self._db.fetchall(self._q["get_ready"], (ids, _READY, time.time()))
+                return {tid: dict(json_loads(meta)) for tid, meta in rows}
             while True:
                 event.clear()
-                if listening:
-                    params = (ids, _READY, time.time())
-                    rows = await self._db.fetchall(self._q["get_ready"], params)
-                else:  # LISTEN (only while waiting) and look, in one round trip
+                # LISTEN and look, in one round trip; once woken (or at the deadline),
+                # UNLISTEN and look, in one round trip: a client listens only while
+                # it waits
+                query = self._ready_query(ids)
+                rows = await self._listener.subscribe(self._channel, self._on_note, query)
+                if not rows:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is None or remaining > 0:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(event.wait(), remaining)
                     query = self._ready_query(ids)
-                    rows = await self._listener.subscribe(self._channel, self._on_note, query)
-                    listening = True
+                    rows = await self._listener.unsubscribe(self._channel, self._on_note, query)
                 if rows:
                     return {tid: dict(json_loads(meta)) for tid, meta in rows}
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if deadline is not None and time.monotonic() >= deadline:
                     return {}
-                await self._listener.ensure()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), remaining)
         finally:
             self._waiters.remove(waiter)
             if self._on_note in self._listener.handlers(self._channel):

@@ -65,18 +65,27 @@ class Listener:
     def handlers(self, channel: str) -> list[Handler]:
         return list(self._handlers.get(channel, ()))
 
-    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+    async def unsubscribe(
+        self, channel: str, handler: Handler, then: sql.Composed | None = None
+    ) -> list[Any]:
+        """Stop calling ``handler``; UNLISTEN when it was the channel's last one. The
+        rows of ``then``, run after the UNLISTEN in the same round trip."""
         handlers = self._handlers.get(channel, [])
         if handler in handlers:
             handlers.remove(handler)
-        if not handlers and channel in self._listening:
-            async with self._lock:
-                if not self._handlers.get(channel) and self._conn is not None:
-                    try:
-                        await self._command(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
-                        self._listening.discard(channel)
-                    except psycopg.Error as exc:
-                        await self._broken(exc)
+        if handlers or channel not in self._listening or self._conn is None:
+            return await self.ensure(then) if then is not None else []
+        async with self._lock:
+            parts = [sql.SQL("UNLISTEN {}").format(sql.Identifier(channel))]
+            if then is not None:
+                parts.append(then)
+            try:
+                rows = await self._command(sql.SQL("; ").join(parts))
+            except psycopg.Error as exc:
+                await self._broken(exc)
+                raise self.error(f"PostgreSQL UNLISTEN: {exc}") from exc
+            self._listening.discard(channel)
+            return rows
 
     async def ensure(self, then: sql.Composed | None = None) -> list[Any]:
         """Connected and listening to every channel that has a handler; the rows of
