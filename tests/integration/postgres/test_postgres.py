@@ -390,3 +390,36 @@ def test_a_client_listens_only_while_it_waits(url: str) -> None:
             await broker.close()
 
     assert run_sync(main()) == ([], [])
+
+
+def test_a_large_control_message_goes_through_the_table(url: str) -> None:
+    """NOTIFY carries at most 8000 bytes: a larger envelope (a big inspect reply) is
+    kept in the fanout table and the notification names its row."""
+    from celeriac.protocol import control_message
+
+    big = {"marker": "x" * 20_000}
+
+    async def main() -> Any:
+        worker, client = PostgresBroker(url), PostgresBroker(url)
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        ready = asyncio.Event()
+
+        async def handler(request: Any) -> None:
+            await got.put(request)
+
+        try:
+            listener = asyncio.create_task(worker.listen_control("pg@x", handler, ready.set))
+            await asyncio.wait_for(ready.wait(), 10)
+            await client.broadcast_control(control_message("conformance_big", big))
+            request = await asyncio.wait_for(got.get(), 10)
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            return request
+        finally:
+            await worker.close()
+            await client.close()
+
+    from celeriac.protocol import parse_control
+
+    request = parse_control(run_sync(main()))
+    assert request.arguments == big

@@ -39,7 +39,8 @@ from celeriac.transports.postgres.listen import Listener
 
 logger = logging.getLogger("celeriac.transports.postgres")
 _READY = sorted(states.READY_STATES)
-OPTIONS = frozenset({"schema", "listen_url", "cleanup_interval", "broker_url"})
+OPTIONS = frozenset({"schema", "listen_url", "cleanup_interval"})
+BROKER_OPTIONS = frozenset({"visibility_timeout", "synchronous_commit"})
 
 
 def _expiry(now: float, ttl: float | None) -> float | None:
@@ -56,6 +57,10 @@ class PostgresBackend(ResultBackend, ScheduleStore):
     ) -> None:
         conninfo, merged = _db.parse_url(url, options)
         super().__init__(url, options=merged)
+        # the broker's options too when results share its URL: those are the broker's
+        unknown = sorted(set(self.options) - OPTIONS - BROKER_OPTIONS)
+        if unknown:
+            logger.warning("PostgreSQL result backend: options %s do nothing", ", ".join(unknown))
         self.schema = str(self.options["schema"])
         self._db = _db.Connection(conninfo, self.schema, BackendError)
         self._channel = _db.channel(self.schema, "r")

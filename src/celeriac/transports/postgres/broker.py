@@ -51,9 +51,7 @@ from celeriac.transports.postgres.listen import Listener
 logger = logging.getLogger("celeriac.transports.postgres")
 
 #: the options this broker reads; any other is said at start-up to do nothing
-OPTIONS = frozenset(
-    {"schema", "visibility_timeout", "listen_url", "polling_interval", "synchronous_commit"}
-)
+OPTIONS = frozenset({"schema", "visibility_timeout", "listen_url", "synchronous_commit"})
 _REVOKE_GC_EVERY = 60.0
 
 

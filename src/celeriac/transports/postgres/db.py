@@ -36,7 +36,7 @@ DEFAULT_SCHEMA = "celeriac"
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 #: the URL parameters that are celeriac's, not libpq's
-CELERIAC_PARAMS = ("schema", "visibility_timeout", "polling_interval", "synchronous_commit")
+CELERIAC_PARAMS = ("schema", "visibility_timeout", "synchronous_commit", "cleanup_interval")
 
 
 def parse_url(url: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
