@@ -11,11 +11,12 @@ stores no return values: a finished job is its result), Celery's ``celery_taskme
 rows.
 
 The peers: procrastinate runs 2 worker processes (``procrastinate worker``, each with
-``--concurrency 1`` for the no-op drain, 250 for the I/O workload's ``async`` task), and
-its round trip waits by LISTEN on procrastinate's own job-update notifications... it has
-none for clients, so the driver polls the job's status every millisecond. Celery's
-SQLAlchemy transport polls its tables (``polling_interval`` 0.05 s here, kombu's default
-is 1 s) and Celery's database backend polls for results (``get(interval=0.001)``).
+``--concurrency 1`` for the no-op drain, 250 for the I/O workload's ``async`` task);
+procrastinate has no call for a client to wait for a job, so the round trip's driver
+polls the job's status every millisecond. Celery's
+SQLAlchemy transport polls its tables (kombu's default ``polling_interval``, 1 s: its
+transport options go to SQLAlchemy's ``create_engine``, which refuses that one) and
+Celery's database backend polls for results (``get(interval=0.001)``).
 """
 
 from __future__ import annotations
@@ -92,9 +93,7 @@ def bench_wait(job_id, timeout):
 
 CELERY_SQLA_TASKS = CELERY_TASKS.replace(
     '    backend=os.environ["BENCH_RESULT_URL"],\n)\n',
-    '    backend=os.environ["BENCH_RESULT_URL"],\n)\n'
-    'app.conf.broker_transport_options = {"polling_interval": 0.05}\n'
-    "app.conf.result_backend_always_retry = True\n",
+    '    backend=os.environ["BENCH_RESULT_URL"],\n)\napp.conf.result_backend_always_retry = True\n',
 )
 
 
@@ -208,7 +207,7 @@ def celeriac_pg(python: str, pg_base: str, query: str = "") -> PgSystem:
 def procrastinate(python: str, bin_dir: Path, pg_base: str, workdir: Path) -> PgSystem:
     mod = "bench_procrastinate_tasks"
     worker = [python, "-m", "procrastinate", "--log-level", "warning", f"--app={mod}.app", "worker"]
-    ready = (r"Launching a worker", 2)  # printed as it starts (no log at warning level)
+    ready = (r"Launching a worker", 1)  # printed as it starts (no log at warning level)
     return PgSystem(
         name="procrastinate",
         python=python,
@@ -257,7 +256,7 @@ def celery_sqla(python: str, pg_base: str) -> PgSystem:
             )
         ],
         cpu_ready=(READY_LINE, 1),
-        cpu_desc="-P prefork -c 2, sqla+postgresql:// (polling_interval 0.05 s), db+ results",
+        cpu_desc="-P prefork -c 2, sqla+postgresql:// (polls every 1 s), db+ results",
         pg_base=pg_base,
         dbname="celeriac_bench_celery",
         env_template={

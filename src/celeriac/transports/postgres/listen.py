@@ -131,6 +131,9 @@ class Listener:
         assert self._conn is not None and self._loop is not None
         self._fd = self._conn.pgconn.socket
         self._loop.add_reader(self._fd, self._readable)
+        # a notification that came in the same read as a command's last reply is in
+        # libpq's buffer already: the socket will not say so again
+        self._readable()
 
     def _stop_reading(self) -> None:
         if self._fd is not None and self._loop is not None:
