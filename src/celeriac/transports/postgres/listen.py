@@ -102,8 +102,15 @@ class Listener:
                     self._loop = asyncio.get_running_loop()
                     self._start_reading()
                 new = sorted({c for c, h in self._handlers.items() if h} - self._listening)
-                parts = [sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in new]
+                parts: list[sql.Composable] = [
+                    sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in new
+                ]
                 if then is not None:
+                    if parts:
+                        # the statements of one string are one transaction, and a
+                        # LISTEN takes effect at its commit: ``then`` must come after
+                        # it, or a NOTIFY committed meanwhile is neither seen nor heard
+                        parts = [sql.SQL("BEGIN"), *parts, sql.SQL("COMMIT")]
                     parts.append(then)
                 rows = await self._command(sql.SQL("; ").join(parts)) if parts else []
                 self._listening.update(new)
