@@ -1,7 +1,7 @@
 """Benchmark celeriac against Celery, Dramatiq, RQ and Huey, side by side, in one run.
 
-    python bench/run.py [--broker sqlite|redis|amqp|all]
-                        [--systems celeriac,celery,dramatiq,rq,huey]
+    python bench/run.py [--broker sqlite|redis|amqp|postgres|all]
+                        [--systems celeriac,celery,dramatiq,rq,huey,procrastinate]
                         [--workloads noop,incr,http,cpu,io] [--cpu-hog]
                         [--n 10000] [--work-n N] [--repeat K] [--quick]
 
@@ -31,7 +31,10 @@ use; each system uses its own Redis databases (10-15, flushed before and after; 
 ``--amqp-url``, in a vhost made for the run (``celeriac-bench-<timestamp>``, added with
 ``rabbitmqctl`` and deleted at the end, on errors and on Ctrl-C too), both with ``rpc://``
 results (celeriac's default on RabbitMQ; Celery's ``backend='rpc://'``). ``all`` is SQLite
-and Redis. Every worker is started in its own session and stopped by process
+and Redis. On ``--broker postgres`` celeriac (its PostgreSQL broker and result backend),
+procrastinate and Celery on kombu's SQLAlchemy transport run on the PostgreSQL at
+``--postgres-url``, each in a database of its own (see ``_pg_systems.py``).
+Every worker is started in its own session and stopped by process
 group at the end of its phase, on errors, and on Ctrl-C.
 
 The 1-minute load average is recorded at the start and end of every drain (the machine
@@ -61,13 +64,14 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _pg_systems  # noqa: E402
 import _procs  # noqa: E402
 import _source  # noqa: E402
 import _systems  # noqa: E402
 import _work  # noqa: E402
 
 PEERS = ("celery", "dramatiq", "rq", "huey")
-ALL_SYSTEMS = ("celeriac", *PEERS)
+ALL_SYSTEMS = ("celeriac", *PEERS, "procrastinate")
 #: hiredis too: celeriac's own venv has it, and redis-py uses it when present
 PEER_REQUIREMENTS = [
     "celery[redis]==5.7.*", "dramatiq[redis]", "rq", "huey", "redis", "hiredis",
@@ -120,13 +124,15 @@ class PhaseError(Exception):
 # -- peers' virtual environment -------------------------------------------------------
 
 
-def ensure_peers_venv(venv: Path) -> dict[str, Any]:
-    """Create ``venv`` with Celery, Dramatiq and RQ on first use; return their versions."""
+def ensure_peers_venv(venv: Path, postgres: bool = False) -> dict[str, Any]:
+    """Create ``venv`` with Celery, Dramatiq and RQ on first use (and procrastinate and
+    SQLAlchemy for ``postgres``); return their versions."""
     python = venv / "bin" / "python"
+    wanted = _pg_systems.PG_PEER_PROBE + "\n" if postgres else ""
     probe = (
         "import json, importlib.metadata as m\n"
         "import celery, kombu.transport.redis, dramatiq.brokers.redis, rq, huey, redis\n"
-        "import hiredis\n"
+        f"import hiredis\n{wanted}"
         "v = {n: m.version(n) for n in ('celery', 'dramatiq', 'rq', 'huey', 'redis', 'hiredis')}\n"
         "try:\n    v['gevent'] = m.version('gevent')\nexcept m.PackageNotFoundError:\n"
         "    v['gevent'] = None\n"
@@ -148,7 +154,8 @@ def ensure_peers_venv(venv: Path) -> dict[str, Any]:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *PEER_REQUIREMENTS], check=True, timeout=1200)
+    extra = _pg_systems.PG_PEER_REQUIREMENTS if postgres else []
+    subprocess.run([*pip, *PEER_REQUIREMENTS, *extra], check=True, timeout=1200)
     for extra in OPTIONAL_PEER_REQUIREMENTS:
         if subprocess.run([*pip, extra], check=False, timeout=1200).returncode != 0:
             print(f"  (optional {extra} did not install; falling back to threads)", flush=True)
@@ -516,6 +523,8 @@ def build_systems(
             )
         return systems, unavailable, versions
 
+    if broker == "postgres":
+        return _postgres_systems(names, args, unavailable, versions, workdir)
     if broker == "amqp":
         if probe and not (probe["amqp_broker"] and probe["rpc_backend"]):
             unavailable["celeriac"] = "this celeriac has no AMQP broker/rpc:// backend yet"
@@ -550,6 +559,52 @@ def _amqp_systems(
     python = str(venv / "bin" / "python")
     systems.append(_systems.celery(python, "", gevent=gevent, amqp_url=url))
     return systems, unavailable, versions
+
+
+def _postgres_systems(
+    names: list[str],
+    args: argparse.Namespace,
+    unavailable: dict[str, str],
+    versions: dict[str, Any],
+    workdir: Path,
+) -> tuple[list[_systems.System], dict[str, str], dict[str, Any]]:
+    """celeriac, procrastinate and Celery (SQLAlchemy transport) on ``--postgres-url``."""
+    systems: list[_systems.System] = []
+    base = args.postgres_url
+    try:
+        _pg_systems.ping(base)
+    except Exception as exc:
+        for name in names:
+            unavailable.setdefault(name, f"PostgreSQL at {base} is not reachable: {exc}")
+        return systems, unavailable, versions
+    if "celeriac" in names and "celeriac" not in unavailable:
+        systems.append(_pg_systems.celeriac_pg(sys.executable, base, args.celeriac_pg_query))
+    peers = [n for n in names if n in ("procrastinate", "celery")]
+    if not peers:
+        return systems, unavailable, versions
+    venv = Path(args.peers_venv)
+    try:
+        versions.update(ensure_peers_venv(venv, postgres=True))
+        versions["procrastinate"] = _source_version(venv, "procrastinate")
+    except Exception as exc:
+        for name in peers:
+            unavailable[name] = f"peers' venv {venv}: {exc}"
+        return systems, unavailable, versions
+    python = str(venv / "bin" / "python")
+    if "procrastinate" in peers:
+        systems.append(_pg_systems.procrastinate(python, venv / "bin", base, workdir))
+    if "celery" in peers:
+        systems.append(_pg_systems.celery_sqla(python, base))
+    return systems, unavailable, versions
+
+
+def _source_version(venv: Path, package: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({package!r}))"
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 def _redis_systems(
@@ -720,7 +775,8 @@ def print_notes(results: dict[str, Any]) -> dict[str, str]:
 #: the systems each broker runs, and why the others do not
 BROKER_SYSTEMS = {
     "sqlite": (("celeriac",), "no SQLite broker"),
-    "redis": (ALL_SYSTEMS, ""),
+    "redis": (("celeriac", *PEERS), ""),
+    "postgres": (("celeriac", "procrastinate", "celery"), "not a PostgreSQL queue"),
     "amqp": (("celeriac", "celery"), "the RabbitMQ comparison is celeriac and Celery"),
 }
 
@@ -803,6 +859,8 @@ def _run_broker(broker: str, names: list[str], args: argparse.Namespace, workdir
         )
     if args.repeat > 1:
         title += f"; median of {args.repeat} runs"
+    if broker == "postgres":
+        table += "\n\n" + _pg_systems.targets_text(results)
     print(f"\n## {title}\n\n{table}")
     pools = print_notes(results)
     print()
@@ -821,6 +879,7 @@ def _run_broker(broker: str, names: list[str], args: argparse.Namespace, workdir
         "params": params,
         "redis_url": args.redis_url if broker == "redis" else None,
         "amqp_url": args.amqp_url if broker == "amqp" else None,
+        "postgres_url": args.postgres_url if broker == "postgres" else None,
         "amqp_vhost": getattr(args, "vhost", None) if broker == "amqp" else None,
         "table_markdown": table,
         "io_best_pool": pools,
@@ -839,7 +898,9 @@ def _run_broker(broker: str, names: list[str], args: argparse.Namespace, workdir
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker", choices=["sqlite", "redis", "amqp", "all"], default="all")
+    parser.add_argument(
+        "--broker", choices=["sqlite", "redis", "amqp", "postgres", "all"], default="all"
+    )
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--n", type=int, default=None, help="tasks to enqueue/drain (10000)")
     parser.add_argument("--rtt", type=int, default=None, help="round trips (1000)")
@@ -863,6 +924,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument(
         "--amqp-url", default="amqp://guest:guest@127.0.0.1:5672", help="RabbitMQ (no vhost)"
+    )
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--celeriac-pg-query",
+        default="",
+        help="query of celeriac's postgresql:// URL, e.g. synchronous_commit=off",
     )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="adds/deletes the vhost")
     parser.add_argument("--peers-venv", default=str(HERE / ".venvs" / "peers"))
@@ -910,9 +977,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     host = args.redis_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     if host not in {"127.0.0.1", "localhost", "[::1]"} and not host.startswith("127."):
         parser.error("--redis-url must be a loopback address")
-    host = urlsplit(args.amqp_url).hostname or ""
-    if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
-        parser.error("--amqp-url must be a loopback address")
+    for option, url in (("--amqp-url", args.amqp_url), ("--postgres-url", args.postgres_url)):
+        host = urlsplit(url).hostname or ""
+        if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
+            parser.error(f"{option} must be a loopback address")
     return args
 
 

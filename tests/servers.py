@@ -341,3 +341,39 @@ def unacked(url: str, queue: str) -> int:
 
 def vhost_of(url: str) -> str:
     return connection_url(url).rsplit("/", 1)[1].replace("%2F", "/") or "/"
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def require_postgres(url: str = POSTGRES_URL) -> None:
+    """Skip (or fail under CI) when no PostgreSQL answers at ``url``."""
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        missing(f"needs a PostgreSQL server at {url} ({exc})")
+
+
+def drop_schema(schema: str, url: str = POSTGRES_URL) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextlib.contextmanager
+def postgres_schema(label: str = "test", url: str = POSTGRES_URL) -> Iterator[str]:
+    """A ``postgresql://`` URL on a fresh schema of its own (``?schema=``), dropped
+    afterwards."""
+    require_postgres(url)
+    schema = f"{label}_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}schema={schema}"
+    finally:
+        drop_schema(schema, url)

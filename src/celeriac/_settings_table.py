@@ -29,7 +29,8 @@ class Note:
 # -- the texts, shared by the settings of one subject -----------------------------------
 _BACKEND = (
     "configures a Celery result backend that celeriac does not have (celeriac's: redis://, "
-    "rediss://, sqlite://, memory://, rpc://, amqp://); results go where result_backend says"
+    "rediss://, sqlite://, postgresql://, memory://, rpc://, amqp://); results go where "
+    "result_backend says"
 )
 _BROKER_PARTS = (
     "celeriac takes the broker from broker_url (or CELERY_BROKER_URL) alone: put the host, "

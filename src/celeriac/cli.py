@@ -1,4 +1,4 @@
-"""The command line: ``celeriac -A module worker|multi|purge|result|call|shell|report``."""
+"""The command line: ``celeriac -A module worker|multi|purge|migrate|result|call|shell|report``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,30 @@ def purge(obj: AppOptions, force: bool, queues: str | None) -> None:
     count = run_sync(do())
     word = "message" if count == 1 else "messages"
     click.echo(f"Purged {count} {word} from {len(names)} known task queue(s).")
+
+
+@cli.command()
+@app_options
+@click.pass_obj
+def migrate(obj: AppOptions) -> None:
+    """Create or update the schema of a PostgreSQL broker and result backend (for teams
+    that manage schema themselves: the transports otherwise do it on first use)."""
+    from celeriac._loop import run_sync  # noqa: PLC0415
+
+    app = obj.app
+    targets = {app.broker_url: app.broker_options(), app.backend_url: app.backend_options()}
+    for url, options in targets.items():
+        scheme = url.split("://", 1)[0].lower() if "://" in url else url
+        if scheme not in ("postgres", "postgresql"):
+            click.echo(f"{scheme}://: nothing to migrate (it creates its storage on first use)")
+            continue
+        from celeriac.transports.postgres.db import migrate_url  # noqa: PLC0415
+
+        schema, applied, version = run_sync(migrate_url(url, options))
+        click.echo(
+            f"PostgreSQL schema {schema!r}: version {version} "
+            f"({applied} migration{'' if applied == 1 else 's'} applied)"
+        )
 
 
 @cli.command()

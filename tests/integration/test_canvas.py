@@ -29,7 +29,7 @@ from celeriac.result import AsyncResult, GroupResult, result_from_tuple
 from celeriac.testing import TestWorker
 from celeriac.transports import broker_class
 from celeriac.transports.capabilities import RevocationStore
-from servers import REDIS_URL
+from servers import POSTGRES_URL, REDIS_URL, drop_schema, require_postgres
 from support import WorkerProcess, wait_until, write_module
 
 TASKS = """
@@ -186,7 +186,18 @@ def _url(kind: str, directory: Path) -> str:
         return f"memory://canvas-{uuid.uuid4().hex[:8]}"
     if kind == "sqlite":
         return f"sqlite:///{directory / 'broker.db'}"
+    if kind == "postgres":
+        require_postgres()
+        return f"{POSTGRES_URL}?schema=canvas_{uuid.uuid4().hex[:12]}"
     return redis_url_or_skip()
+
+
+def drop_namespace(kind: str, url: str) -> None:
+    """The Redis keys or the PostgreSQL schema of ``url`` go."""
+    if kind == "redis":
+        drop_redis_prefix(url)
+    elif kind == "postgres":
+        drop_schema(url.rsplit("schema=", 1)[1])
 
 
 def _worker(env: Env, *args: str) -> WorkerProcess:
@@ -195,7 +206,7 @@ def _worker(env: Env, *args: str) -> WorkerProcess:
     return WorkerProcess(env.dir, "ctasks", "-l", "info", *args, env=wenv)
 
 
-@pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
+@pytest.fixture(scope="module", params=["memory", "sqlite", "redis", "postgres"])
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """A client app and a running worker on one broker/backend (shared by the module)."""
     kind = request.param
@@ -211,8 +222,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 yield env
     finally:
         env.app.close()
-        if kind == "redis":
-            drop_redis_prefix(url)
+        drop_namespace(kind, url)
 
 
 # -- the wire format ------------------------------------------------------------
@@ -494,7 +504,7 @@ def test_children_and_collect(env: Env) -> None:
 
 
 # -- kill -9 in the middle of a chord -----------------------------------------
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
 def test_kill_9_of_a_header_task_counts_it_once(kind: str, tmp_path: Path) -> None:
     url = _url(kind, tmp_path)
     env = Env(kind, url, tmp_path, load_tasks(url, tmp_path))
@@ -519,5 +529,4 @@ def test_kill_9_of_a_header_task_counts_it_once(kind: str, tmp_path: Path) -> No
             worker.wait_for(r"exited with signal 9", count=2)
     finally:
         env.app.close()
-        if kind == "redis":
-            drop_redis_prefix(url)
+        drop_namespace(kind, url)

@@ -21,7 +21,7 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
 )
 from celeriac.transports.capabilities import DeadLetterStore
-from servers import REDIS_URL, delete_queues
+from servers import REDIS_URL, delete_queues, postgres_schema
 from support import WorkerProcess, wait_until, write_module
 
 TASKS = """
@@ -215,7 +215,7 @@ def _redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=["sqlite", "redis", "amqp", "postgres"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The broker URL for the worker (environment) and a client app (``env['url']``),
     and a queue of the test's own."""
@@ -227,6 +227,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
     elif request.param == "redis":
         prefix = f"xtest-{uuid.uuid4().hex}:"
         url = f"{_redis_url()}?global_keyprefix={prefix}"
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
     else:
         url = request.getfixturevalue("rabbit")
     yield {"url": url, "dir": str(tmp_path), "queue": queue, "kind": request.param}
@@ -242,6 +244,12 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with postgres_schema("xtest") as url:
+        yield url
 
 
 _clients: dict[str, list[Celery]] = {}

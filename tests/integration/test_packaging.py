@@ -113,15 +113,19 @@ def test_the_base_install_runs_on_sqlite_and_names_the_extras(
     wheel: Path, tmp_path: Path, queue: str
 ) -> None:
     python = fresh_env(tmp_path / "env", wheel, "")
-    found = imports(python, tmp_path, "redis", "hiredis", "aiormq", "pamqp")
-    assert found == dict.fromkeys(["redis", "hiredis", "aiormq", "pamqp"], False)
+    found = imports(python, tmp_path, "redis", "hiredis", "aiormq", "pamqp", "psycopg")
+    assert found == dict.fromkeys(["redis", "hiredis", "aiormq", "pamqp", "psycopg"], False)
     db = tmp_path / "broker.sqlite3"
     head = f"URL = 'sqlite:///{db}'\nQUEUE = {queue!r}\n"
     assert run_in(python, head + textwrap.dedent(TASK_ROUND_TRIP), tmp_path).strip() == "5"
     missing = """
         from celeriac import Celery
         from celeriac.exceptions import ImproperlyConfigured
-        for url, extra in [("redis://127.0.0.1/0", "redis"), ("amqp://127.0.0.1//", "amqp")]:
+        for url, extra in [
+            ("redis://127.0.0.1/0", "redis"),
+            ("amqp://127.0.0.1//", "amqp"),
+            ("postgresql://127.0.0.1/x", "postgres"),
+        ]:
             try:
                 Celery("x", broker=url).check_configuration()
             except ImproperlyConfigured as exc:

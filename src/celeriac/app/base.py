@@ -23,7 +23,13 @@ from typing import (
     overload,
 )
 
-from celeriac import _publish_retry, _queues, _task_config, _transport_settings
+from celeriac import (
+    _publish_retry,
+    _queues,
+    _task_config,
+    _transactional,
+    _transport_settings,
+)
 from celeriac._arguments import check_sent
 from celeriac._autodiscover import autodiscover_tasks, install_fixups
 from celeriac._backend_api import BackendAPI
@@ -385,9 +391,13 @@ class Celeriac(PeriodicMixin, AppAPI):
     ) -> AsyncResult[Any]:
         """Send a task by name (it need not be registered here)."""
         options.setdefault("_unchecked", "_task" not in options)  # as Celery: by name, unchecked
+        conn = _transactional.connection_of(self, options)
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
         publisher = sync_publisher(self)
-        if publisher is None:
+        if conn is not None:  # written by the caller's connection, in its transaction
+            with self._publishing(message, queue):
+                _transactional.publish(self, conn, queue, message, priority, not_before)
+        elif publisher is None:
             run_sync(self._publish(queue, message, priority, not_before, options))
         else:  # the transport's sync fast path (no event loop)
             with self._publishing(message, queue):
@@ -404,9 +414,21 @@ class Celeriac(PeriodicMixin, AppAPI):
     ) -> AsyncResult[Any]:
         """``send_task`` for asyncio code."""
         options.setdefault("_unchecked", "_task" not in options)
+        conn = _transactional.connection_of(self, options)
         queue, message, priority, not_before = self._prepare(name, args, kwargs, options)
-        await self._publish(queue, message, priority, not_before, options)
+        if conn is not None:
+            with self._publishing(message, queue):
+                await _transactional.apublish(self, conn, queue, message, priority, not_before)
+        else:
+            await self._publish(queue, message, priority, not_before, options)
         return self._result_of(name, message)
+
+    def transaction(self, connection: Any) -> Any:
+        """A block that is one transaction on ``connection`` (psycopg, Django,
+        SQLAlchemy; a PostgreSQL broker's database), in which the tasks this app sends
+        are written through it: queued if it commits, never if it rolls back.
+        ``with`` for sync connections, ``async with`` for an async psycopg one."""
+        return _transactional.transaction(self, connection)
 
     def _result_of(self, name: str, message: Message) -> AsyncResult[Any]:
         result: AsyncResult[Any] = AsyncResult(message.headers["id"], task_name=name, app=self)

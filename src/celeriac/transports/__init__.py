@@ -1,4 +1,5 @@
-"""Transports: one package per broker kind (``memory``, ``sqlite``, ``redis``, ``amqp``),
+"""Transports: one package per broker kind (``memory``, ``sqlite``, ``redis``, ``amqp``,
+``postgres``),
 each holding its broker, its result backend and every internal it needs.
 
 The scheme tables below are the one place that maps a URL to a transport. Classes are
@@ -44,6 +45,8 @@ BROKERS: dict[str, str] = {
     "amqp": f"{_PKG}.amqp.broker:AMQPBroker",
     "amqps": f"{_PKG}.amqp.broker:AMQPBroker",
     "pyamqp": f"{_PKG}.amqp.broker:AMQPBroker",
+    "postgresql": f"{_PKG}.postgres.broker:PostgresBroker",
+    "postgres": f"{_PKG}.postgres.broker:PostgresBroker",
 }
 
 #: scheme -> "module:Class" of its result backend
@@ -58,6 +61,8 @@ BACKENDS: dict[str, str] = {
     "unix": f"{_PKG}.redis.backend:RedisBackend",
     "sentinel": f"{_PKG}.redis.backend:RedisBackend",
     "rpc": f"{_PKG}.amqp.rpc:RPCBackend",
+    "postgresql": f"{_PKG}.postgres.backend:PostgresBackend",
+    "postgres": f"{_PKG}.postgres.backend:PostgresBackend",
 }
 
 #: broker scheme -> "module:Class" of the ``rpc://`` backend whose replies travel on that

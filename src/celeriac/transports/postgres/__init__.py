@@ -1,0 +1,1 @@
+"""The PostgreSQL broker and result backend (psycopg 3, async); see :mod:`.broker`."""
