@@ -70,7 +70,8 @@ def timestamp_text() -> str:
     """The time now as a JSON number, to the microsecond (``time.time()`` as Celery
     sends it, parsed back, differs by less than that); made from integers, about half
     the cost of a float's shortest ``repr``."""
-    return "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000)
+    # one %-format of divmod's tuple: the cheapest of the forms measured (callgrind)
+    return "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000)  # noqa: UP031
 
 
 def runtime_text(seconds: float) -> str:
