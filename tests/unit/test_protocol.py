@@ -241,3 +241,25 @@ def test_an_event_envelope_is_the_one_encode_envelope_writes(
     assert read_events(decode_envelope(event_envelope(message))) == [
         e for e in events if isinstance(e.get("type"), str)
     ]
+
+
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_runtime_text_is_a_json_float_close_to_the_runtime(seconds: float) -> None:
+    from celeriac.protocol.events import runtime_text
+
+    value = json.loads(runtime_text(seconds))
+    assert type(value) is float
+    assert value == pytest.approx(seconds, rel=1e-8, abs=0)
+
+
+def test_timestamp_text_is_a_json_float_of_the_time_now() -> None:
+    import time as clock
+
+    from celeriac.protocol.events import json_text, timestamp_text
+
+    before = clock.time()
+    value = json.loads(timestamp_text())
+    assert type(value) is float
+    assert before - 1e-6 <= value <= clock.time()
+    for text in ("x", 'a"b\\', "é", None):
+        assert json_text(text) == json.dumps(text)

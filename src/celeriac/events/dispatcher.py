@@ -12,7 +12,13 @@ import time
 from collections import deque
 from typing import Any
 
-from celeriac.protocol.events import event_message, json_value, routing_key, utcoffset
+from celeriac.protocol.events import (
+    event_message,
+    json_value,
+    routing_key,
+    timestamp_text,
+    utcoffset,
+)
 from celeriac.transports.broker import Broker
 from celeriac.transports.capabilities import EventChannel
 
@@ -58,11 +64,11 @@ class EventDispatcher:
             f'"hostname": {json_value(self.hostname)}, "utcoffset": {self._offset!r}, "pid": {pid}'
         )
 
-    def stamp(self) -> tuple[str, int, float]:
+    def stamp(self) -> tuple[str, int, str]:
         """For an event made as JSON text: the sender's members, the next clock value
-        and the time now."""
+        and the time now (as JSON text: :func:`~celeriac.protocol.events.timestamp_text`)."""
         self._last = clock = next(self._clock)
-        return self.sender_json, clock, time.time()
+        return self.sender_json, clock, timestamp_text()
 
     def buffered(self, event_type: str, **fields: Any) -> None:
         """Queue a task event for the next :meth:`flush` (a ``task.multi`` batch)."""

@@ -58,6 +58,30 @@ def json_value(value: Any) -> str:
     return json.dumps(value, default=repr)
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, with no call of Python code for a string or ``None``
+    (the fields of task events are mostly these)."""
+    if type(value) is str:
+        return str(_escape(value))
+    return "null" if value is None else json_value(value)
+
+
+def timestamp_text() -> str:
+    """The time now as a JSON number, to the microsecond (``time.time()`` as Celery
+    sends it, parsed back, differs by less than that); made from integers, about half
+    the cost of a float's shortest ``repr``."""
+    # one %-format of divmod's tuple: the cheapest of the forms measured (callgrind)
+    return "%d.%06d" % divmod(time.time_ns() // 1000, 1_000_000)  # noqa: UP031
+
+
+def runtime_text(seconds: float) -> str:
+    """A runtime as a JSON float to 9 significant digits (cheaper than its ``repr``)."""
+    if not math.isfinite(seconds):
+        return json_value(seconds)
+    text = f"{seconds:.9g}"
+    return text if "." in text or "e" in text else text + ".0"
+
+
 def event_message(
     hostname: str, key: str, body: dict[str, Any] | Sequence[dict[str, Any]] | bytes
 ) -> Message:
@@ -112,8 +136,11 @@ __all__ = [
     "event_envelope",
     "event_message",
     "group_of",
+    "json_text",
     "json_value",
     "read_events",
     "routing_key",
+    "runtime_text",
+    "timestamp_text",
     "utcoffset",
 ]

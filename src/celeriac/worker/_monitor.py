@@ -27,7 +27,7 @@ from celeriac.events.dispatcher import EventDispatcher
 from celeriac.events.sent import TaskSentEvents
 from celeriac.middleware import Middleware
 from celeriac.protocol import safe_repr
-from celeriac.protocol.events import json_value
+from celeriac.protocol.events import json_text, runtime_text
 from celeriac.worker._metrics import MetricsServer, TaskCounts
 from celeriac.worker._state import READ_EVERY, WRITE_EVERY, SharedState
 
@@ -140,7 +140,7 @@ class WorkerMonitor(Middleware):
         queue = _queue(request)
         self.metrics.count("received", task.name, queue)
         if self._wanted(task):
-            h, v = request.message_headers, json_value
+            h, v = request.message_headers, json_text
             sender, clock, now = self.dispatcher.stamp()
             self.dispatcher.buffer.append(
                 f'{{"uuid": {v(request.id)}, "name": {v(task.name)}, '
@@ -150,7 +150,7 @@ class WorkerMonitor(Middleware):
                 f'"retries": {v(request.retries or 0)}, "eta": {v(h.get("eta"))}, '
                 f'"expires": {v(h.get("expires"))}, "queue": {v(queue or None)}, '
                 f'"group_id": {v(request.group)}, {sender}, "clock": {clock}, '
-                f'"timestamp": {now!r}, "type": "task-received"}}'
+                f'"timestamp": {now}, "type": "task-received"}}'
             )
 
     def before_task(self, task: Task[Any, Any], request: Context) -> None:
@@ -159,8 +159,8 @@ class WorkerMonitor(Middleware):
         if self._wanted(task):
             sender, clock, now = self.dispatcher.stamp()
             self.dispatcher.buffer.append(
-                f'{{"uuid": {json_value(request.id)}, {sender}, "clock": {clock}, '
-                f'"timestamp": {now!r}, "type": "task-started"}}'
+                f'{{"uuid": {json_text(request.id)}, {sender}, "clock": {clock}, '
+                f'"timestamp": {now}, "type": "task-started"}}'
             )
 
     def after_task(self, task: Task[Any, Any], request: Context, outcome: Outcome) -> None:
@@ -169,11 +169,12 @@ class WorkerMonitor(Middleware):
         state, send = outcome.state, self.dispatcher.buffered
         if state == states.SUCCESS:
             sender, clock, now = self.dispatcher.stamp()
+            value = outcome.value
             self.dispatcher.buffer.append(
-                f'{{"uuid": {json_value(request.id)}, '
-                f'"result": {json_value(safe_repr(outcome.value))}, '
-                f'"runtime": {json_value(outcome.runtime)}, {sender}, "clock": {clock}, '
-                f'"timestamp": {now!r}, "type": "task-succeeded"}}'
+                f'{{"uuid": {json_text(request.id)}, '
+                f'"result": {json_text("None" if value is None else safe_repr(value))}, '
+                f'"runtime": {runtime_text(outcome.runtime)}, {sender}, "clock": {clock}, '
+                f'"timestamp": {now}, "type": "task-succeeded"}}'
             )
         elif state in (states.FAILURE, states.RETRY):
             kind = "task-failed" if state == states.FAILURE else "task-retried"
