@@ -119,19 +119,16 @@ class History:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.enqueued: dict[str, float] = {}
         self.faults: list[Fault] = []
-        self._enqueued_log = (directory / "enqueued.log").open("a")
-
-    def close(self) -> None:
-        self._enqueued_log.close()
+        self._enqueued_log = directory / "enqueued.log"
 
     # -- what the test does ----------------------------------------------------------
     def enqueue(self, task_ids: Iterable[str]) -> None:
         """Record ids whose publish has returned (the broker has them)."""
         now = time.time()
-        for task_id in task_ids:
-            self.enqueued[task_id] = now
-            self._enqueued_log.write(f"{task_id} {now}\n")
-        self._enqueued_log.flush()
+        with self._enqueued_log.open("a") as log:
+            for task_id in task_ids:
+                self.enqueued[task_id] = now
+                log.write(f"{task_id} {now}\n")
 
     def fault_at(
         self, kind: str, worker: str | None = None, *, explains_duplicates: bool = True

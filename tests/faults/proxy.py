@@ -54,7 +54,7 @@ class FaultProxy:
     # -- commands (from any thread) --------------------------------------------------
     def reset(self) -> int:
         """Reset every open connection; return how many."""
-        return self._call(self._reset)
+        return int(self._call(self._reset))
 
     def freeze(self) -> None:
         self._call(self._open.clear)
@@ -70,7 +70,7 @@ class FaultProxy:
                 link.blackholed = True
             return len(self._links)
 
-        return self._call(mark)
+        return int(self._call(mark))
 
     def throttle(self, rate: float | None, delay: float = 0.0) -> None:
         """Limit each direction to ``rate`` bytes/s (``None``: no limit) plus ``delay``."""
@@ -81,7 +81,7 @@ class FaultProxy:
         self._call(set_)
 
     def open_connections(self) -> int:
-        return self._call(lambda: len(self._links))
+        return int(self._call(lambda: len(self._links)))
 
     @property
     def url_host(self) -> str:

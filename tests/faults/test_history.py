@@ -1,0 +1,62 @@
+"""The history checker's verdicts on made-up histories: it must be able to fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from history import History
+
+
+def _history(tmp_path: Path, lines: dict[str, list[str]], enqueued: list[str]) -> History:
+    history = History(tmp_path)
+    history.enqueue(enqueued)
+    for name, rows in lines.items():
+        (history.runs_dir / f"{name}.log").write_text("".join(f"{r}\n" for r in rows))
+    return history
+
+
+def test_a_clean_history_passes(tmp_path: Path) -> None:
+    history = _history(
+        tmp_path, {"a-1": ["S t1 1.0", "E t1 1.1", "S t2 1.2", "E t2 1.3"]}, ["t1", "t2"]
+    )
+    report = history.check()
+    assert report.ok and report.completed == {"t1", "t2"} and not report.duplicated
+
+
+def test_lost_and_stuck_tasks_fail(tmp_path: Path) -> None:
+    history = _history(tmp_path, {"a-1": ["S t1 1.0"]}, ["t1", "t2"])
+    report = history.check()
+    assert not report.ok
+    assert report.stuck == {"t1"} and report.lost == {"t2"}
+    assert "1 lost, 1 stuck" in report.summary()
+
+
+def test_a_duplicate_is_explained_only_by_a_fault_on_its_worker_while_it_was_unacked(
+    tmp_path: Path,
+) -> None:
+    runs = {"a-1": ["S t1 10.0", "E t1 10.5"], "b-2": ["S t1 20.0", "E t1 20.1"]}
+    history = _history(tmp_path, runs, ["t1"])
+    assert history.check().unexplained == {"t1": history.runs()["t1"]}  # no fault at all
+    fault = history.fault_at("kill -9", "b")
+    fault.start = fault.end = 11.0
+    assert not history.check().ok  # it hit the other worker
+    fault.worker = "a"
+    fault.start = fault.end = 10.5 + 2.5  # after the run's end + the ack grace
+    assert not history.check().ok
+    fault.start, fault.end = 5.0, 10.2  # a freeze that ended while it ran
+    assert history.check().ok
+    fault.start = fault.end = 12.0  # within the ack grace
+    report = history.check()
+    assert report.ok and set(report.duplicated) == {"t1"}
+
+
+def test_a_killed_run_is_exposed_until_its_rerun_and_sigterm_explains_nothing(
+    tmp_path: Path,
+) -> None:
+    runs = {"a-1": ["S t1 10.0"], "b-2": ["S t1 40.0", "E t1 40.1"]}
+    history = _history(tmp_path, runs, ["t1"])
+    fault = history.fault_at("SIGTERM", "a", explains_duplicates=False)
+    fault.start = fault.end = 30.0
+    assert not history.check().ok
+    fault.explains_duplicates = True
+    assert history.check().ok
