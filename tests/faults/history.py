@@ -130,6 +130,12 @@ class History:
                 self.enqueued[task_id] = now
                 log.write(f"{task_id} {now}\n")
 
+    def load_enqueued(self) -> None:
+        """Read the ids another process (a producer host) appended to ``enqueued.log``."""
+        for line in self._enqueued_log.read_text().splitlines():
+            task_id, stamp = line.split()
+            self.enqueued.setdefault(task_id, float(stamp))
+
     def fault_at(
         self, kind: str, worker: str | None = None, *, explains_duplicates: bool = True
     ) -> Fault:
