@@ -38,9 +38,9 @@ def network() -> Iterator[Network]:
 def broker_host(network: Network, tmp_path: Path) -> Iterator[str]:
     """A private redis-server on the broker host; its URL."""
     address = network.address("broker")
+    options = ["--port", "6379", "--bind", address, "--protected-mode", "no", "--save", ""]
     proc = subprocess.Popen(
-        [*network.exec("broker"), "redis-server", "--port", "6379", "--bind", address]
-        + ["--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        [*network.exec("broker"), "redis-server", *options, "--dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -69,9 +69,9 @@ def test_a_cut_worker_host_s_tasks_run_on_the_other_host_within_the_lease(
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(FAULTS_DIR), str(ROOT / "tests")]),
         }
+        produce = [str(FAULTS_DIR / "produce.py"), broker_host, scenario.queue, str(TASKS)]
         subprocess.run(
-            [*network.exec("producer"), sys.executable, str(FAULTS_DIR / "produce.py")]
-            + [broker_host, scenario.queue, str(TASKS), str(scenario.history.directory)],
+            [*network.exec("producer"), sys.executable, *produce, str(scenario.history.directory)],
             env=env,
             check=True,
             timeout=60,
