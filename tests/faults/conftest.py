@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from proxy import FaultProxy
-from scenario import Broker, Scenario
 from yarl import URL
 
+from proxy import FaultProxy
+from scenario import Broker, Scenario
 from servers import PrivateRedis, delete_queues, leased_database, need_redis_server
 
 OpenScenario = Callable[..., Scenario]

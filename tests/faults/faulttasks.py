@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from history import record_run
-
 from celeriac import Celery
+from history import record_run
 
 app = Celery("faulttasks", broker=os.environ.get("FAULTS_BROKER", "memory://"))
 app.conf.update(

@@ -8,9 +8,8 @@ import random
 import sys
 from pathlib import Path
 
-from history import History
-
 from celeriac import Celery
+from history import History
 
 
 def main(url: str, queue: str, count: int, directory: Path) -> None:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from history import History, Report, Run
-from proxy import FaultProxy
-
 from celeriac import Celery
 from celeriac._loop import run_sync
+from history import History, Report, Run
+from proxy import FaultProxy
 from support import ROOT, WorkerProcess, wait_until
 
 FAULTS_DIR = Path(__file__).resolve().parent

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from proxy import FaultProxy
-from scenario import Scenario
 
 from conftest import OpenScenario
+from proxy import FaultProxy
+from scenario import Scenario
 from support import wait_until
 
 BROKERS = ["sqlite", "redis", "amqp"]
