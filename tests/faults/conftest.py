@@ -47,15 +47,19 @@ def _broker(
 
 @pytest.fixture
 def open_scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenScenario]:
+    opened: list[Scenario] = []
     with contextlib.ExitStack() as stack:
 
         def open_(
             kind: str, *, proxy: bool = False, private: bool = False, lease: float = 2.0
         ) -> Scenario:
+            directory = tmp_path / f"{kind}-{len(opened)}"  # several in one test: apart
+            directory.mkdir()
             broker = stack.enter_context(
-                _broker(request, kind, tmp_path, proxy=proxy, private=private)
+                _broker(request, kind, directory, proxy=proxy, private=private)
             )
-            scenario = Scenario(tmp_path, broker, lease)
+            scenario = Scenario(directory, broker, lease)
+            opened.append(scenario)
             if kind == "amqp":
                 stack.callback(delete_queues, broker.url, [scenario.queue])
             stack.callback(scenario.close)
