@@ -9,8 +9,9 @@ workers (``-c 2``) for ``--minutes``; every few seconds one fault, drawn at rand
 kill -9 of a prefork child, kill -9 of a whole worker (started again), SIGTERM of a
 worker (started again), and, on Redis and RabbitMQ, a reset of every connection, a
 network freeze of 1-6 s, a throttled link for a few seconds (the workers reach the broker
-through the suite's TCP proxy), and on Redis kill -9 of the broker itself (a private
-``redis-server``, ``appendfsync always``, started again on the same port and files).
+through the suite's TCP proxy), and kill -9 of the broker itself (a private
+``redis-server``, ``appendfsync always``, or a private RabbitMQ node, started again on
+the same port and files).
 Then the producer stops, the queue drains, and the verdict is printed and appended to
 ``soak/LATEST.md``; the exit status is 1 when it failed.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,6 +35,7 @@ sys.path[:0] = [str(ROOT / "tests" / "faults"), str(ROOT / "tests")]
 from yarl import URL  # noqa: E402
 
 from proxy import FaultProxy  # noqa: E402
+from rabbit import PrivateRabbit  # noqa: E402
 from scenario import Broker, Scenario  # noqa: E402
 from servers import AMQP_URL, PrivateRedis, delete_queues  # noqa: E402
 
@@ -49,10 +52,17 @@ def broker_for(kind: str, directory: Path) -> Iterator[Broker]:
         server = PrivateRedis(directory / "redis").start()
         target = ("127.0.0.1", server.port)
         broker = Broker(kind, server.url, kill=server.kill, restart=server.start)
-    else:
+    elif shutil.which("rabbitmq-server") is not None:
+        (directory / "rabbit").mkdir()
+        print("starting a private RabbitMQ node (takes ~40 s)", flush=True)
+        node = PrivateRabbit(directory / "rabbit").start()
+        target = ("127.0.0.1", node.port)
+        broker = Broker(kind, node.url, kill=node.kill, restart=node.start)
+    else:  # no RabbitMQ of our own to kill: the shared server, through the proxy only
         url = URL(AMQP_URL)
         assert url.host is not None and url.port is not None
         target = (url.host, url.port)
+        node = None
         broker = Broker(kind, AMQP_URL)
     with FaultProxy(*target) as proxy:
         broker.proxy = proxy
@@ -61,6 +71,8 @@ def broker_for(kind: str, directory: Path) -> Iterator[Broker]:
         finally:
             if kind == "redis":
                 server.kill()
+            elif node is not None:
+                node.kill()
 
 
 class Soak:

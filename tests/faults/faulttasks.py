@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from celeriac import Celery
+from celeriac.signals import task_received
 from history import record_run
 
 app = Celery("faulttasks", broker=os.environ.get("FAULTS_BROKER", "memory://"))
@@ -21,6 +22,14 @@ app.conf.update(
 )
 RUNS = Path(os.environ.get("FAULTS_RUNS", "."))
 WORKER = os.environ.get("FAULTS_WORKER", "worker")
+
+
+@task_received.connect
+def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """Record that this process received the message (its lease began just before):
+    a fault between this and the run's start may also cause a redelivery."""
+    if request is not None and request.task == "faulttasks.work":
+        record_run(RUNS, WORKER, "R", request.id)
 
 
 @app.task(bind=True)

@@ -7,9 +7,10 @@ Two records, neither of which any fault touches:
 - **what ran**: each execution of a task appends one ``S <id> <t>`` line when it starts
   and one ``E <id> <t>`` line when its body has finished to a file of its own process
   (``runs/<worker>-<pid>.log``, opened ``O_APPEND``, one ``write`` per line) on the local
-  disk. No broker, connection or result backend is involved, so a broker kill, a proxy
-  fault or a killed worker cannot falsify it; a run killed mid-task leaves its ``S``
-  line without an ``E``.
+  disk; the worker process that receives the message (its ``task_received`` signal, just
+  after the fetch that leased it) writes ``R <id> <t>`` first. No broker, connection or
+  result backend is involved, so a broker kill, a proxy fault or a killed worker cannot
+  falsify it; a run killed mid-task leaves its ``S`` line without an ``E``.
 
 Faults are recorded by the test as intervals ``[start, end]`` (wall clock, the same clock
 the tasks write) with the worker they hit (``None``: every worker, e.g. the broker or
@@ -20,9 +21,10 @@ the network). The verdict, once the drain is over:
 - **stuck**: started, and no run of it ever finished;
 - **duplicated**: started more than once. A repeat run is **explained** when an earlier
   run of the same task was *exposed* to a fault that may cause a redelivery: the fault
-  hit that run's worker (or every worker) while the run was leased and unacknowledged,
-  i.e. the fault's interval meets ``[run start, run end + ack_grace]`` (a run that never
-  finished is exposed from its start on). ``ack_grace`` covers the time between a task's
+  hit that run's worker (or every worker) while its message was leased and
+  unacknowledged, i.e. the fault's interval meets ``[received, run end + ack_grace]``
+  (``received``: the ``R`` line before the run, else its start; a run that never
+  finished is exposed to the end). ``ack_grace`` covers the time between a task's
   end and its ack reaching the broker (acks are batched). Faults that must not repeat
   work (a SIGTERM: a warm shutdown finishes and acks what runs) explain nothing.
 
@@ -49,6 +51,7 @@ class Run:
     pid: int
     start: float
     end: float | None = None
+    received: float | None = None  # when this process received the message
 
 
 @dataclass
@@ -65,7 +68,8 @@ class Fault:
         if self.worker is not None and self.worker != run.worker:
             return False
         until = float("inf") if run.end is None else run.end + grace
-        return self.start <= until and run.start <= self.end
+        since = run.start if run.received is None else run.received
+        return self.start <= until and since <= self.end
 
 
 @dataclass
@@ -163,13 +167,18 @@ class History:
         for path in sorted(self.runs_dir.glob("*.log")):
             worker, _, pid = path.stem.rpartition("-")
             open_runs: dict[str, Run] = {}
+            received: dict[str, float] = {}
             for line in path.read_text().splitlines():
                 parts = line.split()
                 if len(parts) != 3:
                     continue  # a line cut by a kill -9 mid-write: cannot happen, but harmless
                 kind, task_id, stamp = parts
-                if kind == "S":
-                    run = Run(task_id, worker, int(pid), float(stamp))
+                if kind == "R":
+                    received[task_id] = float(stamp)
+                elif kind == "S":
+                    run = Run(
+                        task_id, worker, int(pid), float(stamp), None, received.pop(task_id, None)
+                    )
                     found.setdefault(task_id, []).append(run)
                     open_runs[task_id] = run
                 elif kind == "E" and task_id in open_runs:

@@ -60,3 +60,15 @@ def test_a_killed_run_is_exposed_until_its_rerun_and_sigterm_explains_nothing(
     assert not history.check().ok
     fault.explains_duplicates = True
     assert history.check().ok
+
+
+def test_a_fault_after_the_message_was_received_but_before_it_ran_explains_a_repeat(
+    tmp_path: Path,
+) -> None:
+    runs = {"a-1": ["R t1 9.0", "S t1 10.0", "E t1 10.1"], "b-2": ["S t1 10.2", "E t1 10.3"]}
+    history = _history(tmp_path, runs, ["t1"])
+    fault = history.fault_at("network frozen")
+    fault.start, fault.end = 8.0, 9.5  # the lease ran out while the message waited
+    assert history.check().ok
+    fault.start, fault.end = 8.0, 8.9  # over before the message was received
+    assert not history.check().ok
