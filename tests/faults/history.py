@@ -26,7 +26,10 @@ the network). The verdict, once the drain is over:
   (``received``: the ``R`` line before the run, else its start; a run that never
   finished is exposed to the end). ``ack_grace`` covers the time between a task's
   end and its ack reaching the broker (acks are batched). Faults that must not repeat
-  work (a SIGTERM: a warm shutdown finishes and acks what runs) explain nothing.
+  work (a SIGTERM: a warm shutdown finishes and acks what runs) explain nothing. A
+  broker or network fault during the task's *publish* explains repeats too: a publish
+  whose reply was lost is sent again by the producer's retry, and the queue then holds
+  two copies (at-least-once on the producer's side).
 
 :meth:`History.check` fails on any lost or stuck task and on any unexplained duplicate.
 """
@@ -121,17 +124,20 @@ class History:
         self.directory = directory
         self.runs_dir = directory / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.enqueued: dict[str, float] = {}
+        self.enqueued: dict[str, float] = {}  # id: when its publish returned
+        self.publishing: dict[str, float] = {}  # id: when its publish began
         self.faults: list[Fault] = []
         self._enqueued_log = directory / "enqueued.log"
 
     # -- what the test does ----------------------------------------------------------
-    def enqueue(self, task_ids: Iterable[str]) -> None:
-        """Record ids whose publish has returned (the broker has them)."""
+    def enqueue(self, task_ids: Iterable[str], began: float | None = None) -> None:
+        """Record ids whose publish has returned (the broker has them); ``began``: when
+        their publish began (a fault from then on may have doubled them)."""
         now = time.time()
         with self._enqueued_log.open("a") as log:
             for task_id in task_ids:
                 self.enqueued[task_id] = now
+                self.publishing[task_id] = now if began is None else began
                 log.write(f"{task_id} {now}\n")
 
     def load_enqueued(self) -> None:
@@ -219,11 +225,21 @@ class History:
                 report.stuck.add(task_id)
             if len(task_runs) > 1:
                 report.duplicated[task_id] = task_runs
+                if self._published_in_a_fault(task_id):
+                    continue
                 if not all(
                     self._explained(task_runs[:i], ack_grace) for i in range(1, len(task_runs))
                 ):
                     report.unexplained[task_id] = task_runs
         return report
+
+    def _published_in_a_fault(self, task_id: str) -> bool:
+        began = self.publishing.get(task_id, self.enqueued[task_id])
+        returned = self.enqueued[task_id]
+        return any(
+            f.explains_duplicates and f.worker is None and f.start <= returned and began <= f.end
+            for f in self.faults
+        )
 
     def _explained(self, earlier: list[Run], grace: float) -> bool:
         return any(f.exposes(run, grace) for run in earlier for f in self.faults)

@@ -118,8 +118,9 @@ class Scenario:
         ids: list[str] = []
         for _ in range(count):
             length = round(self.random.uniform(*seconds), 4)
+            began = time.time()
             result = self.client.send_task("faulttasks.work", (length,), queue=self.queue)
-            self.history.enqueue([result.id])
+            self.history.enqueue([result.id], began)
             ids.append(result.id)
         return ids
 

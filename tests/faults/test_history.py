@@ -72,3 +72,15 @@ def test_a_fault_after_the_message_was_received_but_before_it_ran_explains_a_rep
     assert history.check().ok
     fault.start, fault.end = 8.0, 8.9  # over before the message was received
     assert not history.check().ok
+
+
+def test_a_broker_fault_during_the_publish_explains_two_copies(tmp_path: Path) -> None:
+    runs = {"a-1": ["S t1 20.0", "E t1 20.1"], "b-2": ["S t1 20.0", "E t1 20.2"]}
+    history = _history(tmp_path, runs, [])
+    history.enqueue(["t1"], began=10.0)
+    history.enqueued["t1"] = 12.0  # the publish took from 10 to 12 s (retried)
+    fault = history.fault_at("kill -9 broker")
+    fault.start, fault.end = 11.0, 11.5
+    assert history.check().ok
+    fault.worker = "a"  # a worker's fault cannot touch the producer
+    assert not history.check().ok
