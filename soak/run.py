@@ -217,9 +217,14 @@ def main() -> int:
     parser.add_argument("--broker", choices=["sqlite", "redis", "amqp"], default="redis")
     parser.add_argument("--rate", type=float, default=40, help="tasks published a second")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the history directory")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print(f"soak: {args.broker}, {args.minutes:g} min, seed {seed}", flush=True)
+    if args.keep:
+        directory = tempfile.mkdtemp(prefix="celeriac-soak-")
+        print(f"history in {directory}", flush=True)
+        return run(args.broker, args.minutes, args.rate, seed, Path(directory))
     with tempfile.TemporaryDirectory(prefix="celeriac-soak-") as directory:
         return run(args.broker, args.minutes, args.rate, seed, Path(directory))
 

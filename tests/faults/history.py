@@ -102,18 +102,23 @@ class Report:
         )
 
     def details(self, limit: int = 5) -> str:
+        """The summary, the first ``limit`` ids of each failure, and for each shown
+        unexplained duplicate its runs and the faults within 10 s of them."""
         lines = [self.summary()]
         for name, ids in (("lost", self.lost), ("stuck", self.stuck)):
             if ids:
                 lines.append(f"{name}: {sorted(ids)[:limit]}")
         for task_id, runs in list(self.unexplained.items())[:limit]:
-            shown = ", ".join(f"{r.worker}/{r.pid} {r.start:.3f}-{r.end}" for r in runs)
-            lines.append(f"unexplained duplicate {task_id}: {shown}")
-        if self.unexplained:
-            shown = "; ".join(
-                f"{f.kind}@{f.worker or 'all'} {f.start:.3f}-{f.end:.3f}" for f in self.faults
+            shown = ", ".join(
+                f"{r.worker}/{r.pid} received {r.received} ran {r.start:.3f}-{r.end}" for r in runs
             )
-            lines.append(f"faults: {shown}")
+            lines.append(f"unexplained duplicate {task_id}: {shown}")
+            near = [
+                f"{f.kind}@{f.worker or 'all'} {f.start:.3f}-{f.end:.3f}"
+                for f in self.faults
+                if f.start - 10 <= runs[-1].start and runs[0].start <= f.end + 10
+            ]
+            lines.append(f"  faults near: {'; '.join(near) or 'none'}")
         return "\n".join(lines)
 
 
