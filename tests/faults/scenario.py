@@ -102,13 +102,16 @@ class Scenario:
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             return [int(pid) for pid in f.read().split()]
 
-    def running(self, label: str | None = None) -> list[Run]:
-        """Runs started and not finished (on ``label``'s worker)."""
+    def running(self, label: str | None = None, fresh: float | None = None) -> list[Run]:
+        """Runs started and not finished (on ``label``'s worker; started less than
+        ``fresh`` seconds ago: with tasks of 20 ms or more, still running a moment
+        later, when the fault comes)."""
+        since = 0.0 if fresh is None else time.time() - fresh
         return [
             run
             for runs in self.history.runs().values()
             for run in runs
-            if run.end is None and (label is None or run.worker == label)
+            if run.end is None and (label is None or run.worker == label) and run.start > since
         ]
 
     # -- load ---------------------------------------------------------------------------
@@ -138,7 +141,7 @@ class Scenario:
 
         def busy_child() -> int | None:
             children = set(self.children(label))
-            busy = [r.pid for r in self.running(label) if r.pid in children]
+            busy = [r.pid for r in self.running(label, fresh=0.01) if r.pid in children]
             return busy[0] if busy else None
 
         pid = wait_until(busy_child, 20, f"a child of {label} running a task")

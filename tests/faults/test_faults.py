@@ -22,7 +22,7 @@ TASKS = 200
 @pytest.mark.parametrize("kind", BROKERS)
 def test_kill_9_of_prefork_children(open_scenario: OpenScenario, kind: str) -> None:
     scenario = open_scenario(kind)
-    scenario.publish(TASKS)
+    scenario.publish(TASKS, seconds=(0.02, 0.05))  # still running when the kill comes
     scenario.start_workers("a", "b")
     scenario.wait_finished(TASKS // 4, 30)
     scenario.kill_child("a")
@@ -36,10 +36,10 @@ def test_kill_9_of_prefork_children(open_scenario: OpenScenario, kind: str) -> N
 @pytest.mark.parametrize("kind", BROKERS)
 def test_kill_9_of_a_whole_worker(open_scenario: OpenScenario, kind: str) -> None:
     scenario = open_scenario(kind)
-    scenario.publish(TASKS)
+    scenario.publish(TASKS, seconds=(0.02, 0.05))  # still running when the kill comes
     scenario.start_workers("a", "b")
     scenario.wait_finished(TASKS // 4, 30)
-    wait_until(lambda: scenario.running("a"), 20, "worker a to run a task")
+    wait_until(lambda: scenario.running("a", fresh=0.01), 20, "worker a to start a task")
     scenario.kill_worker("a")
     report = scenario.verdict()
     scenario.assert_ok(report)
