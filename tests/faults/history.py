@@ -22,10 +22,14 @@ the network). The verdict, once the drain is over:
 - **duplicated**: started more than once. A repeat run is **explained** when an earlier
   run of the same task was *exposed* to a fault that may cause a redelivery: the fault
   hit that run's worker (or every worker) while its message was leased and
-  unacknowledged, i.e. the fault's interval meets ``[received, run end + ack_grace]``
-  (``received``: the ``R`` line before the run, else its start; a run that never
-  finished is exposed to the end). ``ack_grace`` covers the time between a task's
-  end and its ack reaching the broker (acks are batched). Faults that must not repeat
+  unacknowledged, i.e. the fault's interval meets ``[received - lease, run end +
+  ack_grace]``. ``received`` is the ``R`` line before the run (else its start); the lease
+  began at the fetch, before that, by as long as the fetch's reply took: a fault that
+  delays the reply past the lease makes the lease run out before the message arrives,
+  and then lasts until at least ``received - lease``, so that window is where a lease
+  can have been lost. A run that never finished is exposed to the end. ``ack_grace``
+  covers the time between a task's end and its ack reaching the broker (acks are
+  batched). Faults that must not repeat
   work (a SIGTERM: a warm shutdown finishes and acks what runs) explain nothing. A
   broker or network fault during the task's *publish* explains repeats too: a publish
   whose reply was lost is sent again by the producer's retry, and the queue then holds
@@ -65,13 +69,13 @@ class Fault:
     worker: str | None = None  # None: every worker (broker, network)
     explains_duplicates: bool = True
 
-    def exposes(self, run: Run, grace: float) -> bool:
+    def exposes(self, run: Run, grace: float, lease: float) -> bool:
         if not self.explains_duplicates:
             return False
         if self.worker is not None and self.worker != run.worker:
             return False
         until = float("inf") if run.end is None else run.end + grace
-        since = run.start if run.received is None else run.received
+        since = (run.start if run.received is None else run.received) - lease
         return self.start <= until and since <= self.end
 
 
@@ -215,7 +219,9 @@ class History:
             if line.startswith("S ")
         )
 
-    def check(self, ack_grace: float = ACK_GRACE) -> Report:
+    def check(self, ack_grace: float = ACK_GRACE, lease: float = 0.0) -> Report:
+        """The verdict; ``lease``: the workers' visibility timeout (see the module's
+        docstring)."""
         runs = self.runs()
         report = Report(len(self.enqueued), faults=list(self.faults))
         report.unexpected = set(runs) - set(self.enqueued)
@@ -233,7 +239,8 @@ class History:
                 if self._published_in_a_fault(task_id):
                     continue
                 if not all(
-                    self._explained(task_runs[:i], ack_grace) for i in range(1, len(task_runs))
+                    self._explained(task_runs[:i], ack_grace, lease)
+                    for i in range(1, len(task_runs))
                 ):
                     report.unexplained[task_id] = task_runs
         return report
@@ -246,8 +253,8 @@ class History:
             for f in self.faults
         )
 
-    def _explained(self, earlier: list[Run], grace: float) -> bool:
-        return any(f.exposes(run, grace) for run in earlier for f in self.faults)
+    def _explained(self, earlier: list[Run], grace: float, lease: float) -> bool:
+        return any(f.exposes(run, grace, lease) for run in earlier for f in self.faults)
 
 
 def record_run(runs_dir: Path, worker: str, kind: str, task_id: str) -> None:

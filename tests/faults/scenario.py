@@ -199,7 +199,7 @@ class Scenario:
         self.stop_all()
         if self.probe:
             self._run_leftovers()
-        report = self.history.check()
+        report = self.history.check(lease=self.lease)
         self.left = self.size() if self.probe else 0
         print(f"{self.broker.kind}: {report.summary()}; {self.left} left")
         self.report = report
