@@ -104,7 +104,8 @@ def test_a_cut_worker_host_s_tasks_run_on_the_other_host_within_the_lease(
             again = [r for r in runs[task_id] if r.worker == "w2" and r.start > cut_done]
             assert again, f"{task_id}, held by w1 at the cut, did not run on w2"
             late = again[0].start - cut.start
-            assert late < LEASE + 1.5, f"w2 ran {task_id} {late:.1f} s after the cut"
+            # the lease, the sweep period (a quarter lease) and a second for a loaded machine
+            assert late < LEASE * 1.25 + 1, f"w2 ran {task_id} {late:.1f} s after the cut"
         print(f"cut w1: the rest drained {drained:.1f} s later; {report.summary()}")
     finally:
         scenario.close()
