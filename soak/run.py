@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "faults"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]
 
 from yarl import URL  # noqa: E402
 
-from proxy import FaultProxy  # noqa: E402
-from rabbit import PrivateRabbit  # noqa: E402
-from scenario import Broker, Scenario  # noqa: E402
+from faults.proxy import FaultProxy  # noqa: E402
+from faults.rabbit import PrivateRabbit  # noqa: E402
+from faults.scenario import Broker, Scenario  # noqa: E402
 from servers import AMQP_URL, PrivateRedis, delete_queues  # noqa: E402
 
 WORKERS = ("a", "b", "c")

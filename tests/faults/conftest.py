@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from proxy import FaultProxy
-from scenario import Broker, Scenario
+from faults.proxy import FaultProxy
+from faults.scenario import Broker, Scenario
 from servers import PrivateRedis, delete_queues, leased_database, need_redis_server
 
 OpenScenario = Callable[..., Scenario]

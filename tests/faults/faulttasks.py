@@ -13,7 +13,7 @@ from typing import Any
 
 from celeriac import Celery
 from celeriac.signals import task_received
-from history import record_run
+from faults.history import record_run
 
 app = Celery("faulttasks", broker=os.environ.get("FAULTS_BROKER", "memory://"))
 app.conf.update(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from celeriac import Celery
-from history import History
+from faults.history import History
 
 
 def main(url: str, queue: str, count: int, directory: Path) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 from celeriac import Celery
 from celeriac._loop import run_sync
-from history import History, Report, Run
-from proxy import FaultProxy
+from faults.history import History, Report, Run
+from faults.proxy import FaultProxy
 from support import ROOT, WorkerProcess, wait_until
 
 FAULTS_DIR = Path(__file__).resolve().parent

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from conftest import OpenScenario
-from proxy import FaultProxy
-from scenario import Scenario
+from faults.conftest import OpenScenario
+from faults.proxy import FaultProxy
+from faults.scenario import Scenario
 from support import wait_until
 
 BROKERS = ["sqlite", "redis", "amqp"]

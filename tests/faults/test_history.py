@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from history import History
+from faults.history import History
 
 
 def _history(tmp_path: Path, lines: dict[str, list[str]], enqueued: list[str]) -> History:

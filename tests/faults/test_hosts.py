@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from netns import Network, why_not
-from scenario import FAULTS_DIR, Broker, Scenario
+from faults.netns import Network, why_not
+from faults.scenario import FAULTS_DIR, Broker, Scenario
 from servers import missing, need_redis_server
 from support import ROOT, wait_until
 
