@@ -221,7 +221,12 @@ class History:
 
     def check(self, ack_grace: float = ACK_GRACE, lease: float = 0.0) -> Report:
         """The verdict; ``lease``: the workers' visibility timeout (see the module's
-        docstring)."""
+        docstring). The faults are written to ``faults.log`` beside the runs."""
+        with (self.directory / "faults.log").open("w") as log:
+            for f in self.faults:
+                log.write(
+                    f"{f.start} {f.end} {f.worker or '-'} {int(f.explains_duplicates)} {f.kind}\n"
+                )
         runs = self.runs()
         report = Report(len(self.enqueued), faults=list(self.faults))
         report.unexpected = set(runs) - set(self.enqueued)
