@@ -17,6 +17,13 @@ from pathlib import Path
 from servers import free_port
 
 
+def server_command() -> str:
+    """The ``rabbitmq-server`` script itself: Debian's ``/usr/sbin`` wrapper switches to
+    the ``rabbitmq`` user and drops the environment that names the private node."""
+    direct = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    return str(direct) if direct.exists() else "rabbitmq-server"
+
+
 class PrivateRabbit:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -42,13 +49,14 @@ class PrivateRabbit:
 
     def start(self, timeout: float = 180) -> PrivateRabbit:
         (self.directory / "pid").unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            ["rabbitmq-server"],
-            env=self._env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with (self.directory / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [server_command()],
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -56,7 +64,9 @@ class PrivateRabbit:
                     return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("the private RabbitMQ node exited") from None
+                    raise RuntimeError(
+                        f"the private RabbitMQ node exited: see {self.directory / 'server.log'}"
+                    ) from None
                 time.sleep(0.5)  # no event to wait on: the node opens its port when ready
         raise RuntimeError(f"the private RabbitMQ node did not open its port in {timeout}s")
 
