@@ -52,10 +52,13 @@ def test_sigterm_mid_drain_repeats_nothing(open_scenario: OpenScenario, kind: st
     scenario.publish(TASKS, seconds=(0.01, 0.05))
     scenario.start_workers("a", "b")
     scenario.wait_finished(TASKS // 4, 30)
-    wait_until(lambda: scenario.running("a"), 20, "worker a to run a task")
+    running = wait_until(lambda: scenario.running("a"), 20, "worker a to run a task")
     assert scenario.sigterm("a") == 0
     report = scenario.verdict()
     scenario.assert_ok(report)  # SIGTERM explains no duplicate
+    runs = scenario.history.runs()
+    for run in running:  # the warm shutdown finished what ran, on the same process
+        assert [(r.pid, r.end is not None) for r in runs[run.task_id]] == [(run.pid, True)]
 
 
 def _proxy(scenario: Scenario) -> FaultProxy:
