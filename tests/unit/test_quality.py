@@ -18,7 +18,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_check() -> None:
-    proc = run("ruff", "check", "src", "tests", "bench", "examples", "docs/examples", "docs/_hooks")
+    proc = run(
+        "ruff", "check", "src", "tests", "bench", "soak", "examples", "docs/examples", "docs/_hooks"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -30,6 +32,7 @@ def test_ruff_format() -> None:
         "src",
         "tests",
         "bench",
+        "soak",
         "examples",
         "docs/examples",
         "docs/_hooks",

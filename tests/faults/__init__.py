@@ -1,0 +1,1 @@
+"""The fault-injection suite: see ``docs/internals/faults.md``."""
