@@ -113,12 +113,6 @@ def test_kill_9_of_the_redis_server_with_appendfsync_always(open_scenario: OpenS
     scenario.assert_ok(report)
 
 
-@pytest.mark.xfail(
-    reason="a Redis connection that goes silent (no FIN, no RST) is noticed only by the 30 s"
-    " socket timeout, an AMQP one not at all (no heartbeat probe), and a warm stop waits on"
-    " it (issue 15: dead-connection deadlines)",
-    strict=True,
-)
 def test_a_silent_connection_loss_is_noticed_within_15_s(open_scenario: OpenScenario) -> None:
     """The open connections go silent (a NAT or load balancer forgot them); new ones
     pass. Every task must still finish within the lease plus 15 s. Redis and RabbitMQ
