@@ -69,7 +69,8 @@ def _errors(chosen: dict[str, Any]) -> tuple[type[BaseException], ...]:
 
 def _log(app: Celeriac, exc: BaseException, wait: float, attempt: int) -> None:
     logger.warning(
-        "Cannot publish to broker %s: %s; retry %d in %.2fs",
+        "Cannot publish to broker %s: %s; retry %d in %.2fs (if the broker stored the"
+        " message before the connection failed, the retry stores it again: at-least-once)",
         mask_url(app.broker_url),
         exc,
         attempt,

@@ -8,6 +8,7 @@ run a private ``redis-server`` (the ``private_redis`` fixture).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -333,3 +334,29 @@ def test_script_pack_and_ids() -> None:
     for text in list(ids)[:50]:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+# --------------------------------------------------------------------------- deadline
+def test_an_idle_connection_that_went_silent_is_replaced_after_one_health_check() -> None:
+    """A connection forgotten while idle (a NAT or load-balancer timeout: no FIN, no
+    RST) costs the next call one health-check interval, not the socket timeout: the PING
+    before reuse gets no answer within the interval, and the call goes on a new one."""
+    from faults.proxy import FaultProxy
+
+    host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        options = {"health_check_interval": "0.5", "socket_timeout": "10"}
+        conn = Connection(parse_endpoint(f"redis://{host}:{proxy.port}/0", options))
+        try:
+            assert conn.execute("PING") in {b"PONG", "PONG"}
+            assert proxy.blackhole() == 1
+            time.sleep(0.6)  # idle past the interval: the idleness is what is tested
+            began = time.monotonic()
+            assert conn.execute("PING") in {b"PONG", "PONG"}
+            assert time.monotonic() - began < 5  # the socket timeout would be 10 s
+            assert proxy.connections == 2
+            # a connection in use is not asked: no PING while idle less than the interval
+            assert conn.execute("PING") in {b"PONG", "PONG"}
+            assert proxy.connections == 2
+        finally:
+            conn.close()

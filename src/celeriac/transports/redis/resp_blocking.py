@@ -10,7 +10,10 @@ with the first command), sets TCP_NODELAY and keepalive, and applies the socket 
 in the kernel (``SO_RCVTIMEO``): CPython's own socket timeout polls before every
 ``recv``, one more syscall per call. Before an idle connection is reused, a zero-timeout
 poll checks that the server has not closed it (a restarted server): if it has, the
-connection is made anew, so a stale connection never fails a call.
+connection is made anew, so a stale connection never fails a call. One idle for
+``health_check_interval`` (5 s) or longer is also asked a PING first, answered within
+that long, else given up and made anew: a connection that a NAT or a load balancer forgot
+while it was idle (no FIN, no RST) costs a caller that long, not the socket timeout.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class Connection:
         self._pending = 0  # replies of the handshake still to read and check
         self._misses = 0  # polls in a row that found no reply (see ``_spin``)
         self._rest = 0  # reads left that sleep without polling first
+        self._used = 0.0  # monotonic time of the last reply (or of the connect)
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -115,6 +119,7 @@ class Connection:
         poller.register(sock.fileno(), select.POLLIN)
         self._sock, self._poll, self._reader = sock, poller, make_reader()
         self.pid = os.getpid()
+        self._used = time.monotonic()
         return sock
 
     def _handshake(self) -> list[bytes]:
@@ -162,7 +167,23 @@ class Connection:
                 self.close()  # EOF (a restarted server), or a reply out of step
                 return None
             self._reader.feed(data)  # pushes: the reader of a RESP3 connection skips them
-        return sock
+        return sock if self._answers() else None
+
+    def _answers(self) -> bool:
+        """True unless the connection has been idle for the health-check interval and a
+        PING gets no answer within that long (then it is closed)."""
+        interval = self.endpoint.health_check
+        if interval is None or self._pending or time.monotonic() - self._used < interval:
+            return True
+        try:
+            self._send(b"*1\r\n$4\r\nPING\r\n")
+            reply = self.read(time.monotonic() + interval)
+        except RespConnectionError:
+            return False  # closed already
+        if reply is NEED_DATA or isinstance(reply, ReplyError):
+            self.close()
+            return False
+        return True
 
     def _recv_now(self, sock: socket.socket) -> bytes | None:
         """What can be read without waiting: b"" at EOF (or on an error), None if
@@ -295,6 +316,7 @@ class Connection:
         while True:
             reply = reader.gets()
             if reply is not NEED_DATA:
+                self._used = time.monotonic()
                 return reply
             if not self._fill(deadline):
                 return NEED_DATA
