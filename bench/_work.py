@@ -108,8 +108,11 @@ TASK_TEMPLATES = {
 
 
 def with_work_tasks(system: str, source: str) -> str:
-    """``source`` (a system's task module) plus the work tasks ``incr``, ``http``, ``cpu``."""
-    template = TASK_TEMPLATES[system]
+    """``source`` (a system's task module) plus the work tasks ``incr``, ``http``, ``cpu``;
+    ``source`` alone for a system without a template (it runs the no-op and I/O only)."""
+    template = TASK_TEMPLATES.get(system)
+    if template is None:
+        return source
     tasks = "\n\n".join(template.format(name=n) for n in ("incr", "http", "cpu"))
     return source + WORK_SOURCE + "\n\n" + tasks
 

@@ -30,13 +30,14 @@ DEFAULT_OUT = HERE.parent / "docs" / "benchmarks"
 
 #: the workloads charted, in page order
 CHARTED = ("drain", "enqueue", "rtt_p50", "io")
-BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ", "sqlite": "SQLite"}
+BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ", "sqlite": "SQLite", "postgres": "PostgreSQL"}
 SYSTEM_NAMES = {
     "celeriac": "celeriac",
     "celery": "Celery",
     "dramatiq": "Dramatiq",
     "rq": "RQ",
     "huey": "Huey",
+    "procrastinate": "procrastinate",
 }
 
 WIDTH = 720
@@ -146,7 +147,7 @@ def figures(reports: list[dict[str, Any]], out: Path) -> list[Path]:
         "<!-- written by bench/charts.py from bench/published/*.json: do not edit -->",
         "",
     ]
-    order = {"redis": 0, "amqp": 1, "sqlite": 2}
+    order = {"redis": 0, "amqp": 1, "sqlite": 2, "postgres": 3}
     for report in sorted(reports, key=lambda r: order.get(r["broker"], 9)):
         broker = report["broker"]
         rows = {row["workload"]: row for row in report["rows"]}

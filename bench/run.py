@@ -323,6 +323,8 @@ class Bench:
         load_before = os.getloadavg()
         try:
             for workload, work_task, _desc in _work.WORKLOADS:
+                if workload != "noop" and system.name not in _work.TASK_TEMPLATES:
+                    continue  # no work tasks for this system (procrastinate): not run
                 if workload in self.args.workloads:
                     task = system.noop_task if workload == "noop" else work_task
                     self.work_phases(system, cells, workload, task)

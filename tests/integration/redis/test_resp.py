@@ -346,7 +346,9 @@ def test_an_idle_connection_that_went_silent_is_replaced_after_one_health_check(
     host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
     with FaultProxy(host, int(port)) as proxy:
         options = {"health_check_interval": "0.5", "socket_timeout": "10"}
-        conn = Connection(parse_endpoint(f"redis://{host}:{proxy.port}/0", options))
+        endpoint = parse_endpoint(f"redis://{host}:{proxy.port}/0", options)
+        assert endpoint is not None
+        conn = Connection(endpoint)
         try:
             assert conn.execute("PING") in {b"PONG", "PONG"}
             assert proxy.blackhole() == 1
